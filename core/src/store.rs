@@ -1,0 +1,573 @@
+//! A key/value store whose capacity is fixed when it is built.
+//!
+//! Capacity is two numbers: how many entries, and a byte budget for what the
+//! entries hold (each entry costs its key, its value and a 12-byte record
+//! header). Memory is the slot table plus the arena that holds those bytes;
+//! nothing is reserved per entry for the largest key or value, and nothing
+//! is ever allocated: the storage is handed in (arrays in a `static` on a
+//! microcontroller, boxed slices on a host).
+//!
+//! Layout: an open-addressing table of [`Slot`]s (hash + arena offset,
+//! linear probing; keys are never removed, so no tombstones) and a byte
+//! arena of records `[slot: u32][key_len: u32][value_len: u32][key][value]`.
+//! An update of the same size is written in place; any other update appends
+//! a new record and marks the old one dead. When the arena's end is reached,
+//! live records slide down over dead ones (one pass, in arena order) — the
+//! cost of a tight budget; give the arena slack beyond the budget to make
+//! that rare.
+//!
+//! When full, a put is refused and hands the error back; nothing stored is
+//! lost, and a refused update keeps the old value.
+//!
+//! [`Shared`] wraps any store in a `critical_section::Mutex<RefCell<_>>`
+//! reachable from a `static`: threads or interrupt handlers reach it only
+//! through a closure, so a borrow can never be held across IO.
+
+use core::cell::RefCell;
+
+/// Why a put was refused. Nothing was stored, and nothing existing lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The key is longer than the store's key limit.
+    KeyTooLong,
+    /// The value is longer than the store's value limit.
+    ValueTooLong,
+    /// The entry does not fit: the entry count or the byte budget is used up.
+    Full,
+}
+
+impl StoreError {
+    /// A short reason.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            StoreError::KeyTooLong => "key too long",
+            StoreError::ValueTooLong => "value too long",
+            StoreError::Full => "store full",
+        }
+    }
+}
+
+impl core::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl core::error::Error for StoreError {}
+
+/// What a key/value store does for the request handler.
+pub trait KeyValueStore {
+    /// Stores `value` under `key`, replacing any old value.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+
+    /// Calls `f` with the value stored under `key` (the borrow lasts only
+    /// for the call, so a shared store's lock cannot outlive it).
+    fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R;
+}
+
+impl<T: KeyValueStore + ?Sized> KeyValueStore for &mut T {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        (**self).put(key, value)
+    }
+
+    fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        (**self).get(key, f)
+    }
+}
+
+/// The most bytes any single response adds around a key and a value
+/// (tags, length varints, kind and status), so a stored entry always fits
+/// in a `Get` response frame.
+pub const RESPONSE_OVERHEAD: usize = 20;
+/// Key limit used by [`Limits::for_frame`] when the frame leaves room for it.
+pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
+/// Bytes of budget each entry costs beyond its key and value.
+pub const RECORD_HEADER_LEN: usize = 12;
+
+/// The store's limits. Build them with [`Limits::for_frame`] so that the
+/// store and the frame parser agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Limits {
+    /// Most entries held at once.
+    pub max_entries: usize,
+    /// Bytes all entries may hold together (key + value + 12 each).
+    pub byte_budget: usize,
+    /// Longest key accepted.
+    pub max_key_len: usize,
+    /// Longest value accepted.
+    pub max_value_len: usize,
+}
+
+impl Limits {
+    /// Limits such that any entry the store accepts fits in a `Get`
+    /// response of at most `max_frame_len` (the frame's `len` field).
+    pub const fn for_frame(max_frame_len: u32, max_entries: usize, byte_budget: usize) -> Limits {
+        let payload = (max_frame_len as usize).saturating_sub(crate::frame::FOOTER_LEN);
+        let room = payload.saturating_sub(RESPONSE_OVERHEAD);
+        let max_key_len = if room / 2 < DEFAULT_MAX_KEY_LEN { room / 2 } else { DEFAULT_MAX_KEY_LEN };
+        Limits { max_entries, byte_budget, max_key_len, max_value_len: room - max_key_len }
+    }
+}
+
+/// One entry of the hash table: the key's hash and its record's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Slot {
+    hash: u32,
+    offset: u32,
+}
+
+impl Slot {
+    /// An unused slot.
+    pub const EMPTY: Slot = Slot { hash: 0, offset: u32::MAX };
+
+    const fn is_empty(&self) -> bool {
+        self.offset == u32::MAX
+    }
+}
+
+/// Record header fields in the arena.
+mod record {
+    use core::ops::Range;
+
+    pub const SLOT: Range<usize> = 0..4;
+    pub const KEY_LEN: Range<usize> = 4..8;
+    pub const VALUE_LEN: Range<usize> = 8..12;
+    pub const HEADER_LEN: usize = VALUE_LEN.end;
+    /// Marks a record whose entry moved on.
+    pub const DEAD: u32 = u32::MAX;
+}
+
+fn read_u32(arena: &[u8], at: usize, field: core::ops::Range<usize>) -> usize {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&arena[at + field.start..at + field.end]);
+    u32::from_le_bytes(b) as usize
+}
+
+fn write_u32(arena: &mut [u8], at: usize, field: core::ops::Range<usize>, value: usize) {
+    arena[at + field.start..at + field.end].copy_from_slice(&(value as u32).to_le_bytes());
+}
+
+/// FNV-1a: tiny, no tables, good enough spread for a bounded table.
+fn hash(key: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in key {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// A fixed-capacity key/value store over caller-provided storage. See the
+/// [module docs](self).
+#[derive(Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Store<S, A> {
+    slots: S,
+    arena: A,
+    limits: Limits,
+    /// Entries stored.
+    len: usize,
+    /// End of the used part of the arena (live and dead records).
+    top: usize,
+    /// Budget in use by live records (headers included).
+    live: usize,
+}
+
+/// A store whose storage is arrays, buildable in a `static`.
+pub type ArrayStore<const SLOTS: usize, const BYTES: usize> = Store<[Slot; SLOTS], [u8; BYTES]>;
+
+impl<const SLOTS: usize, const BYTES: usize> Store<[Slot; SLOTS], [u8; BYTES]> {
+    /// A store in arrays: at most `SLOTS - SLOTS / 8 - 1` entries (`SLOTS` must be a
+    /// power of two) and a byte budget of `BYTES`, with key and value limits
+    /// from `max_frame_len` as in [`Limits::for_frame`].
+    pub const fn new(max_frame_len: u32) -> Self {
+        assert!(SLOTS.is_power_of_two(), "SLOTS must be a power of two");
+        assert!(BYTES < u32::MAX as usize, "arena offsets are u32");
+        Store {
+            slots: [Slot::EMPTY; SLOTS],
+            arena: [0; BYTES],
+            limits: Limits::for_frame(max_frame_len, max_entries_for(SLOTS), BYTES),
+            len: 0,
+            top: 0,
+            live: 0,
+        }
+    }
+}
+
+impl<S, A> Store<S, A>
+where
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+    A: AsRef<[u8]> + AsMut<[u8]>,
+{
+    /// A store over the given storage. `slots` is filled with empty slots;
+    /// only the largest power-of-two prefix of it is used, under 7/8 full.
+    /// `limits` are lowered to what the storage can hold.
+    pub fn with_storage(mut slots: S, arena: A, limits: Limits) -> Self {
+        slots.as_mut().fill(Slot::EMPTY);
+        let table = prev_power_of_two(slots.as_ref().len());
+        let arena_len = arena.as_ref().len().min(u32::MAX as usize - 1);
+        let limits = Limits {
+            max_entries: limits.max_entries.min(max_entries_for(table)),
+            byte_budget: limits.byte_budget.min(arena_len),
+            ..limits
+        };
+        Store { slots, arena, limits, len: 0, top: 0, live: 0 }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Entries stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Budget bytes in use (keys, values and 12 bytes a record).
+    pub fn bytes_used(&self) -> usize {
+        self.live
+    }
+
+    fn mask(&self) -> usize {
+        prev_power_of_two(self.slots.as_ref().len()) - 1
+    }
+
+    /// The slot holding `key`, or the empty slot where it would go.
+    fn find(&self, key: &[u8], h: u32) -> (usize, bool) {
+        let slots = self.slots.as_ref();
+        let arena = self.arena.as_ref();
+        if slots.is_empty() {
+            return (0, false);
+        }
+        let mask = self.mask();
+        let mut i = h as usize & mask;
+        loop {
+            let slot = slots[i];
+            if slot.is_empty() {
+                return (i, false);
+            }
+            if slot.hash == h && self.record_key(arena, slot.offset as usize) == key {
+                return (i, true);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn record_key<'a>(&self, arena: &'a [u8], at: usize) -> &'a [u8] {
+        let key_len = read_u32(arena, at, record::KEY_LEN);
+        let start = at + record::HEADER_LEN;
+        &arena[start..start + key_len]
+    }
+
+    /// The value stored under `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        if key.len() > self.limits.max_key_len {
+            return None;
+        }
+        let (i, found) = self.find(key, hash(key));
+        if !found {
+            return None;
+        }
+        let arena = self.arena.as_ref();
+        let at = self.slots.as_ref()[i].offset as usize;
+        let key_len = read_u32(arena, at, record::KEY_LEN);
+        let value_len = read_u32(arena, at, record::VALUE_LEN);
+        let start = at + record::HEADER_LEN + key_len;
+        Some(&arena[start..start + value_len])
+    }
+
+    /// Stores `value` under `key`. See [`StoreError`] for refusals.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if key.len() > self.limits.max_key_len {
+            return Err(StoreError::KeyTooLong);
+        }
+        if value.len() > self.limits.max_value_len {
+            return Err(StoreError::ValueTooLong);
+        }
+        let h = hash(key);
+        let (i, found) = self.find(key, h);
+        let cost = record::HEADER_LEN + key.len() + value.len();
+        let old = if found {
+            let at = self.slots.as_ref()[i].offset as usize;
+            let arena = self.arena.as_mut();
+            let old_value_len = read_u32(arena, at, record::VALUE_LEN);
+            if old_value_len == value.len() {
+                let start = at + record::HEADER_LEN + key.len();
+                arena[start..start + value.len()].copy_from_slice(value);
+                return Ok(());
+            }
+            Some((at, record::HEADER_LEN + key.len() + old_value_len))
+        } else {
+            None
+        };
+        let freed = old.map_or(0, |(_, old_cost)| old_cost);
+        if self.live - freed + cost > self.limits.byte_budget {
+            return Err(StoreError::Full);
+        }
+        if old.is_none() && self.len >= self.limits.max_entries {
+            return Err(StoreError::Full);
+        }
+        // From here the put cannot fail: the old record may be given up.
+        if let Some((at, _)) = old {
+            write_u32(self.arena.as_mut(), at, record::SLOT, record::DEAD as usize);
+            self.live -= freed;
+        }
+        if self.top + cost > self.arena.as_ref().len() {
+            self.compact();
+        }
+        let at = self.top;
+        let arena = self.arena.as_mut();
+        write_u32(arena, at, record::SLOT, i);
+        write_u32(arena, at, record::KEY_LEN, key.len());
+        write_u32(arena, at, record::VALUE_LEN, value.len());
+        let start = at + record::HEADER_LEN;
+        arena[start..start + key.len()].copy_from_slice(key);
+        arena[start + key.len()..start + key.len() + value.len()].copy_from_slice(value);
+        self.top += cost;
+        self.live += cost;
+        self.slots.as_mut()[i] = Slot { hash: h, offset: at as u32 };
+        if old.is_none() {
+            self.len += 1;
+        }
+        Ok(())
+    }
+
+    /// Slides live records down over dead ones, in arena order.
+    fn compact(&mut self) {
+        debug!("store compaction: {} live of {} used", self.live, self.top);
+        let arena = self.arena.as_mut();
+        let slots = self.slots.as_mut();
+        let (mut read, mut write) = (0, 0);
+        while read < self.top {
+            let size =
+                record::HEADER_LEN + read_u32(arena, read, record::KEY_LEN) + read_u32(arena, read, record::VALUE_LEN);
+            let slot = read_u32(arena, read, record::SLOT);
+            if slot != record::DEAD as usize {
+                arena.copy_within(read..read + size, write);
+                slots[slot].offset = write as u32;
+                write += size;
+            }
+            read += size;
+        }
+        self.top = write;
+    }
+}
+
+impl<S, A> KeyValueStore for Store<S, A>
+where
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+    A: AsRef<[u8]> + AsMut<[u8]>,
+{
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        Store::put(self, key, value)
+    }
+
+    fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        f(Store::get(self, key))
+    }
+}
+
+/// Entries a table of `table` slots may hold: at least one slot always
+/// stays empty (so a probe always ends) and the load stays under 7/8.
+const fn max_entries_for(table: usize) -> usize {
+    if table == 0 { 0 } else { table - table / 8 - 1 }
+}
+
+const fn prev_power_of_two(n: usize) -> usize {
+    if n == 0 { 0 } else { 1 << (usize::BITS - 1 - n.leading_zeros()) }
+}
+
+/// A store (or anything) shared between threads or interrupt handlers,
+/// reachable from a `static`. Access is only through [`Shared::with`].
+#[derive(Debug)]
+pub struct Shared<T>(critical_section::Mutex<RefCell<T>>);
+
+impl<T> Shared<T> {
+    /// Wraps `value`.
+    pub const fn new(value: T) -> Self {
+        Shared(critical_section::Mutex::new(RefCell::new(value)))
+    }
+
+    /// Runs `f` inside a critical section with the value borrowed mutably.
+    /// Keep `f` short: on a single core it masks interrupts, on a host it
+    /// holds a process-wide lock.
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        critical_section::with(|cs| f(&mut self.0.borrow_ref_mut(cs)))
+    }
+}
+
+impl<T: KeyValueStore> KeyValueStore for &Shared<T> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.with(|store| store.put(key, value))
+    }
+
+    fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        self.with(|store| store.get(key, f))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    type Small = ArrayStore<16, 128>;
+
+    #[test]
+    fn put_get_update() {
+        let mut s = Small::new(1024);
+        assert_eq!(s.get(b"k"), None);
+        s.put(b"k", b"one").unwrap();
+        assert_eq!(s.get(b"k"), Some(&b"one"[..]));
+        s.put(b"k", b"two").unwrap(); // same size: in place
+        assert_eq!(s.get(b"k"), Some(&b"two"[..]));
+        s.put(b"k", b"three").unwrap();
+        assert_eq!(s.get(b"k"), Some(&b"three"[..]));
+        s.put(b"", b"").unwrap();
+        assert_eq!(s.get(b""), Some(&b""[..]));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.bytes_used(), 12 + 1 + 5 + 12);
+    }
+
+    #[test]
+    fn full_store_refuses_new_keys_and_keeps_old_ones() {
+        let mut s = ArrayStore::<4, 1024>::new(1024); // 3 entries at most
+        for k in [b"a", b"b", b"c"] {
+            s.put(k, b"v").unwrap();
+        }
+        assert_eq!(s.put(b"d", b"v"), Err(StoreError::Full));
+        s.put(b"a", b"updated").unwrap(); // existing keys still update
+        assert_eq!(s.get(b"a"), Some(&b"updated"[..]));
+        assert_eq!(s.get(b"d"), None);
+    }
+
+    #[test]
+    fn budget_refusal_keeps_the_old_value() {
+        let mut s = ArrayStore::<16, 40>::new(1024);
+        s.put(b"k", b"0123456789").unwrap(); // 23 bytes
+        assert_eq!(s.put(b"k", b"0123456789012345678901234567"), Err(StoreError::Full));
+        assert_eq!(s.get(b"k"), Some(&b"0123456789"[..]));
+    }
+
+    #[test]
+    fn limits_follow_the_frame_length() {
+        let l = Limits::for_frame(1 << 20, 10, 100);
+        assert_eq!(l.max_key_len, 1024);
+        assert_eq!(l.max_key_len + l.max_value_len + RESPONSE_OVERHEAD + 5, 1 << 20);
+        let l = Limits::for_frame(65, 10, 100);
+        assert_eq!((l.max_key_len, l.max_value_len), (20, 20));
+        let mut s = ArrayStore::<16, 1024>::new(65);
+        assert_eq!(s.put(&[b'k'; 21], b""), Err(StoreError::KeyTooLong));
+        assert_eq!(s.put(b"k", &[0; 21]), Err(StoreError::ValueTooLong));
+        assert_eq!(s.put(&[b'k'; 20], &[0; 20]), Ok(()));
+    }
+
+    #[test]
+    fn compaction_keeps_every_entry() {
+        let mut s = ArrayStore::<16, 64>::new(1024);
+        for round in 0..50u8 {
+            let v = [round; 7];
+            s.put(b"x", &v[..(round as usize % 7) + 1]).unwrap();
+            s.put(b"y", &v[..((round as usize + 3) % 7) + 1]).unwrap();
+            assert_eq!(s.get(b"x").unwrap().len(), (round as usize % 7) + 1);
+            assert!(s.get(b"y").unwrap().iter().all(|&b| b == round));
+        }
+    }
+
+    #[test]
+    fn shared_store_in_a_static() {
+        static STORE: Shared<ArrayStore<8, 64>> = Shared::new(ArrayStore::new(1024));
+        let mut handle = &STORE;
+        handle.put(b"k", b"v").unwrap();
+        let got = std::thread::spawn(|| (&STORE).get(b"k", |v| v.map(|v| v.to_vec()))).join().unwrap();
+        assert_eq!(got.as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn boxed_storage_works_like_arrays() {
+        let slots = std::vec![Slot::EMPTY; 100].into_boxed_slice(); // uses 64
+        let arena = std::vec![0u8; 256].into_boxed_slice();
+        let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 1000, 200));
+        assert_eq!(s.limits().max_entries, 55);
+        assert_eq!(s.limits().byte_budget, 200);
+        s.put(b"k", b"v").unwrap();
+        assert_eq!(s.get(b"k"), Some(&b"v"[..]));
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Put(Vec<u8>, Vec<u8>),
+            Get(Vec<u8>),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let key = prop::collection::vec(0u8..4, 0..4); // few keys: many updates
+            let value = prop::collection::vec(any::<u8>(), 0..30);
+            prop_oneof![(key.clone(), value).prop_map(|(k, v)| Op::Put(k, v)), key.prop_map(Op::Get),]
+        }
+
+        /// The same limits over a BTreeMap.
+        struct Model {
+            map: BTreeMap<Vec<u8>, Vec<u8>>,
+            limits: Limits,
+        }
+
+        impl Model {
+            fn cost(k: &[u8], v: &[u8]) -> usize {
+                RECORD_HEADER_LEN + k.len() + v.len()
+            }
+
+            fn put(&mut self, k: &[u8], v: &[u8]) -> Result<(), StoreError> {
+                if k.len() > self.limits.max_key_len {
+                    return Err(StoreError::KeyTooLong);
+                }
+                if v.len() > self.limits.max_value_len {
+                    return Err(StoreError::ValueTooLong);
+                }
+                let used: usize = self.map.iter().map(|(k, v)| Self::cost(k, v)).sum();
+                let freed = self.map.get(k).map_or(0, |old| Self::cost(k, old));
+                if used - freed + Self::cost(k, v) > self.limits.byte_budget {
+                    return Err(StoreError::Full);
+                }
+                if !self.map.contains_key(k) && self.map.len() >= self.limits.max_entries {
+                    return Err(StoreError::Full);
+                }
+                self.map.insert(k.to_vec(), v.to_vec());
+                Ok(())
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn store_matches_btreemap(ops in prop::collection::vec(op(), 0..200)) {
+                let mut store = ArrayStore::<16, 160>::new(70); // keys <= 22, values <= 23
+                let mut model = Model { map: BTreeMap::new(), limits: store.limits() };
+                for op in ops {
+                    match op {
+                        Op::Put(k, v) => prop_assert_eq!(store.put(&k, &v), model.put(&k, &v)),
+                        Op::Get(k) => prop_assert_eq!(store.get(&k), model.map.get(&k).map(|v| &v[..])),
+                    }
+                    prop_assert_eq!(store.len(), model.map.len());
+                }
+                for (k, v) in &model.map {
+                    prop_assert_eq!(store.get(k), Some(&v[..]));
+                }
+            }
+        }
+    }
+}
