@@ -1,0 +1,39 @@
+//! Size probe: kvio-core + kvio-proto (prost) — the store in a `static`,
+//! the sans-IO connection fed the golden put and get byte by byte, the
+//! protobuf handler, and the allocator prost needs for decoded strings.
+#![no_std]
+#![no_main]
+
+use core::hint::black_box;
+use cortex_m_rt::entry;
+use kvio_core::store::ArrayStore;
+use kvio_core::{Connection, Outcome, Shared};
+use kvio_firmware::{exit, golden, print};
+use kvio_proto::KeyValueHandler;
+
+const MAX_FRAME_LEN: u32 = 256;
+/// The same store as the core-only probe: 64 slots, a 4 KiB byte budget.
+static STORE: Shared<ArrayStore<64, 4096>> = Shared::new(ArrayStore::new(MAX_FRAME_LEN));
+
+// The scratch message's strings grow to the longest key and value seen.
+kvio_firmware::global_heap!(1024);
+
+#[entry]
+fn main() -> ! {
+    init_heap();
+    let mut connection = Connection::new(MAX_FRAME_LEN, 128);
+    let mut handler = KeyValueHandler::new(&STORE);
+    let mut payload = [0u8; MAX_FRAME_LEN as usize];
+    let mut output: heapless::Vec<u8, 256> = heapless::Vec::new();
+    let mut ok = true;
+    for request in [golden::PUT_REQUEST, golden::GET_REQUEST] {
+        for byte in black_box(request).chunks(1) {
+            let received = connection.receive(byte, &mut payload, &mut handler, &mut output);
+            ok &= received.outcome == Outcome::NeedMore && received.consumed == 1;
+        }
+    }
+    let (put, get) = output.split_at(golden::PUT_RESPONSE_OK.len().min(output.len()));
+    ok &= put == golden::PUT_RESPONSE_OK && get == golden::GET_RESPONSE_HIT;
+    print(if ok { "size-proto: ok\n" } else { "size-proto: mismatch\n" });
+    exit(ok)
+}
