@@ -1,17 +1,171 @@
-//! kvio's benchmark lab (being built): `kvio bench` parses [`BenchCommand`]
-//! and calls [`run`].
+//! kvio's benchmark lab, behind `kvio bench`: the load generator
+//! ([`load`]), the comparison of the four flavors against two baselines
+//! ([`compare`]), the baselines themselves ([`floor`], [`tokio_server`],
+//! bench-only code), and the results as a table, JSON, CSV and SVG plots
+//! ([`report`]). The servers under test are the `kvio` binary itself
+//! (`kvio serve`), started as child processes.
 #![deny(missing_docs)]
 
-/// `kvio bench` arguments.
+pub mod compare;
+pub mod floor;
+pub mod load;
+pub mod report;
+pub mod sys;
+pub mod tokio_server;
+pub mod wire;
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+pub use load::{LoadConfig, LoadReport};
+pub use wire::Check;
+
+/// `kvio bench` arguments: a load run against `--addr`, or a subcommand.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchCommand {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    pub addr: String,
+    /// `compare`, or the hidden baseline servers it starts.
+    #[command(subcommand)]
+    pub command: Option<BenchSubcommand>,
+    /// The load run (when no subcommand is given).
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
-/// Runs `kvio bench`; returns the process exit code.
-pub fn run(_cmd: BenchCommand) -> i32 {
-    eprintln!("kvio bench: not built yet");
-    2
+/// What `kvio bench` can do besides a single load run.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchSubcommand {
+    /// Start every flavor and baseline on a free loopback port, run the
+    /// connection matrix and the idle-memory test, write JSON, CSV and SVG.
+    Compare(compare::CompareArgs),
+    /// The floor baseline server (fixed answers, no decoding): bench-only.
+    #[command(hide = true)]
+    FloorServer(BaselineArgs),
+    /// The tokio baseline server: bench-only.
+    #[command(hide = true)]
+    TokioServer(TokioArgs),
+}
+
+/// Options of a single load run.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Server address (IPv4 loopback).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub addr: SocketAddrV4,
+    /// Connections held open, each a closed loop.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub connections: usize,
+    /// Requests outstanding per connection.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pub pipeline: usize,
+    /// Fraction of requests that are puts; the rest are gets.
+    #[arg(long, default_value_t = 0.1)]
+    pub put_ratio: f64,
+    /// Keys in all, shared out between connections (each uses its own).
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 64)]
+    pub value_size: usize,
+    /// Warm-up before measuring (ms).
+    #[arg(long, default_value_t = 500)]
+    pub warmup_ms: u64,
+    /// Measured time (ms).
+    #[arg(long, default_value_t = 3000)]
+    pub duration_ms: u64,
+    /// How answers are checked (`framing` for the floor server).
+    #[arg(long, value_enum, default_value_t = Check::Full)]
+    pub check: Check,
+    /// The server's PID: adds its CPU per request and RSS to the report.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of the baseline servers.
+#[derive(Debug, clap::Args)]
+pub struct BaselineArgs {
+    /// Listen address (`127.0.0.1:0` picks a free port, printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddrV4,
+    /// Longest frame accepted.
+    #[arg(long, default_value_t = kvio_core::DEFAULT_MAX_FRAME_LEN)]
+    pub max_frame_len: u32,
+}
+
+/// Options of the tokio baseline.
+#[derive(Debug, clap::Args)]
+pub struct TokioArgs {
+    /// Listen address and frame limit.
+    #[command(flatten)]
+    pub base: BaselineArgs,
+    /// Which runtime.
+    #[arg(long, value_enum, default_value_t = tokio_server::Runtime::Current)]
+    pub runtime: tokio_server::Runtime,
+    /// Store entries.
+    #[arg(long, default_value_t = 100_000)]
+    pub store_entries: usize,
+    /// Store byte budget.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub store_bytes: usize,
+}
+
+/// Runs `kvio bench`; returns the process exit code (0 ok, 1 the run had
+/// errors, 2 it could not run).
+pub fn run(cmd: BenchCommand) -> i32 {
+    match cmd.command {
+        Some(BenchSubcommand::Compare(args)) => compare::run(args),
+        Some(BenchSubcommand::FloorServer(a)) => exit_code(floor::serve(a.addr, a.max_frame_len)),
+        Some(BenchSubcommand::TokioServer(a)) => {
+            let cfg = tokio_server::TokioConfig {
+                runtime: a.runtime,
+                max_frame_len: a.base.max_frame_len,
+                store_entries: a.store_entries,
+                store_bytes: a.store_bytes,
+            };
+            exit_code(tokio_server::serve(a.base.addr, cfg))
+        }
+        None => run_load(cmd.load),
+    }
+}
+
+fn exit_code(r: std::io::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kvio bench: {e}");
+            2
+        }
+    }
+}
+
+fn run_load(a: LoadArgs) -> i32 {
+    if a.connections == 0 || a.pipeline == 0 {
+        eprintln!("kvio bench: --connections and --pipeline must be at least 1");
+        return 2;
+    }
+    let cfg = LoadConfig {
+        connections: a.connections,
+        pipeline: a.pipeline,
+        put_ratio: a.put_ratio,
+        keys: a.keys,
+        value_size: a.value_size,
+        warmup: Duration::from_millis(a.warmup_ms),
+        duration: Duration::from_millis(a.duration_ms),
+        check: a.check,
+        server_pid: a.server_pid,
+        ..LoadConfig::new(a.addr)
+    };
+    let r = load::run(cfg);
+    if a.json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        println!("{}", report::summary_line(&r));
+    }
+    if let Some(e) = &r.first_error {
+        eprintln!("kvio bench: {} errors; first: {e}", r.errors);
+    }
+    if r.errors > 0 { 1 } else { 0 }
 }

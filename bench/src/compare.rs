@@ -1,0 +1,397 @@
+//! `kvio bench compare`: starts each server (the four `kvio serve` flavors,
+//! the tokio and floor baselines) as a fresh child process per point,
+//! pinned to one core while the load generator runs on the other, runs the
+//! connection matrix and the idle-memory test, and hands the results to
+//! [`crate::report`]. Whatever a server cannot hold is skipped and the
+//! reason recorded.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::load::{self, Load, LoadConfig, LoadReport};
+use crate::report::{self, IdleResult, Results, RunResult};
+use crate::sys;
+use crate::wire::Check;
+
+/// The matrix: (connections, pipeline).
+pub const POINTS: [(usize, usize); 6] = [(1, 1), (16, 1), (256, 1), (1_000, 1), (10_000, 1), (16, 16)];
+/// Connections held open in the idle-memory test.
+pub const IDLE_CONNECTIONS: usize = 10_000;
+/// Bound on a server's start-up line and on its exit after SIGTERM.
+const SERVER_WAIT: Duration = Duration::from_secs(10);
+
+/// A server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Server {
+    /// The floor baseline (bench-only).
+    Floor,
+    /// tokio, current-thread runtime (bench-only).
+    TokioCurrent,
+    /// tokio, multi-thread runtime (bench-only).
+    TokioMulti,
+    /// `kvio serve --flavor epoll`.
+    Epoll,
+    /// `kvio serve --flavor busy-poll`.
+    BusyPoll,
+    /// `kvio serve --flavor threaded`.
+    Threaded,
+    /// `kvio serve --flavor blocking`.
+    Blocking,
+}
+
+impl Server {
+    /// Every server, baselines first.
+    pub const ALL: [Server; 7] = [
+        Server::Floor,
+        Server::TokioCurrent,
+        Server::TokioMulti,
+        Server::Epoll,
+        Server::BusyPoll,
+        Server::Threaded,
+        Server::Blocking,
+    ];
+
+    /// Name in tables and files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Floor => "floor",
+            Server::TokioCurrent => "tokio-current",
+            Server::TokioMulti => "tokio-multi",
+            Server::Epoll => "epoll",
+            Server::BusyPoll => "busy-poll",
+            Server::Threaded => "threaded",
+            Server::Blocking => "blocking",
+        }
+    }
+
+    fn args(self) -> Vec<&'static str> {
+        let any_port = ["--addr", "127.0.0.1:0"];
+        let mut args = match self {
+            Server::Floor => vec!["bench", "floor-server"],
+            Server::TokioCurrent => vec!["bench", "tokio-server", "--runtime", "current"],
+            Server::TokioMulti => vec!["bench", "tokio-server", "--runtime", "multi"],
+            flavor => vec!["serve", "--flavor", flavor.name()],
+        };
+        args.extend(any_port);
+        args
+    }
+
+    fn check(self) -> Check {
+        if self == Server::Floor { Check::Framing } else { Check::Full }
+    }
+
+    /// Why this server is not run with `connections` at all.
+    fn cannot_hold(self, connections: usize) -> Option<&'static str> {
+        (self == Server::Blocking && connections > 1).then_some(
+            "blocking serves one connection at a time: the others wait until it has been idle for \
+             its timeout (200 ms), so closed-loop clients on them never get answers in a run",
+        )
+    }
+}
+
+/// `kvio bench compare` options.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// Short runs (0.2 s warm-up, 1 s measured): the whole comparison in
+    /// under 3 minutes on 2 cores.
+    #[arg(long)]
+    pub short: bool,
+    /// Where results.json, results.csv, results.md and the SVG plots go.
+    #[arg(long, default_value = "kvio-bench-results")]
+    pub out: PathBuf,
+    /// Servers to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub servers: Vec<Server>,
+    /// Connection counts at pipeline 1 (default 1,16,256,1000,10000; 16x16 is always added).
+    #[arg(long, value_delimiter = ',')]
+    pub connections: Vec<usize>,
+    /// Override the warm-up (ms).
+    #[arg(long)]
+    pub warmup_ms: Option<u64>,
+    /// Override the measured time (ms).
+    #[arg(long)]
+    pub duration_ms: Option<u64>,
+    /// Skip the idle-memory test.
+    #[arg(long)]
+    pub no_idle: bool,
+}
+
+/// A server child process, its address, and its stdout lines.
+struct Running {
+    child: std::process::Child,
+    pid: u32,
+    addr: SocketAddrV4,
+    lines: Receiver<Option<String>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Which cores the server and the load run on, when there are two.
+#[derive(Clone, Copy, Debug)]
+struct Cores {
+    server: Option<usize>,
+    load: Option<usize>,
+}
+
+fn start(server: Server, cores: Cores) -> Result<Running, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // The child inherits the affinity of the thread that spawns it.
+    if let Some(c) = cores.server {
+        sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?;
+    }
+    let spawned = Command::new(&exe)
+        .args(server.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    if let Some(c) = cores.load {
+        sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?;
+    }
+    let mut child = spawned.map_err(|e| format!("{}: {e}", exe.display()))?;
+    let pid = child.id();
+    let (tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(Some(line)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(None);
+    });
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&stderr);
+    let err = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.len() < 20 {
+                kept.push(line);
+            }
+        }
+    });
+    let first = match lines.recv_timeout(SERVER_WAIT) {
+        Ok(Some(line)) => line,
+        Ok(None) | Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let why = stderr.lock().map(|l| l.join(" | ")).unwrap_or_default();
+            return Err(format!("{} printed no start-up line: {why}", server.name()));
+        }
+    };
+    let addr = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("no addr= in the start-up line {first:?}"));
+    match addr {
+        Ok(addr) => Ok(Running { child, pid, addr, lines, stderr }),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+impl Running {
+    /// SIGTERM, then waits (bounded) for the exit; SIGKILL if it does not come.
+    fn stop(mut self) -> Option<String> {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.pid as i32).expect("child PIDs are positive"),
+            rustix::process::Signal::TERM,
+        );
+        let deadline = Instant::now() + SERVER_WAIT;
+        let mut last = None;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Some(line)) => last = Some(line),
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    break;
+                }
+            }
+        }
+        let _ = self.child.wait();
+        last
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().map(|l| l.join(" | ")).unwrap_or_default()
+    }
+}
+
+/// The comparison; returns the exit code.
+pub fn run(args: CompareArgs) -> i32 {
+    let nofile = sys::raise_nofile_limit();
+    let cpus = sys::allowed_cpus();
+    let cores = if cpus.len() >= 2 {
+        Cores { server: Some(cpus[0]), load: Some(cpus[1]) }
+    } else {
+        Cores { server: None, load: None }
+    };
+    let servers = if args.servers.is_empty() { Server::ALL.to_vec() } else { args.servers.clone() };
+    let mut points: Vec<(usize, usize)> = if args.connections.is_empty() {
+        POINTS.to_vec()
+    } else {
+        args.connections.iter().map(|&c| (c, 1)).chain([(16, 16)]).collect()
+    };
+    points.dedup();
+    let (warmup, duration) = if args.short { (200, 1000) } else { (1000, 5000) };
+    let warmup = Duration::from_millis(args.warmup_ms.unwrap_or(warmup));
+    let duration = Duration::from_millis(args.duration_ms.unwrap_or(duration));
+    if let Err(e) = std::fs::create_dir_all(&args.out) {
+        eprintln!("kvio bench compare: {}: {e}", args.out.display());
+        return 2;
+    }
+    let idle_servers: Vec<Server> = if args.no_idle { Vec::new() } else { servers.clone() };
+    let bar = ProgressBar::new((servers.len() * points.len() + idle_servers.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:32} {pos}/{len} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.println(format!(
+        "kvio bench compare: {} mode, warm-up {warmup:?}, measured {duration:?}, server on CPU {:?}, load on CPU {:?}, RLIMIT_NOFILE {nofile}",
+        if args.short { "short" } else { "full" },
+        cores.server,
+        cores.load,
+    ));
+    let mut results = Results::new(args.short, warmup, duration, cores.server, cores.load);
+    for &server in &servers {
+        let mut held: Option<(usize, String)> = None;
+        for &(connections, pipeline) in &points {
+            bar.set_message(format!("{} {connections}x{pipeline}", server.name()));
+            let mut result = RunResult::new(server.name(), connections, pipeline);
+            if let Some(why) = server.cannot_hold(connections) {
+                result.skip(why.to_string());
+            } else if let Some((failed, why)) = held.as_ref().filter(|(n, _)| connections > *n) {
+                result.skip(format!("failed at {failed} connections ({why})"));
+            } else {
+                match start(server, cores) {
+                    Err(why) => result.fail(why),
+                    Ok(running) => {
+                        let cfg = LoadConfig {
+                            connections,
+                            pipeline,
+                            warmup,
+                            duration,
+                            check: server.check(),
+                            server_pid: Some(running.pid),
+                            ..LoadConfig::new(running.addr)
+                        };
+                        let report = load::run(cfg);
+                        result.threads = sys::threads(running.pid).ok();
+                        let stderr = running.stderr();
+                        running.stop();
+                        if report.errors > 0 {
+                            let why = format!(
+                                "{} errors, first: {}{}",
+                                report.errors,
+                                report.first_error.as_deref().unwrap_or("?"),
+                                if stderr.is_empty() { String::new() } else { format!("; server stderr: {stderr}") }
+                            );
+                            if report.total_requests == 0 {
+                                held = Some((connections, why.clone()));
+                            }
+                            result.report = Some(report);
+                            result.fail(why);
+                        } else {
+                            result.report = Some(report);
+                        }
+                    }
+                }
+            }
+            if let Some(why) = &result.reason {
+                bar.println(format!("{} {connections}x{pipeline}: {} ({why})", server.name(), result.status));
+            }
+            results.runs.push(result);
+            bar.inc(1);
+        }
+    }
+    for &server in &idle_servers {
+        bar.set_message(format!("{} idle {IDLE_CONNECTIONS}", server.name()));
+        let idle = idle_memory(server, cores, IDLE_CONNECTIONS);
+        if let Some(why) = &idle.reason {
+            bar.println(format!("{} idle memory: {} ({why})", server.name(), idle.status));
+        }
+        results.idle.push(idle);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    results.evaluate_goals();
+    match report::write_all(&results, &args.out) {
+        Ok(table) => {
+            println!("{table}");
+            println!("results in {}", args.out.display());
+        }
+        Err(e) => {
+            eprintln!("kvio bench compare: writing results: {e}");
+            return 2;
+        }
+    }
+    let failed = results.runs.iter().filter(|r| r.status == "failed").count();
+    if failed > 0 { 1 } else { 0 }
+}
+
+/// RSS of `server` with `n` connections open and idle (each has made one
+/// round trip, so the server has surely accepted and served it), minus
+/// its RSS after one connection has come and gone.
+fn idle_memory(server: Server, cores: Cores, n: usize) -> IdleResult {
+    let mut idle = IdleResult::new(server.name(), n);
+    if let Some(why) = server.cannot_hold(n) {
+        idle.skip(why.to_string());
+        return idle;
+    }
+    let running = match start(server, cores) {
+        Ok(r) => r,
+        Err(why) => {
+            idle.fail(why);
+            return idle;
+        }
+    };
+    let one_trip = |connections| LoadConfig {
+        connections,
+        requests_per_connection: Some(1),
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(60),
+        check: server.check(),
+        ..LoadConfig::new(running.addr)
+    };
+    let first = load::run(one_trip(1));
+    let empty = sys::rss_kib(running.pid);
+    let mut held = Load::new(one_trip(n)).map_err(|e| e.to_string());
+    let outcome: Result<LoadReport, String> = held.as_mut().map_err(|e| e.clone()).and_then(|l| {
+        l.connect()?;
+        Ok(l.run())
+    });
+    let full = sys::rss_kib(running.pid);
+    idle.threads = sys::threads(running.pid).ok();
+    let open = held.as_ref().map(|l| l.open_connections()).unwrap_or(0);
+    drop(held);
+    let stderr = running.stderr();
+    running.stop();
+    match (first.errors, outcome, empty, full) {
+        (0, Ok(r), Ok(empty), Ok(full)) if r.errors == 0 && open == n => {
+            idle.held = n;
+            idle.rss_empty_kib = Some(empty);
+            idle.rss_held_kib = Some(full);
+            idle.per_connection_bytes = Some((full as f64 - empty as f64) * 1024.0 / n as f64);
+        }
+        (_, Ok(r), ..) => idle.fail(format!(
+            "{open} of {n} connections held; {} errors, first: {}; server stderr: {stderr}",
+            r.errors,
+            r.first_error.or(first.first_error).as_deref().unwrap_or("?")
+        )),
+        (_, Err(why), ..) => idle.fail(format!("{why}; server stderr: {stderr}")),
+    }
+    idle
+}

@@ -1,0 +1,492 @@
+//! What a comparison produced, and how it is written: `results.json` (all
+//! of it), `results.csv` (one row per run), `results.md` (the tables and
+//! the goals, as printed), and three SVG plots against connections at
+//! pipeline 1 — requests/s, p99 latency, server CPU µs per request — one
+//! line per server.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::load::LoadReport;
+
+/// One point of the matrix for one server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Server name.
+    pub server: String,
+    /// Connections.
+    pub connections: usize,
+    /// Pipeline depth.
+    pub pipeline: usize,
+    /// `ok`, `skipped` or `failed`.
+    pub status: String,
+    /// Why skipped or failed.
+    pub reason: Option<String>,
+    /// Server threads at the end of the run.
+    pub threads: Option<u64>,
+    /// The load generator's figures (absent when skipped).
+    pub report: Option<LoadReport>,
+}
+
+impl RunResult {
+    /// A run not yet done.
+    pub fn new(server: &str, connections: usize, pipeline: usize) -> Self {
+        RunResult {
+            server: server.into(),
+            connections,
+            pipeline,
+            status: "ok".into(),
+            reason: None,
+            threads: None,
+            report: None,
+        }
+    }
+    /// Marks it skipped.
+    pub fn skip(&mut self, why: String) {
+        self.status = "skipped".into();
+        self.reason = Some(why);
+    }
+    /// Marks it failed.
+    pub fn fail(&mut self, why: String) {
+        self.status = "failed".into();
+        self.reason = Some(why);
+    }
+    fn ok(&self) -> Option<&LoadReport> {
+        self.report.as_ref().filter(|_| self.status == "ok")
+    }
+}
+
+/// The idle-memory test of one server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdleResult {
+    /// Server name.
+    pub server: String,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Connections held (0 unless all were).
+    pub held: usize,
+    /// `ok`, `skipped` or `failed`.
+    pub status: String,
+    /// Why skipped or failed.
+    pub reason: Option<String>,
+    /// RSS after one connection came and went.
+    pub rss_empty_kib: Option<u64>,
+    /// RSS with all connections open and idle.
+    pub rss_held_kib: Option<u64>,
+    /// `(held - empty) / connections`, user-space bytes per idle connection.
+    pub per_connection_bytes: Option<f64>,
+    /// Server threads while holding them.
+    pub threads: Option<u64>,
+}
+
+impl IdleResult {
+    /// A test not yet done.
+    pub fn new(server: &str, connections: usize) -> Self {
+        IdleResult {
+            server: server.into(),
+            connections,
+            held: 0,
+            status: "ok".into(),
+            reason: None,
+            rss_empty_kib: None,
+            rss_held_kib: None,
+            per_connection_bytes: None,
+            threads: None,
+        }
+    }
+    /// Marks it skipped.
+    pub fn skip(&mut self, why: String) {
+        self.status = "skipped".into();
+        self.reason = Some(why);
+    }
+    /// Marks it failed.
+    pub fn fail(&mut self, why: String) {
+        self.status = "failed".into();
+        self.reason = Some(why);
+    }
+}
+
+/// One goal of issue 5, evaluated on this run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Goal {
+    /// What is compared.
+    pub goal: String,
+    /// The measured ratio (or value).
+    pub measured: Option<f64>,
+    /// The bound it must respect.
+    pub bound: String,
+    /// Met, missed, or not measurable in this run.
+    pub verdict: String,
+}
+
+/// Everything one comparison produced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Results {
+    /// Short mode?
+    pub short: bool,
+    /// Warm-up per run (ms).
+    pub warmup_ms: u64,
+    /// Measured time per run (ms).
+    pub duration_ms: u64,
+    /// CPU the servers were pinned to.
+    pub server_cpu: Option<usize>,
+    /// CPU the load generator was pinned to.
+    pub load_cpu: Option<usize>,
+    /// The matrix.
+    pub runs: Vec<RunResult>,
+    /// The idle-memory test.
+    pub idle: Vec<IdleResult>,
+    /// Issue 5's goals.
+    pub goals: Vec<Goal>,
+}
+
+impl Results {
+    /// Empty results of a comparison with these settings.
+    pub fn new(short: bool, warmup: Duration, duration: Duration, server: Option<usize>, load: Option<usize>) -> Self {
+        Results {
+            short,
+            warmup_ms: warmup.as_millis() as u64,
+            duration_ms: duration.as_millis() as u64,
+            server_cpu: server,
+            load_cpu: load,
+            runs: Vec::new(),
+            idle: Vec::new(),
+            goals: Vec::new(),
+        }
+    }
+
+    fn point(&self, server: &str, connections: usize, pipeline: usize) -> Option<&LoadReport> {
+        self.runs
+            .iter()
+            .find(|r| r.server == server && r.connections == connections && r.pipeline == pipeline)
+            .and_then(RunResult::ok)
+    }
+
+    /// Computes issue 5's goals from the runs.
+    pub fn evaluate_goals(&mut self) {
+        let mut goals = Vec::new();
+        let cpu = |r: &LoadReport| r.server_cpu_us_per_request;
+        let mut ratio_goal = |goal: String, a: Option<f64>, b: Option<f64>, bound: f64, at_most: bool| {
+            let measured = a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+            let verdict = match measured {
+                None => "not measured".to_string(),
+                Some(m) if (at_most && m <= bound) || (!at_most && m >= bound) => "met".to_string(),
+                Some(m) => format!("missed by {:.0}%", ((m / bound) - 1.0).abs() * 100.0),
+            };
+            let bound = format!("{} {bound}", if at_most { "<=" } else { ">=" });
+            goals.push(Goal { goal, measured, bound, verdict });
+        };
+        let at = |s: &str, c, p| self.point(s, c, p);
+        ratio_goal(
+            "epoll / floor server CPU per request, 16 conn x pipeline 16".into(),
+            at("epoll", 16, 16).and_then(cpu),
+            at("floor", 16, 16).and_then(cpu),
+            1.25,
+            true,
+        );
+        ratio_goal(
+            "epoll / tokio-current server CPU per request, 16 conn x pipeline 16".into(),
+            at("epoll", 16, 16).and_then(cpu),
+            at("tokio-current", 16, 16).and_then(cpu),
+            0.8,
+            true,
+        );
+        ratio_goal(
+            "epoll / floor requests/s, 16 conn x pipeline 16".into(),
+            at("epoll", 16, 16).map(|r| r.requests_per_sec),
+            at("floor", 16, 16).map(|r| r.requests_per_sec),
+            0.9,
+            false,
+        );
+        for c in [16, 1000] {
+            ratio_goal(
+                format!("epoll / floor server CPU per request, {c} conn x pipeline 1"),
+                at("epoll", c, 1).and_then(cpu),
+                at("floor", c, 1).and_then(cpu),
+                1.15,
+                true,
+            );
+        }
+        ratio_goal(
+            "epoll / tokio-current p99 latency, 1000 conn x pipeline 1".into(),
+            at("epoll", 1000, 1).map(|r| r.p99_us),
+            at("tokio-current", 1000, 1).map(|r| r.p99_us),
+            1.0,
+            true,
+        );
+        ratio_goal(
+            "(for reference) epoll / tokio-multi p99 latency, 1000 conn x pipeline 1".into(),
+            at("epoll", 1000, 1).map(|r| r.p99_us),
+            at("tokio-multi", 1000, 1).map(|r| r.p99_us),
+            1.0,
+            true,
+        );
+        let idle = |s: &str| self.idle.iter().find(|i| i.server == s);
+        let epoll_idle = idle("epoll").and_then(|i| i.per_connection_bytes);
+        goals.push(Goal {
+            goal: "epoll idle user-space memory per connection at 10,000 connections (bytes)".into(),
+            measured: epoll_idle,
+            bound: "<= 1024".into(),
+            verdict: match epoll_idle {
+                None => "not measured".into(),
+                Some(b) if b <= 1024.0 => "met".into(),
+                Some(b) => format!("missed by {:.0}%", (b / 1024.0 - 1.0) * 100.0),
+            },
+        });
+        let threaded_idle = idle("threaded").map(|i| i.held);
+        let threaded_run = self.point("threaded", 10_000, 1).map(|r| r.connections);
+        let held = threaded_idle.into_iter().chain(threaded_run).max();
+        goals.push(Goal {
+            goal: "threaded holds 10,000 connections (idle test / 10,000-connection run)".into(),
+            measured: held.map(|h| h as f64),
+            bound: ">= 10000".into(),
+            verdict: match held {
+                None => "not measured".into(),
+                Some(h) if h >= 10_000 => "met".into(),
+                Some(h) => format!("missed: held {h}"),
+            },
+        });
+        self.goals = goals;
+    }
+}
+
+/// One line for a single load run.
+pub fn summary_line(r: &LoadReport) -> String {
+    let mut s = format!(
+        "connections={} pipeline={} requests={} errors={} req/s={:.0} p50={:.1}us p99={:.1}us p99.9={:.1}us max={:.1}us",
+        r.connections, r.pipeline, r.requests, r.errors, r.requests_per_sec, r.p50_us, r.p99_us, r.p999_us, r.max_us
+    );
+    if let Some(c) = r.server_cpu_us_per_request {
+        let _ = write!(s, " server_cpu={c:.2}us/req");
+    }
+    if let Some(p) = r.server_cpu_percent {
+        let _ = write!(s, " server_cpu={p:.0}%");
+    }
+    if let Some(k) = r.server_rss_kib {
+        let _ = write!(s, " server_rss={k}KiB");
+    }
+    s
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The Markdown tables (matrix, idle memory, goals).
+pub fn markdown(results: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| server | conns x pipeline | req/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/req | server CPU % | RSS KiB | status |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in &results.runs {
+        let status = match (&r.reason, r.status.as_str()) {
+            (Some(why), st) => format!("{st}: {why}"),
+            (None, st) => st.to_string(),
+        };
+        match &r.report {
+            Some(p) if r.status == "ok" => {
+                let _ = writeln!(
+                    s,
+                    "| {} | {}x{} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | ok |",
+                    r.server,
+                    r.connections,
+                    r.pipeline,
+                    p.requests_per_sec,
+                    p.p50_us,
+                    p.p99_us,
+                    p.p999_us,
+                    p.max_us,
+                    opt(p.server_cpu_us_per_request, 2),
+                    opt(p.server_cpu_percent, 0),
+                    p.server_rss_kib.map_or("-".into(), |k| k.to_string()),
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "| {} | {}x{} | - | - | - | - | - | - | - | - | {} |",
+                    r.server,
+                    r.connections,
+                    r.pipeline,
+                    status.replace('|', "/")
+                );
+            }
+        }
+    }
+    if !results.idle.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n| server | idle connections held | RSS empty KiB | RSS held KiB | bytes / connection | threads | status |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
+        for i in &results.idle {
+            let status =
+                i.reason.as_ref().map_or(i.status.clone(), |w| format!("{}: {}", i.status, w.replace('|', "/")));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                i.server,
+                i.held,
+                i.rss_empty_kib.map_or("-".into(), |k| k.to_string()),
+                i.rss_held_kib.map_or("-".into(), |k| k.to_string()),
+                opt(i.per_connection_bytes, 0),
+                i.threads.map_or("-".into(), |t| t.to_string()),
+                status
+            );
+        }
+    }
+    if !results.goals.is_empty() {
+        let _ = writeln!(s, "\n| goal | measured | bound | verdict |");
+        let _ = writeln!(s, "|---|---:|---|---|");
+        for g in &results.goals {
+            let _ = writeln!(s, "| {} | {} | {} | {} |", g.goal, opt(g.measured, 2), g.bound, g.verdict);
+        }
+    }
+    s
+}
+
+/// One CSV row per run; no field holds a comma or quote except `reason`,
+/// which is quoted.
+pub fn csv(results: &Results) -> String {
+    let mut s = String::from(
+        "server,connections,pipeline,status,requests,errors,window_secs,requests_per_sec,p50_us,p99_us,p999_us,max_us,server_cpu_us_per_request,server_cpu_percent,server_rss_kib,threads,reason\n",
+    );
+    for r in &results.runs {
+        let p = r.report.clone().unwrap_or_default();
+        let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},\"{}\"",
+            r.server,
+            r.connections,
+            r.pipeline,
+            r.status,
+            p.requests,
+            p.errors,
+            p.window_secs,
+            p.requests_per_sec,
+            p.p50_us,
+            p.p99_us,
+            p.p999_us,
+            p.max_us,
+            o(p.server_cpu_us_per_request),
+            o(p.server_cpu_percent),
+            p.server_rss_kib.map_or(String::new(), |k| k.to_string()),
+            r.threads.map_or(String::new(), |t| t.to_string()),
+            r.reason.as_deref().unwrap_or("").replace('"', "'"),
+        );
+    }
+    s
+}
+
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(0, 0, 0),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 158, 115),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 114, 178),
+    RGBColor(204, 121, 167),
+];
+
+/// One SVG: `metric` of every server's pipeline-1 runs against connections
+/// (log x; log y when `log_y`).
+fn plot(
+    results: &Results,
+    path: &Path,
+    title: &str,
+    metric: fn(&LoadReport) -> Option<f64>,
+    log_y: bool,
+) -> Result<(), String> {
+    let mut servers: Vec<&str> = Vec::new();
+    for r in &results.runs {
+        if !servers.contains(&r.server.as_str()) {
+            servers.push(&r.server);
+        }
+    }
+    let series: Vec<(&str, Vec<(f64, f64)>)> = servers
+        .iter()
+        .map(|&s| {
+            let pts = results
+                .runs
+                .iter()
+                .filter(|r| r.server == s && r.pipeline == 1)
+                .filter_map(|r| Some((r.connections as f64, metric(r.ok()?)?)))
+                .filter(|(_, y)| *y > 0.0)
+                .collect();
+            (s, pts)
+        })
+        .collect();
+    let ys = series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y));
+    let (lo, hi) = ys.fold((f64::MAX, 0.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    if hi <= 0.0 {
+        return Ok(());
+    }
+    let xmax = results.runs.iter().map(|r| r.connections).max().unwrap_or(1).max(2) as f64;
+    let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.caption(title, ("sans-serif", 18)).margin(12).x_label_area_size(36).y_label_area_size(64);
+    let x = (0.8..xmax * 1.25).log_scale();
+    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc("connections (pipeline 1)")
+                .y_desc(title)
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .draw()
+                .map_err(e)?;
+            for (i, (name, pts)) in series.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
+                chart
+                    .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                    .map_err(e)?
+                    .label(*name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(e)?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(e)?;
+        }};
+    }
+    if log_y {
+        draw!(builder.build_cartesian_2d(x, (lo * 0.7..hi * 1.5).log_scale()).map_err(e)?);
+    } else {
+        draw!(builder.build_cartesian_2d(x, 0.0..hi * 1.15).map_err(e)?);
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Writes every output file under `dir`; returns the Markdown tables.
+pub fn write_all(results: &Results, dir: &Path) -> Result<String, String> {
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"));
+    let json = serde_json::to_string_pretty(results).map_err(|e| e.to_string())?;
+    write("results.json", &json)?;
+    write("results.csv", &csv(results))?;
+    let md = markdown(results);
+    write("results.md", &md)?;
+    plot(results, &dir.join("requests_per_sec.svg"), "requests/s", |r| Some(r.requests_per_sec), false)?;
+    plot(results, &dir.join("p99_latency_us.svg"), "p99 latency (µs)", |r| Some(r.p99_us), true)?;
+    plot(
+        results,
+        &dir.join("server_cpu_us_per_request.svg"),
+        "server CPU µs / request",
+        |r| r.server_cpu_us_per_request,
+        false,
+    )?;
+    Ok(md)
+}
