@@ -1,0 +1,136 @@
+//! Load against the flavors: a client that never reads (bounded memory,
+//! others still served) and thousands of concurrent connections.
+
+#[macro_use]
+mod common;
+
+use std::io::{ErrorKind, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+use kvio_proto::KeyValueMessage;
+
+per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll] [
+    client_that_never_reads_is_not_buffered_without_bound,
+]);
+
+// Not for `blocking`, which serves one connection at a time by design.
+mod concurrent {
+    use super::*;
+    per_flavor!([threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll] [
+        many_concurrent_connections,
+    ]);
+}
+
+const PUSH_LIMIT: usize = 50 << 20;
+/// How much the server's resident memory may grow while a client pushes
+/// requests without reading. Kernel socket buffers do not count (they are not
+/// the server's RSS); unbounded buffering would grow it by more than the 50 MB
+/// pushed, since each response is longer than its request.
+const RSS_GROWTH_LIMIT_KIB: u64 = 32 << 10;
+
+fn client_that_never_reads_is_not_buffered_without_bound(flavor: Flavor) {
+    let server = Server::start(flavor, &[]);
+    // Long keys make ~1 KiB requests, so the drain below stays short.
+    let key = "k".repeat(1000);
+    let value = "v".repeat(100);
+    let mut setup = server.connect();
+    setup.put_ok(&key, &value);
+    // The blocking flavor would not serve the stuck client while this is open.
+    drop(setup);
+    let request = get_frame(&key);
+    let response = msg_frame(&KeyValueMessage {
+        key: key.clone(),
+        value: value.clone(),
+        kind: GET_RESPONSE,
+        ..Default::default()
+    });
+    let chunk = request.repeat((64 << 10) / request.len());
+    let mut other = flavor.serves_concurrently().then(|| server.connect());
+
+    let rss_before = server.rss_kib();
+    let mut stuck = Client::connect(server.addr());
+    // Half a second without progress means the server stopped reading.
+    stuck.stream.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut pushed = 0;
+    let stopped = loop {
+        if pushed >= PUSH_LIMIT {
+            break None;
+        }
+        let at = pushed % chunk.len();
+        match stuck.stream.write(&chunk[at..]) {
+            Ok(n) => pushed += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break Some(e),
+        }
+    };
+    let rss_after = server.rss_kib();
+    let Some(stopped) = stopped else {
+        panic!("the server read all {pushed} bytes from a client that reads nothing: no back-pressure");
+    };
+    let growth = rss_after.saturating_sub(rss_before);
+    assert!(
+        growth <= RSS_GROWTH_LIMIT_KIB,
+        "server RSS grew by {growth} KiB ({rss_before} -> {rss_after}) while a client pushed {pushed} bytes"
+    );
+
+    if let Some(other) = &mut other {
+        // Still stuck (write timed out, not reset), and others are served meanwhile.
+        assert!(matches!(stopped.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "stuck write: {stopped}");
+        let start = Instant::now();
+        other.put_ok("other", "served");
+        assert_eq!(other.get("other").as_deref(), Some("served"));
+        assert!(start.elapsed() < Duration::from_secs(2), "another client waited {:?}", start.elapsed());
+        // Once the stuck client reads, every whole request it sent is answered, in order.
+        for i in 0..pushed / request.len() {
+            assert_eq!(stuck.read_frame(), response, "response {i} of {}", pushed / request.len());
+        }
+        assert_eq!(server.connect().get("other").as_deref(), Some("served"));
+    } else {
+        // One connection at a time: a client that makes no progress must not
+        // hold the server for longer than the idle timeout, whether the server
+        // is blocked reading or writing. The stuck client is dropped (its
+        // unread responses are lost: it asked for that by never reading).
+        let bound = Duration::from_millis(flavor.default_idle_timeout_ms()) + Duration::from_millis(1500);
+        let start = Instant::now();
+        let mut other = server.connect();
+        assert_eq!(other.get(&key), Some(value));
+        assert!(start.elapsed() <= bound, "a client waited {:?} behind a stuck one", start.elapsed());
+    }
+}
+
+fn many_concurrent_connections(flavor: Flavor) {
+    const DEADLINE: Duration = Duration::from_secs(90);
+    let n: usize = if flavor == Flavor::Epoll { 10_000 } else { 1_000 };
+    let fds = raise_nofile_limit();
+    assert!(fds >= n as u64 + 100, "RLIMIT_NOFILE {fds} is too low for {n} connections");
+    let start = Instant::now();
+    // One spare slot for the last check, made before the server has surely seen all the closes.
+    let server = Server::start(flavor, &["--max-connections", &(n + 1).to_string()]);
+    let mut clients: Vec<Client> = Vec::with_capacity(n);
+    for i in 0..n {
+        clients.push(server.connect());
+        // A round trip on every 100th connection keeps the accept queue short
+        // and checks the newest connection is served while the others stay open.
+        if i % 100 == 99 {
+            clients[i].put_ok(&format!("probe-{i}"), "ok");
+        }
+        assert!(start.elapsed() < DEADLINE, "opened only {i} connections in {DEADLINE:?}");
+    }
+    // A put on every connection, all in flight at once, then every answer.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(&put_frame(&format!("key-{i}"), &format!("value-{i}")));
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.read_msg(), KeyValueMessage { kind: PUT, ..Default::default() }, "connection {i}");
+    }
+    assert!(start.elapsed() < DEADLINE, "too slow: {:?}", start.elapsed());
+    // Every put is visible from a sample of other connections.
+    for i in (0..n).step_by(7) {
+        let reader = (i * 31 + 1) % n;
+        assert_eq!(clients[reader].get(&format!("key-{i}")), Some(format!("value-{i}")), "key-{i} via {reader}");
+    }
+    assert!(start.elapsed() < DEADLINE, "too slow: {:?}", start.elapsed());
+    drop(clients);
+    assert_eq!(server.connect().get("key-0").as_deref(), Some("value-0"));
+}
