@@ -4,7 +4,6 @@
 #[macro_use]
 mod common;
 
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -104,8 +103,7 @@ fn max_connections(flavor: Flavor) {
             c.send(&get_frame("a"));
         }
         drop(a);
-        for c in queued {
-            let mut c = c;
+        for mut c in queued {
             assert_eq!(check_get_response(&c.read_msg(), "a").as_deref(), Some("1"));
             drop(c);
         }
@@ -170,8 +168,6 @@ fn sigterm_answers_what_was_received_then_exits_0(flavor: Flavor) {
     let expected_connections = if idle.is_some() { 2 } else { 1 };
     assert!(connections >= expected_connections, "{exit:?}");
     assert!(requests >= N as u64, "{exit:?}");
-    // Stopped listening.
-    assert!(TcpStream::connect_timeout(&server.addr(), IO_TIMEOUT).is_err(), "still accepting after exit");
 }
 
 fn sigint_on_an_idle_server_exits_0(flavor: Flavor) {
