@@ -121,6 +121,9 @@ pub struct CompareArgs {
     /// Skip the idle-memory test.
     #[arg(long)]
     pub no_idle: bool,
+    /// The load generator polls without sleeping (see `kvio bench --spin`).
+    #[arg(long)]
+    pub spin: bool,
 }
 
 /// A server child process, its address, and its stdout lines.
@@ -286,6 +289,7 @@ pub fn run(args: CompareArgs) -> i32 {
                             duration,
                             check: server.check(),
                             server_pid: Some(running.pid),
+                            spin: args.spin,
                             ..LoadConfig::new(running.addr)
                         };
                         let report = load::run(cfg);
@@ -319,7 +323,7 @@ pub fn run(args: CompareArgs) -> i32 {
     }
     for &server in &idle_servers {
         bar.set_message(format!("{} idle {IDLE_CONNECTIONS}", server.name()));
-        let idle = idle_memory(server, cores, IDLE_CONNECTIONS);
+        let idle = idle_memory(server, cores, IDLE_CONNECTIONS, duration);
         if let Some(why) = &idle.reason {
             bar.println(format!("{} idle memory: {} ({why})", server.name(), idle.status));
         }
@@ -345,7 +349,7 @@ pub fn run(args: CompareArgs) -> i32 {
 /// RSS of `server` with `n` connections open and idle (each has made one
 /// round trip, so the server has surely accepted and served it), minus
 /// its RSS after one connection has come and gone.
-fn idle_memory(server: Server, cores: Cores, n: usize) -> IdleResult {
+fn idle_memory(server: Server, cores: Cores, n: usize, idle_window: Duration) -> IdleResult {
     let mut idle = IdleResult::new(server.name(), n);
     if let Some(why) = server.cannot_hold(n) {
         idle.skip(why.to_string());
@@ -375,6 +379,14 @@ fn idle_memory(server: Server, cores: Cores, n: usize) -> IdleResult {
     });
     let full = sys::rss_kib(running.pid);
     idle.threads = sys::threads(running.pid).ok();
+    if held.is_ok() {
+        // A measuring window, not a wait for an event: CPU burnt doing nothing.
+        let before = (Instant::now(), sys::cpu_seconds(running.pid));
+        std::thread::sleep(idle_window);
+        if let (Ok(a), Ok(b)) = (before.1, sys::cpu_seconds(running.pid)) {
+            idle.idle_cpu_percent = Some((b - a) * 100.0 / before.0.elapsed().as_secs_f64());
+        }
+    }
     let open = held.as_ref().map(|l| l.open_connections()).unwrap_or(0);
     drop(held);
     let stderr = running.stderr();

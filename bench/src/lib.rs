@@ -79,6 +79,10 @@ pub struct LoadArgs {
     /// The server's PID: adds its CPU per request and RSS to the report.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Poll for answers without sleeping: the load generator keeps its core
+    /// busy, so CPU wake-up time is not added to every round trip.
+    #[arg(long)]
+    pub spin: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -156,6 +160,7 @@ fn run_load(a: LoadArgs) -> i32 {
         duration: Duration::from_millis(a.duration_ms),
         check: a.check,
         server_pid: a.server_pid,
+        spin: a.spin,
         ..LoadConfig::new(a.addr)
     };
     let r = load::run(cfg);

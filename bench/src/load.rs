@@ -68,6 +68,8 @@ pub struct LoadConfig {
     pub requests_per_connection: Option<u64>,
     /// Longest response frame accepted.
     pub max_frame_len: u32,
+    /// Poll epoll without sleeping (the load generator's core stays busy).
+    pub spin: bool,
 }
 
 impl LoadConfig {
@@ -88,6 +90,7 @@ impl LoadConfig {
             drain_timeout: Duration::from_secs(5),
             requests_per_connection: None,
             max_frame_len: kvio_core::DEFAULT_MAX_FRAME_LEN,
+            spin: false,
         }
     }
 }
@@ -125,6 +128,9 @@ pub struct LoadReport {
     pub server_cpu_percent: Option<f64>,
     /// Server RSS at the end of the window (KiB).
     pub server_rss_kib: Option<u64>,
+    /// The load generator's own CPU use over the window (100 = one core):
+    /// near 100 means requests/s measured the load generator, not the server.
+    pub load_cpu_percent: Option<f64>,
     /// Source addresses used (more than one when ephemeral ports ran short).
     pub source_addrs: u8,
 }
@@ -442,8 +448,10 @@ impl Load {
         let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds");
         let warm_end = start + cfg.warmup;
         let end = warm_end + cfg.duration;
-        let sample = |pid: Option<u32>| pid.and_then(|p| sys::cpu_seconds(p).ok());
-        let (mut window_start, mut window_end) = (None::<(Instant, Option<f64>)>, None::<(Instant, Option<f64>)>);
+        let me = std::process::id();
+        let sample = |pid: Option<u32>| (pid.and_then(|p| sys::cpu_seconds(p).ok()), sys::cpu_seconds(me).ok());
+        type Sample = (Instant, (Option<f64>, Option<f64>));
+        let (mut window_start, mut window_end) = (None::<Sample>, None::<Sample>);
         let mut drain_deadline = None;
         let (mut measured, mut total) = (0u64, 0u64);
         let mut events = Vec::with_capacity(1024);
@@ -474,6 +482,9 @@ impl Load {
                 .filter(|t| *t > now)
                 .min()
                 .map_or(MAX_WAIT, |t| (t - now).min(MAX_WAIT));
+            // Spinning keeps the load generator's core awake, so the time a
+            // sleeping CPU takes to wake is not added to every round trip.
+            let next = if cfg.spin { Duration::ZERO } else { next };
             let wait = rustix::event::Timespec::try_from(next).unwrap_or_default();
             events.clear();
             match epoll::wait(&self.epoll, spare_capacity(&mut events), Some(&wait)) {
@@ -503,8 +514,8 @@ impl Load {
                 }
             }
         }
-        let (t0, cpu0) = window_start.unwrap_or((start, None));
-        let (t1, cpu1) = window_end.unwrap_or((Instant::now(), None));
+        let (t0, (cpu0, load0)) = window_start.unwrap_or((start, (None, None)));
+        let (t1, (cpu1, load1)) = window_end.unwrap_or((Instant::now(), (None, None)));
         let window = (t1 - t0).as_secs_f64().max(1e-9);
         let us = |q: f64| if hist.is_empty() { 0.0 } else { hist.value_at_quantile(q) as f64 / 1000.0 };
         let cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
@@ -524,6 +535,7 @@ impl Load {
             server_cpu_us_per_request: cpu.filter(|_| measured > 0).map(|c| c * 1e6 / measured as f64),
             server_cpu_percent: cpu.map(|c| c * 100.0 / window),
             server_rss_kib: cfg.server_pid.and_then(|p| sys::rss_kib(p).ok()),
+            load_cpu_percent: load0.zip(load1).map(|(a, b)| (b - a) * 100.0 / window),
             source_addrs: self.source,
         }
     }

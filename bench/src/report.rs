@@ -81,6 +81,8 @@ pub struct IdleResult {
     pub per_connection_bytes: Option<f64>,
     /// Server threads while holding them.
     pub threads: Option<u64>,
+    /// Server CPU use while holding them, nothing being sent (100 = one core).
+    pub idle_cpu_percent: Option<f64>,
 }
 
 impl IdleResult {
@@ -96,6 +98,7 @@ impl IdleResult {
             rss_held_kib: None,
             per_connection_bytes: None,
             threads: None,
+            idle_cpu_percent: None,
         }
     }
     /// Marks it skipped.
@@ -269,6 +272,9 @@ pub fn summary_line(r: &LoadReport) -> String {
     if let Some(k) = r.server_rss_kib {
         let _ = write!(s, " server_rss={k}KiB");
     }
+    if let Some(p) = r.load_cpu_percent {
+        let _ = write!(s, " load_cpu={p:.0}%");
+    }
     s
 }
 
@@ -281,9 +287,9 @@ pub fn markdown(results: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| server | conns x pipeline | req/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/req | server CPU % | RSS KiB | status |"
+        "| server | conns x pipeline | req/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/req | server CPU % | load CPU % | RSS KiB | status |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &results.runs {
         let status = match (&r.reason, r.status.as_str()) {
             (Some(why), st) => format!("{st}: {why}"),
@@ -293,7 +299,7 @@ pub fn markdown(results: &Results) -> String {
             Some(p) if r.status == "ok" => {
                 let _ = writeln!(
                     s,
-                    "| {} | {}x{} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | ok |",
+                    "| {} | {}x{} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | ok |",
                     r.server,
                     r.connections,
                     r.pipeline,
@@ -304,13 +310,14 @@ pub fn markdown(results: &Results) -> String {
                     p.max_us,
                     opt(p.server_cpu_us_per_request, 2),
                     opt(p.server_cpu_percent, 0),
+                    opt(p.load_cpu_percent, 0),
                     p.server_rss_kib.map_or("-".into(), |k| k.to_string()),
                 );
             }
             _ => {
                 let _ = writeln!(
                     s,
-                    "| {} | {}x{} | - | - | - | - | - | - | - | - | {} |",
+                    "| {} | {}x{} | - | - | - | - | - | - | - | - | - | {} |",
                     r.server,
                     r.connections,
                     r.pipeline,
@@ -330,13 +337,14 @@ pub fn markdown(results: &Results) -> String {
                 i.reason.as_ref().map_or(i.status.clone(), |w| format!("{}: {}", i.status, w.replace('|', "/")));
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 i.server,
                 i.held,
                 i.rss_empty_kib.map_or("-".into(), |k| k.to_string()),
                 i.rss_held_kib.map_or("-".into(), |k| k.to_string()),
                 opt(i.per_connection_bytes, 0),
                 i.threads.map_or("-".into(), |t| t.to_string()),
+                opt(i.idle_cpu_percent, 1),
                 status
             );
         }
@@ -355,14 +363,14 @@ pub fn markdown(results: &Results) -> String {
 /// which is quoted.
 pub fn csv(results: &Results) -> String {
     let mut s = String::from(
-        "server,connections,pipeline,status,requests,errors,window_secs,requests_per_sec,p50_us,p99_us,p999_us,max_us,server_cpu_us_per_request,server_cpu_percent,server_rss_kib,threads,reason\n",
+        "server,connections,pipeline,status,requests,errors,window_secs,requests_per_sec,p50_us,p99_us,p999_us,max_us,server_cpu_us_per_request,server_cpu_percent,load_cpu_percent,server_rss_kib,threads,reason\n",
     );
     for r in &results.runs {
         let p = r.report.clone().unwrap_or_default();
         let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},\"{}\"",
+            "{},{},{},{},{},{},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},\"{}\"",
             r.server,
             r.connections,
             r.pipeline,
@@ -377,6 +385,7 @@ pub fn csv(results: &Results) -> String {
             p.max_us,
             o(p.server_cpu_us_per_request),
             o(p.server_cpu_percent),
+            o(p.load_cpu_percent),
             p.server_rss_kib.map_or(String::new(), |k| k.to_string()),
             r.threads.map_or(String::new(), |t| t.to_string()),
             r.reason.as_deref().unwrap_or("").replace('"', "'"),
