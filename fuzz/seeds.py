@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Writes the checked-in seed corpora (corpus/<target>/seed-*) from the golden
+frames in ../proto/tests/frames.json, in each target's input layout (see the
+`check` function of each module in src/). Run it again after changing a layout:
+    python3 fuzz/seeds.py
+"""
+import json
+import pathlib
+import struct
+
+HERE = pathlib.Path(__file__).resolve().parent
+VECTORS = {v["name"]: v for v in json.loads((HERE.parent / "proto/tests/frames.json").read_text())}
+FRAME = {name: bytes.fromhex(v["frame_hex"]) for name, v in VECTORS.items()}
+SMALL = [name for name, f in FRAME.items() if len(f) <= 128]  # keeps seeds at a few KB
+REQUESTS = [n for n in SMALL if "request" in n or n in ("kind_max_uint32", "empty_message_all_defaults")]
+
+
+def u8(n):
+    return struct.pack("<B", n)
+
+
+def u16(n):
+    return struct.pack("<H", n)
+
+
+def frame(payload):
+    return struct.pack("<I", len(payload) + 5) + payload + b"@EOF@"
+
+
+def write(target, seeds):
+    d = HERE / "corpus" / target
+    d.mkdir(parents=True, exist_ok=True)
+    for old in d.glob("seed-*"):
+        old.unlink()
+    for name, data in seeds.items():
+        (d / f"seed-{name}").write_bytes(data)
+
+
+def frame_parser():
+    # [max_frame_len: u16][buffer kind: u8][room: u16][n: u8][n+1 chunk sizes][stream]
+    def seed(stream, max_len=2048, kind=0, room=0, chunks=(255,)):
+        return u16(max_len) + u8(kind) + u16(room) + u8(len(chunks) - 1) + bytes(chunks) + stream
+
+    all_small = b"".join(FRAME[n] for n in SMALL)
+    seeds = {
+        "all-whole": seed(all_small),
+        "all-bytewise-exact-room": seed(all_small, kind=1, chunks=(1,)),
+        "all-split-small-room": seed(all_small, kind=2, room=40, chunks=(3, 7, 0, 13)),
+        "value-1kib": seed(FRAME["put_request_value_1kib"], max_len=1100, chunks=(100, 255)),
+        "too-short": seed(FRAME["put_response_ok"] + u16(2) + u16(0) + FRAME["put_request"], chunks=(5,)),
+        "too-long": seed(FRAME["put_request"] + FRAME["put_request_unicode"], max_len=64, chunks=(2,)),
+        "bad-footer": seed(FRAME["get_request"][:-2] + b"X@", chunks=(17, 1)),
+        "unfinished": seed(FRAME["put_request"] + FRAME["get_request"][:12], kind=1, chunks=(9,)),
+        "max-raised-to-5": seed(FRAME["empty_message_all_defaults"] * 3, max_len=0, chunks=(4,)),
+    }
+    for i, name in enumerate(SMALL):
+        seeds[name] = seed(FRAME[name], kind=i % 3, room=len(FRAME[name]), chunks=(i + 1, 255))
+    return seeds
+
+
+def connection():
+    # [max_frame_len: u16][output_limit: u16][slots: u8][arena: u16][budget: u16][entries: u8]
+    # [n: u8][n+1 read sizes][m: u8][m+1 drain sizes][stream]
+    def seed(stream, max_len=2048, limit=65535, slots=64, arena=4096, budget=4096, entries=60,
+             reads=(255,), drains=(255,)):
+        return (u16(max_len) + u16(limit) + u8(slots) + u16(arena) + u16(budget) + u8(entries)
+                + u8(len(reads) - 1) + bytes(reads) + u8(len(drains) - 1) + bytes(drains) + stream)
+
+    get = FRAME["get_request"]
+    session = b"".join(FRAME[n] for n in REQUESTS) + get + FRAME["put_response_ok"] + FRAME["get_request_empty_key"]
+    return {
+        "session": seed(session),
+        "session-bytewise-slow-reader": seed(session, limit=16, reads=(1,), drains=(0, 1, 3)),
+        "session-tight-store": seed(session, slots=4, arena=64, budget=64, entries=2, reads=(7, 30)),
+        "session-then-too-short": seed(session + u16(2) + u16(0) + get, reads=(13,), drains=(0, 2)),
+        "session-then-bad-footer": seed(get + get[:-1] + b"X", reads=(3, 255)),
+        "too-long-for-64": seed(get + FRAME["put_request_unicode"] + get, max_len=64),
+        "value-1kib": seed(FRAME["put_request_value_1kib"] + frame(b"\x0a\x0avalue-1KiB\x18\x01"),  # + its Get
+                           max_len=1100, reads=(200,)),
+        "malformed-payloads": seed(frame(b"\xff") + frame(b"\x0a\x05a") + frame(b"\x0a\x01\xff") + get),
+    }
+
+
+def store_model():
+    # [slots: u8][arena: u16][budget: u16][entries: u8][max_frame_len: u16][ops]
+    def config(slots=16, arena=512, budget=400, entries=8, max_len=512):
+        return u8(slots) + u16(arena) + u16(budget) + u8(entries) + u16(max_len)
+
+    def put(key, value):  # explicit key, explicit (<256) or filled value
+        if len(value) < 256:
+            return u8(0x0C) + u8(len(key)) + key + u8(len(value)) + value
+        return u8(0x14) + u8(len(key)) + key + u16(len(value)) + value[:1]
+
+    def get(key):
+        return u8(0x05) + u8(len(key)) + key
+
+    puts = [(VECTORS[n]["key"].encode(), VECTORS[n]["value"].encode()) for n in VECTORS
+            if VECTORS[n]["kind"] == 3 and len(FRAME[n]) < 2048 and n.startswith("put_request")]
+    golden = b"".join(put(k, v) + get(k) for k, v in puts) + get(b"absent")
+    churn = b"".join(u8(0x18) + u8(i % 8) + u8(i * 7 % 40) + u8(i) for i in range(40))  # small keys, new sizes
+    return {
+        "golden-puts": config(arena=2048, budget=2048, max_len=2048) + golden,
+        "golden-puts-tight": config(slots=4, arena=96, budget=90, entries=2) + golden,
+        "churn-compaction": config(arena=200, budget=160) + churn + get(b"k\x03"),
+        "no-slots": config(slots=0) + golden[:40],
+    }
+
+
+def roundtrip():
+    # [chunk: u8][kind: u32][status: i32][key_len: u16][key][value]
+    seeds = {}
+    for i, (name, v) in enumerate(VECTORS.items()):
+        if len(FRAME[name]) > 2048:
+            continue
+        key, value = v["key"].encode(), v["value"].encode()
+        seeds[name] = u8(i % 7 + 1) + struct.pack("<Ii", v["kind"], v["status"]) + u16(len(key)) + key + value
+    seeds["unknown-status"] = u8(3) + struct.pack("<Ii", 7, -1) + u16(1) + b"k" + b"v"
+    return seeds
+
+
+for target, make in [("frame_parser", frame_parser), ("connection", connection),
+                     ("store_model", store_model), ("roundtrip", roundtrip)]:
+    write(target, make())

@@ -1,0 +1,21 @@
+//! Invariants behind kvio's fuzz targets. Each target in `fuzz_targets/` is a
+//! one-line call into a module here, so the checks can be read (and reused)
+//! apart from libFuzzer:
+//!
+//! - [`frames`]: the push parser against a whole-stream model of the framing,
+//!   under arbitrary splits and payload buffers.
+//! - [`connection`]: byte streams through connection + handler + store, against
+//!   responses predicted by prost and a model store, with arbitrary reads and drains.
+//! - [`store`]: put/get sequences against a `BTreeMap` with the same limits.
+//! - [`roundtrip`]: any `KeyValueMessage` framed and parsed back.
+//!
+//! Inputs are decoded with [`input::Cursor`], a byte reader that yields zeros
+//! once the data runs out, so every input is valid and seeds are easy to write
+//! by hand (see `seeds.py`).
+
+pub mod connection;
+pub mod frames;
+pub mod input;
+pub mod model;
+pub mod roundtrip;
+pub mod store;
