@@ -329,9 +329,9 @@ pub fn markdown(results: &Results) -> String {
     if !results.idle.is_empty() {
         let _ = writeln!(
             s,
-            "\n| server | idle connections held | RSS empty KiB | RSS held KiB | bytes / connection | threads | status |"
+            "\n| server | idle connections held | RSS empty KiB | RSS held KiB | bytes / connection | threads | CPU % while idle | status |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|");
         for i in &results.idle {
             let status =
                 i.reason.as_ref().map_or(i.status.clone(), |w| format!("{}: {}", i.status, w.replace('|', "/")));
@@ -452,6 +452,7 @@ fn plot(
                 .x_desc("connections (pipeline 1)")
                 .y_desc(title)
                 .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| if *v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") })
                 .draw()
                 .map_err(e)?;
             for (i, (name, pts)) in series.iter().enumerate() {
