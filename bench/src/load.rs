@@ -162,6 +162,8 @@ pub struct Load {
     rbuf: Vec<u8>,
     source: u8,
     outstanding: u64,
+    /// Open connections with requests left to send.
+    unfinished: usize,
     errors: u64,
     first_error: Option<String>,
     put_threshold: u64,
@@ -192,6 +194,7 @@ impl Load {
             rbuf: vec![0; READ_CHUNK],
             source: 1,
             outstanding: 0,
+            unfinished: 0,
             errors: 0,
             first_error: None,
             put_threshold,
@@ -263,9 +266,10 @@ impl Load {
                     inflight: VecDeque::with_capacity(self.cfg.pipeline),
                     versions: vec![0; keys_per_conn],
                     rng: 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
-                    left_to_send: self.cfg.requests_per_connection.unwrap_or(u64::MAX),
+                    left_to_send: self.cfg.requests_per_connection.unwrap_or(u64::MAX).max(1),
                 });
                 connecting += 1;
+                self.unfinished += 1;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -295,7 +299,7 @@ impl Load {
 
     /// Queues this connection's next request (a put or a get of one of its keys).
     fn queue_request(&mut self, i: usize, now: Instant) {
-        let Load { conns, key, value, cfg, put_threshold, outstanding, .. } = self;
+        let Load { conns, key, value, cfg, put_threshold, outstanding, unfinished, .. } = self;
         let c = &mut conns[i];
         c.rng ^= c.rng << 13;
         c.rng ^= c.rng >> 7;
@@ -314,6 +318,9 @@ impl Load {
         };
         c.inflight.push_back((now, expect));
         c.left_to_send -= 1;
+        if c.left_to_send == 0 {
+            *unfinished -= 1;
+        }
         *outstanding += 1;
     }
 
@@ -352,6 +359,9 @@ impl Load {
             let _ = epoll::delete(&self.epoll, &fd);
             self.outstanding -= c.inflight.len() as u64;
             c.inflight.clear();
+            if c.left_to_send > 0 {
+                self.unfinished -= 1;
+            }
         }
     }
 
@@ -460,7 +470,7 @@ impl Load {
             if window_start.is_none() && now >= warm_end {
                 window_start = Some((now, sample(cfg.server_pid)));
             }
-            let all_sent = self.conns.iter().all(|c| c.left_to_send == 0 || c.fd.is_none());
+            let all_sent = self.unfinished == 0;
             if window_end.is_none() && window_start.is_some() && (now >= end || (all_sent && self.outstanding == 0)) {
                 window_end = Some((now, sample(cfg.server_pid)));
                 drain_deadline = Some(now + cfg.drain_timeout);
