@@ -500,3 +500,48 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<String, String> {
     )?;
     Ok(md)
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn run(server: &str, connections: usize, pipeline: usize, cpu: f64, rps: f64, p99: f64) -> RunResult {
+        let mut r = RunResult::new(server, connections, pipeline);
+        r.report = Some(LoadReport {
+            connections,
+            pipeline,
+            requests_per_sec: rps,
+            p99_us: p99,
+            server_cpu_us_per_request: Some(cpu),
+            ..LoadReport::default()
+        });
+        r
+    }
+
+    #[test]
+    fn goals_are_ratios_of_the_same_run() {
+        let mut res = Results::new(true, Duration::ZERO, Duration::ZERO, None, None);
+        res.runs = vec![
+            run("floor", 16, 16, 1.0, 100.0, 10.0),
+            run("epoll", 16, 16, 1.2, 95.0, 10.0),
+            run("tokio-current", 16, 16, 1.6, 80.0, 10.0),
+            run("floor", 16, 1, 5.0, 100.0, 10.0),
+            run("epoll", 16, 1, 6.0, 100.0, 10.0),
+            run("epoll", 1000, 1, 6.0, 100.0, 50.0),
+            run("tokio-current", 1000, 1, 6.0, 100.0, 40.0),
+        ];
+        let mut failed = run("floor", 1000, 1, 1.0, 1.0, 1.0);
+        failed.fail("down".into());
+        res.runs.push(failed);
+        res.evaluate_goals();
+        let verdict = |i: usize| (res.goals[i].measured, res.goals[i].verdict.as_str());
+        assert_eq!(verdict(0).1, "met", "1.2 <= 1.25");
+        assert_eq!(verdict(1).1, "met", "1.2 / 1.6 = 0.75 <= 0.8");
+        assert_eq!(verdict(2).1, "met", "0.95 >= 0.9");
+        assert_eq!(verdict(3).1, "missed by 4%", "6/5 = 1.2 vs 1.15");
+        assert_eq!(verdict(4), (None, "not measured"), "a failed run is not a measurement");
+        assert_eq!(verdict(5).1, "missed by 25%", "p99 50 vs 40");
+        assert!(markdown(&res).contains("| epoll | 16x16 | 95 |"));
+        assert_eq!(csv(&res).lines().count(), 1 + res.runs.len());
+    }
+}
