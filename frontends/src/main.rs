@@ -1,4 +1,5 @@
-fn main() {
-    eprintln!("kvio: the frontends are being built");
-    std::process::exit(2);
+//! The `kvio` binary: see [`kvio::cli`].
+
+fn main() -> std::process::ExitCode {
+    kvio::cli::main()
 }

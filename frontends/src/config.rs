@@ -1,0 +1,183 @@
+//! What a server is told at start-up: the [`Flavor`], the limits of
+//! PROTOCOL.md ([`Config`], with the contract's defaults in one place), and
+//! the store those limits size ([`HostStore`], allocated once).
+//!
+//! What it does not own: parsing the command line (that is [`crate::cli`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use kvio_core::store::Slot;
+use kvio_core::{Store, StoreLimits};
+
+/// Default `--addr`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+/// Default `--store-entries`.
+pub const DEFAULT_STORE_ENTRIES: usize = 100_000;
+/// Default `--store-bytes`: 64 MiB.
+pub const DEFAULT_STORE_BYTES: usize = 64 << 20;
+/// Default `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default idle timeout of the blocking flavor: one silent client may hold
+/// the single-connection server this long.
+pub const BLOCKING_IDLE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Default idle timeout of every other flavor: 5 minutes.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a stopping server keeps trying to deliver responses to
+/// requests it had already received.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The IO model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Flavor {
+    /// One thread, one connection at a time, blocking IO.
+    Blocking,
+    /// A thread per connection, blocking IO.
+    Threaded,
+    /// One thread, non-blocking sockets polled in a loop.
+    BusyPoll,
+    /// One thread, non-blocking sockets, epoll.
+    Epoll,
+}
+
+impl Flavor {
+    /// Every flavor, in the article's order.
+    pub const ALL: [Flavor; 4] = [Flavor::Blocking, Flavor::Threaded, Flavor::BusyPoll, Flavor::Epoll];
+
+    /// The name on the command line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Flavor::Blocking => "blocking",
+            Flavor::Threaded => "threaded",
+            Flavor::BusyPoll => "busy-poll",
+            Flavor::Epoll => "epoll",
+        }
+    }
+
+    /// The idle timeout used when none is given.
+    pub const fn default_idle_timeout(self) -> Duration {
+        match self {
+            Flavor::Blocking => BLOCKING_IDLE_TIMEOUT,
+            _ => IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The limits every flavor enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Largest frame `len` accepted (parser), and what sizes the store's key/value limits.
+    pub max_frame_len: u32,
+    /// Entries the store must be able to hold.
+    pub store_entries: usize,
+    /// The store's byte budget for keys and values (12 bytes a record on top).
+    pub store_bytes: usize,
+    /// Connections served at once; one more is accepted and closed at once.
+    pub max_connections: usize,
+    /// A connection that moves no byte this long is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Unsent response bytes at which a connection is no longer read from.
+    pub output_limit: usize,
+}
+
+impl Config {
+    /// The contract's defaults for `flavor`.
+    pub fn for_flavor(flavor: Flavor) -> Config {
+        Config {
+            max_frame_len: kvio_core::DEFAULT_MAX_FRAME_LEN,
+            store_entries: DEFAULT_STORE_ENTRIES,
+            store_bytes: DEFAULT_STORE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Some(flavor.default_idle_timeout()),
+            output_limit: kvio_core::connection::DEFAULT_OUTPUT_LIMIT,
+        }
+    }
+
+    /// A fresh framing state for one connection.
+    pub fn connection(&self) -> kvio_core::Connection {
+        kvio_core::Connection::new(self.max_frame_len, self.output_limit)
+    }
+
+    /// The store these limits call for, allocated now and never again.
+    pub fn store(&self) -> HostStore {
+        let slots = slots_for(self.store_entries);
+        // vec![0; n] is calloc: pages nobody writes cost no memory.
+        Store::with_storage(
+            vec![Slot::EMPTY; slots].into_boxed_slice(),
+            vec![0u8; self.store_bytes].into_boxed_slice(),
+            StoreLimits::for_frame(self.max_frame_len, self.store_entries, self.store_bytes),
+        )
+    }
+
+    /// The start-up line's fields after the flavor and address.
+    pub fn describe(&self) -> String {
+        format!(
+            "max_frame_len={} store_entries={} store_bytes={} max_connections={} idle_timeout_ms={} output_limit={}",
+            self.max_frame_len,
+            self.store_entries,
+            self.store_bytes,
+            self.max_connections,
+            self.idle_timeout.map_or(0, |d| d.as_millis()),
+            self.output_limit,
+        )
+    }
+}
+
+/// The store of a Linux server: its slot table and arena are boxed slices.
+pub type HostStore = Store<Box<[Slot]>, Box<[u8]>>;
+
+/// The smallest power-of-two slot table that holds `entries` (the store
+/// keeps at most `slots - slots / 8 - 1` entries, so probes stay short).
+pub fn slots_for(entries: usize) -> usize {
+    let mut slots = entries.max(1).next_power_of_two();
+    while slots - slots / 8 - 1 < entries {
+        slots *= 2;
+    }
+    slots
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use kvio_core::KeyValueStore;
+
+    #[test]
+    fn slot_table_is_the_smallest_that_holds_the_entries() {
+        for entries in [0usize, 1, 6, 7, 8, 100, 100_000, 114_687, 114_688] {
+            let slots = slots_for(entries);
+            assert!(slots.is_power_of_two());
+            assert!(slots - slots / 8 > entries, "{entries} -> {slots}");
+            let half = slots / 2;
+            assert!(half < 2 || half - half / 8 - 1 < entries, "{entries} -> {slots} is not the smallest");
+        }
+        assert_eq!(slots_for(100_000), 131_072);
+    }
+
+    #[test]
+    fn store_holds_exactly_the_entries_asked_for() {
+        let config = Config { store_entries: 100, store_bytes: 1 << 16, ..Config::for_flavor(Flavor::Epoll) };
+        let mut store = config.store();
+        assert_eq!(store.limits().max_entries, 100);
+        for i in 0..100 {
+            store.put(format!("k{i}").as_bytes(), b"v").unwrap();
+        }
+        assert!(store.put(b"one too many", b"v").is_err());
+        assert_eq!(KeyValueStore::get(&mut store, b"k7", |v| v.map(<[u8]>::to_vec)), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn describe_matches_the_contract() {
+        let config = Config::for_flavor(Flavor::Blocking);
+        assert_eq!(
+            config.describe(),
+            "max_frame_len=1048576 store_entries=100000 store_bytes=67108864 max_connections=10000 \
+             idle_timeout_ms=200 output_limit=65536"
+        );
+    }
+}

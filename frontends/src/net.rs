@@ -1,0 +1,198 @@
+//! Socket plumbing shared by every flavor, on rustix: the listening socket
+//! (SO_REUSEADDR, bind, listen), accepting (accept4 with CLOEXEC, NONBLOCK
+//! where the flavor wants it, TCP_NODELAY, EMFILE answered by closing the
+//! connection with a spare descriptor instead of spinning), reads and writes
+//! with EINTR retried, and RLIMIT_NOFILE.
+//!
+//! What it does not own: what is read or written (that is [`crate::session`]).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
+
+/// Connections the kernel may queue before `accept` (it clamps this to `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// EAGAIN / EWOULDBLOCK (also what a blocking socket's SO_RCVTIMEO/SO_SNDTIMEO returns).
+pub fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// EINTR: the call was interrupted by a signal and should simply be retried.
+pub fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+/// Retries `f` while it fails with EINTR.
+fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Reads what the socket has into `buf`; `Ok(0)` is end of stream.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], flags: RecvFlags) -> io::Result<usize> {
+    retry(|| net::recv(fd, &mut *buf, flags).map(|(n, _)| n))
+}
+
+/// Writes some of `data`. MSG_NOSIGNAL: a peer that went away is an EPIPE
+/// error for this connection, not a SIGPIPE for the process.
+pub fn send(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
+    retry(|| net::send(fd, data, SendFlags::NOSIGNAL))
+}
+
+/// Sets SO_RCVTIMEO and SO_SNDTIMEO (`None`: block forever). On a blocking
+/// socket a timeout shows up as EAGAIN, which is how the blocking flavors
+/// wake up to check the idle timeout and shutdown.
+pub fn set_timeouts(fd: BorrowedFd<'_>, recv: Option<Duration>, send: Option<Duration>) -> io::Result<()> {
+    sockopt::set_socket_timeout(fd, sockopt::Timeout::Recv, recv)?;
+    sockopt::set_socket_timeout(fd, sockopt::Timeout::Send, send)?;
+    Ok(())
+}
+
+/// Switches O_NONBLOCK on or off.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
+    Ok(rustix::io::ioctl_fionbio(fd, nonblocking)?)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (every connection is a
+/// descriptor; the default soft limit of 1024 is far below 10,000
+/// connections). Returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<Option<u64>> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit)?;
+    }
+    Ok(limit.current)
+}
+
+/// What one accept gave.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A new connection (TCP_NODELAY on, CLOEXEC, non-blocking if asked).
+    Connection(OwnedFd, Option<SocketAddr>),
+    /// The process was out of descriptors: the connection was accepted with
+    /// the spare descriptor and closed at once (so the loop does not spin on
+    /// a listener that stays readable).
+    Refused(io::Error),
+    /// Nothing waiting (EAGAIN, or the listener's SO_RCVTIMEO expired).
+    Nothing,
+}
+
+/// The listening socket, and a spare descriptor kept for EMFILE.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+    addr: SocketAddr,
+    spare: Option<OwnedFd>,
+}
+
+impl Listener {
+    /// socket + SO_REUSEADDR + bind + listen. `127.0.0.1:0` picks a free port;
+    /// [`Listener::local_addr`] tells which.
+    pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+        let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
+        let fd = net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+        // A restarted server must not wait for the old one's TIME_WAIT sockets.
+        sockopt::set_socket_reuseaddr(&fd, true)?;
+        net::bind(&fd, &addr)?;
+        net::listen(&fd, LISTEN_BACKLOG)?;
+        let addr = SocketAddr::try_from(net::getsockname(&fd)?).map_err(io::Error::from)?;
+        Ok(Listener { fd, addr, spare: open_spare() })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Accepts one connection. `nonblocking` sets O_NONBLOCK on the new socket.
+    pub fn accept(&mut self, nonblocking: bool) -> io::Result<Accepted> {
+        let flags = if nonblocking { SocketFlags::CLOEXEC | SocketFlags::NONBLOCK } else { SocketFlags::CLOEXEC };
+        match retry(|| net::acceptfrom_with(&self.fd, flags)) {
+            Ok((fd, peer)) => {
+                // Responses are written whole; Nagle would only delay them.
+                sockopt::set_tcp_nodelay(&fd, true)?;
+                let peer = peer.and_then(|a| SocketAddr::try_from(a).ok());
+                Ok(Accepted::Connection(fd, peer))
+            }
+            Err(e) if would_block(&e) => Ok(Accepted::Nothing),
+            Err(e) if out_of_descriptors(&e) => {
+                // Free the spare, take the connection off the queue, close it, and take the spare back.
+                match self.spare.take() {
+                    Some(spare) => {
+                        drop(spare);
+                        let taken = retry(|| net::accept_with(&self.fd, flags));
+                        drop(taken);
+                        self.spare = open_spare();
+                        Ok(Accepted::Refused(e))
+                    }
+                    None => {
+                        self.spare = open_spare();
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// EMFILE / ENFILE: the process or the system has no descriptor left.
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(Errno::MFILE.raw_os_error()) || code == Some(Errno::NFILE.raw_os_error())
+}
+
+fn open_spare() -> Option<OwnedFd> {
+    rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    #[test]
+    fn listener_binds_a_free_port_and_accepts_with_nodelay() {
+        let mut listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr();
+        assert_ne!(addr.port(), 0);
+        set_timeouts(listener.as_fd(), Some(Duration::from_millis(50)), None).unwrap();
+        assert!(matches!(listener.accept(false).unwrap(), Accepted::Nothing), "timeout is EAGAIN");
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let Accepted::Connection(fd, peer) = listener.accept(true).unwrap() else { panic!("no connection") };
+        assert_eq!(peer, Some(client.local_addr().unwrap()));
+        assert!(sockopt::tcp_nodelay(&fd).unwrap());
+        let mut buf = [0u8; 8];
+        let e = recv(fd.as_fd(), &mut buf, RecvFlags::empty()).unwrap_err();
+        assert!(would_block(&e), "non-blocking socket: {e}");
+        client.write_all(b"hi").unwrap();
+        set_nonblocking(fd.as_fd(), false).unwrap();
+        set_timeouts(fd.as_fd(), Some(Duration::from_secs(5)), None).unwrap();
+        let got = recv(fd.as_fd(), &mut buf, RecvFlags::empty()).unwrap();
+        assert_eq!(&buf[..got], b"hi");
+        assert_eq!(send(fd.as_fd(), b"yo").unwrap(), 2);
+        let mut reply = [0u8; 2];
+        client.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"yo");
+    }
+}

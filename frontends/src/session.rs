@@ -1,0 +1,599 @@
+//! The connection adapter: moves bytes between a socket and one
+//! `kvio_core::Connection` driving a request [`Handler`]. Every flavor uses
+//! it; they differ only in when they call it and on what kind of socket.
+//!
+//! One [`Session::service`] call writes what is pending (responses go out in
+//! order), re-pushes input held back by back-pressure, reads once, answers
+//! into a [`Scratch`] output shared by the loop, and writes. Only what the
+//! socket would not take yet is copied into the session's own buffer, so a
+//! session between requests holds no buffer at all once
+//! [`Session::release_buffers`] ran (the epoll flavor's 10,000 idle
+//! connections cost no heap).
+//!
+//! Back-pressure: while `unsent responses >= output_limit` the session does
+//! not read ([`Session::wants_read`] is false); input already read but not
+//! taken by the connection is kept and pushed again once output drains.
+//!
+//! On a blocking socket the same calls block, with SO_RCVTIMEO/SO_SNDTIMEO
+//! ticks turning into "nothing moved" so the caller can check the idle
+//! timeout and shutdown ([`run_blocking`]).
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+use kvio_core::{Connection, FrameError, Handler, Outcome, Output, OutputFull};
+use rustix::net::RecvFlags;
+
+use crate::config::Config;
+use crate::net;
+use crate::shutdown::Shutdown;
+use crate::stats::{Counters, End};
+
+/// Bytes read per `recv` by the single-thread flavors (one buffer per loop).
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Reads per [`Session::service`] call: enough to drain a pipelined burst,
+/// few enough that one busy client cannot starve the others of a loop.
+const READS_PER_SERVICE: usize = 4;
+/// Longest a blocking socket waits before the caller looks at shutdown and
+/// idle time again.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Send timeout while finishing connections at shutdown.
+const FINISH_TICK: Duration = Duration::from_millis(50);
+
+/// Response bytes waiting for the socket, drained from the front.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl OutBuf {
+    /// Nothing waiting.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    /// Bytes of heap held.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Forgets everything (keeps the allocation).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+
+    fn unsent(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.clear();
+        }
+    }
+
+    /// Writes until empty or the socket would block (partial writes
+    /// finished, EINTR retried). Returns the bytes written.
+    pub fn write_to(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        let mut total = 0;
+        while !self.is_empty() {
+            match net::send(fd, self.unsent()) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.advance(n);
+                    total += n;
+                }
+                Err(e) if net::would_block(&e) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    fn take_unsent_from(&mut self, other: &mut OutBuf) {
+        self.buf.extend_from_slice(other.unsent());
+        other.clear();
+    }
+}
+
+impl Output for OutBuf {
+    fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn append(&mut self, len: usize) -> Result<&mut [u8], OutputFull> {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            // Written bytes at the front are dead: reclaim them before growing.
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let at = self.buf.len();
+        let end = at.checked_add(len).ok_or(OutputFull)?;
+        self.buf.resize(end, 0);
+        Ok(&mut self.buf[at..end])
+    }
+
+    fn truncate_back(&mut self, len: usize) {
+        let keep = self.buf.len().saturating_sub(len).max(self.start);
+        self.buf.truncate(keep);
+    }
+}
+
+/// Buffers a loop lends to whichever session it is serving.
+#[derive(Debug)]
+pub struct Scratch {
+    read: Box<[u8]>,
+    out: OutBuf,
+}
+
+impl Scratch {
+    /// Reads of up to `read_len` bytes.
+    pub fn new(read_len: usize) -> Scratch {
+        Scratch { read: vec![0u8; read_len].into_boxed_slice(), out: OutBuf::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// The peer closed its side; close once everything is answered and written.
+    Eof,
+    /// Framing error: the error frame is queued; close once it is written.
+    Broken(FrameError),
+    /// A response did not fit the output.
+    Full,
+}
+
+/// What one [`Session::service`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Some byte was read or written (the connection is not idle).
+    pub moved: bool,
+}
+
+/// One client connection's state, apart from its socket. See the [module docs](self).
+#[derive(Debug)]
+pub struct Session {
+    conn: Connection,
+    /// A payload that arrived split (empty otherwise).
+    payload: Vec<u8>,
+    /// Input read but not taken because of back-pressure.
+    held: Vec<u8>,
+    /// Responses the socket has not taken yet.
+    out: OutBuf,
+    state: State,
+    /// Requests already handed to [`Session::take_requests`].
+    reported: u64,
+}
+
+impl Session {
+    /// A session with `config`'s frame and output limits.
+    pub fn new(config: &Config) -> Session {
+        Session {
+            conn: config.connection(),
+            payload: Vec::new(),
+            held: Vec::new(),
+            out: OutBuf::default(),
+            state: State::Open,
+            reported: 0,
+        }
+    }
+
+    /// Whether the socket should be read now (epoll read interest).
+    pub fn wants_read(&self) -> bool {
+        self.state == State::Open && self.held.is_empty() && self.conn.wants_read(self.out.pending())
+    }
+
+    /// Whether responses wait for the socket (epoll write interest).
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Requests answered since the last call.
+    pub fn take_requests(&mut self) -> usize {
+        let total = self.conn.requests();
+        let new = total - self.reported;
+        self.reported = total;
+        new as usize
+    }
+
+    /// Heap bytes this session holds.
+    pub fn buffered(&self) -> usize {
+        self.payload.capacity() + self.held.capacity() + self.out.capacity()
+    }
+
+    /// Frees every buffer not in use: a session between frames, with
+    /// nothing held back and nothing to write, keeps no heap.
+    pub fn release_buffers(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = OutBuf::default();
+        }
+        if self.held.is_empty() && self.held.capacity() > 0 {
+            self.held = Vec::new();
+        }
+        if self.conn.parser().buffered_payload() == 0 && self.payload.capacity() > 0 {
+            self.payload = Vec::new();
+        }
+    }
+
+    /// Moves what can move now; `Err` says why the connection must close
+    /// (every response it owed is written by then, the error frame included).
+    /// `read_flags` is `DONTWAIT` to never wait for input on a blocking socket.
+    pub fn service<H: Handler + ?Sized>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        scratch: &mut Scratch,
+        handler: &mut H,
+        read_flags: RecvFlags,
+    ) -> Result<Progress, End> {
+        scratch.out.clear();
+        let mut progress = Progress::default();
+        let mut reads = 0;
+        loop {
+            let mut moved = false;
+            if !self.out.is_empty() {
+                moved |= self.out.write_to(fd)? > 0;
+            }
+            // Older responses still queued: newer ones queue behind them.
+            let to_scratch = self.out.is_empty();
+            let out = if to_scratch { &mut scratch.out } else { &mut self.out };
+            if !self.held.is_empty() && self.conn.wants_read(out.pending()) {
+                let used = answer(&mut self.conn, &mut self.payload, &mut self.state, &self.held, out, handler);
+                self.held.drain(..used);
+                moved |= used > 0;
+            }
+            if reads < READS_PER_SERVICE
+                && self.state == State::Open
+                && self.held.is_empty()
+                && self.conn.wants_read(out.pending())
+            {
+                reads += 1;
+                match net::recv(fd, &mut scratch.read, read_flags) {
+                    Ok(0) => {
+                        self.state = State::Eof;
+                        moved = true;
+                    }
+                    Ok(n) => {
+                        moved = true;
+                        let input = &scratch.read[..n];
+                        let used = answer(&mut self.conn, &mut self.payload, &mut self.state, input, out, handler);
+                        self.held.extend_from_slice(&input[used..]);
+                    }
+                    Err(e) if net::would_block(&e) => {}
+                    Err(e) => return Err(End::Io(e)),
+                }
+            }
+            if to_scratch {
+                if !scratch.out.is_empty() {
+                    moved |= scratch.out.write_to(fd)? > 0;
+                    self.out.take_unsent_from(&mut scratch.out);
+                }
+            } else {
+                moved |= self.out.write_to(fd)? > 0;
+            }
+            progress.moved |= moved;
+            if !moved {
+                break;
+            }
+        }
+        if self.out.is_empty() {
+            match self.state {
+                State::Broken(e) => return Err(End::Framing(e)),
+                State::Full => return Err(End::OutputFull),
+                State::Eof if self.held.is_empty() => return Err(End::Eof),
+                _ => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    /// At shutdown: answers what was already received (reads never wait),
+    /// writes it with a short send timeout until `deadline`, and says why
+    /// the connection ends. The socket is left blocking.
+    pub fn finish<H: Handler + ?Sized>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        scratch: &mut Scratch,
+        handler: &mut H,
+        deadline: Instant,
+    ) -> End {
+        if let Err(e) = net::set_nonblocking(fd, false).and_then(|()| net::set_timeouts(fd, None, Some(FINISH_TICK))) {
+            return End::Io(e);
+        }
+        loop {
+            match self.service(fd, scratch, handler, RecvFlags::DONTWAIT) {
+                Err(end) => return end,
+                Ok(p) if !p.moved && !self.wants_write() && self.held.is_empty() => return End::Shutdown,
+                Ok(_) if Instant::now() >= deadline => return End::Shutdown,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Pushes `input` through the connection into `out`; returns the bytes taken.
+fn answer<H: Handler + ?Sized>(
+    conn: &mut Connection,
+    payload: &mut Vec<u8>,
+    state: &mut State,
+    input: &[u8],
+    out: &mut OutBuf,
+    handler: &mut H,
+) -> usize {
+    let received = conn.receive(input, payload, handler, out);
+    match received.outcome {
+        Outcome::NeedMore | Outcome::Backpressure => {}
+        Outcome::Close(e) => *state = State::Broken(e),
+        Outcome::OutputFull => *state = State::Full,
+    }
+    received.consumed
+}
+
+/// Serves one connection on a blocking socket until it ends: EOF, framing
+/// error, socket error, idle timeout (nothing moved for `config.idle_timeout`)
+/// or shutdown (checked at least every [`TICK`]).
+pub fn run_blocking<H: Handler + ?Sized>(
+    fd: BorrowedFd<'_>,
+    config: &Config,
+    shutdown: &Shutdown,
+    scratch: &mut Scratch,
+    handler: &mut H,
+    counters: &Counters,
+) -> End {
+    let mut session = Session::new(config);
+    let mut timeout = config.idle_timeout.map_or(TICK, |idle| idle.min(TICK)).max(Duration::from_millis(1));
+    if let Err(e) = net::set_timeouts(fd, Some(timeout), Some(timeout)) {
+        return End::Io(e);
+    }
+    let mut last_moved = Instant::now();
+    loop {
+        if shutdown.is_requested() {
+            let end = session.finish(fd, scratch, handler, Instant::now() + crate::config::SHUTDOWN_GRACE);
+            counters.requests(session.take_requests());
+            return end;
+        }
+        let serviced = session.service(fd, scratch, handler, RecvFlags::empty());
+        counters.requests(session.take_requests());
+        match serviced {
+            Err(end) => return end,
+            Ok(p) if p.moved => last_moved = Instant::now(),
+            Ok(_) => {}
+        }
+        if let Some(idle) = config.idle_timeout {
+            let quiet = last_moved.elapsed();
+            if quiet >= idle {
+                return End::Idle;
+            }
+            // Wake when the idle time would run out, and at least every tick.
+            let next = (idle - quiet).min(TICK).max(Duration::from_millis(1));
+            if next != timeout {
+                if let Err(e) = net::set_timeouts(fd, Some(next), Some(next)) {
+                    return End::Io(e);
+                }
+                timeout = next;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::config::{Flavor, HostStore};
+    use kvio_core::frame::{FrameParser, Status as FrameStatus, encode_frame};
+    use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind};
+    use prost::Message;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    fn config() -> Config {
+        Config { store_entries: 1000, store_bytes: 1 << 20, output_limit: 1024, ..Config::for_flavor(Flavor::Epoll) }
+    }
+
+    fn request(kind: Kind, key: &str, value: &str) -> Vec<u8> {
+        let msg = KeyValueMessage { key: key.into(), value: value.into(), kind: kind.into(), status: 0 };
+        let mut frame = Vec::new();
+        encode_frame(&msg.encode_to_vec(), &mut frame).unwrap();
+        frame
+    }
+
+    /// Decodes every whole response frame in `wire`.
+    fn responses(wire: &[u8]) -> Vec<KeyValueMessage> {
+        let mut parser = FrameParser::new(1 << 20);
+        let mut buf = Vec::new();
+        let mut pos = 0;
+        let mut out = Vec::new();
+        while pos < wire.len() {
+            let (used, status) = parser.push(&wire[pos..], &mut buf).unwrap();
+            pos += used;
+            if let FrameStatus::Complete(payload) = status {
+                out.push(KeyValueMessage::decode(payload).unwrap());
+            }
+        }
+        out
+    }
+
+    struct Pair {
+        client: UnixStream,
+        server: UnixStream,
+        session: Session,
+        scratch: Scratch,
+        handler: KeyValueHandler<HostStore>,
+    }
+
+    impl Pair {
+        fn new(config: &Config) -> Pair {
+            let (client, server) = UnixStream::pair().unwrap();
+            server.set_nonblocking(true).unwrap();
+            client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            Pair {
+                client,
+                server,
+                session: Session::new(config),
+                scratch: Scratch::new(READ_CHUNK),
+                handler: KeyValueHandler::new(config.store()),
+            }
+        }
+
+        fn service(&mut self) -> Result<Progress, End> {
+            self.session.service(self.server.as_fd(), &mut self.scratch, &mut self.handler, RecvFlags::DONTWAIT)
+        }
+
+        fn read_available(&mut self) -> Vec<u8> {
+            self.client.set_nonblocking(true).unwrap();
+            let mut wire = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.client.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => wire.extend_from_slice(&buf[..n]),
+                    Err(e) if net::would_block(&e) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            self.client.set_nonblocking(false).unwrap();
+            wire
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_and_idle_session_keeps_no_buffers() {
+        let mut pair = Pair::new(&config());
+        let mut burst = request(Kind::PutOrUpdate, "k", "v1");
+        burst.extend(request(Kind::Get, "k", ""));
+        burst.extend(request(Kind::Get, "missing", ""));
+        pair.client.write_all(&burst).unwrap();
+        assert!(pair.service().unwrap().moved);
+        assert_eq!(pair.session.take_requests(), 3);
+        let got = responses(&pair.read_available());
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[0].kind, got[0].status), (3, 0));
+        assert_eq!((got[1].key.as_str(), got[1].value.as_str(), got[1].status), ("k", "v1", 0));
+        assert_eq!((got[2].key.as_str(), got[2].status), ("missing", 1));
+        pair.session.release_buffers();
+        assert_eq!(pair.session.buffered(), 0, "idle session holds no heap");
+        assert!(!pair.service().unwrap().moved, "nothing to do");
+    }
+
+    #[test]
+    fn a_split_frame_keeps_only_its_payload_until_complete() {
+        let mut pair = Pair::new(&config());
+        let frame = request(Kind::PutOrUpdate, "key", "a value");
+        pair.client.write_all(&frame[..9]).unwrap();
+        pair.service().unwrap();
+        pair.session.release_buffers();
+        assert!(pair.session.buffered() > 0, "partial payload kept");
+        pair.client.write_all(&frame[9..]).unwrap();
+        pair.service().unwrap();
+        pair.session.release_buffers();
+        assert_eq!(pair.session.buffered(), 0);
+        assert_eq!(responses(&pair.read_available())[0].status, 0);
+    }
+
+    #[test]
+    fn backpressure_stops_reading_until_the_client_reads() {
+        let config = config();
+        let mut pair = Pair::new(&config);
+        pair.client.write_all(&request(Kind::PutOrUpdate, "k", &"x".repeat(500))).unwrap();
+        pair.service().unwrap();
+        pair.read_available();
+        // Each response carries 500 bytes of value; the client reads none of them.
+        let get = request(Kind::Get, "k", "");
+        let count = 2000;
+        let mut sent = 0;
+        pair.client.set_nonblocking(true).unwrap();
+        let mut wire = Vec::new();
+        for _ in 0..count {
+            wire.extend_from_slice(&get);
+        }
+        let mut stalled_once = false;
+        let mut received = Vec::new();
+        let mut rounds = 0;
+        while received.len() < count * 520 && rounds < 100_000 {
+            rounds += 1;
+            if sent < wire.len() {
+                match pair.client.write(&wire[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if net::would_block(&e) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            pair.service().unwrap();
+            assert!(pair.session.out.pending() <= config.output_limit + 600, "output bounded");
+            if !pair.session.wants_read() {
+                stalled_once = true;
+                // Only now does the client read: the server was held back meanwhile.
+                let mut buf = [0u8; 8192];
+                match pair.client.read(&mut buf) {
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                    Err(e) if net::would_block(&e) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if sent == wire.len() && pair.session.wants_read() {
+                pair.client.set_nonblocking(false).unwrap();
+                received.extend(pair.read_available());
+                pair.client.set_nonblocking(true).unwrap();
+                if responses(&received).len() == count {
+                    break;
+                }
+            }
+        }
+        assert!(stalled_once, "back-pressure engaged");
+        let got = responses(&received);
+        assert_eq!(got.len(), count);
+        assert!(got.iter().all(|m| m.value.len() == 500 && m.kind == 2));
+    }
+
+    #[test]
+    fn framing_error_answers_earlier_requests_then_the_error_then_ends() {
+        let mut pair = Pair::new(&config());
+        let mut burst = request(Kind::PutOrUpdate, "k", "v");
+        burst.extend_from_slice(&2u32.to_le_bytes());
+        burst.extend(request(Kind::Get, "k", ""));
+        pair.client.write_all(&burst).unwrap();
+        assert!(matches!(pair.service(), Err(End::Framing(FrameError::TooShort))));
+        let got = responses(&pair.read_available());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].kind, 3);
+        assert_eq!((got[1].kind, got[1].status, got[1].value.as_str()), (0, 1, FrameError::TooShort.as_str()));
+    }
+
+    #[test]
+    fn eof_after_requests_answers_them_then_ends() {
+        let mut pair = Pair::new(&config());
+        pair.client.write_all(&request(Kind::Get, "k", "")).unwrap();
+        pair.client.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(matches!(pair.service(), Err(End::Eof)));
+        let Pair { mut client, server, .. } = pair;
+        drop(server); // as the flavors do on Err
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).unwrap();
+        assert_eq!(responses(&wire).len(), 1);
+    }
+
+    #[test]
+    fn blocking_run_ends_on_idle_timeout() {
+        let config = Config { idle_timeout: Some(Duration::from_millis(50)), ..config() };
+        let (client, server) = UnixStream::pair().unwrap();
+        let shutdown = Shutdown::new().unwrap();
+        let counters = Counters::default();
+        let mut handler = KeyValueHandler::new(config.store());
+        let mut scratch = Scratch::new(4096);
+        let worker = std::thread::spawn(move || {
+            let started = Instant::now();
+            let end = run_blocking(server.as_fd(), &config, &shutdown, &mut scratch, &mut handler, &counters);
+            (end, started.elapsed())
+        });
+        (&client).write_all(&request(Kind::Get, "k", "")).unwrap();
+        let (end, took) = worker.join().unwrap();
+        assert!(matches!(end, End::Idle), "{end}");
+        assert!(took >= Duration::from_millis(50) && took < Duration::from_secs(2), "{took:?}");
+        drop(client);
+    }
+}

@@ -1,0 +1,161 @@
+//! Flavor `threaded`: a thread per connection.
+//!
+//! - Model: the main thread accepts (blocking, with a 100 ms SO_RCVTIMEO
+//!   tick to see the stop flag) and hands each connection to a new thread
+//!   that serves it with blocking IO, exactly like the blocking flavor.
+//! - Threads: 1 + one per open connection, bounded by `--max-connections`
+//!   (the next one is accepted and closed at once). Each has a
+//!   [`STACK_SIZE`] stack: STACK_MEASUREMENT_TODO. Buffers live on the heap:
+//!   a 16 KiB read buffer and the output per thread.
+//! - Store: one `kvio_core::Shared` store (the host critical section is a
+//!   process-wide mutex); the handler takes it for one put or get at a time,
+//!   never across IO.
+//! - Panics: a connection thread that panics is caught at its top
+//!   (`catch_unwind`), counted as an error and logged; the critical
+//!   section's `std` implementation ignores mutex poisoning and releases
+//!   on unwind, and the store's `RefCell` borrow ends with the unwind, so
+//!   the other connections and the server carry on.
+//! - Idle: each connection's reads tick every 100 ms, so an idle one costs
+//!   10 wake-ups a second; it is closed after the idle timeout (5 minutes
+//!   by default).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
+use kvio_core::{Handler, Shared};
+use kvio_proto::KeyValueHandler;
+
+use crate::config::Config;
+use crate::net::{self, Accepted, Listener};
+use crate::session::{Scratch, TICK, run_blocking};
+use crate::shutdown::Shutdown;
+use crate::stats::{Counters, End, Stats};
+
+/// Stack of a connection thread (see the [module docs](self) for the measurement).
+pub const STACK_SIZE: usize = 64 * 1024;
+/// Bytes read per `recv` by a connection thread.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// What every connection thread shares.
+struct Context<'a> {
+    config: &'a Config,
+    shutdown: &'a Shutdown,
+    counters: &'a Counters,
+    /// Connection threads running.
+    active: &'a AtomicUsize,
+}
+
+/// Serves until `shutdown` is requested, then waits for every connection thread.
+pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
+    let counters = Counters::default();
+    let active = AtomicUsize::new(0);
+    let store = Shared::new(config.store());
+    let ctx = Context { config, shutdown, counters: &counters, active: &active };
+    net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
+    thread::scope(|scope| {
+        while !shutdown.is_requested() {
+            match listener.accept(false) {
+                Ok(Accepted::Connection(fd, peer)) => {
+                    if active.load(Ordering::Acquire) >= config.max_connections {
+                        counters.refused(peer, format_args!("max connections ({}) reached", config.max_connections));
+                        continue;
+                    }
+                    active.fetch_add(1, Ordering::AcqRel);
+                    let (ctx, store) = (&ctx, &store);
+                    let spawned = thread::Builder::new()
+                        .name("kvio-connection".into())
+                        .stack_size(STACK_SIZE)
+                        .spawn_scoped(scope, move || connection(fd, peer, ctx, KeyValueHandler::new(store)));
+                    if let Err(e) = spawned {
+                        active.fetch_sub(1, Ordering::AcqRel);
+                        counters.refused(peer, format_args!("cannot start a thread: {e}"));
+                    }
+                }
+                Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
+                Ok(Accepted::Nothing) => {}
+                Err(e) => {
+                    counters.error(format_args!("accept: {e}"));
+                    thread::sleep(TICK);
+                }
+            }
+        }
+        // Stop accepting before the connections finish.
+        drop(listener);
+    });
+    Ok(counters.snapshot())
+}
+
+/// A connection thread's body: serves `fd` and counts how it ended, panics included.
+fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'_>, mut handler: H) {
+    /// Frees the thread's place even if serving panics.
+    struct Place<'a>(&'a AtomicUsize);
+    impl Drop for Place<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _place = Place(ctx.active);
+    ctx.counters.connection();
+    let served = panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut scratch = Scratch::new(READ_CHUNK);
+        run_blocking(fd.as_fd(), ctx.config, ctx.shutdown, &mut scratch, &mut handler, ctx.counters)
+    }));
+    ctx.counters.ended(peer, &served.unwrap_or(End::Panic));
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::config::{Flavor, HostStore};
+    use kvio_core::frame::{FrameError, encode_frame};
+    use kvio_core::{KeyValueStore, Output, OutputFull};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    /// Panics on its first request while holding the store's lock.
+    struct Panicking<'a>(&'a Shared<HostStore>);
+
+    impl Handler for Panicking<'_> {
+        fn request<O: Output + ?Sized>(&mut self, _: &[u8], _: &mut O) -> Result<(), OutputFull> {
+            self.0.with(|_| panic!("injected panic inside the critical section"))
+        }
+
+        fn framing_error<O: Output + ?Sized>(&mut self, _: FrameError, _: &mut O) -> Result<(), OutputFull> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panicking_connection_is_counted_and_the_store_stays_usable() {
+        let config = Config { store_entries: 16, store_bytes: 4096, ..Config::for_flavor(Flavor::Threaded) };
+        let store = Shared::new(config.store());
+        let shutdown = Shutdown::new().unwrap();
+        let counters = Counters::default();
+        let active = AtomicUsize::new(1);
+        let ctx = Context { config: &config, shutdown: &shutdown, counters: &counters, active: &active };
+        let (client, server) = UnixStream::pair().unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut frame = Vec::new();
+        encode_frame(b"anything", &mut frame).unwrap();
+        (&client).write_all(&frame).unwrap();
+        thread::scope(|scope| {
+            let worker = thread::Builder::new()
+                .stack_size(STACK_SIZE)
+                .spawn_scoped(scope, || connection(OwnedFd::from(server), None, &ctx, Panicking(&store)))
+                .unwrap();
+            assert!(worker.join().is_ok(), "the panic did not escape the thread body");
+        });
+        assert_eq!(active.load(Ordering::Acquire), 0, "place released");
+        assert_eq!(counters.snapshot().errors, 1);
+        let mut rest = Vec::new();
+        assert_eq!((&client).read_to_end(&mut rest).unwrap(), 0, "connection closed");
+        // Neither the global critical-section mutex nor the RefCell stayed locked.
+        (&store).put(b"k", b"v").unwrap();
+        assert_eq!((&store).get(b"k", |v| v.map(<[u8]>::to_vec)), Some(b"v".to_vec()));
+    }
+}
