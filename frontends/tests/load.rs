@@ -69,6 +69,10 @@ fn client_that_never_reads_is_not_buffered_without_bound(flavor: Flavor) {
         panic!("the server read all {pushed} bytes from a client that reads nothing: no back-pressure");
     };
     let growth = rss_after.saturating_sub(rss_before);
+    eprintln!(
+        "{}: pushed {pushed} bytes before the server stopped reading ({stopped}); RSS {rss_before} -> {rss_after} KiB",
+        flavor.name()
+    );
     assert!(
         growth <= RSS_GROWTH_LIMIT_KIB,
         "server RSS grew by {growth} KiB ({rss_before} -> {rss_after}) while a client pushed {pushed} bytes"
@@ -131,6 +135,7 @@ fn many_concurrent_connections(flavor: Flavor) {
         assert_eq!(clients[reader].get(&format!("key-{i}")), Some(format!("value-{i}")), "key-{i} via {reader}");
     }
     assert!(start.elapsed() < DEADLINE, "too slow: {:?}", start.elapsed());
+    eprintln!("{}: {n} connections opened and served in {:?}", flavor.name(), start.elapsed());
     drop(clients);
     assert_eq!(server.connect().get("key-0").as_deref(), Some("value-0"));
 }
