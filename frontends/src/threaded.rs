@@ -5,8 +5,15 @@
 //!   that serves it with blocking IO, exactly like the blocking flavor.
 //! - Threads: 1 + one per open connection, bounded by `--max-connections`
 //!   (the next one is accepted and closed at once). Each has a
-//!   [`STACK_SIZE`] stack: STACK_MEASUREMENT_TODO. Buffers live on the heap:
-//!   a 16 KiB read buffer and the output per thread.
+//!   [`STACK_SIZE`] (64 KiB) stack. Measured by running 16 connections of
+//!   1 MB puts/gets, 1,200 pipelined mixed requests, malformed payloads and
+//!   framing errors against each stack size: 16 KiB (the smallest glibc
+//!   gives) serves all of it, and the thread stacks' smaps `Rss` shows 8 KiB
+//!   touched in a release build, 12 KiB in a debug one. The deepest path is
+//!   a panic with `RUST_BACKTRACE=1` (symbolizing the backtrace): 28 KiB
+//!   overflows, 32 KiB does not (the unit test below, debug and release).
+//!   64 KiB is twice that; the kernel only commits the pages touched.
+//!   Buffers live on the heap: a 16 KiB read buffer and the output per thread.
 //! - Store: one `kvio_core::Shared` store (the host critical section is a
 //!   process-wide mutex); the handler takes it for one put or get at a time,
 //!   never across IO.
