@@ -99,8 +99,9 @@ impl Server {
 /// `kvio bench compare` options.
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
-    /// Short runs (0.2 s warm-up, 1 s measured): the whole comparison in
-    /// under 3 minutes on 2 cores.
+    /// Short runs (one round, 0.2 s warm-up, 1 s measured): the whole
+    /// comparison in under 3 minutes on 2 cores. The full mode runs three
+    /// rounds of 0.5 s + 2 s.
     #[arg(long)]
     pub short: bool,
     /// Where results.json, results.csv, results.md and the SVG plots go.
@@ -118,6 +119,9 @@ pub struct CompareArgs {
     /// Override the measured time (ms).
     #[arg(long)]
     pub duration_ms: Option<u64>,
+    /// Rounds over the matrix (default 1 short, 3 full); figures are medians.
+    #[arg(long)]
+    pub rounds: Option<usize>,
     /// Skip the idle-memory test.
     #[arg(long)]
     pub no_idle: bool,
@@ -249,7 +253,7 @@ pub fn run(args: CompareArgs) -> i32 {
         args.connections.iter().map(|&c| (c, 1)).chain([(16, 16)]).collect()
     };
     points.dedup();
-    let (warmup, duration) = if args.short { (200, 1000) } else { (1000, 5000) };
+    let (warmup, duration) = if args.short { (200, 1000) } else { (500, 2000) };
     let warmup = Duration::from_millis(args.warmup_ms.unwrap_or(warmup));
     let duration = Duration::from_millis(args.duration_ms.unwrap_or(duration));
     if let Err(e) = std::fs::create_dir_all(&args.out) {
@@ -257,69 +261,92 @@ pub fn run(args: CompareArgs) -> i32 {
         return 2;
     }
     let idle_servers: Vec<Server> = if args.no_idle { Vec::new() } else { servers.clone() };
-    let bar = ProgressBar::new((servers.len() * points.len() + idle_servers.len()) as u64);
+    let rounds = args.rounds.unwrap_or(if args.short { 1 } else { 3 }).max(1);
+    let bar = ProgressBar::new((rounds * servers.len() * points.len() + idle_servers.len()) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:32} {pos}/{len} [{elapsed_precise}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.println(format!(
-        "kvio bench compare: {} mode, warm-up {warmup:?}, measured {duration:?}, server on CPU {:?}, load on CPU {:?}, RLIMIT_NOFILE {nofile}",
+        "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, server on CPU {:?}, load on CPU {:?}, RLIMIT_NOFILE {nofile}",
         if args.short { "short" } else { "full" },
         cores.server,
         cores.load,
     ));
     let mut results = Results::new(args.short, warmup, duration, cores.server, cores.load);
-    for &server in &servers {
-        let mut held: Option<(usize, String)> = None;
-        for &(connections, pipeline) in &points {
-            bar.set_message(format!("{} {connections}x{pipeline}", server.name()));
-            let mut result = RunResult::new(server.name(), connections, pipeline);
-            if let Some(why) = server.cannot_hold(connections) {
-                result.skip(why.to_string());
-            } else if let Some((failed, why)) = held.as_ref().filter(|(n, _)| connections > *n) {
-                result.skip(format!("failed at {failed} connections ({why})"));
-            } else {
-                match start(server, cores) {
-                    Err(why) => result.fail(why),
-                    Ok(running) => {
-                        let cfg = LoadConfig {
-                            connections,
-                            pipeline,
-                            warmup,
-                            duration,
-                            check: server.check(),
-                            server_pid: Some(running.pid),
-                            spin: args.spin,
-                            ..LoadConfig::new(running.addr)
-                        };
-                        let report = load::run(cfg);
-                        result.threads = sys::threads(running.pid).ok();
-                        let stderr = running.stderr();
-                        running.stop();
-                        if report.errors > 0 {
-                            let why = format!(
-                                "{} errors, first: {}{}",
-                                report.errors,
-                                report.first_error.as_deref().unwrap_or("?"),
-                                if stderr.is_empty() { String::new() } else { format!("; server stderr: {stderr}") }
-                            );
-                            if report.total_requests == 0 {
-                                held = Some((connections, why.clone()));
+    results.rounds = rounds;
+    // Servers take turns at each point, round after round, so a change in
+    // the machine's background load hits every server alike; each figure
+    // is then the median over the rounds.
+    let mut cells: Vec<Vec<(RunResult, Vec<LoadReport>)>> = servers
+        .iter()
+        .map(|s| points.iter().map(|&(c, p)| (RunResult::new(s.name(), c, p), Vec::new())).collect())
+        .collect();
+    let mut failed_at: Vec<Option<(usize, String)>> = vec![None; servers.len()];
+    for round in 0..rounds {
+        for (pi, &(connections, pipeline)) in points.iter().enumerate() {
+            for (si, &server) in servers.iter().enumerate() {
+                bar.set_message(format!("round {}/{rounds}: {} {connections}x{pipeline}", round + 1, server.name()));
+                bar.inc(1);
+                let (result, samples) = &mut cells[si][pi];
+                if result.status != "ok" {
+                    continue;
+                }
+                if let Some(why) = server.cannot_hold(connections) {
+                    result.skip(why.to_string());
+                } else if let Some((failed, why)) = failed_at[si].as_ref().filter(|(n, _)| connections > *n) {
+                    result.skip(format!("failed at {failed} connections ({why})"));
+                } else {
+                    match start(server, cores) {
+                        Err(why) => result.fail(why),
+                        Ok(running) => {
+                            let cfg = LoadConfig {
+                                connections,
+                                pipeline,
+                                warmup,
+                                duration,
+                                check: server.check(),
+                                server_pid: Some(running.pid),
+                                spin: args.spin,
+                                ..LoadConfig::new(running.addr)
+                            };
+                            let report = load::run(cfg);
+                            result.threads = sys::threads(running.pid).ok();
+                            let stderr = running.stderr();
+                            running.stop();
+                            if report.errors > 0 {
+                                let why = format!(
+                                    "{} errors, first: {}{}",
+                                    report.errors,
+                                    report.first_error.as_deref().unwrap_or("?"),
+                                    if stderr.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("; server stderr: {stderr}")
+                                    }
+                                );
+                                if report.total_requests == 0 {
+                                    failed_at[si] = Some((connections, why.clone()));
+                                }
+                                result.report = Some(report);
+                                result.fail(why);
+                            } else {
+                                samples.push(report);
                             }
-                            result.report = Some(report);
-                            result.fail(why);
-                        } else {
-                            result.report = Some(report);
                         }
                     }
                 }
+                if let Some(why) = &result.reason {
+                    bar.println(format!("{} {connections}x{pipeline}: {} ({why})", server.name(), result.status));
+                }
             }
-            if let Some(why) = &result.reason {
-                bar.println(format!("{} {connections}x{pipeline}: {} ({why})", server.name(), result.status));
-            }
-            results.runs.push(result);
-            bar.inc(1);
         }
+    }
+    for (mut result, samples) in cells.into_iter().flatten() {
+        if result.status == "ok" {
+            result.report = report::median(&samples);
+        }
+        results.runs.push(result);
     }
     for &server in &idle_servers {
         bar.set_message(format!("{} idle {IDLE_CONNECTIONS}", server.name()));

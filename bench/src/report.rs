@@ -135,6 +135,8 @@ pub struct Results {
     pub warmup_ms: u64,
     /// Measured time per run (ms).
     pub duration_ms: u64,
+    /// Rounds over the matrix; each figure is the median of the rounds.
+    pub rounds: usize,
     /// CPU the servers were pinned to.
     pub server_cpu: Option<usize>,
     /// CPU the load generator was pinned to.
@@ -154,6 +156,7 @@ impl Results {
             short,
             warmup_ms: warmup.as_millis() as u64,
             duration_ms: duration.as_millis() as u64,
+            rounds: 1,
             server_cpu: server,
             load_cpu: load,
             runs: Vec::new(),
@@ -257,6 +260,42 @@ impl Results {
     }
 }
 
+fn median_of(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
+}
+
+/// The figure-by-figure median of several runs of one point (counts are
+/// summed, `max_us` is the largest); `None` when there are none.
+pub fn median(runs: &[LoadReport]) -> Option<LoadReport> {
+    let first = runs.first()?;
+    let m = |f: fn(&LoadReport) -> f64| median_of(runs.iter().map(f).collect()).unwrap_or(0.0);
+    let mo = |f: fn(&LoadReport) -> Option<f64>| median_of(runs.iter().filter_map(f).collect());
+    Some(LoadReport {
+        connections: first.connections,
+        pipeline: first.pipeline,
+        requests: runs.iter().map(|r| r.requests).sum(),
+        total_requests: runs.iter().map(|r| r.total_requests).sum(),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        first_error: runs.iter().find_map(|r| r.first_error.clone()),
+        window_secs: runs.iter().map(|r| r.window_secs).sum(),
+        requests_per_sec: m(|r| r.requests_per_sec),
+        p50_us: m(|r| r.p50_us),
+        p99_us: m(|r| r.p99_us),
+        p999_us: m(|r| r.p999_us),
+        max_us: runs.iter().map(|r| r.max_us).fold(0.0, f64::max),
+        server_cpu_us_per_request: mo(|r| r.server_cpu_us_per_request),
+        server_cpu_percent: mo(|r| r.server_cpu_percent),
+        server_rss_kib: mo(|r| r.server_rss_kib.map(|k| k as f64)).map(|k| k as u64),
+        load_cpu_percent: mo(|r| r.load_cpu_percent),
+        source_addrs: runs.iter().map(|r| r.source_addrs).max().unwrap_or(1),
+    })
+}
+
 /// One line for a single load run.
 pub fn summary_line(r: &LoadReport) -> String {
     let mut s = format!(
@@ -285,6 +324,16 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// The Markdown tables (matrix, idle memory, goals).
 pub fn markdown(results: &Results) -> String {
     let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} mode: {} round(s) of {} ms warm-up + {} ms measured per point, medians over rounds; server on CPU {}, load on CPU {}\n",
+        if results.short { "short" } else { "full" },
+        results.rounds,
+        results.warmup_ms,
+        results.duration_ms,
+        results.server_cpu.map_or("any".into(), |c| c.to_string()),
+        results.load_cpu.map_or("any".into(), |c| c.to_string()),
+    );
     let _ = writeln!(
         s,
         "| server | conns x pipeline | req/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/req | server CPU % | load CPU % | RSS KiB | status |"
@@ -543,5 +592,11 @@ mod test {
         assert_eq!(verdict(5).1, "missed by 25%", "p99 50 vs 40");
         assert!(markdown(&res).contains("| epoll | 16x16 | 95 |"));
         assert_eq!(csv(&res).lines().count(), 1 + res.runs.len());
+        let reports: Vec<LoadReport> = [3.0, 1.0, 2.0]
+            .iter()
+            .map(|&x| LoadReport { requests: 10, requests_per_sec: x, max_us: x, ..LoadReport::default() })
+            .collect();
+        let m = median(&reports).unwrap();
+        assert_eq!((m.requests, m.requests_per_sec, m.max_us, m.server_cpu_us_per_request), (30, 2.0, 3.0, None));
     }
 }
