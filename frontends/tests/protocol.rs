@@ -30,6 +30,7 @@ per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll:
     full_store_refuses_new_keys_and_keeps_old_ones,
     acknowledged_put_is_visible_on_another_connection,
     golden_frames_byte_for_byte,
+    large_values_round_trip,
     command_line_client_put_and_get,
 ]);
 
@@ -330,6 +331,25 @@ fn golden_frames_byte_for_byte(flavor: Flavor) {
     exchange("empty_message_all_defaults", &frame(&[0x20, 0x01]));
     let hit = KeyValueMessage { value: "value-for-empty-key".into(), kind: GET_RESPONSE, ..Default::default() };
     exchange("get_request_empty_key", &msg_frame(&hit));
+}
+
+fn large_values_round_trip(flavor: Flavor) {
+    // Responses far over the 64 KiB output limit, pipelined: partial writes
+    // and back-pressure on every one of them.
+    const GETS: usize = 8;
+    let server = Server::start(flavor, &[]);
+    let mut client = server.connect();
+    let value: String = (0..1_000_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    client.put_ok("big", &value);
+    let mut writer = client.stream.try_clone().unwrap();
+    let sender = thread::spawn(move || writer.write_all(&get_frame("big").repeat(GETS)));
+    for i in 0..GETS {
+        let response = client.read_msg();
+        assert!(check_get_response(&response, "big").as_deref() == Some(value.as_str()), "get {i}: wrong value");
+    }
+    sender.join().unwrap().expect("pipelined write");
+    client.put_ok("big", "small again");
+    assert_eq!(client.get("big").as_deref(), Some("small again"));
 }
 
 fn command_line_client_put_and_get(flavor: Flavor) {

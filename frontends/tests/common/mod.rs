@@ -25,6 +25,8 @@ use prost::Message;
 
 /// How long a server may take to print its start-up line or to exit.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many of a server's stderr lines are kept for assertions and failure reports.
+pub const STDERR_LINES_KEPT: usize = 1000;
 /// Read and write timeout of every test socket.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -161,9 +163,12 @@ impl Server {
         let err = BufReader::new(child.stderr.take().unwrap());
         let sink = Arc::clone(&stderr);
         thread::spawn(move || {
-            for line in err.lines() {
+            // Keep the first lines only: a server stuck in a loop may log without end.
+            for (n, line) in err.lines().enumerate() {
                 let Ok(line) = line else { break };
-                sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(line);
+                if n < STDERR_LINES_KEPT {
+                    sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(line);
+                }
             }
         });
 
