@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll:
     max_connections,
     sigterm_answers_what_was_received_then_exits_0,
     sigint_on_an_idle_server_exits_0,
+    sigterm_with_a_client_that_never_reads_still_exits_0,
     idle_client_delays_another_by_at_most_the_idle_timeout,
 ]);
 
@@ -177,4 +179,27 @@ fn sigint_on_an_idle_server_exits_0(flavor: Flavor) {
     let exit = server.wait_exit();
     assert_eq!(exit.status.code(), Some(0), "{exit:?}");
     assert_eq!(exit.stopped_counts(), [0, 0, 0], "{exit:?}");
+}
+
+/// Responses that cannot be delivered (the client never reads) must not keep
+/// a stopping server alive for ever.
+fn sigterm_with_a_client_that_never_reads_still_exits_0(flavor: Flavor) {
+    let mut server = Server::start(flavor, &[]);
+    let key = "k".repeat(1000);
+    server.connect().put_ok(&key, &"v".repeat(1000));
+    let mut stuck = server.connect();
+    stuck.stream.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let chunk = get_frame(&key).repeat(64);
+    let mut pushed = 0usize;
+    // Until the server stops reading (bounded by 50 MB in case it never does).
+    while pushed < 50 << 20 {
+        match stuck.stream.write(&chunk) {
+            Ok(n) => pushed += n,
+            Err(_) => break,
+        }
+    }
+    server.signal_term();
+    let exit = server.wait_exit();
+    assert_eq!(exit.status.code(), Some(0), "{exit:?}");
+    exit.stopped_counts();
 }

@@ -13,6 +13,7 @@ use kvio_proto::KeyValueMessage;
 per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll] [
     client_that_never_reads_is_not_buffered_without_bound,
     descriptor_exhaustion_neither_spins_nor_sticks,
+    connection_churn_keeps_each_response_on_its_connection,
 ]);
 
 // Not for `blocking`, which serves one connection at a time by design.
@@ -198,4 +199,44 @@ fn descriptor_exhaustion_neither_spins_nor_sticks(flavor: Flavor) {
     let served = poll_until(IO_TIMEOUT, Duration::from_millis(20), || server.connect().try_request(&msg(GET, "k", "")));
     let response = served.expect("not serving after descriptors were freed");
     assert_eq!(check_get_response(&response, "k").as_deref(), Some("v"));
+}
+
+/// Connections opened and closed quickly, from several threads, some closed
+/// with requests unanswered: descriptor numbers are reused all the time, and
+/// every response must still reach the connection that asked.
+fn connection_churn_keeps_each_response_on_its_connection(flavor: Flavor) {
+    const ROUNDS: usize = 500;
+    let threads = if flavor.serves_concurrently() { 4 } else { 1 };
+    let server = Server::start(flavor, &[]);
+    let addr = server.addr();
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    let mut client = Client::connect(addr);
+                    let (key, value) = (format!("t{t}-r{round}"), format!("value of t{t}-r{round}"));
+                    let mut bytes = put_frame(&key, &value);
+                    bytes.extend_from_slice(&get_frame(&key));
+                    client.send(&bytes);
+                    if round % 3 == 2 {
+                        // Vanish without reading the answers.
+                        continue;
+                    }
+                    assert_eq!(client.read_msg(), KeyValueMessage { kind: PUT, ..Default::default() });
+                    assert_eq!(check_get_response(&client.read_msg(), &key), Some(value));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a churn worker failed");
+    }
+    let mut check = server.connect();
+    for t in 0..threads {
+        // The requests of vanished clients may or may not have been applied;
+        // the answered ones were.
+        assert_eq!(check.get(&format!("t{t}-r0")), Some(format!("value of t{t}-r0")));
+    }
+    eprintln!("{}: {} connections churned in {:?}", flavor.name(), threads * ROUNDS, start.elapsed());
 }
