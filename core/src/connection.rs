@@ -72,8 +72,10 @@ pub struct Connection {
 
 impl Connection {
     /// A connection refusing frames longer than `max_frame_len` and
-    /// applying back-pressure at `output_limit` unsent bytes.
+    /// applying back-pressure at `output_limit` unsent bytes (raised to 1 if
+    /// lower: at 0 it would push back with nothing to write, and never read).
     pub const fn new(max_frame_len: u32, output_limit: usize) -> Self {
+        let output_limit = if output_limit == 0 { 1 } else { output_limit };
         Connection { parser: FrameParser::new(max_frame_len), output_limit, requests: 0, full: false }
     }
 
@@ -253,6 +255,26 @@ mod test {
         let r4 = conn.receive(&input[40..], &mut [0u8; 64], &mut Echo, &mut out);
         assert_eq!((r4.consumed, r4.requests, r4.outcome), (10, 1, Outcome::NeedMore));
         assert_eq!(conn.requests(), 5);
+    }
+
+    #[test]
+    fn an_output_limit_of_zero_still_answers_one_request_at_a_time() {
+        // Found by the `connection` fuzz target: with a limit of 0 the
+        // connection pushed back with an empty output, so it was never read.
+        let mut conn = Connection::new(64, 0);
+        assert!(conn.wants_read(0));
+        let mut out: heapless::Vec<u8, 64> = heapless::Vec::new();
+        let mut input = Vec::new();
+        input.extend_from_slice(&frame(b"a"));
+        input.extend_from_slice(&frame(b"b"));
+        let r = conn.receive(&input, &mut [0u8; 64], &mut Echo, &mut out);
+        assert_eq!((r.consumed, r.requests, r.outcome), (10, 1, Outcome::Backpressure));
+        assert_eq!(&out[..], &frame(b"a")[..]);
+        out.clear();
+        let r = conn.receive(&input[10..], &mut [0u8; 64], &mut Echo, &mut out);
+        assert_eq!((r.consumed, r.requests, r.outcome), (10, 1, Outcome::Backpressure));
+        out.clear();
+        assert_eq!(conn.receive(&[], &mut [0u8; 64], &mut Echo, &mut out).outcome, Outcome::NeedMore);
     }
 
     #[test]
