@@ -66,7 +66,8 @@ fn steady_state_serving_does_not_allocate() {
     let mut serve = |frames: &[Vec<u8>]| {
         for frame in frames {
             // Deliver some frames whole and some split, as a socket would.
-            let pieces: [&[u8]; 2] = if frame.len().is_multiple_of(3) { frame.split_at(5).into() } else { [frame, &[]] };
+            let pieces: [&[u8]; 2] =
+                if frame.len().is_multiple_of(3) { frame.split_at(5).into() } else { [frame, &[]] };
             for piece in pieces {
                 let r = conn.receive(piece, &mut scratch, &mut handler, &mut out);
                 assert_eq!(r.outcome, Outcome::NeedMore);
