@@ -60,10 +60,10 @@ def frame_parser():
 
 def connection():
     # [max_frame_len: u16][output_limit: u16][slots: u8][arena: u16][budget: u16][entries: u8]
-    # [n: u8][n+1 read sizes][m: u8][m+1 drain sizes][stream]
+    # [output: u8][n: u8][n+1 read sizes][m: u8][m+1 drain sizes][stream]
     def seed(stream, max_len=2048, limit=65535, slots=64, arena=4096, budget=4096, entries=60,
-             reads=(255,), drains=(255,)):
-        return (u16(max_len) + u16(limit) + u8(slots) + u16(arena) + u16(budget) + u8(entries)
+             fixed=False, reads=(255,), drains=(255,)):
+        return (u16(max_len) + u16(limit) + u8(slots) + u16(arena) + u16(budget) + u8(entries) + u8(fixed)
                 + u8(len(reads) - 1) + bytes(reads) + u8(len(drains) - 1) + bytes(drains) + stream)
 
     get = FRAME["get_request"]
@@ -78,6 +78,9 @@ def connection():
         "value-1kib": seed(FRAME["put_request_value_1kib"] + frame(b"\x0a\x0avalue-1KiB\x18\x01"),  # + its Get
                            max_len=1100, reads=(200,)),
         "malformed-payloads": seed(frame(b"\xff") + frame(b"\x0a\x05a") + frame(b"\x0a\x01\xff") + get),
+        "fixed-output": seed(session, limit=128, fixed=True, reads=(40,), drains=(0, 255)),
+        "fixed-output-never-drained": seed(session, limit=1000, fixed=True, drains=(0,)),
+        "output-limit-zero": seed(session[:64], limit=0, reads=(5,)),
     }
 
 
