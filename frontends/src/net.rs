@@ -129,13 +129,19 @@ impl Listener {
             Err(e) if would_block(&e) => Ok(Accepted::Nothing),
             Err(e) if out_of_descriptors(&e) => {
                 // Free the spare, take the connection off the queue, close it, and take the spare back.
+                // Linux reserves the descriptor before looking at the queue, so EMFILE
+                // also comes with an empty queue: then there is nobody to refuse.
                 match self.spare.take() {
                     Some(spare) => {
                         drop(spare);
-                        let taken = retry(|| net::accept_with(&self.fd, flags));
-                        drop(taken);
+                        // The refused connection is closed before the spare is taken back.
+                        let refused = match retry(|| net::accept_with(&self.fd, flags)) {
+                            Ok(_closed) => Ok(Accepted::Refused(e)),
+                            Err(e) if would_block(&e) => Ok(Accepted::Nothing),
+                            Err(e) => Err(e),
+                        };
                         self.spare = open_spare();
-                        Ok(Accepted::Refused(e))
+                        refused
                     }
                     None => {
                         self.spare = open_spare();
