@@ -259,6 +259,10 @@ impl Session {
                     }
                     Ok(n) => {
                         moved = true;
+                        if n < scratch.read.len() {
+                            // A short read drained the socket: another recv now would only say EAGAIN.
+                            reads = READS_PER_SERVICE;
+                        }
                         let input = &scratch.read[..n];
                         let used = answer(&mut self.conn, &mut self.payload, &mut self.state, input, out, handler);
                         self.held.extend_from_slice(&input[used..]);
@@ -569,7 +573,9 @@ mod test {
         let mut pair = Pair::new(&config());
         pair.client.write_all(&request(Kind::Get, "k", "")).unwrap();
         pair.client.shutdown(std::net::Shutdown::Write).unwrap();
-        assert!(matches!(pair.service(), Err(End::Eof)));
+        // The short read answers the request; the next service sees the end of stream.
+        let end = (0..3).find_map(|_| pair.service().err());
+        assert!(matches!(end, Some(End::Eof)), "{end:?}");
         let Pair { mut client, server, .. } = pair;
         drop(server); // as the flavors do on Err
         let mut wire = Vec::new();
