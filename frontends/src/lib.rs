@@ -39,3 +39,57 @@ pub fn serve(flavor: Flavor, listener: Listener, config: &Config, shutdown: &Shu
         Flavor::Epoll => epoll::serve(listener, config, shutdown),
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::client::{Client, ClientError};
+    use std::time::Duration;
+
+    /// Every flavor in-process: client put/get, an error frame, then a stop with the right totals.
+    fn serves_then_stops(flavor: Flavor) {
+        let config = Config { store_entries: 64, store_bytes: 1 << 16, ..Config::for_flavor(flavor) };
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr();
+        let shutdown = Shutdown::new().unwrap();
+        let stop = shutdown.clone();
+        let server = std::thread::spawn(move || serve(flavor, listener, &config, &shutdown));
+        let timeout = Duration::from_secs(5);
+        {
+            let mut client = Client::connect(addr, timeout).unwrap();
+            client.put("DiskType", "NVMe SSD").unwrap();
+            assert_eq!(client.get("DiskType").unwrap().as_deref(), Some("NVMe SSD"));
+            assert_eq!(client.get("absent").unwrap(), None);
+        }
+        let mut broken = Client::connect(addr, timeout).unwrap();
+        broken.send_raw(&[0, 0, 0, 0]).unwrap();
+        match broken.read_response() {
+            Ok(m) => assert_eq!((m.kind, m.status, m.value.as_str()), (0, 1, "frame length below 5")),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(matches!(broken.read_frame(), Err(ClientError::Closed)), "closed after the error frame");
+        stop.trigger();
+        let stats = server.join().unwrap().unwrap();
+        assert_eq!(stats, Stats { connections: 2, requests: 3, errors: 1 });
+    }
+
+    #[test]
+    fn blocking_serves_then_stops() {
+        serves_then_stops(Flavor::Blocking);
+    }
+
+    #[test]
+    fn threaded_serves_then_stops() {
+        serves_then_stops(Flavor::Threaded);
+    }
+
+    #[test]
+    fn busy_poll_serves_then_stops() {
+        serves_then_stops(Flavor::BusyPoll);
+    }
+
+    #[test]
+    fn epoll_serves_then_stops() {
+        serves_then_stops(Flavor::Epoll);
+    }
+}
