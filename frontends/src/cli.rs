@@ -75,8 +75,8 @@ struct ServeArgs {
     /// Close a connection silent this long; 0 disables [default: 200 for blocking, 300000 otherwise].
     #[arg(long)]
     idle_timeout_ms: Option<u64>,
-    /// Unsent response bytes at which a connection stops being read.
-    #[arg(long, default_value_t = kvio_core::connection::DEFAULT_OUTPUT_LIMIT)]
+    /// Unsent response bytes at which a connection stops being read (at least 1).
+    #[arg(long, default_value_t = kvio_core::connection::DEFAULT_OUTPUT_LIMIT, value_parser = positive)]
     output_limit: usize,
 }
 
@@ -96,7 +96,16 @@ impl ServeArgs {
     }
 }
 
-/// Runs the command line `args` (program name first).
+/// A count that must not be 0 (an output limit of 0 would never read).
+fn positive(arg: &str) -> Result<usize, String> {
+    match arg.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Parses the process's arguments, runs the command, and says how it went.
 pub fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
@@ -178,5 +187,7 @@ mod test {
         assert_eq!(serve_args(&["--flavor", "busy-poll", "--idle-timeout-ms", "0"]).config().idle_timeout, None);
         assert_eq!(serve_args(&["--idle-timeout-ms", "7"]).config().idle_timeout, Some(Duration::from_millis(7)));
         assert!(Cli::try_parse_from(["kvio", "serve", "--max-frame-len", "4"]).is_err());
+        assert!(Cli::try_parse_from(["kvio", "serve", "--output-limit", "0"]).is_err());
+        assert_eq!(serve_args(&["--output-limit", "1"]).config().output_limit, 1);
     }
 }
