@@ -196,7 +196,7 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
             match event.data.u64() {
                 LISTENER => server.accept_all(now),
                 SHUTDOWN => stopping = true,
-                token => server.serve(token, now),
+                token => server.serve(token, event.flags, now),
             }
         }
         if server.listener_paused_until.is_some_and(|at| now >= at) {
@@ -265,12 +265,16 @@ impl Server<'_> {
     }
 
     /// Serves one connection's event; stale tokens find nothing.
-    fn serve(&mut self, token: u64, now: Instant) {
+    fn serve(&mut self, token: u64, flags: EventFlags, now: Instant) {
         let Some(client) = self.slab.get_mut(token) else { return };
         let serviced =
             client.session.service(client.fd.as_fd(), &mut self.scratch, &mut self.handler, RecvFlags::DONTWAIT);
         self.counters.requests(client.session.take_requests());
         let end = match serviced {
+            Ok(progress) if !progress.moved && flags.intersects(EventFlags::ERR | EventFlags::HUP) => {
+                // Level-triggered ERR/HUP would fire forever on a socket that can do nothing more.
+                End::Io(io::Error::from(io::ErrorKind::ConnectionReset))
+            }
             Ok(progress) => {
                 if progress.moved {
                     client.last_moved = now;
