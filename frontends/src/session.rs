@@ -8,7 +8,7 @@
 //! socket would not take yet is copied into the session's own buffer, so a
 //! session between requests holds no buffer at all once
 //! [`Session::release_buffers`] ran (the epoll flavor's 10,000 idle
-//! connections cost no heap).
+//! connections hold no buffer, only their ~200-byte slab entries).
 //!
 //! Back-pressure: while `unsent responses >= output_limit` the session does
 //! not read ([`Session::wants_read`] is false); input already read but not
