@@ -3,7 +3,8 @@
 //! it; they differ only in when they call it and on what kind of socket.
 //!
 //! One [`Session::service`] call writes what is pending (responses go out in
-//! order), re-pushes input held back by back-pressure, reads once, answers
+//! order), re-pushes input held back by back-pressure, reads (until a short
+//! read, at most 4 times), answers
 //! into a [`Scratch`] output shared by the loop, and writes. Only what the
 //! socket would not take yet is copied into the session's own buffer, so a
 //! session between requests holds no buffer at all once
