@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::client::{Client, DEFAULT_TIMEOUT};
 use crate::config::{
     Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE_BYTES, DEFAULT_STORE_ENTRIES, Flavor,
+    MIN_MAX_FRAME_LEN,
 };
 use crate::net::{self, Listener};
 use crate::shutdown::Shutdown;
@@ -59,9 +60,9 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the start-up line tells which).
     #[arg(long, default_value = DEFAULT_ADDR)]
     addr: SocketAddr,
-    /// Largest frame `len` accepted; also sizes the store's key and value limits.
+    /// Largest frame `len` accepted (at least 64, so every error response fits); also sizes the store's key and value limits.
     #[arg(long, default_value_t = kvio_core::DEFAULT_MAX_FRAME_LEN,
-          value_parser = clap::value_parser!(u32).range(i64::from(kvio_core::frame::MIN_FRAME_LEN)..))]
+          value_parser = clap::value_parser!(u32).range(i64::from(MIN_MAX_FRAME_LEN)..))]
     max_frame_len: u32,
     /// Entries the store holds.
     #[arg(long, default_value_t = DEFAULT_STORE_ENTRIES)]
@@ -187,6 +188,10 @@ mod test {
         assert_eq!(serve_args(&["--flavor", "busy-poll", "--idle-timeout-ms", "0"]).config().idle_timeout, None);
         assert_eq!(serve_args(&["--idle-timeout-ms", "7"]).config().idle_timeout, Some(Duration::from_millis(7)));
         assert!(Cli::try_parse_from(["kvio", "serve", "--max-frame-len", "4"]).is_err());
+        let low = Cli::try_parse_from(["kvio", "serve", "--max-frame-len", "63"]).unwrap_err();
+        assert_eq!(low.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(low.to_string().contains("64"), "{low}");
+        assert_eq!(serve_args(&["--max-frame-len", "64"]).config().max_frame_len, 64);
         assert!(Cli::try_parse_from(["kvio", "serve", "--output-limit", "0"]).is_err());
         assert_eq!(serve_args(&["--output-limit", "1"]).config().output_limit, 1);
     }

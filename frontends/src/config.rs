@@ -12,6 +12,10 @@ use kvio_core::{Store, StoreLimits};
 
 /// Default `--addr`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+/// Smallest `--max-frame-len`: every fixed response must fit in a frame the
+/// server itself would accept, the longest being the 51-byte (`len` 47)
+/// error frame of a malformed payload; 64 leaves room and is a round number.
+pub const MIN_MAX_FRAME_LEN: u32 = 64;
 /// Default `--store-entries`.
 pub const DEFAULT_STORE_ENTRIES: usize = 100_000;
 /// Default `--store-bytes`: 64 MiB.
@@ -169,6 +173,23 @@ mod test {
         }
         assert!(store.put(b"one too many", b"v").is_err());
         assert_eq!(KeyValueStore::get(&mut store, b"k7", |v| v.map(<[u8]>::to_vec)), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn every_fixed_response_fits_the_smallest_max_frame_len() {
+        use kvio_core::frame::{FrameError, MIN_FRAME_LEN};
+        use kvio_proto::{Kind, MALFORMED_REASON, Status, response_payload_len};
+        let reasons = [
+            MALFORMED_REASON,
+            FrameError::TooShort.as_str(),
+            FrameError::TooLong.as_str(),
+            FrameError::BadFooter.as_str(),
+        ];
+        let longest =
+            reasons.iter().map(|r| response_payload_len(b"", r.as_bytes(), Kind::Error, Status::NotOk)).max().unwrap();
+        let longest_len = u32::try_from(longest).unwrap() + MIN_FRAME_LEN;
+        assert_eq!(longest_len + 4, 51, "the malformed-payload frame");
+        assert!(longest_len <= MIN_MAX_FRAME_LEN);
     }
 
     #[test]
