@@ -19,7 +19,7 @@ use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
 use crate::net::{self, Accepted, Listener};
-use crate::session::{READ_CHUNK, Scratch, TICK, run_blocking};
+use crate::session::{READ_CHUNK, ReadWait, Scratch, TICK, run_blocking};
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, Stats};
 
@@ -37,7 +37,8 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                     continue;
                 }
                 counters.connection();
-                let end = run_blocking(fd.as_fd(), config, shutdown, &mut scratch, &mut handler, &counters);
+                let end =
+                    run_blocking(fd.as_fd(), config, shutdown, ReadWait::Tick, &mut scratch, &mut handler, &counters);
                 counters.ended(peer, &end);
             }
             Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),

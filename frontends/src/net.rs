@@ -58,6 +58,13 @@ pub fn set_timeouts(fd: BorrowedFd<'_>, recv: Option<Duration>, send: Option<Dur
     Ok(())
 }
 
+/// Ends the reading side: a thread blocked in `recv` on `fd` returns, data
+/// already queued is still read first, and every later `recv` says end of
+/// stream. How a stop wakes a connection thread sleeping in `recv`.
+pub fn shutdown_read(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(net::shutdown(fd, net::Shutdown::Read)?)
+}
+
 /// Switches O_NONBLOCK on or off.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
     Ok(rustix::io::ioctl_fionbio(fd, nonblocking)?)

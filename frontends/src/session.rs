@@ -15,9 +15,14 @@
 //! not read ([`Session::wants_read`] is false); input already read but not
 //! taken by the connection is kept and pushed again once output drains.
 //!
-//! On a blocking socket the same calls block, with SO_RCVTIMEO/SO_SNDTIMEO
-//! ticks turning into "nothing moved" so the caller can check the idle
-//! timeout and shutdown ([`run_blocking`]).
+//! On a blocking socket the same calls block ([`run_blocking`]): only the
+//! first read of a service call waits for the peer, the others only drain.
+//! SO_RCVTIMEO/SO_SNDTIMEO timeouts turn into "nothing moved" so the caller
+//! can check the idle timeout and shutdown. How a read learns of a stop is
+//! the caller's choice ([`ReadWait`]): a [`TICK`] timeout that polls the stop
+//! flag (blocking flavor), or a read that sleeps until the peer sends, the
+//! idle timeout runs out, or the stopping server shuts the socket's reading
+//! side down (threaded flavor: an idle thread costs no wake-up at all).
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -252,8 +257,10 @@ impl Session {
                 && self.held.is_empty()
                 && self.conn.wants_read(out.pending())
             {
+                // Only the first read may wait (on a blocking socket); the next ones drain what came meanwhile.
+                let flags = if reads == 0 { read_flags } else { read_flags | RecvFlags::DONTWAIT };
                 reads += 1;
-                match net::recv(fd, &mut scratch.read, read_flags) {
+                match net::recv(fd, &mut scratch.read, flags) {
                     Ok(0) => {
                         self.state = State::Eof;
                         moved = true;
@@ -338,20 +345,45 @@ fn answer<H: Handler + ?Sized>(
     received.consumed
 }
 
+/// How a connection served by [`run_blocking`] learns that the server stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadWait {
+    /// Reads time out every [`TICK`] to look at the stop flag.
+    Tick,
+    /// Reads sleep until the peer sends or the idle timeout runs out (for
+    /// ever when there is none): the server calls [`net::shutdown_read`] on
+    /// the socket when the stop is requested, which ends the wait.
+    UntilWoken,
+}
+
 /// Serves one connection on a blocking socket until it ends: EOF, framing
 /// error, socket error, idle timeout (nothing moved for `config.idle_timeout`)
-/// or shutdown (checked at least every [`TICK`]).
+/// or shutdown (seen within a [`TICK`], or at once with [`ReadWait::UntilWoken`]).
+///
+/// Writes always time out every [`TICK`]: a write blocks only while the
+/// client is not reading, and a stop must not wait for such a client.
 pub fn run_blocking<H: Handler + ?Sized>(
     fd: BorrowedFd<'_>,
     config: &Config,
     shutdown: &Shutdown,
+    wait: ReadWait,
     scratch: &mut Scratch,
     handler: &mut H,
     counters: &Counters,
 ) -> End {
+    // The socket timeouts for a wait of at most `left` (`None`: no idle timeout).
+    let timeouts = |left: Option<Duration>| {
+        let floor = |d: Duration| d.max(Duration::from_millis(1));
+        let tick = floor(left.map_or(TICK, |left| left.min(TICK)));
+        let read = match wait {
+            ReadWait::Tick => Some(tick),
+            ReadWait::UntilWoken => left.map(floor),
+        };
+        (read, Some(tick))
+    };
     let mut session = Session::new(config);
-    let mut timeout = config.idle_timeout.map_or(TICK, |idle| idle.min(TICK)).max(Duration::from_millis(1));
-    if let Err(e) = net::set_timeouts(fd, Some(timeout), Some(timeout)) {
+    let mut set = timeouts(config.idle_timeout);
+    if let Err(e) = net::set_timeouts(fd, set.0, set.1) {
         return End::Io(e);
     }
     let mut last_moved = Instant::now();
@@ -363,23 +395,29 @@ pub fn run_blocking<H: Handler + ?Sized>(
         }
         let serviced = session.service(fd, scratch, handler, RecvFlags::empty());
         counters.requests(session.take_requests());
-        match serviced {
+        let moved = match serviced {
+            // The end of stream may be the stop's shutdown_read rather than the peer's.
+            Err(End::Eof) if shutdown.is_requested() => return End::Shutdown,
             Err(end) => return end,
-            Ok(p) if p.moved => last_moved = Instant::now(),
-            Ok(_) => {}
+            Ok(p) => p.moved,
+        };
+        if moved {
+            last_moved = Instant::now();
         }
         if let Some(idle) = config.idle_timeout {
             let quiet = last_moved.elapsed();
             if quiet >= idle {
                 return End::Idle;
             }
-            // Wake when the idle time would run out, and at least every tick.
-            let next = (idle - quiet).min(TICK).max(Duration::from_millis(1));
-            if next != timeout {
-                if let Err(e) = net::set_timeouts(fd, Some(next), Some(next)) {
+            // After progress the next wait is a whole idle period (the same
+            // timeouts as now, so no setsockopt per request); after a
+            // timeout, only what is left of it.
+            let want = timeouts(Some(if moved { idle } else { idle - quiet }));
+            if want != set {
+                if let Err(e) = net::set_timeouts(fd, want.0, want.1) {
                     return End::Io(e);
                 }
-                timeout = next;
+                set = want;
             }
         }
     }
@@ -594,7 +632,8 @@ mod test {
         let mut scratch = Scratch::new(4096);
         let worker = std::thread::spawn(move || {
             let started = Instant::now();
-            let end = run_blocking(server.as_fd(), &config, &shutdown, &mut scratch, &mut handler, &counters);
+            let end =
+                run_blocking(server.as_fd(), &config, &shutdown, ReadWait::Tick, &mut scratch, &mut handler, &counters);
             (end, started.elapsed())
         });
         (&client).write_all(&request(Kind::Get, "k", "")).unwrap();
