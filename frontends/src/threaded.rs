@@ -25,7 +25,7 @@
 //! - Idle: a connection thread sleeps in `recv` until its client sends or
 //!   the idle timeout (5 minutes by default) runs out; no periodic wake-up.
 //!   The stop reaches it from outside: the accepting thread keeps a
-//!   [`Registry`] of the live connections' sockets and, when the stop is
+//!   `Registry` of the live connections' sockets and, when the stop is
 //!   requested, shuts down each one's reading side, which ends the `recv`;
 //!   the thread then answers what it had already received and exits.
 //!   Registered sockets are `Arc<OwnedFd>` shared with their thread, so a
