@@ -112,20 +112,58 @@ impl Limits {
     }
 }
 
-/// One entry of the hash table: the key's hash and its record's offset.
+/// Where a store's limits come from: a runtime [`Limits`] value, or
+/// [`FrameLimits`], a zero-sized type that derives them at compile time.
+pub trait LimitsSource {
+    /// The limits in force for a slot table of `table` slots (a power of
+    /// two) and an arena of `arena` bytes.
+    fn limits(&self, table: usize, arena: usize) -> Limits;
+}
+
+impl LimitsSource for Limits {
+    fn limits(&self, _table: usize, _arena: usize) -> Limits {
+        *self
+    }
+}
+
+/// The limits of [`Limits::for_frame`] for frames of `MAX_FRAME_LEN`, with
+/// as many entries as the slot table holds and the whole arena as budget.
+/// Zero-sized: a store using it stores no limits, so a const
+/// [`ArrayStore`] is all zero bytes and a `static` of it lands in `.bss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FrameLimits<const MAX_FRAME_LEN: u32>;
+
+impl<const MAX_FRAME_LEN: u32> LimitsSource for FrameLimits<MAX_FRAME_LEN> {
+    fn limits(&self, table: usize, arena: usize) -> Limits {
+        Limits::for_frame(MAX_FRAME_LEN, max_entries_for(table), arena)
+    }
+}
+
+/// One entry of the hash table: the key's hash and where its record is.
+/// All zeros is the empty slot, so fresh tables are zero-initialized memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Slot {
     hash: u32,
-    offset: u32,
+    /// The record's arena offset + 1; 0 marks an empty slot.
+    record: u32,
 }
 
 impl Slot {
     /// An unused slot.
-    pub const EMPTY: Slot = Slot { hash: 0, offset: u32::MAX };
+    pub const EMPTY: Slot = Slot { hash: 0, record: 0 };
 
     const fn is_empty(&self) -> bool {
-        self.offset == u32::MAX
+        self.record == 0
+    }
+
+    const fn new(hash: u32, offset: usize) -> Slot {
+        Slot { hash, record: offset as u32 + 1 }
+    }
+
+    const fn offset(&self) -> usize {
+        self.record as usize - 1
     }
 }
 
@@ -165,10 +203,10 @@ fn hash(key: &[u8]) -> u32 {
 /// [module docs](self).
 #[derive(Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Store<S, A> {
+pub struct Store<S, A, L = Limits> {
     slots: S,
     arena: A,
-    limits: Limits,
+    limits: L,
     /// Entries stored.
     len: usize,
     /// End of the used part of the arena (live and dead records).
@@ -177,28 +215,32 @@ pub struct Store<S, A> {
     live: usize,
 }
 
-/// A store whose storage is arrays, buildable in a `static`.
-pub type ArrayStore<const SLOTS: usize, const BYTES: usize> = Store<[Slot; SLOTS], [u8; BYTES]>;
+/// A store in arrays with compile-time limits, buildable in a `static`:
+/// its initial value is all zero bytes, so such a `static` takes `.bss`,
+/// not flash.
+pub type ArrayStore<const SLOTS: usize, const BYTES: usize, const MAX_FRAME_LEN: u32> =
+    Store<[Slot; SLOTS], [u8; BYTES], FrameLimits<MAX_FRAME_LEN>>;
 
-impl<const SLOTS: usize, const BYTES: usize> Store<[Slot; SLOTS], [u8; BYTES]> {
-    /// A store in arrays: at most `SLOTS - SLOTS / 8 - 1` entries (`SLOTS` must be a
-    /// power of two) and a byte budget of `BYTES`, with key and value limits
-    /// from `max_frame_len` as in [`Limits::for_frame`].
-    pub const fn new(max_frame_len: u32) -> Self {
+impl<const SLOTS: usize, const BYTES: usize, const MAX_FRAME_LEN: u32> ArrayStore<SLOTS, BYTES, MAX_FRAME_LEN> {
+    /// A store in arrays: at most `SLOTS - SLOTS / 8 - 1` entries (`SLOTS`
+    /// must be a power of two), a byte budget of `BYTES`, and key and value
+    /// limits for frames of `MAX_FRAME_LEN` as in [`Limits::for_frame`].
+    pub const fn new() -> Self {
         assert!(SLOTS.is_power_of_two(), "SLOTS must be a power of two");
         assert!(BYTES < u32::MAX as usize, "arena offsets are u32");
-        Store {
-            slots: [Slot::EMPTY; SLOTS],
-            arena: [0; BYTES],
-            limits: Limits::for_frame(max_frame_len, max_entries_for(SLOTS), BYTES),
-            len: 0,
-            top: 0,
-            live: 0,
-        }
+        Store { slots: [Slot::EMPTY; SLOTS], arena: [0; BYTES], limits: FrameLimits, len: 0, top: 0, live: 0 }
     }
 }
 
-impl<S, A> Store<S, A>
+impl<const SLOTS: usize, const BYTES: usize, const MAX_FRAME_LEN: u32> Default
+    for ArrayStore<SLOTS, BYTES, MAX_FRAME_LEN>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S, A> Store<S, A, Limits>
 where
     S: AsRef<[Slot]> + AsMut<[Slot]>,
     A: AsRef<[u8]> + AsMut<[u8]>,
@@ -217,10 +259,18 @@ where
         };
         Store { slots, arena, limits, len: 0, top: 0, live: 0 }
     }
+}
 
+impl<S, A, L> Store<S, A, L>
+where
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+    A: AsRef<[u8]> + AsMut<[u8]>,
+    L: LimitsSource,
+{
     /// The limits in force.
     pub fn limits(&self) -> Limits {
-        self.limits
+        let table = prev_power_of_two(self.slots.as_ref().len());
+        self.limits.limits(table, self.arena.as_ref().len())
     }
 
     /// Entries stored.
@@ -256,7 +306,7 @@ where
             if slot.is_empty() {
                 return (i, false);
             }
-            if slot.hash == h && self.record_key(arena, slot.offset as usize) == key {
+            if slot.hash == h && self.record_key(arena, slot.offset()) == key {
                 return (i, true);
             }
             i = (i + 1) & mask;
@@ -271,7 +321,7 @@ where
 
     /// The value stored under `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        if key.len() > self.limits.max_key_len {
+        if key.len() > self.limits().max_key_len {
             return None;
         }
         let (i, found) = self.find(key, hash(key));
@@ -279,7 +329,7 @@ where
             return None;
         }
         let arena = self.arena.as_ref();
-        let at = self.slots.as_ref()[i].offset as usize;
+        let at = self.slots.as_ref()[i].offset();
         let key_len = read_u32(arena, at, record::KEY_LEN);
         let value_len = read_u32(arena, at, record::VALUE_LEN);
         let start = at + record::HEADER_LEN + key_len;
@@ -288,17 +338,18 @@ where
 
     /// Stores `value` under `key`. See [`StoreError`] for refusals.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        if key.len() > self.limits.max_key_len {
+        let limits = self.limits();
+        if key.len() > limits.max_key_len {
             return Err(StoreError::KeyTooLong);
         }
-        if value.len() > self.limits.max_value_len {
+        if value.len() > limits.max_value_len {
             return Err(StoreError::ValueTooLong);
         }
         let h = hash(key);
         let (i, found) = self.find(key, h);
         let cost = record::HEADER_LEN + key.len() + value.len();
         let old = if found {
-            let at = self.slots.as_ref()[i].offset as usize;
+            let at = self.slots.as_ref()[i].offset();
             let arena = self.arena.as_mut();
             let old_value_len = read_u32(arena, at, record::VALUE_LEN);
             if old_value_len == value.len() {
@@ -311,10 +362,10 @@ where
             None
         };
         let freed = old.map_or(0, |(_, old_cost)| old_cost);
-        if self.live - freed + cost > self.limits.byte_budget {
+        if self.live - freed + cost > limits.byte_budget {
             return Err(StoreError::Full);
         }
-        if old.is_none() && self.len >= self.limits.max_entries {
+        if old.is_none() && self.len >= limits.max_entries {
             return Err(StoreError::Full);
         }
         // From here the put cannot fail: the old record may be given up.
@@ -335,7 +386,7 @@ where
         arena[start + key.len()..start + key.len() + value.len()].copy_from_slice(value);
         self.top += cost;
         self.live += cost;
-        self.slots.as_mut()[i] = Slot { hash: h, offset: at as u32 };
+        self.slots.as_mut()[i] = Slot::new(h, at);
         if old.is_none() {
             self.len += 1;
         }
@@ -354,7 +405,7 @@ where
             let slot = read_u32(arena, read, record::SLOT);
             if slot != record::DEAD as usize {
                 arena.copy_within(read..read + size, write);
-                slots[slot].offset = write as u32;
+                slots[slot] = Slot::new(slots[slot].hash, write);
                 write += size;
             }
             read += size;
@@ -363,10 +414,11 @@ where
     }
 }
 
-impl<S, A> KeyValueStore for Store<S, A>
+impl<S, A, L> KeyValueStore for Store<S, A, L>
 where
     S: AsRef<[Slot]> + AsMut<[Slot]>,
     A: AsRef<[u8]> + AsMut<[u8]>,
+    L: LimitsSource,
 {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         Store::put(self, key, value)
@@ -422,11 +474,11 @@ mod test {
     use std::collections::BTreeMap;
     use std::vec::Vec;
 
-    type Small = ArrayStore<16, 128>;
+    type Small = ArrayStore<16, 128, 1024>;
 
     #[test]
     fn put_get_update() {
-        let mut s = Small::new(1024);
+        let mut s = Small::new();
         assert_eq!(s.get(b"k"), None);
         s.put(b"k", b"one").unwrap();
         assert_eq!(s.get(b"k"), Some(&b"one"[..]));
@@ -442,7 +494,7 @@ mod test {
 
     #[test]
     fn full_store_refuses_new_keys_and_keeps_old_ones() {
-        let mut s = ArrayStore::<4, 1024>::new(1024); // 3 entries at most
+        let mut s = ArrayStore::<4, 1024, 1024>::new(); // 3 entries at most
         for k in [b"a", b"b", b"c"] {
             s.put(k, b"v").unwrap();
         }
@@ -454,7 +506,7 @@ mod test {
 
     #[test]
     fn budget_refusal_keeps_the_old_value() {
-        let mut s = ArrayStore::<16, 40>::new(1024);
+        let mut s = ArrayStore::<16, 40, 1024>::new();
         s.put(b"k", b"0123456789").unwrap(); // 23 bytes
         assert_eq!(s.put(b"k", b"0123456789012345678901234567"), Err(StoreError::Full));
         assert_eq!(s.get(b"k"), Some(&b"0123456789"[..]));
@@ -467,7 +519,7 @@ mod test {
         assert_eq!(l.max_key_len + l.max_value_len + RESPONSE_OVERHEAD + 5, 1 << 20);
         let l = Limits::for_frame(65, 10, 100);
         assert_eq!((l.max_key_len, l.max_value_len), (20, 20));
-        let mut s = ArrayStore::<16, 1024>::new(65);
+        let mut s = ArrayStore::<16, 1024, 65>::new();
         assert_eq!(s.put(&[b'k'; 21], b""), Err(StoreError::KeyTooLong));
         assert_eq!(s.put(b"k", &[0; 21]), Err(StoreError::ValueTooLong));
         assert_eq!(s.put(&[b'k'; 20], &[0; 20]), Ok(()));
@@ -475,7 +527,7 @@ mod test {
 
     #[test]
     fn compaction_keeps_every_entry() {
-        let mut s = ArrayStore::<16, 64>::new(1024);
+        let mut s = ArrayStore::<16, 64, 1024>::new();
         for round in 0..50u8 {
             let v = [round; 7];
             s.put(b"x", &v[..(round as usize % 7) + 1]).unwrap();
@@ -486,8 +538,20 @@ mod test {
     }
 
     #[test]
+    fn a_fresh_array_store_is_all_zero_bytes() {
+        // What lets a `static` of it live in `.bss` (no flash image, no copy at boot).
+        assert_eq!(Slot::EMPTY, Slot { hash: 0, record: 0 });
+        assert_eq!(core::mem::size_of::<FrameLimits<1024>>(), 0);
+        let s = Small::new();
+        assert!(s.slots.iter().all(|slot| *slot == Slot { hash: 0, record: 0 }));
+        assert!(s.arena.iter().all(|&b| b == 0));
+        assert_eq!((s.len, s.top, s.live), (0, 0, 0));
+        assert_eq!(s.limits(), Limits::for_frame(1024, 13, 128));
+    }
+
+    #[test]
     fn shared_store_in_a_static() {
-        static STORE: Shared<ArrayStore<8, 64>> = Shared::new(ArrayStore::new(1024));
+        static STORE: Shared<ArrayStore<8, 64, 1024>> = Shared::new(ArrayStore::new());
         let mut handle = &STORE;
         handle.put(b"k", b"v").unwrap();
         let got = std::thread::spawn(|| (&STORE).get(b"k", |v| v.map(|v| v.to_vec()))).join().unwrap();
@@ -555,7 +619,7 @@ mod test {
         proptest! {
             #[test]
             fn store_matches_btreemap(ops in prop::collection::vec(op(), 0..200)) {
-                let mut store = ArrayStore::<16, 160>::new(70); // keys <= 22, values <= 23
+                let mut store = ArrayStore::<16, 160, 70>::new(); // keys <= 22, values <= 23
                 let mut model = Model { map: BTreeMap::new(), limits: store.limits() };
                 for op in ops {
                     match op {

@@ -123,7 +123,7 @@ mod test {
         KeyValueMessage { key: key.to_string(), value: value.to_string(), kind, status: status as i32 }
     }
 
-    fn answer(h: &mut KeyValueHandler<ArrayStore<16, 256>>, req: &KeyValueMessage) -> Vec<u8> {
+    fn answer(h: &mut KeyValueHandler<ArrayStore<16, 256, 128>>, req: &KeyValueMessage) -> Vec<u8> {
         let mut out = Vec::new();
         h.request(&req.encode_to_vec(), &mut out).unwrap();
         out
@@ -131,7 +131,7 @@ mod test {
 
     #[test]
     fn protocol_table() {
-        let mut h = KeyValueHandler::new(ArrayStore::<16, 256>::new(128));
+        let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         let get = msg("k", "", 1, Status::Ok);
         assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "", 2, Status::NotOk)), "miss");
         assert_eq!(answer(&mut h, &msg("k", "v", 3, Status::Ok)), frame_of(&msg("", "", 3, Status::Ok)), "put");
@@ -148,7 +148,7 @@ mod test {
 
     #[test]
     fn malformed_payload_gets_an_error_response() {
-        let mut h = KeyValueHandler::new(ArrayStore::<16, 256>::new(128));
+        let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         for bad in [&[0xff][..], &[0x0a, 0x05, b'a'], &[0x0a, 0x01, 0xff]] {
             let mut out = Vec::new();
             h.request(bad, &mut out).unwrap();
@@ -158,7 +158,7 @@ mod test {
 
     #[test]
     fn framing_error_frame_names_the_reason() {
-        let mut h = KeyValueHandler::new(ArrayStore::<16, 256>::new(128));
+        let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         let mut out = Vec::new();
         h.framing_error(FrameError::BadFooter, &mut out).unwrap();
         assert_eq!(out, frame_of(&msg("", "frame footer is not @EOF@", 0, Status::NotOk)));

@@ -19,10 +19,10 @@ use kvio_proto::KeyValueHandler;
 /// Room for the 64 KiB golden put (a 65,560-byte `len`).
 const MAX_FRAME_LEN: u32 = 80 * 1024;
 /// The device's store: 64 slots and a 96 KiB byte budget (the golden puts take about 67 KiB).
-type DeviceStore = ArrayStore<64, { 96 * 1024 }>;
-static STORE: Shared<DeviceStore> = Shared::new(DeviceStore::new(MAX_FRAME_LEN));
+type DeviceStore = ArrayStore<64, { 96 * 1024 }, MAX_FRAME_LEN>;
+static STORE: Shared<DeviceStore> = Shared::new(DeviceStore::new());
 /// A store whose 512-byte budget refuses the 1 KiB golden put.
-static SMALL_STORE: Shared<ArrayStore<8, 512>> = Shared::new(ArrayStore::new(MAX_FRAME_LEN));
+static SMALL_STORE: Shared<ArrayStore<8, 512, MAX_FRAME_LEN>> = Shared::new(ArrayStore::new());
 
 // prost's scratch strings grow to the largest request: 64 KiB here.
 kvio_firmware::global_heap!(160 * 1024);

@@ -1,10 +1,7 @@
-//! Size probe: `size-core` with the store's storage in `.bss`.
-//!
-//! A `static` `ArrayStore` lands in `.data` (its empty slots and limits are
-//! not zero bytes), so its whole arena is also copied from flash at boot.
-//! Here the slots, the arena and the `Shared` store are `cortex_m::singleton!`s
-//! (zero-initialized, filled at run time) and the store is built with
-//! `Store::with_storage` over them: the same RAM, all in `.bss`, no flash image.
+//! Size probe: `size-core` with the store built at run time by
+//! `Store::with_storage` over `cortex_m::singleton!` arrays (zero-initialized,
+//! in `.bss`) instead of a const `static ArrayStore` — the path for a device
+//! that picks its limits at run time. Same RAM, also all in `.bss`.
 #![no_std]
 #![no_main]
 

@@ -13,7 +13,7 @@ use kvio_core::store::ArrayStore;
 use kvio_firmware::{exit, print};
 
 /// 64 slots (up to 55 entries) and a 4 KiB byte budget.
-static STORE: Shared<ArrayStore<64, 4096>> = Shared::new(ArrayStore::new(trivial::MAX_FRAME_LEN));
+static STORE: Shared<ArrayStore<64, 4096, { trivial::MAX_FRAME_LEN }>> = Shared::new(ArrayStore::new());
 
 #[entry]
 fn main() -> ! {

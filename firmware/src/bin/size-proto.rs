@@ -13,7 +13,7 @@ use kvio_proto::KeyValueHandler;
 
 const MAX_FRAME_LEN: u32 = 256;
 /// The same store as the core-only probe: 64 slots, a 4 KiB byte budget.
-static STORE: Shared<ArrayStore<64, 4096>> = Shared::new(ArrayStore::new(MAX_FRAME_LEN));
+static STORE: Shared<ArrayStore<64, 4096, MAX_FRAME_LEN>> = Shared::new(ArrayStore::new());
 
 // The scratch message's strings grow to the longest key and value seen.
 kvio_firmware::global_heap!(1024);
