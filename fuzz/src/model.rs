@@ -60,9 +60,13 @@ fn message(key: &str, value: &str, kind: u32, status: Status) -> KeyValueMessage
 
 /// The response PROTOCOL.md asks for, applying a put to `store`.
 pub fn response(store: &mut ModelStore, payload: &[u8]) -> KeyValueMessage {
-    let Ok(req) = KeyValueMessage::decode(payload) else {
+    // Decoding follows the official runtimes (a known field with another
+    // wire type is skipped as unknown): kvio_proto::merge_request, whose rule
+    // is pinned by unit tests against the official runtime's answers.
+    let mut req = KeyValueMessage::default();
+    if kvio_proto::merge_request(&mut req, payload).is_err() {
         return message("", MALFORMED_REASON, 0, Status::NotOk);
-    };
+    }
     match req.kind {
         3 => {
             let status =

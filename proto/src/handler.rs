@@ -2,9 +2,11 @@
 
 use kvio_core::frame::{FrameError, write_frame};
 use kvio_core::{Handler, KeyValueStore, Output, OutputFull};
-use prost::Message;
-use prost::bytes::BufMut;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{
+    DecodeContext, WireType, decode_key, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
+};
+use prost::{DecodeError, Message as _};
 
 use crate::{KeyValueMessage, Kind, Status};
 
@@ -33,9 +35,9 @@ impl<S: KeyValueStore> KeyValueHandler<S> {
 
 impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
     fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
-        // Reuse the scratch message: `merge` into cleared strings keeps their capacity.
+        // Reuse the scratch message: merging into cleared strings keeps their capacity.
         self.scratch.clear();
-        if self.scratch.merge(payload).is_err() {
+        if merge_request(&mut self.scratch, payload).is_err() {
             return encode_response(out, b"", MALFORMED_REASON.as_bytes(), Kind::Error, Status::NotOk);
         }
         let req = &self.scratch;
@@ -59,6 +61,31 @@ impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
     fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
         encode_response(out, b"", error.as_str().as_bytes(), Kind::Error, Status::NotOk)
     }
+}
+
+/// Decodes `payload` into `msg` with prost's field decoders, the way the
+/// official protobuf runtimes do: a known field that arrives with another
+/// wire type than its own is kept as an unknown field (skipped) instead of
+/// failing the message, as prost's derived `merge` would. Invalid UTF-8,
+/// truncated fields and bad varints still fail.
+pub fn merge_request(msg: &mut KeyValueMessage, mut payload: &[u8]) -> Result<(), DecodeError> {
+    let ctx = DecodeContext::default();
+    while payload.has_remaining() {
+        let (tag, wire_type) = decode_key(&mut payload)?;
+        let buf = &mut payload;
+        match (tag, wire_type) {
+            (1, WireType::LengthDelimited) => {
+                prost::encoding::string::merge(wire_type, &mut msg.key, buf, ctx.clone())?
+            }
+            (2, WireType::LengthDelimited) => {
+                prost::encoding::string::merge(wire_type, &mut msg.value, buf, ctx.clone())?
+            }
+            (3, WireType::Varint) => prost::encoding::uint32::merge(wire_type, &mut msg.kind, buf, ctx.clone())?,
+            (4, WireType::Varint) => prost::encoding::int32::merge(wire_type, &mut msg.status, buf, ctx.clone())?,
+            _ => skip_field(wire_type, tag, buf, ctx.clone())?,
+        }
+    }
+    Ok(())
 }
 
 /// Length of the protobuf encoding of `{key, value, kind, status}`
@@ -154,6 +181,41 @@ mod test {
             h.request(bad, &mut out).unwrap();
             assert_eq!(out, frame_of(&msg("", MALFORMED_REASON, 0, Status::NotOk)), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn known_fields_with_another_wire_type_are_skipped_like_unknown_fields() {
+        // As the official runtime (upb) decodes them; prost's derived merge refuses these.
+        let cases: [(&[u8], KeyValueMessage); 5] = [
+            (&[0x0a, 0x01, b'k', 0x1d, 1, 0, 0, 0, 0x18, 0x01], msg("k", "", 1, Status::Ok)), // kind as fixed32, then kind=1
+            (&[0x0a, 0x01, b'k', 0x18, 0x01, 0x22, 0x01, 0x01], msg("k", "", 1, Status::Ok)), // status length-delimited
+            (&[0x0a, 0x01, b'k', 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 0x18, 0x01], msg("k", "", 1, Status::Ok)), // value fixed64
+            (&[0x08, 0x01, 0x18, 0x01], msg("", "", 1, Status::Ok)), // key as a varint
+            (&[0x0a, 0x01, b'k', 0x1a, 0x01, 0x01], msg("k", "", 0, Status::Ok)), // kind packed
+        ];
+        for (payload, expected) in cases.clone() {
+            let mut got = KeyValueMessage::default();
+            merge_request(&mut got, payload).unwrap();
+            assert_eq!(got, expected, "{payload:02x?}");
+        }
+        // A Get sent with a stray fixed32 kind is still answered as a Get.
+        let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
+        h.store().put(b"k", b"v").unwrap();
+        let mut out = Vec::new();
+        h.request(cases[0].0, &mut out).unwrap();
+        assert_eq!(out, frame_of(&msg("k", "v", 2, Status::Ok)));
+    }
+
+    #[test]
+    fn same_fields_as_prost_for_well_typed_payloads() {
+        let m = KeyValueMessage { key: "ключ".into(), value: "v".repeat(300), kind: u32::MAX, status: 7 };
+        let mut got = KeyValueMessage::default();
+        merge_request(&mut got, &m.encode_to_vec()).unwrap();
+        assert_eq!(got, m);
+        // duplicates: last one wins, as in prost and the official runtimes
+        let mut got = KeyValueMessage::default();
+        merge_request(&mut got, &[0x18, 0x01, 0x18, 0x03]).unwrap();
+        assert_eq!(got.kind, 3);
     }
 
     #[test]

@@ -14,7 +14,7 @@ extern crate alloc;
 
 mod handler;
 
-pub use handler::{KeyValueHandler, MALFORMED_REASON, encode_response, response_payload_len};
+pub use handler::{KeyValueHandler, MALFORMED_REASON, encode_response, merge_request, response_payload_len};
 
 use alloc::string::String;
 
