@@ -23,7 +23,7 @@ use rustix::net::RecvFlags;
 
 use crate::config::{Config, SHUTDOWN_GRACE};
 use crate::net::{self, Accepted, Listener};
-use crate::session::{READ_CHUNK, Scratch, Session};
+use crate::session::{LINGER_TIME, Linger, READ_CHUNK, Scratch, Session, linger_all};
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, End, Stats};
 
@@ -35,6 +35,8 @@ struct Client {
     peer: Option<SocketAddr>,
     session: Session,
     last_moved: Instant,
+    /// Closing: only draining the peer's late bytes (see [`Linger`]).
+    linger: Option<Linger>,
 }
 
 /// Serves until `shutdown` is requested.
@@ -55,7 +57,8 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                         continue;
                     }
                     counters.connection();
-                    clients.push(Client { fd, peer, session: Session::new(config), last_moved: Instant::now() });
+                    let session = Session::new(config);
+                    clients.push(Client { fd, peer, session, last_moved: Instant::now(), linger: None });
                 }
                 Ok(Accepted::Refused(e)) => {
                     moved = true;
@@ -72,6 +75,14 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
         let mut i = 0;
         while i < clients.len() {
             let client = &mut clients[i];
+            if let Some(linger) = &mut client.linger {
+                if linger.drain(client.fd.as_fd(), &mut scratch.read) || now >= linger.deadline() {
+                    clients.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
             let serviced = client.session.service(client.fd.as_fd(), &mut scratch, &mut handler, RecvFlags::DONTWAIT);
             counters.requests(client.session.take_requests());
             let end = match serviced {
@@ -92,8 +103,15 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                     i += 1;
                 }
                 Some(end) => {
-                    let client = clients.swap_remove(i);
                     counters.ended(client.peer, &end);
+                    if end.lingers() {
+                        // Every response is written (a session ends only then): the FIN follows them.
+                        client.linger = Some(Linger::start(client.fd.as_fd(), now + LINGER_TIME));
+                        client.session.release_buffers();
+                        i += 1;
+                    } else {
+                        clients.swap_remove(i);
+                    }
                 }
             }
         }
@@ -103,10 +121,21 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
     }
     drop(listener);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
+    let mut closing = Vec::new();
     for mut client in clients {
+        if let Some(linger) = client.linger {
+            closing.push((client.fd, linger));
+            continue;
+        }
         let end = client.session.finish(client.fd.as_fd(), &mut scratch, &mut handler, deadline);
         counters.requests(client.session.take_requests());
         counters.ended(client.peer, &end);
+        if end.lingers() {
+            let linger = Linger::start(client.fd.as_fd(), Instant::now() + LINGER_TIME);
+            closing.push((client.fd, linger));
+        }
     }
+    // All at once: one client that never closes does not hold the others' closes.
+    linger_all(closing, &mut scratch.read);
     Ok(counters.snapshot())
 }

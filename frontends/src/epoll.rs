@@ -36,6 +36,7 @@
 //!   i.e. in kvio-core, not in this loop (`Session::service`, `write_to` and
 //!   this file are ~2% of the server's samples).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -50,7 +51,7 @@ use rustix::net::RecvFlags;
 
 use crate::config::{Config, HostStore, SHUTDOWN_GRACE};
 use crate::net::{self, Accepted, Listener};
-use crate::session::{READ_CHUNK, Scratch, Session};
+use crate::session::{LINGER_TIME, Linger, READ_CHUNK, Scratch, Session, linger_all};
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, End, Stats};
 
@@ -71,6 +72,8 @@ struct Client {
     session: Session,
     interest: EventFlags,
     last_moved: Instant,
+    /// Closing: only draining the peer's late bytes (see [`Linger`]).
+    linger: Option<Linger>,
 }
 
 #[derive(Debug, Default)]
@@ -173,6 +176,9 @@ struct Server<'a> {
     handler: KeyValueHandler<HostStore>,
     scratch: Scratch,
     counters: Counters,
+    /// Lingering connections by deadline: every linger lasts
+    /// [`LINGER_TIME`], so the queue is in deadline order.
+    lingering: VecDeque<(Instant, u64)>,
 }
 
 /// Serves until `shutdown` is requested.
@@ -190,6 +196,7 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
         handler: KeyValueHandler::new(config.store()),
         scratch: Scratch::new(READ_CHUNK),
         counters: Counters::default(),
+        lingering: VecDeque::new(),
     };
     let sweep_every =
         config.idle_timeout.map(|idle| (idle / 4).clamp(Duration::from_millis(1), Duration::from_secs(1)));
@@ -198,7 +205,8 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
     let mut stopping = shutdown.is_requested();
     let mut now = Instant::now();
     while !stopping {
-        let wake_at = [next_sweep, server.listener_paused_until].into_iter().flatten().min();
+        let linger_at = server.lingering.front().map(|&(at, _)| at);
+        let wake_at = [next_sweep, server.listener_paused_until, linger_at].into_iter().flatten().min();
         // From the clock read after the last wait: a sweep is at most one
         // batch's work late, and a wake-up reads the clock once, not twice.
         let timeout = wake_at.map(|at| {
@@ -217,6 +225,7 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
                 token => server.serve(token, event.flags, now),
             }
         }
+        server.end_lingers(now);
         if server.listener_paused_until.is_some_and(|at| now >= at) {
             server.resume_accepting();
         }
@@ -277,7 +286,8 @@ impl Server<'_> {
             return;
         }
         let session = Session::new(self.config);
-        let inserted = self.slab.insert(Client { fd, peer, session, interest: EventFlags::IN, last_moved: now });
+        let client = Client { fd, peer, session, interest: EventFlags::IN, last_moved: now, linger: None };
+        let inserted = self.slab.insert(client);
         debug_assert_eq!(inserted, token);
         self.counters.connection();
     }
@@ -285,6 +295,12 @@ impl Server<'_> {
     /// Serves one connection's event; stale tokens find nothing.
     fn serve(&mut self, token: u64, flags: EventFlags, now: Instant) {
         let Some(client) = self.slab.get_mut(token) else { return };
+        if let Some(linger) = &mut client.linger {
+            if linger.drain(client.fd.as_fd(), &mut self.scratch.read) {
+                self.discard(token);
+            }
+            return;
+        }
         let serviced =
             client.session.service(client.fd.as_fd(), &mut self.scratch, &mut self.handler, RecvFlags::DONTWAIT);
         self.counters.requests(client.session.take_requests());
@@ -312,22 +328,55 @@ impl Server<'_> {
             }
             Err(end) => end,
         };
-        self.close(token, end);
+        self.close(token, end, now);
     }
 
-    fn close(&mut self, token: u64, end: End) {
+    /// Ends a connection: at once, or by lingering if the peer may still be sending.
+    fn close(&mut self, token: u64, end: End, now: Instant) {
+        let Some(client) = self.slab.get_mut(token) else { return };
+        self.counters.ended(client.peer, &end);
+        if end.lingers() && client.linger.is_none() {
+            // Every response is written (a session ends only then): the FIN follows them.
+            let linger = Linger::start(client.fd.as_fd(), now + LINGER_TIME);
+            client.session.release_buffers();
+            if epoll::modify(&self.epoll, &client.fd, EventData::new_u64(token), EventFlags::IN).is_ok() {
+                client.interest = EventFlags::IN;
+                client.linger = Some(linger);
+                self.lingering.push_back((linger.deadline(), token));
+                return;
+            }
+        }
+        self.discard(token);
+    }
+
+    /// Closes a connection already counted as ended.
+    fn discard(&mut self, token: u64) {
         if let Some(client) = self.slab.remove(token) {
             // Out of the interest list before the fd number can be reused.
             let _ = epoll::delete(&self.epoll, &client.fd);
-            self.counters.ended(client.peer, &end);
             drop(client.fd);
+        }
+    }
+
+    /// Closes the lingering connections whose time is up.
+    fn end_lingers(&mut self, now: Instant) {
+        while let Some(&(at, token)) = self.lingering.front() {
+            if at > now {
+                return;
+            }
+            self.lingering.pop_front();
+            // The token may be stale (the linger ended early and the slot was reused): generations tell.
+            if self.slab.get_mut(token).is_some_and(|c| c.linger.is_some()) {
+                self.discard(token);
+            }
         }
     }
 
     fn close_idle(&mut self, now: Instant, idle: Duration) {
         for token in self.slab.tokens() {
-            if self.slab.get_mut(token).is_some_and(|c| now.duration_since(c.last_moved) >= idle) {
-                self.close(token, End::Idle);
+            if self.slab.get_mut(token).is_some_and(|c| c.linger.is_none() && now.duration_since(c.last_moved) >= idle)
+            {
+                self.close(token, End::Idle, now);
             }
         }
     }
@@ -337,14 +386,25 @@ impl Server<'_> {
         let _ = epoll::delete(&self.epoll, &self.listener);
         drop(self.listener);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut closing = Vec::new();
         for token in self.slab.tokens() {
             if let Some(mut client) = self.slab.remove(token) {
                 let _ = epoll::delete(&self.epoll, &client.fd);
+                if let Some(linger) = client.linger {
+                    closing.push((client.fd, linger));
+                    continue;
+                }
                 let end = client.session.finish(client.fd.as_fd(), &mut self.scratch, &mut self.handler, deadline);
                 self.counters.requests(client.session.take_requests());
                 self.counters.ended(client.peer, &end);
+                if end.lingers() {
+                    let linger = Linger::start(client.fd.as_fd(), Instant::now() + LINGER_TIME);
+                    closing.push((client.fd, linger));
+                }
             }
         }
+        // All at once: one client that never closes does not hold the others' closes.
+        linger_all(closing, &mut self.scratch.read);
         self.counters.snapshot()
     }
 }
@@ -363,6 +423,7 @@ mod test {
             session: Session::new(&Config::for_flavor(crate::config::Flavor::Epoll)),
             interest: EventFlags::IN,
             last_moved: Instant::now(),
+            linger: None,
         };
         let first = slab.insert(client(a));
         assert!(slab.get_mut(first).is_some());

@@ -65,6 +65,12 @@ pub fn shutdown_read(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(net::shutdown(fd, net::Shutdown::Read)?)
 }
 
+/// Ends the writing side: the peer gets a FIN after every byte already
+/// queued, while this side can still read (a lingering close).
+pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(net::shutdown(fd, net::Shutdown::Write)?)
+}
+
 /// Switches O_NONBLOCK on or off.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
     Ok(rustix::io::ioctl_fionbio(fd, nonblocking)?)

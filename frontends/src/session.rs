@@ -25,10 +25,11 @@
 //! side down (threaded flavor: an idle thread costs no wake-up at all).
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use kvio_core::{Connection, FrameError, Handler, Outcome, Output, OutputFull};
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::RecvFlags;
 
 use crate::config::Config;
@@ -46,6 +47,16 @@ const READS_PER_SERVICE: usize = 4;
 pub const TICK: Duration = Duration::from_millis(100);
 /// Send timeout while finishing connections at shutdown.
 const FINISH_TICK: Duration = Duration::from_millis(50);
+/// Longest a lingering close waits for the peer's end of stream. Long
+/// enough for a client to read a few MB of responses still queued and
+/// see the FIN (loopback: milliseconds), short enough that the blocking
+/// flavor, which lingers in its only thread, is held only that long.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most late bytes a lingering close reads and drops. Above Linux's
+/// largest default TCP receive buffer (tcp_rmem max, 6 MiB), so whatever
+/// a pipelining client had queued when the stream broke is drained; a
+/// client still sending after that is flooding and gets the reset.
+pub const LINGER_BYTES: usize = 8 << 20;
 
 /// Response bytes waiting for the socket, drained from the front.
 #[derive(Debug, Default)]
@@ -132,7 +143,8 @@ impl Output for OutBuf {
 /// Buffers a loop lends to whichever session it is serving.
 #[derive(Debug)]
 pub struct Scratch {
-    read: Box<[u8]>,
+    /// Also where lingering closes drop the peer's late bytes.
+    pub(crate) read: Box<[u8]>,
     out: OutBuf,
 }
 
@@ -345,6 +357,74 @@ fn answer<H: Handler + ?Sized>(
     received.consumed
 }
 
+/// A lingering close in progress: the writing side is shut down (the peer
+/// gets every queued response, then a FIN) and what the peer still sends is
+/// read and dropped until it closes too, [`LINGER_BYTES`] were dropped or the
+/// deadline passes. Closing at once instead, with the peer's late requests
+/// unread, makes Linux answer with a reset that also throws away the
+/// responses still in the send queue (PROTOCOL.md: every response owed and
+/// the error frame must arrive). Holds no buffer: reads go into the
+/// caller's scratch buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Linger {
+    deadline: Instant,
+    left: usize,
+}
+
+impl Linger {
+    /// Shuts `fd`'s writing side down (call it once every response is written).
+    pub fn start(fd: BorrowedFd<'_>, deadline: Instant) -> Linger {
+        // ENOTCONN: the peer already reset; the first drain then ends on the error.
+        let _ = net::shutdown_write(fd);
+        Linger { deadline, left: LINGER_BYTES }
+    }
+
+    /// When the close happens whatever the peer does.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Reads and drops what is queued, never waiting (a few reads at most,
+    /// like [`Session::service`]); true once `fd` can be closed: end of
+    /// stream, a socket error, or the byte budget spent.
+    pub fn drain(&mut self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
+        for _ in 0..READS_PER_SERVICE {
+            match net::recv(fd, buf, RecvFlags::DONTWAIT) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.left = self.left.saturating_sub(n);
+                    if self.left == 0 {
+                        return true;
+                    }
+                    if n < buf.len() {
+                        return false;
+                    }
+                }
+                Err(e) if net::would_block(&e) => return false,
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+/// Lingers on all of `fds` at once (poll), each until its [`Linger`] is
+/// done or its deadline; then drops (closes) them. For the closes that may
+/// block: the blocking flavors' connections and every connection at shutdown.
+pub fn linger_all<F: AsFd>(mut fds: Vec<(F, Linger)>, buf: &mut [u8]) {
+    loop {
+        let now = Instant::now();
+        fds.retain_mut(|(fd, linger)| !linger.drain(fd.as_fd(), buf) && now < linger.deadline);
+        let Some(first) = fds.iter().map(|(_, linger)| linger.deadline).min() else { return };
+        let wait = first.saturating_duration_since(now).max(Duration::from_millis(1));
+        let timeout = Timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ };
+        let mut polled: Vec<PollFd<'_>> =
+            fds.iter().map(|(fd, _)| PollFd::from_borrowed_fd(fd.as_fd(), PollFlags::IN)).collect();
+        // EINTR or any other failure: the loop drains and looks at the clock again.
+        let _ = rustix::event::poll(&mut polled, Some(&timeout));
+    }
+}
+
 /// How a connection served by [`run_blocking`] learns that the server stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadWait {
@@ -362,7 +442,27 @@ pub enum ReadWait {
 ///
 /// Writes always time out every [`TICK`]: a write blocks only while the
 /// client is not reading, and a stop must not wait for such a client.
+///
+/// When the connection ends while the peer may still be sending
+/// ([`End::lingers`]), the close lingers ([`Linger`], at most
+/// [`LINGER_TIME`]) before returning; the caller then drops `fd`.
 pub fn run_blocking<H: Handler + ?Sized>(
+    fd: BorrowedFd<'_>,
+    config: &Config,
+    shutdown: &Shutdown,
+    wait: ReadWait,
+    scratch: &mut Scratch,
+    handler: &mut H,
+    counters: &Counters,
+) -> End {
+    let end = serve_blocking(fd, config, shutdown, wait, scratch, handler, counters);
+    if end.lingers() {
+        linger_all(vec![(fd, Linger::start(fd, Instant::now() + LINGER_TIME))], &mut scratch.read);
+    }
+    end
+}
+
+fn serve_blocking<H: Handler + ?Sized>(
     fd: BorrowedFd<'_>,
     config: &Config,
     shutdown: &Shutdown,
