@@ -8,6 +8,18 @@
 //!   client holds everybody else for at most that long; it is enforced with
 //!   SO_RCVTIMEO/SO_SNDTIMEO ticks (no poll). A client that stops reading
 //!   its responses stalls the writes and is dropped the same way.
+//! - Frame deadline: every byte resets the idle timer, so a client
+//!   trickling a byte per 100 ms would hold the server for ever (a 1 MiB
+//!   frame at 10 B/s: 29 hours). Once a frame's first byte has arrived (or
+//!   the previous request was answered) the frame must be whole within 10
+//!   idle timeouts (2 s by default: a 1 MiB frame then needs 0.5 MiB/s,
+//!   which loopback and any LAN exceed by far), else the connection is
+//!   closed and logged ("frame not complete within ..."), without an error
+//!   frame: the stream is not broken, the client is too slow.
+//!   With `--idle-timeout-ms 0` there is no frame deadline either.
+//! - Closing after a framing error lingers (up to 2 s, see
+//!   `session::Linger`) in this one thread: the next client waits that long
+//!   at most, unless the closing client closes its side first.
 //! - Shutdown: the listener has a 100 ms SO_RCVTIMEO, so a blocked accept
 //!   wakes up to look at the stop flag; the connection being served is
 //!   finished (what it already sent is answered) before returning.

@@ -57,6 +57,9 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 /// a pipelining client had queued when the stream broke is drained; a
 /// client still sending after that is flooding and gets the reset.
 pub const LINGER_BYTES: usize = 8 << 20;
+/// How many idle timeouts a frame may take from its first byte to its
+/// last in the blocking flavor (see [`run_blocking`]).
+pub const FRAME_DEADLINE_IDLE_TIMEOUTS: u32 = 10;
 
 /// Response bytes waiting for the socket, drained from the front.
 #[derive(Debug, Default)]
@@ -443,6 +446,15 @@ pub enum ReadWait {
 /// Writes always time out every [`TICK`]: a write blocks only while the
 /// client is not reading, and a stop must not wait for such a client.
 ///
+/// With [`ReadWait::Tick`] (the blocking flavor, whose one connection
+/// holds the whole server) a frame must also arrive whole within
+/// [`FRAME_DEADLINE_IDLE_TIMEOUTS`] idle timeouts (2 s by default) of its
+/// first byte, or of the previous request answered: otherwise a client
+/// trickling a byte per tick would reset the idle timer for ever
+/// ([`End::SlowFrame`], logged; no error frame, the stream is not broken).
+/// The flavors that serve connections concurrently do not need it: a
+/// trickler holds only itself.
+///
 /// When the connection ends while the peer may still be sending
 /// ([`End::lingers`]), the close lingers ([`Linger`], at most
 /// [`LINGER_TIME`]) before returning; the caller then drops `fd`.
@@ -487,6 +499,12 @@ fn serve_blocking<H: Handler + ?Sized>(
         return End::Io(e);
     }
     let mut last_moved = Instant::now();
+    let frame_limit = match wait {
+        ReadWait::Tick => config.idle_timeout.map(|idle| idle * FRAME_DEADLINE_IDLE_TIMEOUTS),
+        ReadWait::UntilWoken => None,
+    };
+    // When the frame now being received began (or the last request was answered).
+    let mut frame_since: Option<Instant> = None;
     loop {
         if shutdown.is_requested() {
             let end = session.finish(fd, scratch, handler, Instant::now() + crate::config::SHUTDOWN_GRACE);
@@ -494,7 +512,8 @@ fn serve_blocking<H: Handler + ?Sized>(
             return end;
         }
         let serviced = session.service(fd, scratch, handler, RecvFlags::empty());
-        counters.requests(session.take_requests());
+        let answered = session.take_requests();
+        counters.requests(answered);
         let moved = match serviced {
             // The end of stream may be the stop's shutdown_read rather than the peer's.
             Err(End::Eof) if shutdown.is_requested() => return End::Shutdown,
@@ -503,6 +522,15 @@ fn serve_blocking<H: Handler + ?Sized>(
         };
         if moved {
             last_moved = Instant::now();
+        }
+        if let Some(limit) = frame_limit {
+            if session.conn.parser().is_at_boundary() {
+                frame_since = None;
+            } else if answered > 0 || frame_since.is_none() {
+                frame_since = Some(last_moved);
+            } else if frame_since.is_some_and(|since| since.elapsed() >= limit) {
+                return End::SlowFrame(limit);
+            }
         }
         if let Some(idle) = config.idle_timeout {
             let quiet = last_moved.elapsed();

@@ -89,6 +89,8 @@ pub enum End {
     OutputFull,
     /// Nothing moved for the idle timeout.
     Idle,
+    /// A frame begun was not complete within the frame deadline (blocking flavor).
+    SlowFrame(std::time::Duration),
     /// The server is stopping.
     Shutdown,
     /// A socket error (reset, broken pipe...).
@@ -123,6 +125,7 @@ impl fmt::Display for End {
             End::Framing(e) => write!(f, "framing error: {e}"),
             End::OutputFull => f.write_str("response larger than the output buffer"),
             End::Idle => f.write_str("idle timeout"),
+            End::SlowFrame(limit) => write!(f, "frame not complete within {} ms of its first byte", limit.as_millis()),
             End::Shutdown => f.write_str("server stopping"),
             End::Io(e) => write!(f, "io error: {e}"),
             End::Panic => f.write_str("connection thread panicked"),

@@ -113,3 +113,44 @@ fn framing_error_after_pipelined_big_gets_delivers_everything_then_eof(flavor: F
     // Nothing after the bad frame was taken as a request.
     assert_eq!(server.connect().get("late-0"), None);
 }
+
+/// A client trickling a frame a byte per 50 ms (under the 200 ms idle
+/// timeout, so the idle timer alone would never fire) holds the blocking
+/// server at most the frame deadline: 10 idle timeouts (2 s).
+#[test]
+fn blocking_trickled_frame_is_cut_at_the_frame_deadline() {
+    let server = Server::start(Flavor::Blocking, &[]);
+    let mut trickler = server.connect();
+    let frame = put_frame("slow", &"v".repeat(200));
+    let started = Instant::now();
+    // The trickler is served first (blocking: one connection at a time); the other waits in the backlog.
+    trickler.send(&frame[..1]);
+    let second = thread::spawn({
+        let addr = server.addr();
+        move || {
+            let mut client = Client::connect(addr);
+            client.put_ok("fast", "v");
+            started.elapsed()
+        }
+    });
+    let mut cut = false;
+    for byte in &frame[1..] {
+        thread::sleep(Duration::from_millis(50));
+        if trickler.stream.write_all(std::slice::from_ref(byte)).is_err() {
+            cut = true;
+            break;
+        }
+        if second.is_finished() {
+            break;
+        }
+    }
+    let served_after = second.join().expect("the second client was not served");
+    assert!(cut || served_after < Duration::from_secs(4), "the trickler was not cut");
+    assert!(served_after >= Duration::from_secs(2), "cut before the frame deadline: {served_after:?}");
+    assert!(served_after < Duration::from_secs(4), "second client served after {served_after:?}");
+    assert_eq!(trickler.try_read_frame(), None, "no response, the connection is closed");
+    let logged = poll_until(IO_TIMEOUT, Duration::from_millis(10), || {
+        server.stderr_lines().iter().any(|l| l.contains("frame not complete within 2000 ms")).then_some(())
+    });
+    assert!(logged.is_some(), "no log line: {:?}", server.stderr_lines());
+}
