@@ -23,6 +23,13 @@
 //! flag (blocking flavor), or a read that sleeps until the peer sends, the
 //! idle timeout runs out, or the stopping server shuts the socket's reading
 //! side down (threaded flavor: an idle thread costs no wake-up at all).
+//!
+//! Closing while the peer may still be sending (a framing error, a full
+//! output, shutdown) goes through a lingering close ([`Linger`]): everything
+//! owed is written, the write side is shut, and late bytes are read and
+//! dropped until the peer's EOF, [`LINGER_TIME`] or [`LINGER_BYTES`]. Closing
+//! with unread input would make Linux answer with a reset and throw away the
+//! responses still queued, the error frame included.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
