@@ -201,6 +201,40 @@ mod test {
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
+    /// What a connection thread borrows, owned by one test.
+    struct Fixture {
+        config: Config,
+        shutdown: Shutdown,
+        counters: Counters,
+        active: AtomicUsize,
+        registry: Registry,
+    }
+
+    impl Fixture {
+        /// A small store, one connection counted as running.
+        fn new(idle_timeout: Option<Duration>) -> Self {
+            let config =
+                Config { idle_timeout, store_entries: 16, store_bytes: 4096, ..Config::for_flavor(Flavor::Threaded) };
+            Fixture {
+                config,
+                shutdown: Shutdown::new().unwrap(),
+                counters: Counters::default(),
+                active: AtomicUsize::new(1),
+                registry: Registry::default(),
+            }
+        }
+
+        fn ctx(&self) -> Context<'_> {
+            Context {
+                config: &self.config,
+                shutdown: &self.shutdown,
+                counters: &self.counters,
+                active: &self.active,
+                registry: &self.registry,
+            }
+        }
+    }
+
     /// Panics on its first request while holding the store's lock.
     struct Panicking<'a>(&'a Shared<HostStore>);
 
@@ -221,15 +255,10 @@ mod test {
         use std::net::{TcpListener, TcpStream};
         use std::sync::mpsc;
         // No idle timeout: only the registry's wake-up can end the thread's recv.
-        let config =
-            Config { idle_timeout: None, store_entries: 16, store_bytes: 4096, ..Config::for_flavor(Flavor::Threaded) };
-        let store = Shared::new(config.store());
-        let shutdown = Shutdown::new().unwrap();
-        let counters = Counters::default();
-        let active = AtomicUsize::new(1);
-        let registry = Registry::default();
-        let ctx =
-            Context { config: &config, shutdown: &shutdown, counters: &counters, active: &active, registry: &registry };
+        let fixture = Fixture::new(None);
+        let (ctx, registry, shutdown, counters) =
+            (fixture.ctx(), &fixture.registry, &fixture.shutdown, &fixture.counters);
+        let store = Shared::new(fixture.config.store());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -286,14 +315,9 @@ mod test {
 
     #[test]
     fn a_panicking_connection_is_counted_and_the_store_stays_usable() {
-        let config = Config { store_entries: 16, store_bytes: 4096, ..Config::for_flavor(Flavor::Threaded) };
-        let store = Shared::new(config.store());
-        let shutdown = Shutdown::new().unwrap();
-        let counters = Counters::default();
-        let active = AtomicUsize::new(1);
-        let registry = Registry::default();
-        let ctx =
-            Context { config: &config, shutdown: &shutdown, counters: &counters, active: &active, registry: &registry };
+        let fixture = Fixture::new(Some(Duration::from_secs(300)));
+        let (ctx, active, counters) = (fixture.ctx(), &fixture.active, &fixture.counters);
+        let store = Shared::new(fixture.config.store());
         let (client, server) = UnixStream::pair().unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut frame = Vec::new();
