@@ -7,6 +7,8 @@
 //!   `critical_section` wrapper that lets threads or interrupt handlers share it.
 //! - [`connection`]: the sans-IO connection: bytes in, response bytes out,
 //!   pipelining, error frames and back-pressure accounting.
+//! - [`serial`]: a connection over a byte stream that never closes (a UART):
+//!   resynchronisation by line silence, with time passed in.
 //!
 //! What it does not own: sockets, clocks, threads, buffers' allocation, and
 //! the payload format (protobuf lives in `kvio-proto`, behind [`connection::Handler`]).
@@ -28,11 +30,13 @@ mod fmt;
 pub mod buffer;
 pub mod connection;
 pub mod frame;
+pub mod serial;
 pub mod store;
 
 pub use buffer::{Output, OutputFull, PayloadBuffer};
 pub use connection::{Connection, Handler, Outcome, Received};
 pub use frame::{FrameError, FrameParser, Status};
+pub use serial::{LineState, SerialLink};
 pub use store::{KeyValueStore, Limits as StoreLimits, Shared, Store, StoreError};
 
 /// The default maximum frame length (`len` field: payload + 5 footer bytes): 1 MiB.
