@@ -1,5 +1,6 @@
 //! The runtime every kvio firmware shares on QEMU's mps2-an386 (Cortex-M4F):
-//! semihosting output and exit, the panic handler, and the golden frames.
+//! semihosting output and exit, the panic handler, the golden frames, and
+//! the register access of the board's UART and timer ([`cmsdk`]).
 //!
 //! It owns no kvio logic: the binaries in `src/bin/` use kvio as a device
 //! would. Output goes to the host through semihosting, as text or, with the
@@ -18,6 +19,8 @@ use defmt_semihosting as _;
 use panic_semihosting as _;
 
 use cortex_m_semihosting::debug::{self, EXIT_FAILURE, EXIT_SUCCESS};
+
+pub mod cmsdk;
 
 /// The golden frames of `proto/tests/frames.json`, one constant each
 /// (`PUT_REQUEST`, `GET_RESPONSE_HIT`, ...). With the `fail` feature,
