@@ -326,10 +326,15 @@ impl Server<'_> {
     /// Every session acts on its passed deadlines; the next sweep is at the earliest one left.
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = None;
+        self.for_every_session(|session| session.handle_timeout(now));
+    }
+
+    /// Applies `f` to every session, then settles it.
+    fn for_every_session(&mut self, mut f: impl FnMut(&mut Session)) {
         for index in 0..self.slab.entries.len() {
             let Some(token) = self.slab.token_at(index) else { continue };
             if let Some(client) = self.slab.get_mut(token) {
-                client.conn.session.handle_timeout(now);
+                f(&mut client.conn.session);
             }
             self.settle(token);
         }
@@ -362,13 +367,7 @@ impl Server<'_> {
             let _ = epoll::delete(&self.epoll, &listener);
         }
         self.listener_paused_until = None;
-        for index in 0..self.slab.entries.len() {
-            let Some(token) = self.slab.token_at(index) else { continue };
-            if let Some(client) = self.slab.get_mut(token) {
-                client.conn.session.begin_shutdown(now);
-            }
-            self.settle(token);
-        }
+        self.for_every_session(|session| session.begin_shutdown(now));
     }
 }
 
