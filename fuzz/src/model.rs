@@ -68,11 +68,11 @@ pub fn response(store: &mut ModelStore, payload: &[u8]) -> KeyValueMessage {
         return message("", MALFORMED_REASON, 0, Status::NotOk);
     }
     match req.kind {
-        3 => {
-            let status =
-                if store.put(req.key.as_bytes(), req.value.as_bytes()).is_ok() { Status::Ok } else { Status::NotOk };
-            message("", "", 3, status)
-        }
+        // A refused put carries the store's reason in `value`.
+        3 => match store.put(req.key.as_bytes(), req.value.as_bytes()) {
+            Ok(()) => message("", "", 3, Status::Ok),
+            Err(e) => message("", e.as_str(), 3, Status::NotOk),
+        },
         1 => match store.get(req.key.as_bytes()) {
             Some(value) => message(&req.key, std::str::from_utf8(value).expect("stored from a String"), 2, Status::Ok),
             None => message(&req.key, "", 2, Status::NotOk),
