@@ -22,10 +22,11 @@ use std::time::Duration;
 pub use load::{LoadConfig, LoadReport};
 pub use wire::Check;
 
-/// `kvio-bench` (or `kvio bench`) arguments: a load run against `--addr`,
-/// or a subcommand. Exit codes: 0 every answer checked out, 1 some answer
-/// was wrong or missing, 2 the run could not be made (nothing to connect to,
-/// bad options).
+/// kvio's benchmark lab: a load run against --addr, or `compare`.
+///
+/// Also run as `kvio bench`. Exit codes: 0 every answer checked out, 1 some
+/// answer was wrong or missing, 2 the run could not be made (nothing to
+/// connect to, bad options).
 #[derive(Debug, clap::Parser)]
 #[command(name = "kvio-bench", version, args_conflicts_with_subcommands = true)]
 pub struct BenchCommand {

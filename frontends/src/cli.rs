@@ -50,15 +50,18 @@ enum Command {
     Put(PutArgs),
     /// Print the value under a key (exit 0 found, 1 not found, 2 failed).
     Get(GetArgs),
-    /// One connection, commands read line by line from stdin (or typed at a
-    /// terminal), one answer line each, in order:
+    /// Send many commands over one connection, from stdin or a terminal.
+    ///
+    /// Commands are read line by line and answered in order, one line each:
     /// `get KEY` prints the value or `(nil)`; `put KEY VALUE` (VALUE is the
     /// rest of the line, spaces included) prints `OK` or `ERR <reason>`.
     /// Blank lines are skipped; an unknown command gets `ERR <what is expected>`.
+    /// If the server closed the idle connection, it reconnects once.
     Cli(ConnArgs),
-    /// Load a server, or compare every flavor: runs the `kvio-bench` binary
-    /// that sits beside `kvio` (build it with `cargo build --release -p kvio-bench`);
-    /// `kvio bench --help` shows its options.
+    /// Load a server, or compare every flavor (runs `kvio-bench`).
+    ///
+    /// Runs the `kvio-bench` binary that sits beside `kvio` (build it with
+    /// `cargo build --release -p kvio-bench`); `kvio bench --help` shows its options.
     #[command(disable_help_flag = true)]
     Bench {
         /// Arguments for `kvio-bench`.
@@ -71,7 +74,7 @@ enum Command {
 #[derive(Debug, Args)]
 struct ConnArgs {
     /// Server address, HOST:PORT; a name such as localhost is resolved.
-    #[arg(long, value_name = "HOST:PORT", env = ADDR_ENV, default_value = DEFAULT_ADDR, value_parser = check_addr)]
+    #[arg(long, value_name = "HOST:PORT", env = ADDR_ENV, hide_env_values = true, default_value = DEFAULT_ADDR, value_parser = check_addr)]
     addr: String,
     /// Seconds to wait for the connection and for each answer (fractions allowed, e.g. 0.5).
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
@@ -365,7 +368,13 @@ fn cli(args: &ConnArgs) -> ExitCode {
         }
         raw.clear();
         match input.read_until(b'\n', &mut raw) {
-            Ok(0) => return ExitCode::SUCCESS,
+            Ok(0) => {
+                if interactive {
+                    // Ctrl-D: leave the shell's prompt on a line of its own.
+                    eprintln!();
+                }
+                return ExitCode::SUCCESS;
+            }
             Ok(_) => {}
             Err(e) => {
                 eprintln!("kvio cli: stdin: {e}");
