@@ -43,6 +43,12 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], flags: RecvFlags) -> io::Result<
     retry(|| net::recv(fd, &mut *buf, flags).map(|(n, _)| n))
 }
 
+/// One blocking read into `buf`, EINTR included: a blocking flavor wants
+/// to look at the stop flag when a signal interrupts its wait.
+pub fn recv_once(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    Ok(net::recv(fd, buf, RecvFlags::empty()).map(|(n, _)| n)?)
+}
+
 /// Writes some of `data`. MSG_NOSIGNAL: a peer that went away is an EPIPE
 /// error for this connection, not a SIGPIPE for the process.
 pub fn send(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {

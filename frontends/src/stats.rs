@@ -105,14 +105,6 @@ impl End {
         matches!(self, End::Framing(_) | End::OutputFull | End::Io(_) | End::Panic)
     }
 
-    /// Whether the peer may still be sending when the server closes, so
-    /// the close must linger ([`crate::session::Linger`]): closing with
-    /// unread input makes Linux reset the connection and drop the
-    /// responses not yet delivered, the error frame included.
-    pub fn lingers(&self) -> bool {
-        matches!(self, End::Framing(_) | End::OutputFull | End::Shutdown)
-    }
-
     fn is_logged(&self) -> bool {
         !matches!(self, End::Eof | End::Shutdown)
     }

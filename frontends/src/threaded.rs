@@ -1,18 +1,15 @@
 //! Flavor `threaded`: a thread per connection.
 //!
-//! - Model: the main thread accepts (blocking, with a 100 ms SO_RCVTIMEO
-//!   tick to see the stop flag) and hands each connection to a new thread
-//!   that serves it with blocking IO, exactly like the blocking flavor.
+//! - Model: the main thread accepts (it waits in `poll` on the listener
+//!   and the stop's wake-up socket) and hands each connection to a new
+//!   thread that serves it with blocking IO ([`driver::run_blocking`]),
+//!   like the blocking flavor but without its frame deadline: a client
+//!   trickling bytes holds only its own thread.
 //! - Threads: 1 + one per open connection, bounded by `--max-connections`
 //!   (the next one is accepted and closed at once). Each has a
-//!   [`STACK_SIZE`] (64 KiB) stack. Measured by running 16 connections of
-//!   1 MB puts/gets, 1,200 pipelined mixed requests, malformed payloads and
-//!   framing errors against each stack size: 16 KiB (the smallest glibc
-//!   gives) serves all of it, and the thread stacks' smaps `Rss` shows 8 KiB
-//!   touched in a release build, 12 KiB in a debug one. The deepest path is
-//!   a panic with `RUST_BACKTRACE=1` (symbolizing the backtrace): 28 KiB
-//!   overflows, 32 KiB does not (the unit test below, debug and release).
-//!   64 KiB is twice that; the kernel only commits the pages touched.
+//!   [`STACK_SIZE`] (64 KiB) stack: twice what the deepest path measured
+//!   needs (a panic with `RUST_BACKTRACE=1`; figures in
+//!   `frontends/README.md`); the kernel only commits the pages touched.
 //!   Buffers live on the heap: a 16 KiB read buffer and the output per thread.
 //! - Store: one `kvio_core::Shared` store (the host critical section is a
 //!   process-wide mutex); the handler takes it for one put or get at a time,
@@ -30,11 +27,7 @@
 //!   the thread then answers what it had already received and exits.
 //!   Registered sockets are `Arc<OwnedFd>` shared with their thread, so a
 //!   descriptor cannot be closed and its number reused while registered.
-//!   Measured with 1,000 connections that each sent one `Get` and then kept
-//!   silent, server utime+stime from `/proc/PID/stat` over 3 s (release,
-//!   2-core VM): 5.3% of a core with the former 100 ms read tick, 0.0% now;
-//!   10,000 such connections: 0.0% (the bench had measured 59% with the tick).
-//!   The accepting thread still ticks every 100 ms (1 thread, not N).
+//!   An idle server makes no wake-up at all.
 
 use std::collections::HashMap;
 use std::io;
@@ -44,13 +37,15 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
+use std::time::Instant;
 
 use kvio_core::{Handler, Shared};
 use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
+use crate::driver::{self, ReadWait, Scratch, TICK};
 use crate::net::{self, Accepted, Listener};
-use crate::session::{ReadWait, Scratch, TICK, run_blocking};
+use crate::session::{Session, Timing};
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, End, Stats};
 
@@ -134,9 +129,10 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
     let store = Shared::new(config.store());
     let registry = Registry::default();
     let ctx = Context { config, shutdown, counters: &counters, active: &active, registry: &registry };
+    // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
     thread::scope(|scope| {
-        while !shutdown.is_requested() {
+        while driver::wait_for_connection(&listener, shutdown)? {
             match listener.accept(false) {
                 Ok(Accepted::Connection(fd, peer)) => {
                     if active.load(Ordering::Acquire) >= config.max_connections {
@@ -156,16 +152,14 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                 }
                 Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
                 Ok(Accepted::Nothing) => {}
-                Err(e) => {
-                    counters.error(format_args!("accept: {e}"));
-                    thread::sleep(TICK);
-                }
+                Err(e) => driver::accept_failed(&counters, &e),
             }
         }
         // Stop accepting before the connections finish, then wake the ones asleep in recv.
         drop(listener);
         registry.wake_all();
-    });
+        Ok::<(), io::Error>(())
+    })?;
     Ok(counters.snapshot())
 }
 
@@ -185,8 +179,9 @@ fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'
     ctx.counters.connection();
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scratch = Scratch::new(READ_CHUNK);
-        let wait = ReadWait::UntilWoken;
-        run_blocking(fd.as_fd(), ctx.config, ctx.shutdown, wait, &mut scratch, &mut handler, ctx.counters)
+        let mut session = Session::new(ctx.config, Timing::new(ctx.config), Instant::now());
+        let (fd, wait) = (fd.as_fd(), ReadWait::UntilWoken);
+        driver::run_blocking(fd, &mut session, wait, ctx.shutdown, &mut scratch, &mut handler, ctx.counters)
     }));
     ctx.counters.ended(peer, &served.unwrap_or(End::Panic));
 }
