@@ -1,5 +1,5 @@
 //! What a server is told at start-up: the [`Flavor`], the limits of
-//! PROTOCOL.md ([`Config`], with the contract's defaults in one place), and
+//! docs/protocol.md ([`Config`], with the contract's defaults in one place), and
 //! the store those limits size ([`HostStore`], allocated once).
 //!
 //! What it does not own: parsing the command line (that is [`crate::cli`]).

@@ -1,5 +1,5 @@
 //! Reference behaviour built from plain parts: the store as a `BTreeMap` with
-//! the same limits, and the response to a request as PROTOCOL.md's table
+//! the same limits, and the response to a request as docs/protocol.md's table
 //! reads, encoded with prost (not the handler's in-place encoder).
 
 use std::collections::BTreeMap;
@@ -58,7 +58,7 @@ fn message(key: &str, value: &str, kind: u32, status: Status) -> KeyValueMessage
     KeyValueMessage { key: key.to_owned(), value: value.to_owned(), kind, status: status as i32 }
 }
 
-/// The response PROTOCOL.md asks for, applying a put to `store`.
+/// The response docs/protocol.md asks for, applying a put to `store`.
 pub fn response(store: &mut ModelStore, payload: &[u8]) -> KeyValueMessage {
     // Decoding follows the official runtimes (a known field with another
     // wire type is skipped as unknown): kvio_proto::merge_request, whose rule

@@ -1,4 +1,4 @@
-//! The key/value request handler: PROTOCOL.md's table of requests and responses.
+//! The key/value request handler: docs/protocol.md's table of requests and responses.
 
 use kvio_core::frame::{FrameError, write_frame};
 use kvio_core::{Handler, KeyValueStore, Output, OutputFull};
