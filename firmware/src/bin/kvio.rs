@@ -21,11 +21,10 @@ const MAX_FRAME_LEN: u32 = 80 * 1024;
 /// The device's store: 64 slots and a 96 KiB byte budget (the golden puts take about 67 KiB).
 type DeviceStore = ArrayStore<64, { 96 * 1024 }, MAX_FRAME_LEN>;
 static STORE: Shared<DeviceStore> = Shared::new(DeviceStore::new());
-/// A store whose 512-byte budget refuses the 1 KiB golden put.
 /// `{kind: 3, status: NotOk, value: "store full"}` (docs/protocol.md: a
 /// refused put says why in its `value`).
-const PUT_RESPONSE_STORE_FULL: &[u8] =
-    b"\x15\x00\x00\x00\x12\x0astore full\x18\x03\x20\x01@EOF@";
+const PUT_RESPONSE_STORE_FULL: &[u8] = b"\x15\x00\x00\x00\x12\x0astore full\x18\x03\x20\x01@EOF@";
+/// A store whose 512-byte budget refuses the 1 KiB golden put.
 static SMALL_STORE: Shared<ArrayStore<8, 512, MAX_FRAME_LEN>> = Shared::new(ArrayStore::new());
 
 // prost's scratch strings grow to the largest request: 64 KiB here.
