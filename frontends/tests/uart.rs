@@ -255,6 +255,31 @@ fn large_values_with_back_pressure() {
 
 #[test]
 #[ignore = "needs the emulated device: ci/embedded runs it (KVIO_UART_ADDR)"]
+fn a_client_that_does_not_read_is_held_back_and_nothing_is_dropped() {
+    // 200 gets of a 4 KiB value: 800 KiB of responses against a 1 KiB output
+    // limit, a 1,023-byte RX queue and the socket buffers. While the client
+    // reads nothing the device must stop (its output waits in the UART, its
+    // input in the queue, the UART and the socket), and then answer every
+    // request in order once the client reads.
+    const GETS: usize = 200;
+    let (addr, _device) = device();
+    let mut client = connect(addr);
+    let value: String = (0..4096).map(|i| char::from(b'A' + (i % 26) as u8)).collect();
+    client.put_ok("held", &value);
+    let mut writer = client.stream.try_clone().unwrap();
+    let sender = thread::spawn(move || writer.write_all(&get_frame("held").repeat(GETS)));
+    thread::sleep(PAUSE * 2);
+    for i in 0..GETS {
+        let response = client.read_msg();
+        assert!(check_get_response(&response, "held").as_deref() == Some(value.as_str()), "get {i}: wrong value");
+    }
+    sender.join().unwrap().expect("pipelined write");
+    client.put_ok("held", "after");
+    assert_eq!(client.get("held").as_deref(), Some("after"));
+}
+
+#[test]
+#[ignore = "needs the emulated device: ci/embedded runs it (KVIO_UART_ADDR)"]
 fn byte_by_byte_delivery_with_small_gaps() {
     // Gaps of 2 ms stay far below the silence.
     let (addr, _device) = device();
