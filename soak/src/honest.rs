@@ -290,7 +290,7 @@ fn exchange(ctx: &Ctx, id: usize, conn: &mut Conn, reqs: &[Request], frames: &[V
             while answered < i {
                 next(ctx, id, conn, reqs, &mut answered)?;
             }
-            ended(ctx, id, reqs.len() - answered, &format!("send: {e}"));
+            ended(ctx, id, reqs.len() - answered, Some(&format!("send: {e}")));
             return Err(Cut { answered, stalled: false });
         }
         owed += size;
@@ -309,19 +309,27 @@ fn next(ctx: &Ctx, id: usize, conn: &mut Conn, reqs: &[Request], answered: &mut 
             Ok(())
         }
         Next::Ended(why) => {
-            ended(ctx, id, reqs.len() - *answered, &why);
+            ended(ctx, id, reqs.len() - *answered, Some(&why));
+            Err(Cut { answered: *answered, stalled: false })
+        }
+        Next::Evicted => {
+            ended(ctx, id, reqs.len() - *answered, None);
             Err(Cut { answered: *answered, stalled: false })
         }
         Next::Stalled => Err(Cut { answered: *answered, stalled: true }),
     }
 }
 
-/// A connection ended early: counted (not a wrong answer).
-fn ended(ctx: &Ctx, id: usize, unanswered: usize, why: &str) {
+/// A connection ended early: counted (not a wrong answer). `why: None`:
+/// closed by the memory cap, with its error frame, which is no failure.
+fn ended(ctx: &Ctx, id: usize, unanswered: usize, why: Option<&str>) {
     let t = &ctx.tally;
     Tally::add(&t.honest_disconnects, 1);
     Tally::add(&t.honest_cut, unanswered as u64);
-    if !ctx.stop_sent() && ctx.profile.report_disconnects {
+    if let Some(why) = why
+        && !ctx.stop_sent()
+        && ctx.profile.report_disconnects
+    {
         t.fail(format!("honest client {id}: connection ended with {unanswered} requests unanswered: {why}"));
     }
 }
@@ -334,6 +342,8 @@ enum Next {
     Ended(String),
     /// No answer within the timeout (counted as a stall).
     Stalled,
+    /// The memory cap's error frame came: the close follows.
+    Evicted,
 }
 
 /// Reads and checks the answer to `req`.
@@ -358,7 +368,7 @@ fn check_next(ctx: &Ctx, id: usize, conn: &mut Conn, req: &Request) -> Next {
         // Closed by the memory cap: an error frame, then the close.
         t.checked();
         Tally::add(&t.memory_evictions, 1);
-        return Next::Ended("client memory limit reached".into());
+        return Next::Evicted;
     }
     t.checked();
     let wrong = match req {
@@ -493,4 +503,42 @@ pub fn setup_put(ctx: &Ctx, key: &str, value: &str) -> Result<(), String> {
 
 pub fn shared_keys() -> Arc<SharedKeys> {
     Arc::default()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_shared_value_is_recognised_whole_and_only_under_its_key() {
+        let v = shared_value(3, 1, 42, 100);
+        assert!(shared_value_ok(3, &v));
+        assert!(!shared_value_ok(4, &v));
+        assert!(!shared_value_ok(3, &v[..v.len() - 1]));
+        let mut altered = v.clone();
+        altered.replace_range(v.len() - 1.., "!");
+        assert!(!shared_value_ok(3, &altered));
+        assert!(!shared_value_ok(3, ""));
+    }
+
+    #[test]
+    fn own_values_differ_by_version_and_length() {
+        assert_ne!(own_value(0, 1, 2, 10), own_value(0, 1, 3, 10));
+        assert_ne!(own_value(0, 1, 2, 10), own_value(0, 1, 2, 11));
+        assert_eq!(own_value(0, 1, 2, 10), own_value(0, 1, 2, 10));
+    }
+
+    #[test]
+    fn a_cut_batch_allows_the_state_before_it_and_every_unanswered_put() {
+        let before: State = vec![Some((1, 5))];
+        let reqs = [
+            Request::GetOwn { k: 7, allowed: before.clone() },
+            Request::PutOwn { k: 7, version: 2, len: 3, refused: false },
+            Request::PutOwn { k: 7, version: 3, len: 0, refused: true },
+        ];
+        assert_eq!(before_batch(&reqs, 7, &vec![Some((2, 3))]), before);
+        // Without a get first: the state after, every put's version, and absent.
+        let reqs = [Request::PutOwn { k: 7, version: 2, len: 3, refused: false }];
+        assert_eq!(before_batch(&reqs, 7, &vec![Some((2, 3))]), vec![Some((2, 3)), Some((2, 3)), None]);
+    }
 }

@@ -28,6 +28,7 @@ pub enum Kind {
     HalfFrame,
     ResetMidResponse,
     OddProtobuf,
+    KeepSending,
     Slowloris,
     IdleFlood,
     NonReader,
@@ -35,12 +36,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Garbage,
         Kind::BadFooter,
         Kind::HalfFrame,
         Kind::ResetMidResponse,
         Kind::OddProtobuf,
+        Kind::KeepSending,
         Kind::Slowloris,
         Kind::IdleFlood,
         Kind::NonReader,
@@ -54,6 +56,7 @@ impl Kind {
             Kind::HalfFrame => "half-frame",
             Kind::ResetMidResponse => "reset-mid-response",
             Kind::OddProtobuf => "odd-protobuf",
+            Kind::KeepSending => "keep-sending",
             Kind::Slowloris => "slowloris",
             Kind::IdleFlood => "idle-flood",
             Kind::NonReader => "non-reader",
@@ -73,6 +76,7 @@ pub fn run(ctx: &Ctx, kind: Kind, mut rng: Rng) {
             Kind::HalfFrame => half_frame(ctx, &mut rng),
             Kind::ResetMidResponse => reset_mid_response(ctx, &mut rng),
             Kind::OddProtobuf => odd_protobuf(ctx, &mut rng),
+            Kind::KeepSending => keep_sending(ctx, &mut rng),
             Kind::Slowloris => slowloris(ctx, &mut rng),
             Kind::IdleFlood => idle_flood(ctx, &mut rng),
             Kind::NonReader => non_readers(ctx, &mut rng),
@@ -351,6 +355,30 @@ fn odd_protobuf(ctx: &Ctx, rng: &mut Rng) {
     expect_close(ctx, &mut conn, "odd-protobuf");
 }
 
+/// Issue 10's first repro: every 50 ms, 10 more gets of the big value,
+/// and the answers read at about 2.5 MB/s, so bytes always move both
+/// ways; it goes on through the stop. On `blocking`, where an active
+/// client holds the one thread, an episode lasts at most 2 s.
+fn keep_sending(ctx: &Ctx, rng: &mut Rng) {
+    let Some(mut conn) = connect(ctx) else { return };
+    conn.set_timeouts(Duration::from_millis(1), Duration::from_millis(200));
+    let mut request = Vec::new();
+    for _ in 0..10 {
+        request.extend(get_frame(BIG_KEY));
+    }
+    let secs = if ctx.serves_concurrently { rng.range(5, 15) } else { rng.range(1, 2) };
+    let episode_end = Instant::now() + Duration::from_secs(secs as u64);
+    // 2.5 MB/s is 125 KiB per 50 ms.
+    while (Instant::now() < episode_end || ctx.stop_sent()) && ctx.tally.pause(Duration::from_millis(50)) {
+        let n = conn.send_some(&request);
+        sent(ctx, n);
+        let (_, closed) = conn.read_raw(125 * 1024);
+        if closed {
+            break;
+        }
+    }
+}
+
 /// Connections sending a get one byte every 100 ms; the answer, when the
 /// frame is whole, is checked. The blocking flavor closes them at its
 /// frame deadline; the others answer.
@@ -420,7 +448,7 @@ fn idle_flood(ctx: &Ctx, rng: &mut Rng) {
 /// held a while, then closed (with the answers unread: a reset).
 fn non_readers(ctx: &Ctx, rng: &mut Rng) {
     let mut request = Vec::new();
-    for _ in 0..rng.range(100, 1000) {
+    for _ in 0..1000 {
         request.extend(get_frame(BIG_KEY));
     }
     let mut conns = Vec::new();

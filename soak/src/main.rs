@@ -59,7 +59,7 @@ const GRACE: Duration = Duration::from_secs(2);
 const LINGER: Duration = Duration::from_secs(2);
 const STOP_SLACK: Duration = Duration::from_millis(500);
 /// How long the soak waits for an exit before it kills the server (and fails).
-const STOP_WAIT: Duration = Duration::from_secs(60);
+const STOP_WAIT: Duration = Duration::from_secs(15);
 /// The answer bound of a fresh client on the flavors that serve connections concurrently.
 const PROBE_BOUND: Duration = Duration::from_secs(1);
 /// How long an honest or hostile client waits for an answer on those flavors.
@@ -146,7 +146,8 @@ impl Profile {
                 session_batches: (20, 200),
                 slowloris: 4,
                 idle: 200,
-                non_readers: 4,
+                // Issue 10's second repro: 10 clients with 1,000 gets each, never reading.
+                non_readers: 10,
                 partial: 80,
                 report_disconnects: true,
             }

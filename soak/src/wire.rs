@@ -204,3 +204,30 @@ impl Rng {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn rng_stays_in_range_and_repeats_from_a_seed() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..1000 {
+            assert_eq!(a.next(), b.next());
+            let r = a.range(3, 5);
+            assert!((3..=5).contains(&r));
+            assert!(a.below(10) < 10);
+            b.range(3, 5);
+            b.below(10);
+        }
+        assert_ne!(Rng::new(7).next(), Rng::new(8).next());
+    }
+
+    #[test]
+    fn a_frame_counts_payload_and_footer() {
+        let f = frame(b"abc");
+        assert_eq!(&f[..4], &8u32.to_le_bytes());
+        assert_eq!(&f[4..7], b"abc");
+        assert_eq!(&f[7..], b"@EOF@");
+    }
+}
