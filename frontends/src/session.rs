@@ -82,6 +82,9 @@ pub const FRAME_DEADLINE_IDLE_TIMEOUTS: u32 = 10;
 /// the socket when the stop came are answered, and a client that never
 /// stops sending cannot keep the stop going.
 pub const STOP_READ_BUDGET: usize = 64 * 1024;
+/// The `value` of the error frame sent to a connection evicted because all
+/// connections together hold more than `--max-client-memory`.
+pub const MEMORY_LIMIT_REASON: &str = "client memory limit reached";
 /// Spare output buffers a loop keeps for its sessions.
 const SPARE_BUFFERS: usize = 8;
 /// A spare buffer larger than this is freed rather than kept (a 1 MB
@@ -459,10 +462,50 @@ impl Session {
         self.settle(now);
     }
 
+    /// The driver can read nothing more (it shut the socket's reading side
+    /// itself): what was read is answered and written, and the close
+    /// still lingers if it was going to.
+    pub fn stop_reading(&mut self) {
+        match &mut self.state {
+            State::Open => self.drain_then_linger(End::Shutdown),
+            State::Draining { read_left, .. } => *read_left = 0,
+            State::Lingering { .. } | State::Closed => {}
+        }
+    }
+
     /// The socket failed: the connection is over (the first reason to end is kept).
     pub fn io_error(&mut self, error: std::io::Error) {
         self.end.get_or_insert(End::Io(error));
         self.state = State::Closed;
+    }
+
+    /// The server is over its client-memory cap and this session holds the
+    /// most: what it holds of a partial frame or held-back input is
+    /// dropped at once. If it owes no response, it gets an error frame
+    /// ([`MEMORY_LIMIT_REASON`]) and a lingering close; a session with
+    /// unsent responses (its peer does not read them) is closed at once, as
+    /// an error frame would only queue behind them.
+    pub fn evict(&mut self, spare: &mut Spare) {
+        let evicted = matches!(self.end, Some(End::MemoryLimit(_)));
+        if evicted || !matches!(self.state, State::Open | State::Draining { .. }) {
+            return;
+        }
+        let held = self.buffered();
+        self.payload = Vec::new();
+        self.held = Vec::new();
+        if self.pending() > 0 {
+            self.out = OutBuf::default();
+            self.close(End::MemoryLimit(held));
+            return;
+        }
+        if self.out.capacity() == 0 {
+            self.out = spare.take();
+        }
+        let reason = MEMORY_LIMIT_REASON.as_bytes();
+        // A growable output always has room.
+        let _ =
+            kvio_proto::encode_response(&mut self.out, b"", reason, kvio_proto::Kind::Error, kvio_proto::Status::NotOk);
+        self.drain_then_linger(End::MemoryLimit(held));
     }
 
     /// The server stops. A session that owes nothing and holds no unread
@@ -636,6 +679,8 @@ impl Session {
         // Whatever is still unsent will not be: the peer did not read it in time.
         self.out.clear();
         self.held.clear();
+        // No frame is parsed any more.
+        self.payload = Vec::new();
         let (linger, left) = (self.timing.linger, self.timing.linger_bytes);
         self.state = State::Lingering { deadline: now + linger, left, shut: false };
     }
@@ -990,6 +1035,36 @@ mod test {
         assert!(rig.session.take_shut_write());
         rig.tick(810);
         assert_eq!(rig.session.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn eviction_drops_a_partial_frame_and_sends_the_error_frame() {
+        let mut rig = Rig::new(timing());
+        let frame = request(Kind::PutOrUpdate, "k", &"v".repeat(5000));
+        rig.receive(0, &frame[..10]);
+        rig.receive(1, &frame[10..4000]);
+        assert!(rig.session.buffered() >= 4000, "the partial payload is held");
+        rig.session.evict(&mut rig.spare);
+        assert!(rig.session.buffered() < 1000, "dropped at once: {}", rig.session.buffered());
+        assert!(!rig.session.wants_read());
+        rig.send(2, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].kind, got[0].status, got[0].value.as_str()), (0, 1, MEMORY_LIMIT_REASON));
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        assert!(matches!(rig.session.take_end(), End::MemoryLimit(n) if n >= 4000));
+    }
+
+    #[test]
+    fn eviction_of_a_client_that_does_not_read_closes_at_once() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::PutOrUpdate, "k", &"x".repeat(900)));
+        rig.send(0, usize::MAX);
+        rig.receive(1, &request(Kind::Get, "k", "").repeat(5));
+        assert!(rig.session.pending() > 0);
+        rig.session.evict(&mut rig.spare);
+        assert_eq!(rig.session.phase(), Phase::Closed);
+        assert_eq!(rig.session.buffered(), 0);
     }
 
     #[test]
