@@ -70,6 +70,7 @@ pub fn run(ctx: &Ctx, kind: Kind, mut rng: Rng) {
     let mut episodes = 0;
     while !ctx.tally.stopping() && episodes < MAX_EPISODES {
         episodes += 1;
+        Tally::add(&ctx.tally.hostile_episodes[kind as usize], 1);
         match kind {
             Kind::Garbage => garbage(ctx, &mut rng),
             Kind::BadFooter => bad_footer(ctx, &mut rng),

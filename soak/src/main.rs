@@ -187,6 +187,8 @@ impl Ctx {
 /// The run's bounds, from the server's settings.
 #[derive(Debug)]
 struct Plan {
+    /// The server runs with `--max-client-memory`.
+    capped: bool,
     probe_bound: Duration,
     rss_bound_kib: u64,
     rss_bound_why: String,
@@ -231,7 +233,8 @@ impl Plan {
         } else {
             PROBE_BOUND
         };
-        Plan { probe_bound, rss_bound_kib, rss_bound_why }
+        let capped = server.number("max_client_memory").is_some();
+        Plan { capped, probe_bound, rss_bound_kib, rss_bound_why }
     }
 }
 
@@ -416,6 +419,11 @@ fn report(
             Tally::get(&t.hostile_bytes),
         ),
     );
+    let episodes: Vec<String> = hostile::Kind::ALL
+        .iter()
+        .map(|&k| format!("{} {}", k.name(), Tally::get(&t.hostile_episodes[k as usize])))
+        .collect();
+    p(&mut out, format!("hostile episodes: {}", episodes.join(", ")));
     if wrong > 0 {
         failed.push(format!("{wrong} wrong answers"));
     }
@@ -440,7 +448,11 @@ fn report(
         failed.push("no probe completed".into());
     }
     let max_rss = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    let slope = slope_kib_per_min(samples).map_or("n/a".into(), |s| format!("{s:+.0} KiB/min"));
+    let slope = match slope_kib_per_min(samples) {
+        Some(s) if samples.len() > 60 => format!("{s:+.0} KiB/min"),
+        Some(s) => format!("{s:+.0} KiB/min (noise in a run under a minute)"),
+        None => "n/a".into(),
+    };
     p(
         &mut out,
         format!(
@@ -456,6 +468,14 @@ fn report(
     p(&mut out, format!("RSS over time (KiB): {}", deciles.join(" ")));
     if max_rss.max(hwm) > plan.rss_bound_kib {
         failed.push(format!("RSS {} KiB over the bound {} KiB", max_rss.max(hwm), plan.rss_bound_kib));
+    }
+    // 80 partial frames of ~1 MiB held at once are over a 64 MiB cap: the
+    // server must have closed some, with the error frame.
+    if plan.capped && ctx.serves_concurrently && samples.len() > 5 && Tally::get(&t.memory_evictions) == 0 {
+        failed.push(format!(
+            "{} partial 1 MiB frames held at once, yet no `client memory limit reached` error frame seen",
+            ctx.profile.partial
+        ));
     }
     let stop_bound = GRACE + LINGER + STOP_SLACK;
     match (died, stopped) {

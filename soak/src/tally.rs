@@ -25,6 +25,8 @@ pub struct Tally {
     pub memory_evictions: AtomicU64,
     /// Hostile connections made, all kinds together.
     pub hostile_connections: AtomicU64,
+    /// Hostile episodes run, by kind (`hostile::Kind as usize`).
+    pub hostile_episodes: [AtomicU64; 16],
     /// Hostile bytes sent.
     pub hostile_bytes: AtomicU64,
     /// Fresh-client probes answered, and those over the bound or failed.
