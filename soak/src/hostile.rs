@@ -3,7 +3,6 @@
 //! is (framing errors, odd protobuf), the answer is checked like an honest
 //! one, and a wrong one counts as a wrong answer.
 
-use std::io::ErrorKind;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
@@ -98,6 +97,14 @@ fn connect(ctx: &Ctx) -> Option<Conn> {
             None
         }
     }
+}
+
+/// Holds what the caller holds for `d`, and from the SIGTERM on until the
+/// run ends: a client that holds through the stop is one the stop bound
+/// must cope with, so none lets go on its own then.
+fn hold(ctx: &Ctx, d: Duration) {
+    let until = Instant::now() + d;
+    while (Instant::now() < until || ctx.stop_sent()) && ctx.tally.pause(Duration::from_millis(20)) {}
 }
 
 fn sent(ctx: &Ctx, n: usize) {
@@ -391,7 +398,10 @@ fn slowloris(ctx: &Ctx, rng: &mut Rng) {
         c.set_timeouts(Duration::from_millis(1), ctx.io_timeout);
     }
     let episode_end = Instant::now() + Duration::from_secs(rng.range(3, 10) as u64);
-    while Instant::now() < episode_end && !conns.is_empty() && ctx.tally.pause(Duration::from_millis(100)) {
+    while (Instant::now() < episode_end || ctx.stop_sent())
+        && !conns.is_empty()
+        && ctx.tally.pause(Duration::from_millis(100))
+    {
         conns.retain_mut(|(c, at)| {
             if *at < request.len() {
                 if c.send(&request[*at..*at + 1]).is_err() {
@@ -433,14 +443,14 @@ fn idle_flood(ctx: &Ctx, rng: &mut Rng) {
             conns.push(c);
         }
     }
-    ctx.tally.pause(Duration::from_secs(rng.range(1, 5) as u64));
+    hold(ctx, Duration::from_secs(rng.range(1, 5) as u64));
     for c in &mut conns {
         let _ = c.stream.set_nonblocking(true);
         let mut byte = [0u8; 1];
-        match c.stream.read(&mut byte) {
-            Ok(n) if n > 0 => ctx.tally.wrong("idle-flood: the server sent bytes to a silent client".into()),
-            Err(e) if e.kind() != ErrorKind::WouldBlock => {}
-            _ => {}
+        if let Ok(n) = c.stream.read(&mut byte)
+            && n > 0
+        {
+            ctx.tally.wrong("idle-flood: the server sent bytes to a silent client".into());
         }
     }
 }
@@ -461,7 +471,7 @@ fn non_readers(ctx: &Ctx, rng: &mut Rng) {
             conns.push(c);
         }
     }
-    ctx.tally.pause(Duration::from_secs(rng.range(1, 4) as u64));
+    hold(ctx, Duration::from_secs(rng.range(1, 4) as u64));
 }
 
 /// Connections each sending a header for a frame of the maximum length
@@ -489,7 +499,10 @@ fn partial_frames(ctx: &Ctx, rng: &mut Rng) {
     for c in &mut conns {
         c.set_timeouts(Duration::from_millis(1), Duration::from_millis(200));
     }
-    while Instant::now() < hold_until && ctx.tally.pause(Duration::from_millis(250)) {
+    while (Instant::now() < hold_until || ctx.stop_sent())
+        && !conns.is_empty()
+        && ctx.tally.pause(Duration::from_millis(250))
+    {
         conns.retain_mut(|c| match c.read_reply() {
             Reply::TimedOut => true,
             Reply::Closed => false,
