@@ -373,15 +373,31 @@ fn write_csv(dir: &std::path::Path, flavor: &str, samples: &[(f64, u64)]) -> Res
 /// The least-squares slope of RSS over the second half of the run, in KiB per minute.
 fn slope_kib_per_min(samples: &[(f64, u64)]) -> Option<f64> {
     let half = &samples[samples.len() / 2..];
-    if half.len() < 3 {
+    slope(half.iter().map(|&(t, kib)| (t / 60.0, kib as f64)))
+}
+
+/// The least-squares slope of `y` over `x`; `None` under 3 points.
+fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> Option<f64> {
+    let n = points.clone().count() as f64;
+    if n < 3.0 {
         return None;
     }
-    let n = half.len() as f64;
-    let mx = half.iter().map(|s| s.0).sum::<f64>() / n;
-    let my = half.iter().map(|s| s.1 as f64).sum::<f64>() / n;
-    let sxx: f64 = half.iter().map(|s| (s.0 - mx).powi(2)).sum();
-    let sxy: f64 = half.iter().map(|s| (s.0 - mx) * (s.1 as f64 - my)).sum();
-    (sxx > 0.0).then(|| sxy / sxx * 60.0)
+    let mx = points.clone().map(|p| p.0).sum::<f64>() / n;
+    let my = points.clone().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.clone().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+/// The largest RSS sample of each whole minute of the run.
+fn per_minute_max(samples: &[(f64, u64)]) -> Vec<u64> {
+    let minutes = (samples.last().map_or(0.0, |s| s.0) / 60.0).floor() as usize;
+    (0..minutes)
+        .map(|m| {
+            let within = samples.iter().filter(|s| s.0 >= m as f64 * 60.0 && s.0 < (m + 1) as f64 * 60.0);
+            within.map(|s| s.1).max().unwrap_or(0)
+        })
+        .collect()
 }
 
 /// Prints every figure and check; true if all passed.
@@ -448,7 +464,7 @@ fn report(
         failed.push("no probe completed".into());
     }
     let max_rss = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    let slope = match slope_kib_per_min(samples) {
+    let half_slope = match slope_kib_per_min(samples) {
         Some(s) if samples.len() > 60 => format!("{s:+.0} KiB/min"),
         Some(s) => format!("{s:+.0} KiB/min (noise in a run under a minute)"),
         None => "n/a".into(),
@@ -456,7 +472,7 @@ fn report(
     p(
         &mut out,
         format!(
-            "RSS max {max_rss} KiB, peak (VmHWM) {hwm} KiB, bound {}; slope over the second half {slope}; series in {}",
+            "RSS max {max_rss} KiB, peak (VmHWM) {hwm} KiB, bound {}; slope over the second half {half_slope}; series in {}",
             plan.rss_bound_why,
             csv.display()
         ),
@@ -466,6 +482,17 @@ fn report(
         .map(|(s, kib)| format!("{s:.0}s:{kib}"))
         .collect();
     p(&mut out, format!("RSS over time (KiB): {}", deciles.join(" ")));
+    let minutes = per_minute_max(samples);
+    if minutes.len() >= 2 {
+        let table: Vec<String> = minutes.iter().enumerate().map(|(m, kib)| format!("{}:{kib}", m + 1)).collect();
+        // The first minute is the warm-up: the partial frames fill the cap then.
+        let trend = slope(minutes.iter().enumerate().skip(1).map(|(m, &kib)| (m as f64, kib as f64)))
+            .map_or("n/a (under 4 minutes)".into(), |s| format!("{s:+.0} KiB/min"));
+        p(
+            &mut out,
+            format!("RSS max per minute (KiB): {}; slope of these after the first minute {trend}", table.join(" ")),
+        );
+    }
     if max_rss.max(hwm) > plan.rss_bound_kib {
         failed.push(format!("RSS {} KiB over the bound {} KiB", max_rss.max(hwm), plan.rss_bound_kib));
     }
@@ -529,4 +556,26 @@ fn report(
     print!("{out}");
     let _ = std::io::stdout().flush();
     failed.is_empty()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_line_and_of_a_flat_series() {
+        let line = (0..10).map(|x| (f64::from(x), 3.0 * f64::from(x) + 1.0));
+        assert!((slope(line).unwrap() - 3.0).abs() < 1e-9);
+        assert_eq!(slope((0..10).map(|x| (f64::from(x), 5.0))), Some(0.0));
+        assert_eq!(slope([(0.0, 1.0), (1.0, 2.0)].into_iter()), None);
+    }
+
+    #[test]
+    fn per_minute_max_takes_whole_minutes_only() {
+        let samples: Vec<(f64, u64)> = (0..=150).map(|t| (f64::from(t), u64::from(t) % 60)).collect();
+        assert_eq!(per_minute_max(&samples), vec![59, 59]);
+        // The slope over the second half of a series that climbs 1 KiB a second is 60 KiB/min.
+        let climbing: Vec<(f64, u64)> = (0..=100).map(|t| (f64::from(t), u64::from(t))).collect();
+        assert!((slope_kib_per_min(&climbing).unwrap() - 60.0).abs() < 1e-6);
+    }
 }
