@@ -100,6 +100,8 @@ enum Request {
         version: u32,
         len: usize,
         refused: bool,
+        /// The key's state just before this put (kept for a cut batch).
+        prior: State,
     },
     GetOwn {
         k: usize,
@@ -156,9 +158,9 @@ pub fn run(ctx: &Ctx, id: usize, mut rng: Rng) {
                     let k = rng.below(OWN_KEYS as u64) as usize;
                     version += 1;
                     let len = if rng.chance(10) { rng.range(0, 64 * 1024) } else { rng.range(0, 2048) };
-                    model[k] = vec![Some((version, len))];
+                    let prior = std::mem::replace(&mut model[k], vec![Some((version, len))]);
                     let v = own_value(id, k, version, len);
-                    (Request::PutOwn { k, version, len, refused: false }, put_frame(&format!("h{id}/{k}"), &v))
+                    (Request::PutOwn { k, version, len, refused: false, prior }, put_frame(&format!("h{id}/{k}"), &v))
                 } else if roll < 750 {
                     let k = rng.below(OWN_KEYS as u64) as usize;
                     let allowed = if tainted[k] { vec![ANY] } else { model[k].clone() };
@@ -180,14 +182,17 @@ pub fn run(ctx: &Ctx, id: usize, mut rng: Rng) {
                     version += 1;
                     let mut key = format!("h{id}/{k}/");
                     key.extend(std::iter::repeat_n('k', (ctx.key_limit + 1).saturating_sub(key.len())));
-                    (Request::PutOwn { k, version, len: 0, refused: true }, put_frame(&key, "v"))
+                    (Request::PutOwn { k, version, len: 0, refused: true, prior: State::new() }, put_frame(&key, "v"))
                 } else {
                     // A value one byte over the limit on an own key: refused, the old value kept.
                     huge_sent = true;
                     let k = rng.below(OWN_KEYS as u64) as usize;
                     version += 1;
                     let v = "v".repeat(ctx.value_limit + 1);
-                    (Request::PutOwn { k, version, len: v.len(), refused: true }, put_frame(&format!("h{id}/{k}"), &v))
+                    (
+                        Request::PutOwn { k, version, len: v.len(), refused: true, prior: State::new() },
+                        put_frame(&format!("h{id}/{k}"), &v),
+                    )
                 };
                 reqs.push(req);
                 frames.push(bytes);
@@ -200,54 +205,37 @@ pub fn run(ctx: &Ctx, id: usize, mut rng: Rng) {
                 }
             }
             let Some(cut) = cut else { continue };
-            // The connection ended with reqs[answered..] unanswered: rebuild
-            // each own key's state from what the answered puts left, plus
-            // any unanswered put (it may or may not have happened).
-            let mut rebuilt: Vec<Option<State>> = vec![None; OWN_KEYS];
-            for (idx, req) in reqs.iter().enumerate() {
-                let Request::PutOwn { k, version, len, refused: false } = *req else { continue };
-                if idx < answered {
-                    rebuilt[k] = Some(vec![Some((version, len))]);
-                } else if cut.stalled {
-                    // Still in the server's hands: it may land at any later time.
-                    tainted[k] = true;
-                } else {
-                    let state = rebuilt[k].get_or_insert_with(|| before_batch(&reqs, k, &model[k]));
-                    state.push(Some((version, len)));
-                }
-            }
-            for (k, state) in rebuilt.into_iter().enumerate() {
-                if let Some(state) = state {
-                    model[k] = state;
-                }
-            }
+            after_cut(&reqs, cut, &mut model, &mut tainted);
             break;
         }
     }
 }
 
-/// A key's state before this batch: the first get of it in the batch saw
-/// it (when that get came before any put of it); otherwise, without a get
-/// to go by, the state after the batch is as good a guess as any other,
-/// widened with every version the batch put.
-fn before_batch(reqs: &[Request], key: usize, after: &State) -> State {
-    for req in reqs {
-        match req {
-            Request::GetOwn { k, allowed } if *k == key => return allowed.clone(),
-            Request::PutOwn { k, refused: false, .. } if *k == key => break,
-            _ => {}
+/// The connection ended with `reqs[cut.answered..]` unanswered: each own
+/// key's state becomes what the answered puts left (or, if none of its
+/// puts was answered, what it was before the batch), widened with every
+/// unanswered put, which may or may not have happened. After a stall the
+/// unanswered puts are still in the server's hands and may land at any
+/// later time: their keys are no longer checked.
+fn after_cut(reqs: &[Request], cut: Cut, model: &mut [State], tainted: &mut [bool]) {
+    let mut rebuilt: Vec<Option<State>> = vec![None; model.len()];
+    for (idx, req) in reqs.iter().enumerate() {
+        let Request::PutOwn { k, version, len, refused: false, prior } = req else { continue };
+        if idx < cut.answered {
+            rebuilt[*k] = Some(vec![Some((*version, *len))]);
+        } else if cut.stalled {
+            tainted[*k] = true;
+        } else {
+            // The first put of `k` not answered, with none answered before
+            // it: `prior` is the state before the batch.
+            rebuilt[*k].get_or_insert_with(|| prior.clone()).push(Some((*version, *len)));
         }
     }
-    let mut state = after.clone();
-    for req in reqs {
-        if let Request::PutOwn { k, version, len, refused: false } = *req
-            && k == key
-        {
-            state.push(Some((version, len)));
+    for (k, state) in rebuilt.into_iter().enumerate() {
+        if let Some(state) = state {
+            model[k] = state;
         }
     }
-    state.push(None);
-    state
 }
 
 /// Response bytes a request's answer takes, roughly (for the window).
@@ -528,17 +516,37 @@ mod test {
         assert_eq!(own_value(0, 1, 2, 10), own_value(0, 1, 2, 10));
     }
 
+    fn put(k: usize, version: u32, prior: State) -> Request {
+        Request::PutOwn { k, version, len: 1, refused: false, prior }
+    }
+
     #[test]
     fn a_cut_batch_allows_the_state_before_it_and_every_unanswered_put() {
-        let before: State = vec![Some((1, 5))];
+        // Key 1: v5 before; v6 answered, v7 and v8 not. Key 2: v3 before; v9 not answered.
+        // Key 3: v4 before, a refused put only.
         let reqs = [
-            Request::GetOwn { k: 7, allowed: before.clone() },
-            Request::PutOwn { k: 7, version: 2, len: 3, refused: false },
-            Request::PutOwn { k: 7, version: 3, len: 0, refused: true },
+            put(1, 6, vec![Some((5, 1))]),
+            put(2, 9, vec![Some((3, 1))]),
+            put(1, 7, vec![Some((6, 1))]),
+            Request::PutOwn { k: 3, version: 10, len: 1, refused: true, prior: State::new() },
+            put(1, 8, vec![Some((7, 1))]),
         ];
-        assert_eq!(before_batch(&reqs, 7, &vec![Some((2, 3))]), before);
-        // Without a get first: the state after, every put's version, and absent.
-        let reqs = [Request::PutOwn { k: 7, version: 2, len: 3, refused: false }];
-        assert_eq!(before_batch(&reqs, 7, &vec![Some((2, 3))]), vec![Some((2, 3)), Some((2, 3)), None]);
+        let mut model = vec![vec![None], vec![Some((8, 1))], vec![Some((9, 1))], vec![Some((4, 1))]];
+        let mut tainted = [false; 4];
+        after_cut(&reqs, Cut { answered: 1, stalled: false }, &mut model, &mut tainted);
+        assert_eq!(model[1], vec![Some((6, 1)), Some((7, 1)), Some((8, 1))]);
+        assert_eq!(model[2], vec![Some((3, 1)), Some((9, 1))]);
+        assert_eq!(model[3], vec![Some((4, 1))]);
+        assert_eq!(tainted, [false; 4]);
+    }
+
+    #[test]
+    fn a_stalled_batch_stops_checking_the_keys_it_left_in_flight() {
+        let reqs = [put(1, 6, vec![None]), put(2, 7, vec![None])];
+        let mut model = vec![vec![None], vec![Some((6, 1))], vec![Some((7, 1))]];
+        let mut tainted = [false; 3];
+        after_cut(&reqs, Cut { answered: 1, stalled: true }, &mut model, &mut tainted);
+        assert_eq!(model[1], vec![Some((6, 1))]);
+        assert_eq!(tainted, [false, false, true]);
     }
 }

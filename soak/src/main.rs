@@ -572,10 +572,10 @@ mod test {
 
     #[test]
     fn per_minute_max_takes_whole_minutes_only() {
-        let samples: Vec<(f64, u64)> = (0..=150).map(|t| (f64::from(t), u64::from(t) % 60)).collect();
+        let samples: Vec<(f64, u64)> = (0..=150u32).map(|t| (f64::from(t), u64::from(t) % 60)).collect();
         assert_eq!(per_minute_max(&samples), vec![59, 59]);
         // The slope over the second half of a series that climbs 1 KiB a second is 60 KiB/min.
-        let climbing: Vec<(f64, u64)> = (0..=100).map(|t| (f64::from(t), u64::from(t))).collect();
+        let climbing: Vec<(f64, u64)> = (0..=100u32).map(|t| (f64::from(t), u64::from(t))).collect();
         assert!((slope_kib_per_min(&climbing).unwrap() - 60.0).abs() < 1e-6);
     }
 }
