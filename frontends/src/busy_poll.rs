@@ -47,7 +47,7 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
         let now = Instant::now();
         if listener.is_some() && shutdown.is_requested() {
             listener = None;
-            conns.iter_mut().for_each(|c| c.session.begin_shutdown(now));
+            conns.iter_mut().for_each(|c| c.begin_shutdown(now));
         }
         for _ in 0..ACCEPTS_PER_PASS {
             let Some(listener) = &mut listener else { break };

@@ -127,6 +127,12 @@ impl Conn {
         Conn { fd, peer, session, share: Share::default() }
     }
 
+    /// The server stops: the session is told whether requests wait in the socket.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        let waiting = self.session.phase() == Phase::Open && net::has_unread(self.fd.as_fd());
+        self.session.begin_shutdown(now, waiting);
+    }
+
     /// One [`pump`] of its socket.
     pub fn pump<H: Handler + ?Sized>(&mut self, scratch: &mut Scratch, handler: &mut H, now: Instant) -> bool {
         pump(self.fd.as_fd(), &mut self.session, scratch, handler, now)
@@ -222,8 +228,8 @@ pub fn run_blocking<H: Handler + ?Sized>(
     let mut read_shut = false;
     loop {
         let now = Instant::now();
-        if shutdown.is_requested() {
-            session.begin_shutdown(now);
+        if shutdown.is_requested() && session.phase() == Phase::Open {
+            session.begin_shutdown(now, net::has_unread(fd));
         }
         if share.take_eviction() {
             read_shut |= wait == ReadWait::UntilWoken;
@@ -264,7 +270,7 @@ pub fn run_blocking<H: Handler + ?Sized>(
                         }
                         if shutdown.is_requested() {
                             read_shut |= wait == ReadWait::UntilWoken;
-                            session.begin_shutdown(now);
+                            session.begin_shutdown(now, false);
                         }
                         if !read_shut {
                             session.peer_closed(now);

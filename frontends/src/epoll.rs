@@ -326,15 +326,15 @@ impl Server<'_> {
     /// Every session acts on its passed deadlines; the next sweep is at the earliest one left.
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = None;
-        self.for_every_session(|session| session.handle_timeout(now));
+        self.for_every_conn(|conn| conn.session.handle_timeout(now));
     }
 
-    /// Applies `f` to every session, then settles it.
-    fn for_every_session(&mut self, mut f: impl FnMut(&mut Session)) {
+    /// Applies `f` to every connection, then settles it.
+    fn for_every_conn(&mut self, mut f: impl FnMut(&mut Conn)) {
         for index in 0..self.slab.entries.len() {
             let Some(token) = self.slab.token_at(index) else { continue };
             if let Some(client) = self.slab.get_mut(token) {
-                f(&mut client.conn.session);
+                f(&mut client.conn);
             }
             self.settle(token);
         }
@@ -367,7 +367,7 @@ impl Server<'_> {
             let _ = epoll::delete(&self.epoll, &listener);
         }
         self.listener_paused_until = None;
-        self.for_every_session(|session| session.begin_shutdown(now));
+        self.for_every_conn(|conn| conn.begin_shutdown(now));
     }
 }
 

@@ -259,6 +259,9 @@ enum State {
         deadline: Option<Instant>,
         /// Bytes it may still read.
         read_left: usize,
+        /// Requests wait in the socket (the stop's driver saw them): not
+        /// done before they were read.
+        input_waiting: bool,
         /// Whether the peer may still be sending once everything is written.
         linger: bool,
     },
@@ -417,7 +420,10 @@ impl Session {
     pub fn receive<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H, spare: &mut Spare) {
         match &mut self.state {
             State::Open => {}
-            State::Draining { read_left, .. } => *read_left = read_left.saturating_sub(input.len()),
+            State::Draining { read_left, input_waiting, .. } => {
+                *read_left = read_left.saturating_sub(input.len());
+                *input_waiting = false;
+            }
             State::Lingering { left, .. } => {
                 *left = left.saturating_sub(input.len());
                 if *left == 0 {
@@ -449,12 +455,13 @@ impl Session {
         match &mut self.state {
             State::Open => {
                 self.end = Some(End::Eof);
-                self.state = State::Draining { deadline: None, read_left: 0, linger: false };
+                self.state = State::Draining { deadline: None, read_left: 0, input_waiting: false, linger: false };
             }
-            State::Draining { read_left, linger, .. } => {
+            State::Draining { read_left, linger, input_waiting, .. } => {
                 // Nothing more can arrive: no reason to linger.
                 *read_left = 0;
                 *linger = false;
+                *input_waiting = false;
             }
             State::Lingering { .. } => self.state = State::Closed,
             State::Closed => {}
@@ -468,7 +475,10 @@ impl Session {
     pub fn stop_reading(&mut self) {
         match &mut self.state {
             State::Open => self.drain_then_linger(End::Shutdown),
-            State::Draining { read_left, .. } => *read_left = 0,
+            State::Draining { read_left, input_waiting, .. } => {
+                *read_left = 0;
+                *input_waiting = false;
+            }
             State::Lingering { .. } | State::Closed => {}
         }
     }
@@ -509,12 +519,14 @@ impl Session {
     }
 
     /// The server stops. A session that owes nothing and holds no unread
-    /// input closes at once; any other stops reading (but for
-    /// [`STOP_READ_BUDGET`]), writes what is owed until the grace deadline,
-    /// and lingers. Calling it again changes nothing.
-    pub fn begin_shutdown(&mut self, now: Instant) {
+    /// input (`input_waiting`: the driver saw bytes waiting in the socket)
+    /// closes at once; any other stops reading (but for
+    /// [`STOP_READ_BUDGET`]: requests already waiting are answered), writes
+    /// what is owed until the grace deadline, and lingers. Calling it again
+    /// changes nothing.
+    pub fn begin_shutdown(&mut self, now: Instant, input_waiting: bool) {
         let grace = now + self.timing.grace;
-        let quiet = self.is_quiet();
+        let quiet = self.is_quiet() && !input_waiting;
         match &mut self.state {
             State::Open if quiet => {
                 self.end = Some(End::Shutdown);
@@ -523,7 +535,7 @@ impl Session {
             State::Open => {
                 self.end = Some(End::Shutdown);
                 let read_left = self.timing.stop_read_budget;
-                self.state = State::Draining { deadline: Some(grace), read_left, linger: true };
+                self.state = State::Draining { deadline: Some(grace), read_left, input_waiting, linger: true };
             }
             State::Draining { deadline, .. } => {
                 deadline.get_or_insert(grace);
@@ -561,7 +573,9 @@ impl Session {
                 }
             }
             State::Draining { deadline: Some(at), linger, .. } if now >= at => {
-                if linger {
+                // Still owed answers after the whole grace: the peer does not read them,
+                // and a linger would not change what it gets.
+                if linger && self.pending() == 0 {
                     self.start_linger(now);
                 } else {
                     self.state = State::Closed;
@@ -650,12 +664,12 @@ impl Session {
 
     /// Ends a draining session once everything owed is written.
     fn settle(&mut self, now: Instant) {
-        let State::Draining { linger, .. } = self.state else { return };
+        let State::Draining { linger, input_waiting, .. } = self.state else { return };
         if self.conn.parser().error().is_some() || !self.conn.wants_read(0) {
             // Broken: nothing held can ever be answered.
             self.held.clear();
         }
-        if self.pending() > 0 || !self.held.is_empty() {
+        if self.pending() > 0 || !self.held.is_empty() || input_waiting {
             return;
         }
         if linger {
@@ -672,7 +686,7 @@ impl Session {
             State::Draining { deadline, .. } => deadline,
             _ => None,
         };
-        self.state = State::Draining { deadline, read_left: 0, linger: true };
+        self.state = State::Draining { deadline, read_left: 0, input_waiting: false, linger: true };
     }
 
     fn start_linger(&mut self, now: Instant) {
@@ -969,10 +983,22 @@ mod test {
         let mut rig = Rig::new(timing());
         rig.receive(0, &request(Kind::PutOrUpdate, "k", "v"));
         rig.send(0, usize::MAX);
-        rig.session.begin_shutdown(rig.at(5));
+        rig.session.begin_shutdown(rig.at(5), false);
         assert_eq!(rig.session.phase(), Phase::Closed, "owes nothing, holds nothing: no linger");
         assert!(!rig.session.take_shut_write());
         assert!(matches!(rig.session.take_end(), End::Shutdown));
+    }
+
+    #[test]
+    fn a_stop_with_requests_waiting_in_the_socket_reads_and_answers_them() {
+        let mut rig = Rig::new(timing());
+        rig.session.begin_shutdown(rig.at(0), true);
+        assert_eq!(rig.session.phase(), Phase::Draining, "not quiet: its requests wait in the socket");
+        assert!(rig.session.wants_read());
+        rig.receive(1, &request(Kind::Get, "k", "").repeat(3));
+        rig.send(2, usize::MAX);
+        assert_eq!(responses(&rig.wire).len(), 3);
+        assert_eq!(rig.session.phase(), Phase::Lingering);
     }
 
     #[test]
@@ -986,7 +1012,7 @@ mod test {
         let next = request(Kind::Get, "k1", "");
         burst.extend_from_slice(&next[..5]);
         rig.receive(0, &burst);
-        rig.session.begin_shutdown(rig.at(1));
+        rig.session.begin_shutdown(rig.at(1), false);
         assert_eq!(rig.session.phase(), Phase::Draining);
         assert_eq!(rig.session.poll_timeout(), Some(rig.at(301)), "the grace deadline");
         assert!(rig.session.wants_read(), "what already waits in the socket is still read");
@@ -1004,7 +1030,7 @@ mod test {
         let mut rig = Rig::new(timing());
         let get = request(Kind::Get, "k", "");
         rig.receive(0, &get[..3]);
-        rig.session.begin_shutdown(rig.at(1));
+        rig.session.begin_shutdown(rig.at(1), false);
         rig.receive(1, &get[3..]);
         let mut answered = 0;
         for ms in 2..1000 {
@@ -1020,21 +1046,34 @@ mod test {
     }
 
     #[test]
-    fn a_stop_against_a_client_that_never_reads_ends_by_grace_plus_linger() {
+    fn a_stop_against_a_client_that_never_reads_ends_at_the_grace() {
         let mut rig = Rig::new(timing());
         rig.receive(0, &request(Kind::PutOrUpdate, "k", &"x".repeat(900)));
         rig.send(0, usize::MAX);
         rig.receive(1, &request(Kind::Get, "k", "").repeat(5));
-        rig.session.begin_shutdown(rig.at(10));
+        rig.session.begin_shutdown(rig.at(10), false);
         // The client reads nothing: the grace runs out with answers unsent.
         rig.tick(309);
         assert_eq!(rig.session.phase(), Phase::Draining);
         rig.tick(310);
+        assert_eq!(rig.session.phase(), Phase::Closed, "no linger for a peer that reads nothing");
+        assert!(matches!(rig.session.take_end(), End::Shutdown));
+    }
+
+    #[test]
+    fn a_stop_that_catches_half_a_frame_lingers_at_once() {
+        let mut rig = Rig::new(timing());
+        let get = request(Kind::Get, "k", "");
+        rig.receive(0, &get[..4]);
+        rig.session.begin_shutdown(rig.at(10), false);
+        // Nothing owed, and the client may still be sending the rest: no answer, a linger.
         assert_eq!(rig.session.phase(), Phase::Lingering);
-        assert!(!rig.session.wants_write(), "unsent answers are dropped");
         assert!(rig.session.take_shut_write());
-        rig.tick(810);
+        rig.tick(509);
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        rig.tick(510);
         assert_eq!(rig.session.phase(), Phase::Closed);
+        assert_eq!(rig.session.take_requests(), 0);
     }
 
     #[test]

@@ -99,7 +99,8 @@ enum Request {
         k: usize,
         version: u32,
         len: usize,
-        refused: bool,
+        /// `Some(reason)`: over a limit, to be refused (with that reason or none).
+        refused: Option<&'static str>,
         /// The key's state just before this put (kept for a cut batch).
         prior: State,
     },
@@ -160,7 +161,7 @@ pub fn run(ctx: &Ctx, id: usize, mut rng: Rng) {
                     let len = if rng.chance(10) { rng.range(0, 64 * 1024) } else { rng.range(0, 2048) };
                     let prior = std::mem::replace(&mut model[k], vec![Some((version, len))]);
                     let v = own_value(id, k, version, len);
-                    (Request::PutOwn { k, version, len, refused: false, prior }, put_frame(&format!("h{id}/{k}"), &v))
+                    (Request::PutOwn { k, version, len, refused: None, prior }, put_frame(&format!("h{id}/{k}"), &v))
                 } else if roll < 750 {
                     let k = rng.below(OWN_KEYS as u64) as usize;
                     let allowed = if tainted[k] { vec![ANY] } else { model[k].clone() };
@@ -182,7 +183,10 @@ pub fn run(ctx: &Ctx, id: usize, mut rng: Rng) {
                     version += 1;
                     let mut key = format!("h{id}/{k}/");
                     key.extend(std::iter::repeat_n('k', (ctx.key_limit + 1).saturating_sub(key.len())));
-                    (Request::PutOwn { k, version, len: 0, refused: true, prior: State::new() }, put_frame(&key, "v"))
+                    (
+                        Request::PutOwn { k, version, len: 0, refused: Some("key too long"), prior: State::new() },
+                        put_frame(&key, "v"),
+                    )
                 } else {
                     // A value one byte over the limit on an own key: refused, the old value kept.
                     huge_sent = true;
@@ -190,7 +194,13 @@ pub fn run(ctx: &Ctx, id: usize, mut rng: Rng) {
                     version += 1;
                     let v = "v".repeat(ctx.value_limit + 1);
                     (
-                        Request::PutOwn { k, version, len: v.len(), refused: true, prior: State::new() },
+                        Request::PutOwn {
+                            k,
+                            version,
+                            len: v.len(),
+                            refused: Some("value too long"),
+                            prior: State::new(),
+                        },
                         put_frame(&format!("h{id}/{k}"), &v),
                     )
                 };
@@ -220,7 +230,7 @@ pub fn run(ctx: &Ctx, id: usize, mut rng: Rng) {
 fn after_cut(reqs: &[Request], cut: Cut, model: &mut [State], tainted: &mut [bool]) {
     let mut rebuilt: Vec<Option<State>> = vec![None; model.len()];
     for (idx, req) in reqs.iter().enumerate() {
-        let Request::PutOwn { k, version, len, refused: false, prior } = req else { continue };
+        let Request::PutOwn { k, version, len, refused: None, prior } = req else { continue };
         if idx < cut.answered {
             rebuilt[*k] = Some(vec![Some((*version, *len))]);
         } else if cut.stalled {
@@ -360,9 +370,13 @@ fn check_next(ctx: &Ctx, id: usize, conn: &mut Conn, req: &Request) -> Next {
     }
     t.checked();
     let wrong = match req {
-        Request::PutOwn { refused, .. } => {
-            let want = if *refused { NOT_OK } else { OK };
-            (m.kind != PUT || m.status != want || !m.key.is_empty()).then(|| format!("want {{kind 3, status {want}}}"))
+        Request::PutOwn { refused: None, .. } => {
+            (m.kind != PUT || m.status != OK || !m.key.is_empty()).then(|| "want {kind 3, status 0}".to_owned())
+        }
+        Request::PutOwn { refused: Some(reason), .. } => {
+            // Clients may ignore a refusal's reason; the server gives none or the documented one.
+            (m.kind != PUT || m.status != NOT_OK || !m.key.is_empty() || !(m.value.is_empty() || m.value == *reason))
+                .then(|| format!("want {{kind 3, status 1, value {reason:?} or none}}"))
         }
         Request::PutShared { .. } => {
             (m.kind != PUT || m.status != OK || !m.key.is_empty()).then(|| "want {kind 3, status 0}".to_owned())
@@ -517,7 +531,7 @@ mod test {
     }
 
     fn put(k: usize, version: u32, prior: State) -> Request {
-        Request::PutOwn { k, version, len: 1, refused: false, prior }
+        Request::PutOwn { k, version, len: 1, refused: None, prior }
     }
 
     #[test]
@@ -528,7 +542,7 @@ mod test {
             put(1, 6, vec![Some((5, 1))]),
             put(2, 9, vec![Some((3, 1))]),
             put(1, 7, vec![Some((6, 1))]),
-            Request::PutOwn { k: 3, version: 10, len: 1, refused: true, prior: State::new() },
+            Request::PutOwn { k: 3, version: 10, len: 1, refused: Some("key too long"), prior: State::new() },
             put(1, 8, vec![Some((7, 1))]),
         ];
         let mut model = vec![vec![None], vec![Some((8, 1))], vec![Some((9, 1))], vec![Some((4, 1))]];

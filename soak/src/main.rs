@@ -54,7 +54,7 @@ pub const FIXED_VALUE: &str = "the value every hostile get must see";
 pub const BIG_KEY: &str = "soak/big";
 const BIG_LEN: usize = 256 * 1024;
 
-/// The server's stop times (README: a 2 s grace, a 2 s linger) and the slack the issue allows.
+/// The server's stop times (docs/protocol.md: a 2 s grace, a 2 s linger) and the slack the issue allows.
 const GRACE: Duration = Duration::from_secs(2);
 const LINGER: Duration = Duration::from_secs(2);
 const STOP_SLACK: Duration = Duration::from_millis(500);
@@ -75,7 +75,7 @@ const MAX_CLIENT_MEMORY: u64 = 64 << 20;
 /// `blocking` must drop a silent client fast; its frame deadline is 10 of these.
 const BLOCKING_IDLE_MS: u64 = 100;
 const IDLE_MS: u64 = 3_000;
-/// The blocking flavor's frame deadline, in idle timeouts (README).
+/// The blocking flavor's frame deadline, in idle timeouts (docs/protocol.md).
 const FRAME_DEADLINE_IDLE_TIMEOUTS: u32 = 10;
 
 /// Memory the server may use beyond its client buffers and its store:

@@ -18,7 +18,7 @@ pub const PUT: u32 = 3;
 pub const OK: i32 = 0;
 pub const NOT_OK: i32 = 1;
 
-/// The reason of the answer to a payload that is not a `KeyValueMessage` (README).
+/// The reason of the answer to a payload that is not a `KeyValueMessage` (docs/protocol.md).
 pub const MALFORMED: &str = "payload is not a valid KeyValueMessage";
 /// The reason of the error frame sent to a connection closed by `--max-client-memory`.
 pub const CLIENT_MEMORY: &str = "client memory limit reached";
