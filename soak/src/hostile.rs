@@ -393,7 +393,7 @@ fn keep_sending(ctx: &Ctx, rng: &mut Rng) {
 fn slowloris(ctx: &Ctx, rng: &mut Rng) {
     let request = get_frame(FIXED_KEY);
     let mut conns: Vec<(Conn, usize)> =
-        (0..ctx.profile.slowloris).filter_map(|_| connect(ctx).map(|c| (c, 0))).collect();
+        (0..ctx.profile.connections(Kind::Slowloris)).filter_map(|_| connect(ctx).map(|c| (c, 0))).collect();
     for (c, _) in &mut conns {
         c.set_timeouts(Duration::from_millis(1), ctx.io_timeout);
     }
@@ -435,7 +435,7 @@ fn slowloris(ctx: &Ctx, rng: &mut Rng) {
 /// server must never send them a byte.
 fn idle_flood(ctx: &Ctx, rng: &mut Rng) {
     let mut conns = Vec::new();
-    for _ in 0..ctx.profile.idle {
+    for _ in 0..ctx.profile.connections(Kind::IdleFlood) {
         if ctx.tally.stopping() {
             break;
         }
@@ -463,7 +463,7 @@ fn non_readers(ctx: &Ctx, rng: &mut Rng) {
         request.extend(get_frame(BIG_KEY));
     }
     let mut conns = Vec::new();
-    for _ in 0..ctx.profile.non_readers {
+    for _ in 0..ctx.profile.connections(Kind::NonReader) {
         if let Some(mut c) = connect(ctx) {
             c.set_timeouts(ctx.io_timeout, Duration::from_millis(200));
             let n = c.send_some(&request);
@@ -484,7 +484,7 @@ fn partial_frames(ctx: &Ctx, rng: &mut Rng) {
     body[..4].copy_from_slice(&len.to_le_bytes());
     rng.fill(&mut body[4..]);
     let mut conns = Vec::new();
-    for _ in 0..ctx.profile.partial {
+    for _ in 0..ctx.profile.connections(Kind::PartialFrame) {
         if ctx.tally.stopping() {
             break;
         }
