@@ -190,7 +190,7 @@ impl Output for TxBuffer {
     }
 
     fn append(&mut self, len: usize) -> Result<&mut [u8], OutputFull> {
-        if self.end + len > self.bytes.len() && self.start > 0 {
+        if self.end.saturating_add(len) > self.bytes.len() && self.start > 0 {
             self.bytes.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
