@@ -21,6 +21,7 @@ pub mod driver;
 pub mod epoll;
 pub mod net;
 pub mod session;
+pub mod sharded;
 pub mod shutdown;
 pub mod stats;
 pub mod threaded;
