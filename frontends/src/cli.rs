@@ -13,6 +13,7 @@ use crate::config::{
     Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE_BYTES, DEFAULT_STORE_ENTRIES, Flavor,
     MIN_MAX_FRAME_LEN,
 };
+use crate::loops::{self, Loops};
 use crate::net::{self, Listener};
 use crate::shutdown::Shutdown;
 use crate::stats;
@@ -79,6 +80,12 @@ struct ServeArgs {
     /// Unsent response bytes at which a connection stops being read (at least 1).
     #[arg(long, default_value_t = kvio_core::connection::DEFAULT_OUTPUT_LIMIT, value_parser = positive)]
     output_limit: usize,
+    /// Event loops, one thread each, on SO_REUSEPORT listeners over a sharded store; 0: one per CPU (epoll only).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Pin loop i to the i-th CPU the process may use (epoll only).
+    #[arg(long)]
+    pin: bool,
 }
 
 impl ServeArgs {
@@ -118,16 +125,33 @@ pub fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> ExitCode {
     let config = args.config();
+    let threads = loops::resolve_threads(args.threads);
+    if (args.threads != 1 || args.pin) && !loops::supports_threads(args.flavor) {
+        eprintln!(
+            "kvio serve: --threads and --pin apply to --flavor epoll only: {} {}",
+            args.flavor,
+            match args.flavor {
+                Flavor::Threaded => "already serves each connection on its own thread",
+                _ => "is a single-thread model",
+            }
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let run = || -> std::io::Result<stats::Stats> {
         if let Err(e) = net::raise_fd_limit() {
             eprintln!("kvio serve: cannot raise RLIMIT_NOFILE: {e}");
         }
-        let listener = Listener::bind(args.addr)?;
+        let mut listeners = Listener::bind_many(args.addr, threads)?;
         let shutdown = Shutdown::new()?;
         // Before the start-up line: whoever reads it may signal at once.
         shutdown.on_signals()?;
-        stats::announce(&stats::startup_line(args.flavor, listener.local_addr(), &config))?;
-        crate::serve(args.flavor, listener, &config, &shutdown)
+        let addr = listeners[0].local_addr();
+        stats::announce(&stats::startup_line(args.flavor, addr, &config, threads))?;
+        if threads == 1 && !args.pin {
+            let listener = listeners.remove(0);
+            return crate::serve(args.flavor, listener, &config, &shutdown);
+        }
+        loops::serve(args.flavor, listeners, &config, &shutdown, &Loops::new(threads, args.pin))
     };
     match run() {
         Ok(stats) => {
@@ -194,5 +218,14 @@ mod test {
         assert_eq!(serve_args(&["--max-frame-len", "64"]).config().max_frame_len, 64);
         assert!(Cli::try_parse_from(["kvio", "serve", "--output-limit", "0"]).is_err());
         assert_eq!(serve_args(&["--output-limit", "1"]).config().output_limit, 1);
+    }
+
+    #[test]
+    fn threads_default_to_one_loop_unpinned() {
+        let args = serve_args(&[]);
+        assert_eq!((args.threads, args.pin), (1, false));
+        let args = serve_args(&["--threads", "0", "--pin"]);
+        assert_eq!((args.threads, args.pin), (0, true));
+        assert!(Cli::try_parse_from(["kvio", "serve", "--threads", "-1"]).is_err());
     }
 }

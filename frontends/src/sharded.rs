@@ -294,7 +294,7 @@ mod test {
         assert_eq!(accepted, 40);
         assert_eq!(store.len(), 40);
         assert_eq!(store.put(b"new", b"v"), Err(StoreError::Full));
-        assert_eq!(store.get(b"new", |v| v.is_some()), false, "refused: nothing stored");
+        assert!(store.get(b"new", |v| v.is_none()), "refused: nothing stored");
         store.put(b"k0", b"updated").unwrap();
         assert_eq!(store.get(b"k0", |v| v.map(<[u8]>::to_vec)), Some(b"updated".to_vec()));
         assert_eq!(store.len(), 40);
@@ -344,7 +344,8 @@ mod test {
             let shard = store.shard_of(k);
             let mine: Vec<_> = self.map.iter().filter(|(key, _)| store.shard_of(key) == shard).collect();
             let (shard_entries, shard_used) = (mine.len(), mine.iter().map(|(k, v)| Self::cost(k, v)).sum());
-            if !same_size && !(fits(entries, used, self.limits) && fits(shard_entries, shard_used, self.shard)) {
+            let fits_both = fits(entries, used, self.limits) && fits(shard_entries, shard_used, self.shard);
+            if !same_size && !fits_both {
                 return Err(StoreError::Full);
             }
             self.map.insert(k.to_vec(), v.to_vec());
