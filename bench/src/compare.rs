@@ -4,6 +4,12 @@
 //! connection matrix and the idle-memory test, and hands the results to
 //! [`crate::report`]. Whatever a server cannot hold is skipped and the
 //! reason recorded.
+//!
+//! Then the multi-core points: `kvio serve --flavor epoll --threads N`
+//! (`epoll-tN`) against tokio's multi-thread runtime with N workers
+//! (`tokio-multi-wN`), for N in `--loops` (default 1..=the CPUs allowed),
+//! at [`MULTICORE_POINTS`], with server and load generator unpinned: the
+//! sweep of requests/s against loops.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddrV4;
@@ -22,6 +28,8 @@ use crate::wire::Check;
 
 /// The matrix: (connections, pipeline).
 pub const POINTS: [(usize, usize); 6] = [(1, 1), (16, 1), (256, 1), (1_000, 1), (10_000, 1), (16, 16)];
+/// The multi-core points: (connections, pipeline).
+pub const MULTICORE_POINTS: [(usize, usize); 2] = [(16, 16), (1_000, 1)];
 /// Connections held open in the idle-memory test.
 pub const IDLE_CONNECTIONS: usize = 10_000;
 /// Bound on a server's start-up line and on its exit after SIGTERM.
@@ -71,7 +79,7 @@ impl Server {
         }
     }
 
-    fn args(self) -> Vec<&'static str> {
+    fn args(self) -> Vec<String> {
         let any_port = ["--addr", "127.0.0.1:0"];
         let mut args = match self {
             Server::Floor => vec!["bench", "floor-server"],
@@ -80,7 +88,12 @@ impl Server {
             flavor => vec!["serve", "--flavor", flavor.name()],
         };
         args.extend(any_port);
-        args
+        args.into_iter().map(String::from).collect()
+    }
+
+    /// This server, pinned as `cores` says.
+    fn target(self, cores: Cores) -> Target {
+        Target { name: self.name().into(), args: self.args(), cores, loops: None }
     }
 
     fn check(self) -> Check {
@@ -128,6 +141,41 @@ pub struct CompareArgs {
     /// The load generator polls without sleeping (see `kvio bench --spin`).
     #[arg(long)]
     pub spin: bool,
+    /// Loops (epoll `--threads`) and tokio workers of the multi-core points
+    /// (default: 1 to the number of CPUs allowed).
+    #[arg(long, value_delimiter = ',')]
+    pub loops: Vec<usize>,
+    /// Skip the multi-core points.
+    #[arg(long, conflicts_with = "multicore_only")]
+    pub no_multicore: bool,
+    /// Run only the multi-core points (no single-core matrix, no idle test).
+    #[arg(long)]
+    pub multicore_only: bool,
+}
+
+/// One server process to start: a name in the results, its `kvio`
+/// arguments, where it runs, and its loops (multi-core points only).
+#[derive(Clone, Debug)]
+struct Target {
+    name: String,
+    args: Vec<String>,
+    cores: Cores,
+    loops: Option<usize>,
+}
+
+impl Target {
+    /// `epoll-tN` and `tokio-multi-wN`: unpinned (`cores.all`).
+    fn multicore(n: usize, cores: Cores) -> [Target; 2] {
+        let unpinned = Cores { server: None, load: None, ..cores };
+        let n_arg = n.to_string();
+        let epoll = ["serve", "--flavor", "epoll", "--threads", &n_arg, "--addr", "127.0.0.1:0"];
+        let tokio = ["bench", "tokio-server", "--runtime", "multi", "--workers", &n_arg, "--addr", "127.0.0.1:0"];
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        [
+            Target { name: format!("epoll-t{n}"), args: args(&epoll), cores: unpinned, loops: Some(n) },
+            Target { name: format!("tokio-multi-w{n}"), args: args(&tokio), cores: unpinned, loops: Some(n) },
+        ]
+    }
 }
 
 /// A server child process, its address, and its stdout lines.
@@ -139,21 +187,32 @@ struct Running {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
-/// Which cores the server and the load run on, when there are two.
+/// Which cores the server and the load run on, when there are two; `None`
+/// for both: anywhere (the first two of) `all` allows.
 #[derive(Clone, Copy, Debug)]
 struct Cores {
     server: Option<usize>,
     load: Option<usize>,
+    /// The CPUs the lab itself was allowed (at most 64 tracked).
+    all: u64,
 }
 
-fn start(server: Server, cores: Cores) -> Result<Running, String> {
+impl Cores {
+    fn all_cpus(&self) -> Vec<usize> {
+        (0..64).filter(|c| self.all & (1 << c) != 0).collect()
+    }
+}
+
+fn start(target: &Target) -> Result<Running, String> {
+    let cores = target.cores;
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     // The child inherits the affinity of the thread that spawns it.
-    if let Some(c) = cores.server {
-        sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?;
+    match cores.server {
+        Some(c) => sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?,
+        None => sys::pin_current_thread(&cores.all_cpus()).map_err(|e| format!("unpin: {e}"))?,
     }
     let spawned = Command::new(&exe)
-        .args(server.args())
+        .args(&target.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -191,7 +250,7 @@ fn start(server: Server, cores: Cores) -> Result<Running, String> {
             let _ = child.kill();
             let _ = child.wait();
             let why = stderr.lock().map(|l| l.join(" | ")).unwrap_or_default();
-            return Err(format!("{} printed no start-up line: {why}", server.name()));
+            return Err(format!("{} printed no start-up line: {why}", target.name));
         }
     };
     let addr = first
@@ -241,12 +300,23 @@ impl Running {
 pub fn run(args: CompareArgs) -> i32 {
     let nofile = sys::raise_nofile_limit();
     let cpus = sys::allowed_cpus();
+    let all = cpus.iter().filter(|&&c| c < 64).fold(0u64, |m, &c| m | (1 << c));
     let cores = if cpus.len() >= 2 {
-        Cores { server: Some(cpus[0]), load: Some(cpus[1]) }
+        Cores { server: Some(cpus[0]), load: Some(cpus[1]), all }
     } else {
-        Cores { server: None, load: None }
+        Cores { server: None, load: None, all }
     };
-    let servers = if args.servers.is_empty() { Server::ALL.to_vec() } else { args.servers.clone() };
+    let single = if args.servers.is_empty() { Server::ALL.to_vec() } else { args.servers.clone() };
+    let single = if args.multicore_only { Vec::new() } else { single };
+    let mut targets: Vec<Target> = single.iter().map(|s| s.target(cores)).collect();
+    let loops: Vec<usize> = if args.loops.is_empty() { (1..=cpus.len().max(1)).collect() } else { args.loops.clone() };
+    let multicore: Vec<Target> = if args.no_multicore {
+        Vec::new()
+    } else {
+        loops.iter().filter(|&&n| n > 0).flat_map(|&n| Target::multicore(n, cores)).collect()
+    };
+    let single_count = targets.len();
+    targets.extend(multicore);
     let mut points: Vec<(usize, usize)> = if args.connections.is_empty() {
         POINTS.to_vec()
     } else {
@@ -260,9 +330,14 @@ pub fn run(args: CompareArgs) -> i32 {
         eprintln!("kvio bench compare: {}: {e}", args.out.display());
         return 2;
     }
-    let idle_servers: Vec<Server> = if args.no_idle { Vec::new() } else { servers.clone() };
+    let idle_servers: Vec<Server> = if args.no_idle { Vec::new() } else { single.clone() };
     let rounds = args.rounds.unwrap_or(if args.short { 1 } else { 3 }).max(1);
-    let bar = ProgressBar::new((rounds * servers.len() * points.len() + idle_servers.len()) as u64);
+    // Single-core servers run the matrix; multi-core ones their own points.
+    let points_of = |ti: usize| -> Vec<(usize, usize)> {
+        if ti < single_count { points.clone() } else { MULTICORE_POINTS.to_vec() }
+    };
+    let runs: usize = (0..targets.len()).map(|ti| points_of(ti).len()).sum();
+    let bar = ProgressBar::new((rounds * runs + idle_servers.len()) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:32} {pos}/{len} [{elapsed_precise}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -278,26 +353,43 @@ pub fn run(args: CompareArgs) -> i32 {
     // Servers take turns at each point, round after round, so a change in
     // the machine's background load hits every server alike; each figure
     // is then the median over the rounds.
-    let mut cells: Vec<Vec<(RunResult, Vec<LoadReport>)>> = servers
+    let mut cells: Vec<Vec<(RunResult, Vec<LoadReport>)>> = targets
         .iter()
-        .map(|s| points.iter().map(|&(c, p)| (RunResult::new(s.name(), c, p), Vec::new())).collect())
+        .enumerate()
+        .map(|(ti, t)| {
+            let cell = |&(c, p): &(usize, usize)| {
+                let mut result = RunResult::new(&t.name, c, p);
+                result.loops = t.loops;
+                (result, Vec::new())
+            };
+            points_of(ti).iter().map(cell).collect()
+        })
         .collect();
-    let mut failed_at: Vec<Option<(usize, String)>> = vec![None; servers.len()];
+    let mut failed_at: Vec<Option<(usize, String)>> = vec![None; targets.len()];
+    let all_points: Vec<(usize, usize)> =
+        points.iter().chain(MULTICORE_POINTS.iter()).fold(Vec::new(), |mut all, point| {
+            if !all.contains(point) {
+                all.push(*point);
+            }
+            all
+        });
     for round in 0..rounds {
-        for (pi, &(connections, pipeline)) in points.iter().enumerate() {
-            for (si, &server) in servers.iter().enumerate() {
-                bar.set_message(format!("round {}/{rounds}: {} {connections}x{pipeline}", round + 1, server.name()));
+        for &(connections, pipeline) in &all_points {
+            for (si, target) in targets.iter().enumerate() {
+                let Some(pi) = points_of(si).iter().position(|&p| p == (connections, pipeline)) else { continue };
+                let server = single.get(si).copied().filter(|_| si < single_count);
+                bar.set_message(format!("round {}/{rounds}: {} {connections}x{pipeline}", round + 1, target.name));
                 bar.inc(1);
                 let (result, samples) = &mut cells[si][pi];
                 if result.status != "ok" {
                     continue;
                 }
-                if let Some(why) = server.cannot_hold(connections) {
+                if let Some(why) = server.and_then(|s| s.cannot_hold(connections)) {
                     result.skip(why.to_string());
                 } else if let Some((failed, why)) = failed_at[si].as_ref().filter(|(n, _)| connections > *n) {
                     result.skip(format!("failed at {failed} connections ({why})"));
                 } else {
-                    match start(server, cores) {
+                    match start(target) {
                         Err(why) => result.fail(why),
                         Ok(running) => {
                             let cfg = LoadConfig {
@@ -305,7 +397,7 @@ pub fn run(args: CompareArgs) -> i32 {
                                 pipeline,
                                 warmup,
                                 duration,
-                                check: server.check(),
+                                check: server.map_or(Check::Full, Server::check),
                                 server_pid: Some(running.pid),
                                 spin: args.spin,
                                 ..LoadConfig::new(running.addr)
@@ -337,7 +429,7 @@ pub fn run(args: CompareArgs) -> i32 {
                     }
                 }
                 if let Some(why) = &result.reason {
-                    bar.println(format!("{} {connections}x{pipeline}: {} ({why})", server.name(), result.status));
+                    bar.println(format!("{} {connections}x{pipeline}: {} ({why})", target.name, result.status));
                 }
             }
         }
@@ -382,7 +474,7 @@ fn idle_memory(server: Server, cores: Cores, n: usize, idle_window: Duration) ->
         idle.skip(why.to_string());
         return idle;
     }
-    let running = match start(server, cores) {
+    let running = match start(&server.target(cores)) {
         Ok(r) => r,
         Err(why) => {
             idle.fail(why);
