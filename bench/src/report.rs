@@ -361,6 +361,12 @@ pub fn markdown(results: &Results) -> String {
         results.server_cpu.map_or("any".into(), |c| c.to_string()),
         results.load_cpu.map_or("any".into(), |c| c.to_string()),
     );
+    if results.runs.iter().any(|r| r.loops.is_some()) {
+        let _ = writeln!(
+            s,
+            "multi-core points (`epoll-tN`: `kvio serve --flavor epoll --threads N`; `tokio-multi-wN`: tokio's multi-thread runtime with N workers): server and load generator unpinned\n"
+        );
+    }
     let _ = writeln!(
         s,
         "| server | conns x pipeline | req/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/req | server CPU % | load CPU % | RSS KiB | status |"
