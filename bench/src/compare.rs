@@ -343,12 +343,14 @@ pub fn run(args: CompareArgs) -> i32 {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.println(format!(
-        "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, server on CPU {:?}, load on CPU {:?}, RLIMIT_NOFILE {nofile}",
+        "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, single-core servers on CPU {:?}, load on CPU {:?}, multi-core points (loops {loops:?}) unpinned, RLIMIT_NOFILE {nofile}",
         if args.short { "short" } else { "full" },
         cores.server,
         cores.load,
     ));
-    let mut results = Results::new(args.short, warmup, duration, cores.server, cores.load);
+    // With no single-core server, nothing ran pinned.
+    let (server_cpu, load_cpu) = if single.is_empty() { (None, None) } else { (cores.server, cores.load) };
+    let mut results = Results::new(args.short, warmup, duration, server_cpu, load_cpu);
     results.rounds = rounds;
     // Servers take turns at each point, round after round, so a change in
     // the machine's background load hits every server alike; each figure

@@ -695,4 +695,35 @@ mod test {
         let m = median(&reports).unwrap();
         assert_eq!((m.requests, m.requests_per_sec, m.max_us, m.server_cpu_us_per_request), (30, 2.0, 3.0, None));
     }
+
+    #[test]
+    fn multicore_goals_compare_two_loops_with_two_workers_and_one_loop() {
+        let mut res = Results::new(true, Duration::ZERO, Duration::ZERO, None, None);
+        let multi = |server: &str, loops, c, p, cpu, rps, p99| {
+            let mut r = run(server, c, p, cpu, rps, p99);
+            r.loops = Some(loops);
+            r
+        };
+        res.runs = vec![
+            multi("epoll-t1", 1, 16, 16, 0.50, 100.0, 1.0),
+            multi("epoll-t2", 2, 16, 16, 0.54, 190.0, 1.0),
+            multi("epoll-t2", 2, 1000, 1, 6.0, 140.0, 30.0),
+            multi("tokio-multi-w2", 2, 1000, 1, 7.0, 100.0, 40.0),
+        ];
+        res.evaluate_goals();
+        let goal = |name: &str| res.goals.iter().find(|g| g.goal.starts_with(name)).unwrap();
+        let rps = goal("epoll --threads 2 / tokio-multi 2 workers requests/s");
+        assert_eq!((rps.measured, rps.verdict.as_str()), (Some(1.4), "met"));
+        assert_eq!(goal("epoll --threads 2 / tokio-multi 2 workers p99").verdict, "met", "30 / 40");
+        let cpu = goal("epoll --threads 2 / --threads 1 server CPU");
+        assert!((cpu.measured.unwrap() - 1.08).abs() < 1e-9 && cpu.verdict == "met", "{cpu:?}");
+        assert!(markdown(&res).contains("unpinned"));
+        assert!(csv(&res).lines().nth(1).unwrap().contains(",1,\"\""), "the loops column");
+        let dir = std::env::temp_dir().join(format!("kvio-report-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        plot_loops(&res, &dir.join("loops.svg")).unwrap();
+        let svg = std::fs::read_to_string(dir.join("loops.svg")).unwrap();
+        assert!(svg.contains("epoll-tN 16x16") && svg.contains("tokio-multi-wN 1000x1"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
