@@ -22,6 +22,7 @@ pub mod config;
 pub mod driver;
 pub mod epoll;
 pub mod loops;
+pub mod memory;
 pub mod net;
 pub mod session;
 pub mod sharded;

@@ -6,7 +6,10 @@
 //! What the loops share, and nothing else: the [`Config`], the stop
 //! ([`Shutdown`]: one wake-up socket in every loop's epoll set, so one
 //! SIGTERM stops them all), the count of open connections ([`Places`]:
-//! `--max-connections` is for the whole server) and the store. Each loop
+//! `--max-connections` is for the whole server), the bytes all connections
+//! hold ([`ClientMemory`]: `--max-client-memory` is for the whole server; a
+//! loop that finds the total over the cap evicts its own biggest
+//! connections) and the store. Each loop
 //! keeps its own [`Counters`] (no cache line bounces between cores on the
 //! request path); the stopped line is their sum ([`Loops::totals`]).
 //!
@@ -24,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use crate::config::{Config, Flavor};
+use crate::memory::ClientMemory;
 use crate::net::Listener;
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, Stats};
@@ -41,6 +45,8 @@ pub struct Loop<'a> {
     pub counters: &'a Counters,
     /// Connections open across every loop.
     pub places: &'a Places,
+    /// What every connection of every loop holds.
+    pub memory: &'a ClientMemory,
 }
 
 /// Connections open across every loop, against `--max-connections`.
@@ -162,11 +168,14 @@ where
     assert_eq!(listeners.len(), loops.len(), "one listener per loop");
     let cpus = if loops.pin { allowed_cpus()? } else { Vec::new() };
     let serve_one = &serve_one;
+    let memory = ClientMemory::new(config.max_client_memory);
+    let memory = &memory;
     let result = thread::scope(|scope| {
         let mut first_error = None;
         let mut running = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let run = Loop { index, config, shutdown, counters: &loops.counters[index], places: &loops.places };
+            let (counters, places) = (&loops.counters[index], &loops.places);
+            let run = Loop { index, config, shutdown, counters, places, memory };
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
             let spawned = thread::Builder::new().name(format!("kvio-loop-{index}")).spawn_scoped(scope, move || {
                 if let Some(cpu) = cpu {

@@ -298,7 +298,7 @@ impl Drop for Server {
 }
 
 /// The keys of the start-up line, in the contract's order.
-pub const STARTUP_KEYS: [&str; 9] = [
+pub const STARTUP_KEYS: [&str; 10] = [
     "flavor",
     "addr",
     "max_frame_len",
@@ -307,6 +307,7 @@ pub const STARTUP_KEYS: [&str; 9] = [
     "max_connections",
     "idle_timeout_ms",
     "output_limit",
+    "max_client_memory",
     "threads",
 ];
 
