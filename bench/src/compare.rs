@@ -1,5 +1,6 @@
 //! `kvio bench compare`: starts each server (the four `kvio serve` flavors,
-//! the tokio and floor baselines) as a fresh child process per point,
+//! from the `kvio` binary beside this one, and the tokio and floor
+//! baselines, from this binary) as a fresh child process per point,
 //! pinned to one core while the load generator runs on the other, runs the
 //! connection matrix and the idle-memory test, and hands the results to
 //! [`crate::report`]. Whatever a server cannot hold is skipped and the
@@ -32,6 +33,8 @@ pub const POINTS: [(usize, usize); 6] = [(1, 1), (16, 1), (256, 1), (1_000, 1), 
 pub const MULTICORE_POINTS: [(usize, usize); 2] = [(16, 16), (1_000, 1)];
 /// Connections held open in the idle-memory test.
 pub const IDLE_CONNECTIONS: usize = 10_000;
+/// The server binary, looked for beside `kvio-bench`.
+pub const KVIO_BINARY: &str = "kvio";
 /// Bound on a server's start-up line and on its exit after SIGTERM.
 const SERVER_WAIT: Duration = Duration::from_secs(10);
 
@@ -79,12 +82,17 @@ impl Server {
         }
     }
 
+    /// A `kvio serve` flavor rather than a bench baseline.
+    fn is_flavor(self) -> bool {
+        !matches!(self, Server::Floor | Server::TokioCurrent | Server::TokioMulti)
+    }
+
     fn args(self) -> Vec<String> {
         let any_port = ["--addr", "127.0.0.1:0"];
         let mut args = match self {
-            Server::Floor => vec!["bench", "floor-server"],
-            Server::TokioCurrent => vec!["bench", "tokio-server", "--runtime", "current"],
-            Server::TokioMulti => vec!["bench", "tokio-server", "--runtime", "multi"],
+            Server::Floor => vec!["floor-server"],
+            Server::TokioCurrent => vec!["tokio-server", "--runtime", "current"],
+            Server::TokioMulti => vec!["tokio-server", "--runtime", "multi"],
             flavor => vec!["serve", "--flavor", flavor.name()],
         };
         args.extend(any_port);
@@ -93,7 +101,7 @@ impl Server {
 
     /// This server, pinned as `cores` says.
     fn target(self, cores: Cores) -> Target {
-        Target { name: self.name().into(), args: self.args(), cores, loops: None }
+        Target { name: self.name().into(), kvio: self.is_flavor(), args: self.args(), cores, loops: None }
     }
 
     fn check(self) -> Check {
@@ -158,6 +166,8 @@ pub struct CompareArgs {
 #[derive(Clone, Debug)]
 struct Target {
     name: String,
+    /// Run by the `kvio` binary (a flavor), else by this one (a baseline).
+    kvio: bool,
     args: Vec<String>,
     cores: Cores,
     loops: Option<usize>,
@@ -169,12 +179,32 @@ impl Target {
         let unpinned = Cores { server: None, load: None, ..cores };
         let n_arg = n.to_string();
         let epoll = ["serve", "--flavor", "epoll", "--threads", &n_arg, "--addr", "127.0.0.1:0"];
-        let tokio = ["bench", "tokio-server", "--runtime", "multi", "--workers", &n_arg, "--addr", "127.0.0.1:0"];
+        let tokio = ["tokio-server", "--runtime", "multi", "--workers", &n_arg, "--addr", "127.0.0.1:0"];
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        let (cores, loops) = (unpinned, Some(n));
         [
-            Target { name: format!("epoll-t{n}"), args: args(&epoll), cores: unpinned, loops: Some(n) },
-            Target { name: format!("tokio-multi-w{n}"), args: args(&tokio), cores: unpinned, loops: Some(n) },
+            Target { name: format!("epoll-t{n}"), kvio: true, args: args(&epoll), cores, loops },
+            Target { name: format!("tokio-multi-w{n}"), kvio: false, args: args(&tokio), cores, loops },
         ]
+    }
+}
+
+/// The program that runs a server: the `kvio` binary beside this one for
+/// a flavor (`kvio`), this binary (`kvio-bench`) for a baseline.
+fn program(kvio: bool) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    if !kvio {
+        return Ok(exe);
+    }
+    let kvio = exe.with_file_name(KVIO_BINARY);
+    if kvio.is_file() {
+        Ok(kvio)
+    } else {
+        Err(format!(
+            "{} not found: the flavors are `kvio serve`; build kvio beside kvio-bench with \
+             `cargo build --release -p kvio` (or `-p kvio` without --release for a debug kvio-bench)",
+            kvio.display()
+        ))
     }
 }
 
@@ -201,11 +231,19 @@ impl Cores {
     fn all_cpus(&self) -> Vec<usize> {
         (0..64).filter(|c| self.all & (1 << c) != 0).collect()
     }
+
+    /// `server on CPU 0, load on CPU 1`, or why nothing is pinned.
+    fn describe(self) -> String {
+        match (self.server, self.load) {
+            (Some(s), Some(l)) => format!("server on CPU {s}, load on CPU {l}"),
+            _ => "no pinning (fewer than 2 CPUs allowed)".to_owned(),
+        }
+    }
 }
 
 fn start(target: &Target) -> Result<Running, String> {
     let cores = target.cores;
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let exe = program(target.kvio)?;
     // The child inherits the affinity of the thread that spawns it.
     match cores.server {
         Some(c) => sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?,
@@ -317,6 +355,10 @@ pub fn run(args: CompareArgs) -> i32 {
     };
     let single_count = targets.len();
     targets.extend(multicore);
+    if let Some(Err(why)) = targets.iter().find(|t| t.kvio).map(|t| program(t.kvio)) {
+        eprintln!("kvio bench compare: {why}");
+        return 2;
+    }
     let mut points: Vec<(usize, usize)> = if args.connections.is_empty() {
         POINTS.to_vec()
     } else {
@@ -343,10 +385,9 @@ pub fn run(args: CompareArgs) -> i32 {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.println(format!(
-        "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, single-core servers on CPU {:?}, load on CPU {:?}, multi-core points (loops {loops:?}) unpinned, RLIMIT_NOFILE {nofile}",
+        "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, single-core servers: {}, multi-core points (loops {loops:?}) unpinned, RLIMIT_NOFILE {nofile}",
         if args.short { "short" } else { "full" },
-        cores.server,
-        cores.load,
+        cores.describe(),
     ));
     // With no single-core server, nothing ran pinned.
     let (server_cpu, load_cpu) = if single.is_empty() { (None, None) } else { (cores.server, cores.load) };
@@ -527,4 +568,38 @@ fn idle_memory(server: Server, cores: Cores, n: usize, idle_window: Duration) ->
         (_, Err(why), ..) => idle.fail(format!("{why}; server stderr: {stderr}")),
     }
     idle
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn the_header_names_cpus_without_options() {
+        assert_eq!(Cores { server: Some(0), load: Some(1), all: 3 }.describe(), "server on CPU 0, load on CPU 1");
+        assert_eq!(Cores { server: None, load: None, all: 1 }.describe(), "no pinning (fewer than 2 CPUs allowed)");
+        assert_eq!(Cores { server: None, load: None, all: 0b1010 }.all_cpus(), [1, 3]);
+    }
+
+    #[test]
+    fn multicore_points_run_epoll_loops_and_tokio_workers_unpinned() {
+        let [epoll, tokio] = Target::multicore(2, Cores { server: Some(0), load: Some(1), all: 3 });
+        assert_eq!((epoll.name.as_str(), epoll.kvio, epoll.loops), ("epoll-t2", true, Some(2)));
+        assert_eq!(epoll.args[..5], ["serve", "--flavor", "epoll", "--threads", "2"]);
+        assert_eq!((tokio.name.as_str(), tokio.kvio), ("tokio-multi-w2", false));
+        assert_eq!(tokio.args[..5], ["tokio-server", "--runtime", "multi", "--workers", "2"]);
+        assert!(epoll.cores.server.is_none() && tokio.cores.load.is_none(), "unpinned");
+    }
+
+    #[test]
+    fn flavors_run_from_kvio_and_baselines_from_kvio_bench() {
+        assert_eq!(&Server::Epoll.args()[..3], ["serve", "--flavor", "epoll"]);
+        assert_eq!(Server::Floor.args()[0], "floor-server");
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(program(Server::TokioMulti.is_flavor()).unwrap(), me);
+        match program(Server::Blocking.is_flavor()) {
+            Ok(kvio) => assert_eq!(kvio, me.with_file_name("kvio")),
+            Err(why) => assert!(why.contains("cargo build --release -p kvio"), "{why}"),
+        }
+    }
 }
