@@ -216,6 +216,23 @@ fn one_stop_ends_every_loop_after_each_answers_what_it_received() {
 }
 
 #[test]
+fn threads_zero_is_a_loop_per_cpu_and_sigterm_stops_them_all() {
+    let cpus = thread::available_parallelism().unwrap().get();
+    let mut server = common::Server::start(common::Flavor::Epoll, &["--threads", "0", "--pin"]);
+    assert_eq!(server.setting("threads"), cpus.to_string());
+    let mut clients: Vec<Client> = (0..8).map(|_| server.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.put_ok(&format!("k{i}"), "v");
+    }
+    for client in &mut clients {
+        assert_eq!(client.get("k7").as_deref(), Some("v"));
+    }
+    let exit = server.terminate();
+    assert!(exit.status.success(), "{:?}", exit.status);
+    assert_eq!(exit.stopped_counts(), [8, 16, 0], "the stopped line totals every loop");
+}
+
+#[test]
 fn flavors_without_loops_refuse_threads_and_pin() {
     for (flavor, flag) in
         [("blocking", "--threads=2"), ("busy-poll", "--threads=0"), ("threaded", "--threads=4"), ("blocking", "--pin")]
