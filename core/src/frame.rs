@@ -91,6 +91,9 @@ impl State {
     const START: State = State::Header { bytes: [0; HEADER_LEN], have: 0 };
 }
 
+/// What [`FrameParser::push`] returns.
+type PushResult<'a> = Result<(usize, Status<&'a [u8]>), FrameError>;
+
 /// A push parser for kvio frames. See the [module docs](self).
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -144,10 +147,13 @@ impl FrameParser {
     /// whole in this push, and `buf` otherwise.
     ///
     /// After an error every later push returns the same error.
-    pub fn push<'a, B>(&mut self, input: &'a [u8], buf: &'a mut B) -> Result<(usize, Status<&'a [u8]>), FrameError>
+    pub fn push<'a, B>(&mut self, input: &'a [u8], buf: &'a mut B) -> PushResult<'a>
     where
         B: PayloadBuffer + ?Sized,
     {
+        if let Some(whole) = self.whole_frame(input, buf.max_payload()) {
+            return whole;
+        }
         let mut pos = 0;
         loop {
             match self.state {
@@ -192,12 +198,33 @@ impl FrameParser {
         }
     }
 
+    /// The pipelined case: at a frame boundary, with the whole frame in
+    /// `input` and its `len` acceptable, the frame is checked in place in one
+    /// step, the state untouched. `None` leaves everything to the state machine.
+    #[inline]
+    fn whole_frame<'a>(&mut self, input: &'a [u8], room: usize) -> Option<PushResult<'a>> {
+        if !self.is_at_boundary() {
+            return None;
+        }
+        let len = u32::from_le_bytes(*input.first_chunk::<HEADER_LEN>()?);
+        if len < MIN_FRAME_LEN || len > self.max_frame_len || (len - MIN_FRAME_LEN) as usize > room {
+            return None;
+        }
+        let end = HEADER_LEN.checked_add(len as usize)?;
+        let (frame, footer) = input.get(..end)?.split_at(end - FOOTER_LEN);
+        if footer != FOOTER {
+            return Some(Err(self.fail(FrameError::BadFooter)));
+        }
+        Some(Ok((end, Status::Complete(&frame[HEADER_LEN..]))))
+    }
+
     fn fail(&mut self, error: FrameError) -> FrameError {
         debug!("framing error: {}", error);
         self.state = State::Failed(error);
         error
     }
 
+    #[inline]
     /// Takes header bytes; on the 4th, checks `len` and moves to `Payload`.
     fn decode_head(&mut self, input: &[u8], room: usize) -> Result<usize, FrameError> {
         let State::Header { mut bytes, have } = self.state else { return Ok(0) };

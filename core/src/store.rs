@@ -179,24 +179,73 @@ mod record {
     pub const DEAD: u32 = u32::MAX;
 }
 
+#[inline]
 fn read_u32(arena: &[u8], at: usize, field: core::ops::Range<usize>) -> usize {
     let mut b = [0u8; 4];
     b.copy_from_slice(&arena[at + field.start..at + field.end]);
     u32::from_le_bytes(b) as usize
 }
 
+#[inline]
 fn write_u32(arena: &mut [u8], at: usize, field: core::ops::Range<usize>, value: usize) {
     arena[at + field.start..at + field.end].copy_from_slice(&(value as u32).to_le_bytes());
 }
 
-/// FNV-1a: tiny, no tables, good enough spread for a bounded table.
+/// A word-at-a-time multiply-rotate hash (FxHash's step, with a final
+/// multiply so the low bits, which pick the slot, depend on every input bit).
+/// 8 bytes per step instead of FNV-1a's one.
+#[inline]
 fn hash(key: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in key {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let step = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
+    let mut h = key.len() as u64;
+    let mut words = key.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        h = step(h, u64::from_le_bytes(w));
     }
-    h
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        let mut w = [0u8; 8];
+        w[..tail.len()].copy_from_slice(tail);
+        h = step(h, u64::from_le_bytes(w));
+    }
+    let h = (h ^ (h >> 29)).wrapping_mul(K);
+    (h >> 32) as u32
+}
+
+/// A record's header, read once per lookup.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    /// Arena offset of the header.
+    at: usize,
+    key_len: usize,
+    value_len: usize,
+}
+
+impl Record {
+    #[inline]
+    fn read(arena: &[u8], at: usize) -> Record {
+        Record { at, key_len: read_u32(arena, at, record::KEY_LEN), value_len: read_u32(arena, at, record::VALUE_LEN) }
+    }
+
+    #[inline]
+    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        let start = self.at + record::HEADER_LEN;
+        &arena[start..start + self.key_len]
+    }
+
+    #[inline]
+    fn value<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        let start = self.at + record::HEADER_LEN + self.key_len;
+        &arena[start..start + self.value_len]
+    }
+
+    /// Budget the record takes (header included).
+    const fn cost(&self) -> usize {
+        record::HEADER_LEN + self.key_len + self.value_len
+    }
 }
 
 /// A fixed-capacity key/value store over caller-provided storage. See the
@@ -292,31 +341,32 @@ where
         prev_power_of_two(self.slots.as_ref().len()) - 1
     }
 
-    /// The slot holding `key`, or the empty slot where it would go.
-    fn find(&self, key: &[u8], h: u32) -> (usize, bool) {
+    /// The slot holding `key` and its record, or the empty slot where it
+    /// would go. Slots whose 32-bit hash differs are passed over without
+    /// reading the arena, so a miss reads no record (but for a 2^-32 chance
+    /// per slot probed) and a hit reads one record, once.
+    #[inline]
+    fn find(&self, key: &[u8], h: u32) -> (usize, Option<Record>) {
         let slots = self.slots.as_ref();
         let arena = self.arena.as_ref();
         if slots.is_empty() {
-            return (0, false);
+            return (0, None);
         }
         let mask = self.mask();
         let mut i = h as usize & mask;
         loop {
             let slot = slots[i];
             if slot.is_empty() {
-                return (i, false);
+                return (i, None);
             }
-            if slot.hash == h && self.record_key(arena, slot.offset()) == key {
-                return (i, true);
+            if slot.hash == h {
+                let record = Record::read(arena, slot.offset());
+                if record.key(arena) == key {
+                    return (i, Some(record));
+                }
             }
             i = (i + 1) & mask;
         }
-    }
-
-    fn record_key<'a>(&self, arena: &'a [u8], at: usize) -> &'a [u8] {
-        let key_len = read_u32(arena, at, record::KEY_LEN);
-        let start = at + record::HEADER_LEN;
-        &arena[start..start + key_len]
     }
 
     /// The value stored under `key`.
@@ -324,16 +374,8 @@ where
         if key.len() > self.limits().max_key_len {
             return None;
         }
-        let (i, found) = self.find(key, hash(key));
-        if !found {
-            return None;
-        }
-        let arena = self.arena.as_ref();
-        let at = self.slots.as_ref()[i].offset();
-        let key_len = read_u32(arena, at, record::KEY_LEN);
-        let value_len = read_u32(arena, at, record::VALUE_LEN);
-        let start = at + record::HEADER_LEN + key_len;
-        Some(&arena[start..start + value_len])
+        let (_, record) = self.find(key, hash(key));
+        Some(record?.value(self.arena.as_ref()))
     }
 
     /// Stores `value` under `key`. See [`StoreError`] for refusals.
@@ -348,18 +390,14 @@ where
         let h = hash(key);
         let (i, found) = self.find(key, h);
         let cost = record::HEADER_LEN + key.len() + value.len();
-        let old = if found {
-            let at = self.slots.as_ref()[i].offset();
-            let arena = self.arena.as_mut();
-            let old_value_len = read_u32(arena, at, record::VALUE_LEN);
-            if old_value_len == value.len() {
-                let start = at + record::HEADER_LEN + key.len();
-                arena[start..start + value.len()].copy_from_slice(value);
+        let old = match found {
+            Some(record) if record.value_len == value.len() => {
+                let start = record.at + record::HEADER_LEN + key.len();
+                self.arena.as_mut()[start..start + value.len()].copy_from_slice(value);
                 return Ok(());
             }
-            Some((at, record::HEADER_LEN + key.len() + old_value_len))
-        } else {
-            None
+            Some(record) => Some((record.at, record.cost())),
+            None => None,
         };
         let freed = old.map_or(0, |(_, old_cost)| old_cost);
         if self.live - freed + cost > limits.byte_budget {

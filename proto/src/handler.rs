@@ -89,6 +89,7 @@ pub fn merge_request(msg: &mut crate::KeyValueMessage, mut payload: &[u8]) -> Re
 
 /// Length of the protobuf encoding of `{key, value, kind, status}`
 /// (proto3: default values take no bytes).
+#[inline]
 pub fn response_payload_len(key: &[u8], value: &[u8], kind: Kind, status: Status) -> usize {
     let bytes_field = |b: &[u8]| {
         if b.is_empty() { 0 } else { wire::key_len(1) + wire::encoded_len_varint(b.len() as u64) + b.len() }

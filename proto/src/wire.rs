@@ -147,6 +147,7 @@ pub fn skip_field(wire_type: WireType, tag: u32, buf: &mut &[u8]) -> Result<(), 
 }
 
 /// Skips a value that is not a group.
+#[inline]
 fn skip_value(wire_type: WireType, buf: &mut &[u8]) -> Result<(), DecodeError> {
     match wire_type {
         WireType::Varint => decode_varint(buf).map(drop),
@@ -241,6 +242,7 @@ pub fn put_slice(bytes: &[u8], dst: &mut &mut [u8]) {
     advance(dst, bytes.len());
 }
 
+#[inline]
 fn advance(dst: &mut &mut [u8], n: usize) {
     let taken = core::mem::take(dst);
     *dst = &mut taken[n..];
