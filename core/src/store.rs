@@ -79,7 +79,8 @@ impl<T: KeyValueStore + ?Sized> KeyValueStore for &mut T {
 
 /// The most bytes any single response adds around a key and a value
 /// (tags, length varints, kind and status), so a stored entry always fits
-/// in a `Get` response frame.
+/// in a `Get` response frame. The encoding is `kvio-proto`'s business: a
+/// test there computes this number from its encoder, so the two cannot drift.
 pub const RESPONSE_OVERHEAD: usize = 20;
 /// Key limit used by [`Limits::for_frame`] when the frame leaves room for it.
 pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
@@ -469,8 +470,22 @@ where
 
 /// Entries a table of `table` slots may hold: at least one slot always
 /// stays empty (so a probe always ends) and the load stays under 7/8.
-const fn max_entries_for(table: usize) -> usize {
+pub const fn max_entries_for(table: usize) -> usize {
     if table == 0 { 0 } else { table - table / 8 - 1 }
+}
+
+/// The smallest slot table (a power of two) that holds `entries`: size a
+/// store's slots with it.
+///
+/// # Panics
+///
+/// If that table would not fit in a `usize`.
+pub const fn slots_for(entries: usize) -> usize {
+    let mut slots = if entries == 0 { 1 } else { entries.next_power_of_two() };
+    while max_entries_for(slots) < entries {
+        slots *= 2;
+    }
+    slots
 }
 
 const fn prev_power_of_two(n: usize) -> usize {
@@ -585,6 +600,22 @@ mod test {
         assert!(s.arena.iter().all(|&b| b == 0));
         assert_eq!((s.len, s.top, s.live), (0, 0, 0));
         assert_eq!(s.limits(), Limits::for_frame(1024, 13, 128));
+    }
+
+    #[test]
+    fn slots_for_gives_the_smallest_table_that_holds_the_entries() {
+        for entries in [0usize, 1, 6, 7, 8, 100, 100_000, 114_687, 114_688] {
+            let slots = slots_for(entries);
+            assert!(slots.is_power_of_two());
+            assert!(max_entries_for(slots) >= entries, "{entries} -> {slots}");
+            let half = slots / 2;
+            assert!(half == 0 || max_entries_for(half) < entries, "{entries} -> {slots} is not the smallest");
+        }
+        assert_eq!(slots_for(100_000), 131_072);
+        assert_eq!(slots_for(7), 16, "8 slots hold 6");
+        let store =
+            Store::with_storage(std::vec![Slot::EMPTY; slots_for(100)], [0u8; 0], Limits::for_frame(1024, 100, 0));
+        assert_eq!(store.limits().max_entries, 100);
     }
 
     #[test]

@@ -11,10 +11,10 @@
 //! fixed output reports `OutputFull` only when the next response does not
 //! fit, and holds no half-written frame.
 
-use kvio_core::frame::{FrameError, FrameParser, MIN_FRAME_LEN, Status, encoded_len};
+use kvio_core::frame::{FrameError, FrameParser, MIN_FRAME_LEN, Parse, encoded_len};
 use kvio_core::store::{Limits, Slot, Store};
 use kvio_core::{Connection, Outcome, Output};
-use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind, MALFORMED_REASON, Status as KvStatus, response_payload_len};
+use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind, MALFORMED_REASON, Status, response_payload_len};
 use prost::Message;
 
 use crate::frames;
@@ -129,7 +129,7 @@ fn run<O: Sink>(config: Config<'_>, mut out: O) {
         .iter()
         .map(|e| e.as_str())
         .chain([MALFORMED_REASON])
-        .map(|reason| response_payload_len(b"", reason.as_bytes(), Kind::Error, KvStatus::NotOk))
+        .map(|reason| response_payload_len(b"", reason.as_bytes(), Kind::Error, Status::NotOk))
         .max()
         .unwrap_or(0);
     let largest_response = encoded_len((max_payload + 2).max(largest_fixed));
@@ -266,7 +266,7 @@ fn assert_well_formed(mut wire: &[u8]) {
     let mut buf = Vec::new();
     while !wire.is_empty() {
         match parser.push(wire, &mut buf) {
-            Ok((used, Status::Complete(payload))) => {
+            Ok((used, Parse::Complete(payload))) => {
                 KeyValueMessage::decode(payload).expect("response decodes");
                 wire = &wire[used..];
             }

@@ -91,13 +91,18 @@ pub fn merge_request(msg: &mut crate::KeyValueMessage, mut payload: &[u8]) -> Re
 /// (proto3: default values take no bytes).
 #[inline]
 pub fn response_payload_len(key: &[u8], value: &[u8], kind: Kind, status: Status) -> usize {
-    let bytes_field = |b: &[u8]| {
-        if b.is_empty() { 0 } else { wire::key_len(1) + wire::encoded_len_varint(b.len() as u64) + b.len() }
-    };
+    payload_len(key.len(), value.len(), kind, status)
+}
+
+/// [`response_payload_len`] from the lengths alone.
+#[inline]
+fn payload_len(key_len: usize, value_len: usize, kind: Kind, status: Status) -> usize {
+    let bytes_field =
+        |len: usize| if len == 0 { 0 } else { wire::key_len(1) + wire::encoded_len_varint(len as u64) + len };
     let kind = u32::from(kind);
     let status = status as i32;
-    bytes_field(key)
-        + bytes_field(value)
+    bytes_field(key_len)
+        + bytes_field(value_len)
         + if kind == 0 { 0 } else { wire::key_len(3) + wire::encoded_len_varint(kind as u64) }
         + if status == 0 { 0 } else { wire::key_len(4) + wire::encoded_len_varint(status as u64) }
 }
@@ -219,6 +224,32 @@ mod test {
         let mut got = KeyValueMessage::default();
         merge_request(&mut got, &[0x18, 0x01, 0x18, 0x03]).unwrap();
         assert_eq!(got.kind, 3);
+    }
+
+    #[test]
+    fn response_overhead_is_the_most_any_response_adds_to_its_key_and_value() {
+        // The core sizes its key and value limits with this constant; only
+        // this crate knows the encoding. Lengths up to what a u32 frame carries.
+        use kvio_core::store::{Limits, RESPONSE_OVERHEAD};
+        let lengths = [0, 1, 127, 128, 16_383, 16_384, 1 << 21, 1 << 28, u32::MAX as usize / 2];
+        let kinds = [0, 1, 2, 3, 127, 128, u32::MAX].map(Kind::from);
+        let mut worst = 0;
+        for key in lengths {
+            for value in lengths {
+                for kind in kinds {
+                    for status in [Status::Ok, Status::NotOk] {
+                        worst = worst.max(payload_len(key, value, kind, status) - key - value);
+                    }
+                }
+            }
+        }
+        assert_eq!(worst, RESPONSE_OVERHEAD, "RESPONSE_OVERHEAD in kvio-core's store.rs must be this");
+        // So the largest entry the store accepts fits its Get response in a frame.
+        for max in [64, 65, 100, 1000, 1 << 14, 1 << 20, u32::MAX] {
+            let limits = Limits::for_frame(max, 1, 1);
+            let hit = payload_len(limits.max_key_len, limits.max_value_len, Kind::GetResponse, Status::Ok);
+            assert!(hit + kvio_core::frame::FOOTER_LEN <= max as usize, "max frame {max}");
+        }
     }
 
     #[test]

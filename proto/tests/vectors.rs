@@ -1,7 +1,7 @@
 //! The golden frames (copied from shared/vectors/frames.json, made with the
 //! official protobuf runtime): every one encodes to exactly its bytes, both
 //! with prost and with the handler's in-place encoder, and decodes back.
-use kvio_core::frame::{FrameParser, Status as Parse, encode_frame};
+use kvio_core::frame::{FrameParser, Parse, encode_frame};
 use kvio_proto::{KeyValueMessage, Kind, Status, encode_response};
 use prost::Message;
 
