@@ -208,12 +208,38 @@ fn hash(key: &[u8]) -> u32 {
     }
     let tail = words.remainder();
     if !tail.is_empty() {
-        let mut w = [0u8; 8];
-        w[..tail.len()].copy_from_slice(tail);
-        h = step(h, u64::from_le_bytes(w));
+        // Byte by byte: a copy of a variable length would be a memcpy call.
+        let w = tail.iter().rev().fold(0u64, |w, &b| w << 8 | u64::from(b));
+        h = step(h, w);
     }
     let h = (h ^ (h >> 29)).wrapping_mul(K);
     (h >> 32) as u32
+}
+
+/// `a == b`, with keys of up to 16 bytes compared in two overlapping word
+/// loads each instead of a call to `memcmp`.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn u64_at(s: &[u8], at: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    }
+    fn u32_at(s: &[u8], at: usize) -> u32 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_le_bytes(w)
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0..4 => a == b,
+        4..8 => u32_at(a, 0) == u32_at(b, 0) && u32_at(a, n - 4) == u32_at(b, n - 4),
+        8..=16 => u64_at(a, 0) == u64_at(b, 0) && u64_at(a, n - 8) == u64_at(b, n - 8),
+        _ => a == b,
+    }
 }
 
 /// A record's header, read once per lookup.
@@ -362,7 +388,7 @@ where
             }
             if slot.hash == h {
                 let record = Record::read(arena, slot.offset());
-                if record.key(arena) == key {
+                if same_bytes(record.key(arena), key) {
                     return (i, Some(record));
                 }
             }
@@ -616,6 +642,22 @@ mod test {
         let store =
             Store::with_storage(std::vec![Slot::EMPTY; slots_for(100)], [0u8; 0], Limits::for_frame(1024, 100, 0));
         assert_eq!(store.limits().max_entries, 100);
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let bytes: Vec<u8> = (0..40).collect();
+        for n in 0..40 {
+            let a = &bytes[..n];
+            assert!(same_bytes(a, a));
+            assert!(!same_bytes(a, &bytes[1..n + 1]) || n == 0);
+            for at in 0..n {
+                let mut b = a.to_vec();
+                b[at] ^= 0x80;
+                assert!(!same_bytes(a, &b), "length {n}, byte {at} differs");
+            }
+        }
+        assert!(!same_bytes(b"abc", b"abcd"));
     }
 
     #[test]

@@ -238,8 +238,16 @@ pub fn encode_key(tag: u32, wire_type: WireType, dst: &mut &mut [u8]) {
 /// Copies `bytes` to the front of `dst` and moves `dst` past them.
 #[inline]
 pub fn put_slice(bytes: &[u8], dst: &mut &mut [u8]) {
-    dst[..bytes.len()].copy_from_slice(bytes);
-    advance(dst, bytes.len());
+    let n = bytes.len();
+    if (8..=16).contains(&n) {
+        // Two overlapping 8-byte moves instead of a call to `memcpy`: most
+        // keys and values are this short.
+        dst[..8].copy_from_slice(&bytes[..8]);
+        dst[n - 8..n].copy_from_slice(&bytes[n - 8..]);
+    } else {
+        dst[..n].copy_from_slice(bytes);
+    }
+    advance(dst, n);
 }
 
 #[inline]
