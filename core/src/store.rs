@@ -10,6 +10,14 @@
 //! Layout: an open-addressing table of [`Slot`]s (hash + arena offset,
 //! linear probing; keys are never removed, so no tombstones) and a byte
 //! arena of records `[slot: u32][key_len: u32][value_len: u32][key][value]`.
+//!
+//! A lookup touches the arena only where it must. Each slot holds the key's
+//! full 32-bit hash, and a probe reads a record only when that hash matches:
+//! a miss reads no record (but for a 2^-32 chance per slot probed), and a hit
+//! reads its one record once, header, key and value being contiguous. Slots
+//! are 8 bytes, eight to a cache line, and the table stays under 7/8 full, so
+//! a probe is nearly always one line of a table several times smaller than
+//! the arena: the record is the one access expected to miss the cache.
 //! An update of the same size is written in place; any other update appends
 //! a new record and marks the old one dead. When the arena's end is reached,
 //! live records slide down over dead ones (one pass, in arena order) — the
