@@ -1,65 +1,69 @@
 //! Flavor `blocking`: the article's first server.
 //!
 //! - Model: accept one connection, serve it with blocking reads and writes
-//!   until it ends, then accept the next. Others wait in the listen backlog.
+//!   ([`driver::run_blocking`]) until it ends, then accept the next. Others
+//!   wait in the listen backlog.
 //! - Threads: 1.
-//! - Limits: one connection at a time (`--max-connections` only matters at
-//!   0). The idle timeout is on by default (200 ms) so that one silent
-//!   client holds everybody else for at most that long; it is enforced with
-//!   SO_RCVTIMEO/SO_SNDTIMEO ticks (no poll). A client that stops reading
-//!   its responses stalls the writes and is dropped the same way.
-//! - Frame deadline: every byte resets the idle timer, so a client
-//!   trickling a byte per 100 ms would hold the server for ever (a 1 MiB
-//!   frame at 10 B/s: 29 hours). Once a frame's first byte has arrived (or
-//!   the previous request was answered) the frame must be whole within 10
-//!   idle timeouts (2 s by default: a 1 MiB frame then needs 0.5 MiB/s,
-//!   which loopback and any LAN exceed by far), else the connection is
-//!   closed and logged ("frame not complete within ..."), without an error
-//!   frame: the stream is not broken, the client is too slow.
-//!   With `--idle-timeout-ms 0` there is no frame deadline either.
-//! - Closing after a framing error lingers (up to 2 s, see
-//!   `session::Linger`) in this one thread: the next client waits that long
-//!   at most, unless the closing client closes its side first.
-//! - Shutdown: the listener has a 100 ms SO_RCVTIMEO, so a blocked accept
-//!   wakes up to look at the stop flag; the connection being served is
-//!   finished (what it already sent is answered) before returning.
+//! - Limits: one connection at a time. The idle timeout is on by default
+//!   (200 ms) so that one silent client holds everybody else for at most
+//!   that long, and the session's frame deadline is on
+//!   ([`Timing::with_frame_deadline`]): a client trickling a byte at a time
+//!   cannot hold the server either. A client that stops reading its
+//!   responses stalls the writes and is dropped the same way.
+//! - Closing after a framing error lingers in this one thread: the next
+//!   client waits for that at most the linger time, unless the closing
+//!   client closes its side first.
+//! - Stop: the thread waits for a connection in `poll` on the listener and
+//!   the stop's wake-up socket; a connection being served sees the stop
+//!   when a signal interrupts its wait, or within a tick
+//!   ([`ReadWait::Tick`]), and finishes as its session says.
 
 use std::io;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
+use crate::driver::{self, BlockingServer, READ_CHUNK, ReadWait, Scratch, TICK};
+use crate::memory::{ClientMemory, Share};
 use crate::net::{self, Accepted, Listener};
-use crate::session::{READ_CHUNK, ReadWait, Scratch, TICK, run_blocking};
+use crate::session::{Session, Timing};
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, Stats};
 
 /// Serves until `shutdown` is requested.
 pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
     let counters = Counters::default();
+    let memory = ClientMemory::new(config.max_client_memory);
+    let timing = Timing::new(config).with_frame_deadline();
     let mut handler = KeyValueHandler::new(config.store());
     let mut scratch = Scratch::new(READ_CHUNK);
+    // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
-    while !shutdown.is_requested() {
+    while driver::wait_for_connection(&listener, shutdown)? {
         match listener.accept(false) {
             Ok(Accepted::Connection(fd, peer)) => {
-                if config.max_connections == 0 {
-                    counters.refused(peer, "max connections (0) reached");
-                    continue;
-                }
                 counters.connection();
-                let end =
-                    run_blocking(fd.as_fd(), config, shutdown, ReadWait::Tick, &mut scratch, &mut handler, &counters);
+                let mut session = Session::new(config, timing, Instant::now());
+                let share = Share::default();
+                // One connection at a time: the biggest is this one.
+                let evict_itself = || share.ask_to_evict();
+                let wait = ReadWait::Tick;
+                let server = BlockingServer {
+                    wait,
+                    shutdown,
+                    counters: &counters,
+                    memory: &memory,
+                    share: &share,
+                    evict_biggest: &evict_itself,
+                };
+                let end = driver::run_blocking(fd.as_fd(), &mut session, &server, &mut scratch, &mut handler);
                 counters.ended(peer, &end);
             }
             Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
             Ok(Accepted::Nothing) => {}
-            Err(e) => {
-                counters.error(format_args!("accept: {e}"));
-                // Whatever failed is likely to fail again at once: do not spin on it.
-                std::thread::sleep(TICK);
-            }
+            Err(e) => driver::accept_failed(&counters, &e),
         }
     }
     Ok(counters.snapshot())

@@ -79,6 +79,9 @@ struct ServeArgs {
     /// Unsent response bytes at which a connection stops being read (at least 1).
     #[arg(long, default_value_t = kvio_core::connection::DEFAULT_OUTPUT_LIMIT, value_parser = positive)]
     output_limit: usize,
+    /// Bytes all connections may hold together in partial frames and unsent responses (K/M/G, KiB/MiB/GiB suffixes); past it the connection holding the most is closed.
+    #[arg(long, default_value = "256MiB", value_parser = bytes)]
+    max_client_memory: usize,
 }
 
 impl ServeArgs {
@@ -93,6 +96,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             idle_timeout: idle,
             output_limit: self.output_limit,
+            max_client_memory: self.max_client_memory,
         }
     }
 }
@@ -104,6 +108,24 @@ fn positive(arg: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A byte count: digits, then optionally K, M, G (powers of 1024; KiB, MiB, GiB also read).
+fn bytes(arg: &str) -> Result<usize, String> {
+    let digits = arg.find(|c: char| !c.is_ascii_digit()).unwrap_or(arg.len());
+    let (number, unit) = arg.split_at(digits);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        other => return Err(format!("unknown unit {other:?}: use a byte count, or K, M, G (KiB, MiB, GiB)")),
+    };
+    let number: usize = number.parse().map_err(|_| format!("{arg:?} is not a byte count such as 67108864 or 64MiB"))?;
+    number
+        .checked_mul(1 << shift)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{arg:?} must be above 0 and fit in memory"))
 }
 
 /// Parses the process's arguments, runs the command, and says how it went.
@@ -194,5 +216,11 @@ mod test {
         assert_eq!(serve_args(&["--max-frame-len", "64"]).config().max_frame_len, 64);
         assert!(Cli::try_parse_from(["kvio", "serve", "--output-limit", "0"]).is_err());
         assert_eq!(serve_args(&["--output-limit", "1"]).config().output_limit, 1);
+        assert_eq!(serve_args(&[]).config().max_client_memory, 256 << 20);
+        assert_eq!(serve_args(&["--max-client-memory", "64MiB"]).config().max_client_memory, 64 << 20);
+        assert_eq!(serve_args(&["--max-client-memory", "1000"]).config().max_client_memory, 1000);
+        assert_eq!(serve_args(&["--max-client-memory", "2K"]).config().max_client_memory, 2048);
+        assert!(Cli::try_parse_from(["kvio", "serve", "--max-client-memory", "0"]).is_err());
+        assert!(Cli::try_parse_from(["kvio", "serve", "--max-client-memory", "12 parsecs"]).is_err());
     }
 }

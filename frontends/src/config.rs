@@ -27,6 +27,14 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const BLOCKING_IDLE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Default idle timeout of every other flavor: 5 minutes.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `--max-client-memory`: 256 MiB. What every connection holds
+/// together in partial frames, held-back input and unsent responses. A
+/// connection can hold up to a max frame plus the output limit (~1.1 MiB
+/// by default), so 256 MiB lets 200-odd clients send maximal frames at the
+/// same moment, while 10,000 clients that each send a 1 MiB frame minus
+/// one byte cost 256 MiB, not 10 GiB. Four times the default store budget:
+/// the server's total stays a few hundred MiB.
+pub const DEFAULT_MAX_CLIENT_MEMORY: usize = 256 << 20;
 /// How long a stopping server keeps trying to deliver responses to
 /// requests it had already received.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -88,6 +96,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Unsent response bytes at which a connection is no longer read from.
     pub output_limit: usize,
+    /// Bytes all connections may hold together (see [`crate::memory`]).
+    pub max_client_memory: usize,
 }
 
 impl Config {
@@ -100,6 +110,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Some(flavor.default_idle_timeout()),
             output_limit: kvio_core::connection::DEFAULT_OUTPUT_LIMIT,
+            max_client_memory: DEFAULT_MAX_CLIENT_MEMORY,
         }
     }
 
@@ -122,13 +133,15 @@ impl Config {
     /// The start-up line's fields after the flavor and address.
     pub fn describe(&self) -> String {
         format!(
-            "max_frame_len={} store_entries={} store_bytes={} max_connections={} idle_timeout_ms={} output_limit={}",
+            "max_frame_len={} store_entries={} store_bytes={} max_connections={} idle_timeout_ms={} output_limit={} \
+             max_client_memory={}",
             self.max_frame_len,
             self.store_entries,
             self.store_bytes,
             self.max_connections,
             self.idle_timeout.map_or(0, |d| d.as_millis()),
             self.output_limit,
+            self.max_client_memory,
         )
     }
 }
@@ -176,7 +189,7 @@ mod test {
         assert_eq!(
             config.describe(),
             "max_frame_len=1048576 store_entries=100000 store_bytes=67108864 max_connections=10000 \
-             idle_timeout_ms=200 output_limit=65536"
+             idle_timeout_ms=200 output_limit=65536 max_client_memory=268435456"
         );
     }
 }

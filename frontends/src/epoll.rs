@@ -2,41 +2,35 @@
 //!
 //! - Model: level-triggered epoll over the listener, the shutdown wake-up
 //!   socket and every connection. `match token { LISTENER => accept until
-//!   EAGAIN, SHUTDOWN => stop, token => serve(token) }`. A connection's
-//!   interest is read while it [wants to read](Session::wants_read) (not
-//!   under back-pressure) and write only while a write is pending.
+//!   EAGAIN, SHUTDOWN => stop, token => serve(token) }`. Serving is one
+//!   [`driver::pump`] of the connection's [`Session`]; its interest is read
+//!   while the session [wants to read](Session::wants_read) (not under
+//!   back-pressure) and write only while a write is pending.
+//! - Time: the loop sleeps in `epoll_wait` until the earliest deadline it
+//!   knows of ([`Session::poll_timeout`] of each session it served), and
+//!   then sweeps every session's [`Session::handle_timeout`]. A deadline
+//!   that moved later (the connection was active) costs one early sweep.
 //! - Tokens: connections live in a `Slab`; a token is the slot's index and
 //!   its generation, bumped when the slot is freed, so an event queued for
 //!   a connection that closed in the same batch (whose fd number may already
 //!   be reused) finds a different generation and is dropped.
-//! - Threads: 1; it sleeps in `epoll_wait` while idle (waking at most once
-//!   per idle sweep, a quarter of the idle timeout capped at 1 s).
+//! - Threads: 1.
 //! - Memory: an idle connection holds no user-space buffer, only its slab
-//!   entry (about 200 bytes): reads go into one 64 KiB buffer per loop and
-//!   responses into one shared output; a connection keeps a buffer only for
-//!   a partial frame, input held back by back-pressure, or a partial write.
-//! - Limits: `--max-connections` (10,000 by default; the next one is
-//!   accepted and closed at once); EMFILE on accept closes that connection
-//!   with a spare descriptor, or if even that fails pauses accepting for
-//!   100 ms instead of spinning on a listener that stays readable; an fd is
-//!   removed from epoll before it is closed.
-//! - Syscalls: per wake-up one `epoll_wait` and, per ready connection, one
-//!   `recvfrom` (a short read means drained, so no recv that would only say
-//!   EAGAIN) and one `sendto` for all its answers; `epoll_ctl` only when a
-//!   connection's interest changes (back-pressure, a partial write), and one
-//!   clock read (vDSO) per wake-up. Counted with `perf stat -e
-//!   'syscalls:sys_enter_*'` during `kvio bench` runs (server on CPU 0,
-//!   load on CPU 1), per request, epoll vs the bench's floor server:
-//!   16x1 2.14 vs 2.15, 16x16 0.145 vs 0.173, 1000x1 2.08 vs 2.04. Kernel
-//!   CPU per request is the floor's too (16x16: 380-420 vs 360-375 ns, the
-//!   rest is epoll's larger responses: gets carry their values). The gap is
-//!   user time: ~210 ns/request at 16x16 with the bench's 10,000 keys, ~100
-//!   ns with 160 keys; `perf record` puts the difference in the store's
-//!   `find`/`read_u32` (a cache miss on the slot, then one on the record),
-//!   i.e. in kvio-core, not in this loop (`Session::service`, `write_to` and
-//!   this file are ~2% of the server's samples).
+//!   entry: reads go into one 64 KiB buffer per loop, and responses into an
+//!   output buffer borrowed from the loop while they are unsent.
+//! - Limits: `--max-connections` (the next one is accepted and closed at
+//!   once); EMFILE on accept closes that connection with a spare
+//!   descriptor, or if even that fails pauses accepting for 100 ms instead
+//!   of spinning on a listener that stays readable; an fd is removed from
+//!   epoll before it is closed.
+//! - Stop: the listener closes, every session [begins its
+//!   shutdown](Session::begin_shutdown) and the loop goes on until the last
+//!   one has closed (idle ones at once, the others within grace + linger).
+//! - Syscalls: per wake-up one `epoll_wait` and one clock read (vDSO); per
+//!   ready connection one `recvfrom` (a short read means drained) and one
+//!   `sendto` for all its answers; `epoll_ctl` only when a connection's
+//!   interest changes. Measured figures: `frontends/README.md`.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -47,13 +41,14 @@ use rustix::buffer::spare_capacity;
 use rustix::event::Timespec;
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::io::Errno;
-use rustix::net::RecvFlags;
 
-use crate::config::{Config, HostStore, SHUTDOWN_GRACE};
+use crate::config::{Config, HostStore};
+use crate::driver::{self, Conn, READ_CHUNK, Scratch};
+use crate::memory::ClientMemory;
 use crate::net::{self, Accepted, Listener};
-use crate::session::{LINGER_TIME, Linger, READ_CHUNK, Scratch, Session, linger_all};
+use crate::session::{Phase, Session, Timing};
 use crate::shutdown::Shutdown;
-use crate::stats::{Counters, End, Stats};
+use crate::stats::{Counters, Stats};
 
 /// The listening socket's token.
 const LISTENER: u64 = u64::MAX;
@@ -67,13 +62,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// One connection.
 #[derive(Debug)]
 struct Client {
-    fd: OwnedFd,
-    peer: Option<SocketAddr>,
-    session: Session,
+    conn: Conn,
     interest: EventFlags,
-    last_moved: Instant,
-    /// Closing: only draining the peer's late bytes (see [`Linger`]).
-    linger: Option<Linger>,
 }
 
 #[derive(Debug, Default)]
@@ -148,10 +138,10 @@ impl Slab {
         Some(client)
     }
 
-    /// Tokens of every connection.
-    fn tokens(&self) -> Vec<u64> {
-        let live = self.entries.iter().enumerate().filter(|(_, e)| e.client.is_some());
-        live.map(|(i, e)| Self::token(i as u32, e.generation)).collect()
+    /// The token of slot `index`, if a connection lives there.
+    fn token_at(&self, index: usize) -> Option<u64> {
+        let entry = self.entries.get(index)?;
+        entry.client.as_ref().map(|_| Self::token(index as u32, entry.generation))
     }
 }
 
@@ -169,19 +159,22 @@ fn interest(session: &Session) -> EventFlags {
 
 struct Server<'a> {
     config: &'a Config,
+    timing: Timing,
     epoll: OwnedFd,
-    listener: Listener,
+    /// `None` once stopping.
+    listener: Option<Listener>,
     listener_paused_until: Option<Instant>,
     slab: Slab,
     handler: KeyValueHandler<HostStore>,
     scratch: Scratch,
     counters: Counters,
-    /// Lingering connections by deadline: every linger lasts
-    /// [`LINGER_TIME`], so the queue is in deadline order.
-    lingering: VecDeque<(Instant, u64)>,
+    memory: ClientMemory,
+    /// The earliest session deadline seen since the last sweep (maybe
+    /// earlier than any real one: deadlines only move later).
+    next_sweep: Option<Instant>,
 }
 
-/// Serves until `shutdown` is requested.
+/// Serves until `shutdown` is requested and every connection has closed.
 pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
     net::set_nonblocking(listener.as_fd(), true)?;
     let epoll = epoll::create(CreateFlags::CLOEXEC)?;
@@ -189,25 +182,25 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
     epoll::add(&epoll, shutdown.wake_fd(), EventData::new_u64(SHUTDOWN), EventFlags::IN)?;
     let mut server = Server {
         config,
+        timing: Timing::new(config),
         epoll,
-        listener,
+        listener: Some(listener),
         listener_paused_until: None,
         slab: Slab::default(),
         handler: KeyValueHandler::new(config.store()),
         scratch: Scratch::new(READ_CHUNK),
         counters: Counters::default(),
-        lingering: VecDeque::new(),
+        memory: ClientMemory::new(config.max_client_memory),
+        next_sweep: None,
     };
-    let sweep_every =
-        config.idle_timeout.map(|idle| (idle / 4).clamp(Duration::from_millis(1), Duration::from_secs(1)));
-    let mut next_sweep = sweep_every.map(|every| Instant::now() + every);
     let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
-    let mut stopping = shutdown.is_requested();
     let mut now = Instant::now();
-    while !stopping {
-        let linger_at = server.lingering.front().map(|&(at, _)| at);
-        let wake_at = [next_sweep, server.listener_paused_until, linger_at].into_iter().flatten().min();
-        // From the clock read after the last wait: a sweep is at most one
+    if shutdown.is_requested() {
+        server.begin_shutdown(shutdown, now);
+    }
+    while server.listener.is_some() || server.slab.len > 0 {
+        let wake_at = [server.next_sweep, server.listener_paused_until].into_iter().flatten().min();
+        // From the clock read after the last wait: a deadline is at most one
         // batch's work late, and a wake-up reads the clock once, not twice.
         let timeout = wake_at.map(|at| {
             let wait = at.saturating_duration_since(now);
@@ -221,37 +214,36 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
         for event in events.drain(..) {
             match event.data.u64() {
                 LISTENER => server.accept_all(now),
-                SHUTDOWN => stopping = true,
+                SHUTDOWN => server.begin_shutdown(shutdown, now),
                 token => server.serve(token, event.flags, now),
             }
+            // At once, not once per batch: a batch could bring every client's first megabyte.
+            if server.memory.is_over() {
+                server.evict_biggest();
+            }
         }
-        server.end_lingers(now);
         if server.listener_paused_until.is_some_and(|at| now >= at) {
             server.resume_accepting();
         }
-        if let (Some(at), Some(every), Some(idle)) = (next_sweep, sweep_every, config.idle_timeout)
-            && now >= at
-        {
-            server.close_idle(now, idle);
-            next_sweep = Some(now + every);
+        if server.next_sweep.is_some_and(|at| now >= at) {
+            server.sweep(now);
         }
     }
-    Ok(server.finish())
+    Ok(server.counters.snapshot())
 }
 
 impl Server<'_> {
     /// Accepts until EAGAIN.
     fn accept_all(&mut self, now: Instant) {
-        loop {
-            match self.listener.accept(true) {
+        while let Some(listener) = &mut self.listener {
+            match listener.accept(true) {
                 Ok(Accepted::Connection(fd, peer)) => self.admit(fd, peer, now),
                 Ok(Accepted::Refused(e)) => self.counters.refused(None, format_args!("out of file descriptors: {e}")),
                 Ok(Accepted::Nothing) => return,
                 Err(e) if net::out_of_descriptors(&e) => {
                     // Not even the spare descriptor could be had: stop listening for a while.
                     self.counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
-                    if epoll::modify(&self.epoll, &self.listener, EventData::new_u64(LISTENER), EventFlags::empty())
-                        .is_ok()
+                    if epoll::modify(&self.epoll, &*listener, EventData::new_u64(LISTENER), EventFlags::empty()).is_ok()
                     {
                         self.listener_paused_until = Some(now + ACCEPT_PAUSE);
                     }
@@ -267,7 +259,8 @@ impl Server<'_> {
 
     fn resume_accepting(&mut self) {
         self.listener_paused_until = None;
-        if let Err(e) = epoll::modify(&self.epoll, &self.listener, EventData::new_u64(LISTENER), EventFlags::IN) {
+        let Some(listener) = &self.listener else { return };
+        if let Err(e) = epoll::modify(&self.epoll, listener, EventData::new_u64(LISTENER), EventFlags::IN) {
             self.counters.error(format_args!("resume accepting: {e}"));
         }
     }
@@ -285,128 +278,101 @@ impl Server<'_> {
             self.counters.refused(peer, format_args!("epoll add: {e}"));
             return;
         }
-        let session = Session::new(self.config);
-        let client = Client { fd, peer, session, interest: EventFlags::IN, last_moved: now, linger: None };
-        let inserted = self.slab.insert(client);
+        let session = Session::new(self.config, self.timing, now);
+        self.next_sweep = earliest(self.next_sweep, session.poll_timeout());
+        let inserted = self.slab.insert(Client { conn: Conn::new(fd, peer, session), interest: EventFlags::IN });
         debug_assert_eq!(inserted, token);
         self.counters.connection();
     }
 
     /// Serves one connection's event; stale tokens find nothing.
     fn serve(&mut self, token: u64, flags: EventFlags, now: Instant) {
-        let Some(client) = self.slab.get_mut(token) else { return };
-        if let Some(linger) = &mut client.linger {
-            if linger.drain(client.fd.as_fd(), &mut self.scratch.read) {
-                self.discard(token);
-            }
-            return;
+        let Some(Client { conn, .. }) = self.slab.get_mut(token) else { return };
+        let moved = conn.pump(&mut self.scratch, &mut self.handler, now);
+        if !moved && flags.intersects(EventFlags::ERR | EventFlags::HUP) && conn.session.phase() != Phase::Closed {
+            // Level-triggered ERR/HUP would fire forever on a socket that can do nothing more.
+            conn.session.io_error(io::Error::from(io::ErrorKind::ConnectionReset));
         }
-        let serviced =
-            client.session.service(client.fd.as_fd(), &mut self.scratch, &mut self.handler, RecvFlags::DONTWAIT);
-        self.counters.requests(client.session.take_requests());
-        let end = match serviced {
-            Ok(progress) if !progress.moved && flags.intersects(EventFlags::ERR | EventFlags::HUP) => {
-                // Level-triggered ERR/HUP would fire forever on a socket that can do nothing more.
-                End::Io(io::Error::from(io::ErrorKind::ConnectionReset))
-            }
-            Ok(progress) => {
-                if progress.moved {
-                    client.last_moved = now;
-                }
-                client.session.release_buffers();
-                let wanted = interest(&client.session);
-                if wanted == client.interest {
-                    return;
-                }
-                match epoll::modify(&self.epoll, &client.fd, EventData::new_u64(token), wanted) {
-                    Ok(()) => {
-                        client.interest = wanted;
-                        return;
-                    }
-                    Err(e) => End::Io(e.into()),
-                }
-            }
-            Err(end) => end,
-        };
-        self.close(token, end, now);
+        self.settle(token);
     }
 
-    /// Ends a connection: at once, or by lingering if the peer may still be sending.
-    fn close(&mut self, token: u64, end: End, now: Instant) {
-        let Some(client) = self.slab.get_mut(token) else { return };
-        self.counters.ended(client.peer, &end);
-        if end.lingers() && client.linger.is_none() {
-            // Every response is written (a session ends only then): the FIN follows them.
-            let linger = Linger::start(client.fd.as_fd(), now + LINGER_TIME);
-            client.session.release_buffers();
-            if epoll::modify(&self.epoll, &client.fd, EventData::new_u64(token), EventFlags::IN).is_ok() {
-                client.interest = EventFlags::IN;
-                client.linger = Some(linger);
-                self.lingering.push_back((linger.deadline(), token));
-                return;
+    /// After a session moved on: counts, closes it, or sets its interest
+    /// and notes its next deadline.
+    fn settle(&mut self, token: u64) {
+        let Some(Client { conn, interest: current }) = self.slab.get_mut(token) else { return };
+        let wanted = interest(&conn.session);
+        if wanted != *current && conn.session.phase() != Phase::Closed {
+            match epoll::modify(&self.epoll, &conn.fd, EventData::new_u64(token), wanted) {
+                Ok(()) => *current = wanted,
+                Err(e) => conn.session.io_error(e.into()),
             }
         }
-        self.discard(token);
+        if conn.settle(&mut self.scratch, &self.counters, &self.memory) {
+            self.discard(token);
+            return;
+        }
+        self.next_sweep = earliest(self.next_sweep, conn.session.poll_timeout());
     }
 
     /// Closes a connection already counted as ended.
     fn discard(&mut self, token: u64) {
         if let Some(client) = self.slab.remove(token) {
             // Out of the interest list before the fd number can be reused.
-            let _ = epoll::delete(&self.epoll, &client.fd);
-            drop(client.fd);
+            let _ = epoll::delete(&self.epoll, &client.conn.fd);
+            drop(client);
         }
     }
 
-    /// Closes the lingering connections whose time is up.
-    fn end_lingers(&mut self, now: Instant) {
-        while let Some(&(at, token)) = self.lingering.front() {
-            if at > now {
+    /// Every session acts on its passed deadlines; the next sweep is at the earliest one left.
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = None;
+        self.for_every_conn(|conn| conn.session.handle_timeout(now));
+    }
+
+    /// Applies `f` to every connection, then settles it.
+    fn for_every_conn(&mut self, mut f: impl FnMut(&mut Conn)) {
+        for index in 0..self.slab.entries.len() {
+            let Some(token) = self.slab.token_at(index) else { continue };
+            if let Some(client) = self.slab.get_mut(token) {
+                f(&mut client.conn);
+            }
+            self.settle(token);
+        }
+    }
+
+    /// Evicts the connections holding the most until all together are
+    /// under the client-memory cap (each at most once).
+    fn evict_biggest(&mut self) {
+        for _ in 0..self.slab.len {
+            if !self.memory.is_over() {
                 return;
             }
-            self.lingering.pop_front();
-            // The token may be stale (the linger ended early and the slot was reused): generations tell.
-            if self.slab.get_mut(token).is_some_and(|c| c.linger.is_some()) {
-                self.discard(token);
+            let slab = &self.slab;
+            let live = (0..slab.entries.len()).filter_map(|i| slab.token_at(i));
+            let conns =
+                live.filter_map(|token| Some((token, &slab.entries[Slab::split(token).0].client.as_ref()?.conn)));
+            let Some(token) = driver::biggest(conns) else { return };
+            if let Some(client) = self.slab.get_mut(token) {
+                client.conn.session.evict(&mut self.scratch.spare);
             }
+            self.settle(token);
         }
     }
 
-    fn close_idle(&mut self, now: Instant, idle: Duration) {
-        for token in self.slab.tokens() {
-            if self.slab.get_mut(token).is_some_and(|c| c.linger.is_none() && now.duration_since(c.last_moved) >= idle)
-            {
-                self.close(token, End::Idle, now);
-            }
+    /// Stops accepting; every session begins its shutdown.
+    fn begin_shutdown(&mut self, shutdown: &Shutdown, now: Instant) {
+        // Level-triggered: the wake-up socket stays readable.
+        let _ = epoll::delete(&self.epoll, shutdown.wake_fd());
+        if let Some(listener) = self.listener.take() {
+            let _ = epoll::delete(&self.epoll, &listener);
         }
+        self.listener_paused_until = None;
+        self.for_every_conn(|conn| conn.begin_shutdown(now));
     }
+}
 
-    /// Stops accepting, answers what every connection already sent, closes them all.
-    fn finish(mut self) -> Stats {
-        let _ = epoll::delete(&self.epoll, &self.listener);
-        drop(self.listener);
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let mut closing = Vec::new();
-        for token in self.slab.tokens() {
-            if let Some(mut client) = self.slab.remove(token) {
-                let _ = epoll::delete(&self.epoll, &client.fd);
-                if let Some(linger) = client.linger {
-                    closing.push((client.fd, linger));
-                    continue;
-                }
-                let end = client.session.finish(client.fd.as_fd(), &mut self.scratch, &mut self.handler, deadline);
-                self.counters.requests(client.session.take_requests());
-                self.counters.ended(client.peer, &end);
-                if end.lingers() {
-                    let linger = Linger::start(client.fd.as_fd(), Instant::now() + LINGER_TIME);
-                    closing.push((client.fd, linger));
-                }
-            }
-        }
-        // All at once: one client that never closes does not hold the others' closes.
-        linger_all(closing, &mut self.scratch.read);
-        self.counters.snapshot()
-    }
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    [a, b].into_iter().flatten().min()
 }
 
 #[cfg(test)]
@@ -418,12 +384,11 @@ mod test {
         let mut slab = Slab::default();
         let (a, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
         let client = |fd: std::os::unix::net::UnixStream| Client {
-            fd: fd.into(),
-            peer: None,
-            session: Session::new(&Config::for_flavor(crate::config::Flavor::Epoll)),
+            conn: {
+                let config = Config::for_flavor(crate::config::Flavor::Epoll);
+                Conn::new(fd.into(), None, Session::new(&config, Timing::new(&config), Instant::now()))
+            },
             interest: EventFlags::IN,
-            last_moved: Instant::now(),
-            linger: None,
         };
         let first = slab.insert(client(a));
         assert!(slab.get_mut(first).is_some());

@@ -5,9 +5,11 @@
 //!
 //! - [`blocking`], [`threaded`], [`busy_poll`], [`epoll`]: one file per
 //!   flavor, one entry point each: `serve(listener, &config, &shutdown) -> io::Result<Stats>`.
-//! - Shared by all: [`net`] (listener, accept, socket calls), [`session`]
-//!   (the connection adapter), [`config`] (limits, store), [`shutdown`],
-//!   [`stats`] (counters and the lines printed).
+//! - Shared by all: [`session`] (the sans-IO connection state machine:
+//!   every rule about time and closing), [`driver`] (moving bytes between
+//!   a socket and a session), [`net`] (listener, accept, socket calls),
+//!   [`config`] (limits, store), [`shutdown`], [`stats`] (counters and the
+//!   lines printed).
 //! - [`client`] and [`cli`].
 
 pub mod blocking;
@@ -15,7 +17,9 @@ pub mod busy_poll;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod driver;
 pub mod epoll;
+pub mod memory;
 pub mod net;
 pub mod session;
 pub mod shutdown;

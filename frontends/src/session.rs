@@ -1,63 +1,74 @@
-//! The connection adapter: moves bytes between a socket and one
-//! `kvio_core::Connection` driving a request [`Handler`]. Every flavor uses
-//! it; they differ only in when they call it and on what kind of socket.
+//! The sans-IO session: one client connection's state above
+//! `kvio_core::Connection`, with every rule about *time* and *closing*, and
+//! no socket and no clock. The shape is quinn-proto's `Connection`: input
+//! goes in with the time it arrived, bytes to transmit come out, and the
+//! session says when it next needs to be woken.
 //!
-//! One [`Session::service`] call writes what is pending (responses go out in
-//! order), re-pushes input held back by back-pressure, reads (until a short
-//! read, at most 4 times), answers
-//! into a [`Scratch`] output shared by the loop, and writes. Only what the
-//! socket would not take yet is copied into the session's own buffer, so a
-//! session between requests holds no buffer at all once
-//! [`Session::release_buffers`] ran (the epoll flavor's 10,000 idle
-//! connections hold no buffer, only their ~200-byte slab entries).
+//! - **Input**: [`Session::receive`] (bytes that arrived at `now`) and
+//!   [`Session::peer_closed`] (the peer shut its sending side).
+//! - **Output**: [`Session::transmit`] and [`Session::advance`] for a
+//!   readiness driver; [`Session::take_transmit`] and
+//!   [`Session::transmitted`] for a completion driver, which hands the
+//!   buffer to the kernel and gives it back when the send completes.
+//! - **Interest**: [`Session::wants_read`], [`Session::wants_write`], and
+//!   [`Session::take_shut_write`] (shut the writing side now: a lingering
+//!   close begins).
+//! - **Time**: [`Session::poll_timeout`] is the earliest of the idle
+//!   deadline, the frame deadline, the stop's grace deadline and the linger
+//!   deadline; [`Session::handle_timeout`] acts on whichever has passed.
+//! - **State**: one [`Phase`]: open, draining, lingering, closed. Why it
+//!   ended is [`Session::take_end`].
+//! - **Stop**: [`Session::begin_shutdown`].
 //!
-//! Back-pressure: while `unsent responses >= output_limit` the session does
-//! not read ([`Session::wants_read`] is false); input already read but not
-//! taken by the connection is kept and pushed again once output drains.
+//! The rules, each in one place:
 //!
-//! On a blocking socket the same calls block ([`run_blocking`]): only the
-//! first read of a service call waits for the peer, the others only drain.
-//! SO_RCVTIMEO/SO_SNDTIMEO timeouts turn into "nothing moved" so the caller
-//! can check the idle timeout and shutdown. How a read learns of a stop is
-//! the caller's choice ([`ReadWait`]): a [`TICK`] timeout that polls the stop
-//! flag (blocking flavor), or a read that sleeps until the peer sends, the
-//! idle timeout runs out, or the stopping server shuts the socket's reading
-//! side down (threaded flavor: an idle thread costs no wake-up at all).
+//! - *Idle*: a connection that moves no byte for `idle` is closed.
+//! - *Frame deadline* (the blocking flavor only, whose one connection holds
+//!   the whole server): once a frame's first byte arrived, or the previous
+//!   request was answered, the frame must be whole within `frame`, or the
+//!   connection is closed (no error frame: the stream is not broken, the
+//!   client is too slow). Without it a client trickling a byte per tick
+//!   would hold the server for ever.
+//! - *Back-pressure*: while the unsent responses reach the output limit the
+//!   session does not want to read; input already read but not taken is
+//!   held and pushed again as the output drains.
+//! - *Draining*: after a framing error (the error frame is queued), a
+//!   response too large for the output, the peer's end of stream, or a
+//!   stop, nothing new is read (a stop still reads at most
+//!   `stop_read_budget` bytes already waiting); what is owed is written.
+//! - *Lingering close*: when the peer may still be sending (framing error,
+//!   output full, a stop that caught the client with input or output in
+//!   flight), the writing side is shut once everything owed is written, and
+//!   late bytes are read and dropped until the peer's end of stream, the
+//!   linger deadline or the linger byte cap. Closing with unread input
+//!   would make Linux answer with a reset that throws away the responses
+//!   still queued, the error frame included.
+//! - *Stop*: a session that owes nothing and holds no unread input closes
+//!   at once; any other drains for at most the grace time, then lingers for
+//!   at most the linger time. So a stop ends within grace + linger whatever
+//!   the client does.
 //!
-//! Closing while the peer may still be sending (a framing error, a full
-//! output, shutdown) goes through a lingering close ([`Linger`]): everything
-//! owed is written, the write side is shut, and late bytes are read and
-//! dropped until the peer's EOF, [`LINGER_TIME`] or [`LINGER_BYTES`]. Closing
-//! with unread input would make Linux answer with a reset and throw away the
-//! responses still queued, the error frame included.
+//! Buffers: responses are appended to an output buffer borrowed from the
+//! loop's [`Spare`] pool, and given back once sent, so a session between
+//! requests holds no heap at all ([`Session::release_buffers`]) and the
+//! steady state allocates nothing. A payload that arrived split and input
+//! held back by back-pressure are the only other buffers.
+//!
+//! What it does not own: sockets, the clock, and how a flavor waits. Those
+//! are the drivers' (`driver.rs` and the flavor files).
 
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::mem;
 use std::time::{Duration, Instant};
 
-use kvio_core::{Connection, FrameError, Handler, Outcome, Output, OutputFull};
-use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::net::RecvFlags;
+use kvio_core::{Connection, Handler, Outcome, Output, OutputFull};
 
-use crate::config::Config;
-use crate::net;
-use crate::shutdown::Shutdown;
-use crate::stats::{Counters, End};
+use crate::config::{Config, SHUTDOWN_GRACE};
+use crate::stats::End;
 
-/// Bytes read per `recv` by the single-thread flavors (one buffer per loop).
-pub const READ_CHUNK: usize = 64 * 1024;
-/// Reads per [`Session::service`] call: enough to drain a pipelined burst,
-/// few enough that one busy client cannot starve the others of a loop.
-const READS_PER_SERVICE: usize = 4;
-/// Longest a blocking socket waits before the caller looks at shutdown and
-/// idle time again.
-pub const TICK: Duration = Duration::from_millis(100);
-/// Send timeout while finishing connections at shutdown.
-const FINISH_TICK: Duration = Duration::from_millis(50);
 /// Longest a lingering close waits for the peer's end of stream. Long
 /// enough for a client to read a few MB of responses still queued and
-/// see the FIN (loopback: milliseconds), short enough that the blocking
-/// flavor, which lingers in its only thread, is held only that long.
+/// see the FIN (loopback: milliseconds), short enough that a stop, or the
+/// blocking flavor, which lingers in its only thread, is held only that long.
 pub const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most late bytes a lingering close reads and drops. Above Linux's
 /// largest default TCP receive buffer (tcp_rmem max, 6 MiB), so whatever
@@ -65,8 +76,57 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 /// client still sending after that is flooding and gets the reset.
 pub const LINGER_BYTES: usize = 8 << 20;
 /// How many idle timeouts a frame may take from its first byte to its
-/// last in the blocking flavor (see [`run_blocking`]).
+/// last when the frame deadline is on (the blocking flavor).
 pub const FRAME_DEADLINE_IDLE_TIMEOUTS: u32 = 10;
+/// Bytes a stopping session may still read: requests already waiting in
+/// the socket when the stop came are answered, and a client that never
+/// stops sending cannot keep the stop going.
+pub const STOP_READ_BUDGET: usize = 64 * 1024;
+/// The `value` of the error frame sent to a connection evicted because all
+/// connections together hold more than `--max-client-memory`.
+pub const MEMORY_LIMIT_REASON: &str = "client memory limit reached";
+/// Spare output buffers a loop keeps for its sessions.
+const SPARE_BUFFERS: usize = 8;
+/// A spare buffer larger than this is freed rather than kept (a 1 MB
+/// response needs a 1 MB buffer once, not for ever).
+const SPARE_MAX_CAPACITY: usize = 256 * 1024;
+
+/// The timing rules of a session (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Close after this long with no byte moved; `None`: never.
+    pub idle: Option<Duration>,
+    /// A frame begun must be whole within this long; `None`: no deadline.
+    pub frame: Option<Duration>,
+    /// How long a stop keeps writing what is owed.
+    pub grace: Duration,
+    /// How long a lingering close waits for the peer's end of stream.
+    pub linger: Duration,
+    /// How many late bytes a lingering close drops before giving up.
+    pub linger_bytes: usize,
+    /// How many bytes a stopping session may still read.
+    pub stop_read_budget: usize,
+}
+
+impl Timing {
+    /// `config`'s idle timeout and the server's grace and linger; no frame deadline.
+    pub fn new(config: &Config) -> Timing {
+        Timing {
+            idle: config.idle_timeout,
+            frame: None,
+            grace: SHUTDOWN_GRACE,
+            linger: LINGER_TIME,
+            linger_bytes: LINGER_BYTES,
+            stop_read_budget: STOP_READ_BUDGET,
+        }
+    }
+
+    /// With the frame deadline of [`FRAME_DEADLINE_IDLE_TIMEOUTS`] idle
+    /// timeouts (none when there is no idle timeout).
+    pub fn with_frame_deadline(self) -> Timing {
+        Timing { frame: self.idle.map(|idle| idle * FRAME_DEADLINE_IDLE_TIMEOUTS), ..self }
+    }
+}
 
 /// Response bytes waiting for the socket, drained from the front.
 #[derive(Debug, Default)]
@@ -92,38 +152,17 @@ impl OutBuf {
         self.start = 0;
     }
 
-    fn unsent(&self) -> &[u8] {
+    /// The bytes not sent yet.
+    pub fn unsent(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
-    fn advance(&mut self, n: usize) {
-        self.start += n;
+    /// `n` bytes were sent.
+    pub fn advance(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
         if self.start == self.buf.len() {
             self.clear();
         }
-    }
-
-    /// Writes until empty or the socket would block (partial writes
-    /// finished, EINTR retried). Returns the bytes written.
-    pub fn write_to(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        let mut total = 0;
-        while !self.is_empty() {
-            match net::send(fd, self.unsent()) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.advance(n);
-                    total += n;
-                }
-                Err(e) if net::would_block(&e) => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(total)
-    }
-
-    fn take_unsent_from(&mut self, other: &mut OutBuf) {
-        self.buf.extend_from_slice(other.unsent());
-        other.clear();
     }
 }
 
@@ -150,75 +189,406 @@ impl Output for OutBuf {
     }
 }
 
-/// Buffers a loop lends to whichever session it is serving.
-#[derive(Debug)]
-pub struct Scratch {
-    /// Also where lingering closes drop the peer's late bytes.
-    pub(crate) read: Box<[u8]>,
-    out: OutBuf,
+/// An output that also counts the bytes a completion driver has in flight,
+/// so back-pressure sees everything unsent.
+struct Counted<'a> {
+    out: &'a mut OutBuf,
+    in_flight: usize,
 }
 
-impl Scratch {
-    /// Reads of up to `read_len` bytes.
-    pub fn new(read_len: usize) -> Scratch {
-        Scratch { read: vec![0u8; read_len].into_boxed_slice(), out: OutBuf::default() }
+impl Output for Counted<'_> {
+    fn pending(&self) -> usize {
+        self.out.pending() + self.in_flight
     }
+
+    fn append(&mut self, len: usize) -> Result<&mut [u8], OutputFull> {
+        self.out.append(len)
+    }
+
+    fn truncate_back(&mut self, len: usize) {
+        self.out.truncate_back(len);
+    }
+}
+
+/// Output buffers a loop lends to its sessions: a session takes one when it
+/// has responses to queue and gives it back once they are sent.
+#[derive(Debug)]
+pub struct Spare {
+    bufs: Vec<OutBuf>,
+}
+
+impl Default for Spare {
+    fn default() -> Spare {
+        Spare { bufs: Vec::with_capacity(SPARE_BUFFERS) }
+    }
+}
+
+impl Spare {
+    /// A buffer (empty, maybe with capacity).
+    pub fn take(&mut self) -> OutBuf {
+        self.bufs.pop().unwrap_or_default()
+    }
+
+    /// Takes `buf` back for the next session, or frees it.
+    pub fn put(&mut self, mut buf: OutBuf) {
+        if buf.capacity() > 0 && buf.capacity() <= SPARE_MAX_CAPACITY && self.bufs.len() < SPARE_BUFFERS {
+            buf.clear();
+            self.bufs.push(buf);
+        }
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading requests and answering them.
+    Open,
+    /// Reading nothing new (or what a stop still allows); writing what is owed.
+    Draining,
+    /// The writing side is shut (or about to be); late bytes are dropped.
+    Lingering,
+    /// Done: the driver closes the socket and reads [`Session::take_end`].
+    Closed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
-    /// The peer closed its side; close once everything is answered and written.
-    Eof,
-    /// Framing error: the error frame is queued; close once it is written.
-    Broken(FrameError),
-    /// A response did not fit the output.
-    Full,
+    Draining {
+        /// The stop's grace deadline (`None`: no stop yet; idle still applies).
+        deadline: Option<Instant>,
+        /// Bytes it may still read.
+        read_left: usize,
+        /// Requests wait in the socket (the stop's driver saw them): not
+        /// done before they were read.
+        input_waiting: bool,
+        /// Whether the peer may still be sending once everything is written.
+        linger: bool,
+    },
+    Lingering {
+        deadline: Instant,
+        /// Late bytes it may still drop.
+        left: usize,
+        /// The driver was told to shut the writing side.
+        shut: bool,
+    },
+    Closed,
 }
 
-/// What one [`Session::service`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Some byte was read or written (the connection is not idle).
-    pub moved: bool,
-}
-
-/// One client connection's state, apart from its socket. See the [module docs](self).
+/// One client connection, apart from its socket. See the [module docs](self).
 #[derive(Debug)]
 pub struct Session {
     conn: Connection,
+    timing: Timing,
+    state: State,
+    /// Why it ends, decided when closing begins.
+    end: Option<End>,
     /// A payload that arrived split (empty otherwise).
     payload: Vec<u8>,
     /// Input read but not taken because of back-pressure.
     held: Vec<u8>,
-    /// Responses the socket has not taken yet.
+    /// Responses not handed to the socket yet.
     out: OutBuf,
-    state: State,
+    /// Bytes a completion driver is sending (see [`Session::take_transmit`]).
+    in_flight: usize,
+    /// When a byte last moved either way.
+    last_active: Instant,
+    /// When the frame now arriving began (or the last request was answered).
+    frame_since: Option<Instant>,
     /// Requests already handed to [`Session::take_requests`].
     reported: u64,
 }
 
 impl Session {
-    /// A session with `config`'s frame and output limits.
-    pub fn new(config: &Config) -> Session {
+    /// A new connection at `now`, with `config`'s frame and output limits.
+    pub fn new(config: &Config, timing: Timing, now: Instant) -> Session {
         Session {
             conn: config.connection(),
+            timing,
+            state: State::Open,
+            end: None,
             payload: Vec::new(),
             held: Vec::new(),
             out: OutBuf::default(),
-            state: State::Open,
+            in_flight: 0,
+            last_active: now,
+            frame_since: None,
             reported: 0,
         }
     }
 
-    /// Whether the socket should be read now (epoll read interest).
-    pub fn wants_read(&self) -> bool {
-        self.state == State::Open && self.held.is_empty() && self.conn.wants_read(self.out.pending())
+    /// Where the session is.
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            State::Open => Phase::Open,
+            State::Draining { .. } => Phase::Draining,
+            State::Lingering { .. } => Phase::Lingering,
+            State::Closed => Phase::Closed,
+        }
     }
 
-    /// Whether responses wait for the socket (epoll write interest).
+    /// Whether the driver should read from the socket now.
+    pub fn wants_read(&self) -> bool {
+        match self.state {
+            State::Open => self.can_take_input(),
+            State::Draining { read_left, .. } => read_left > 0 && self.can_take_input(),
+            // Drivers shut the writing side (take_shut_write) before they read.
+            State::Lingering { .. } => true,
+            State::Closed => false,
+        }
+    }
+
+    /// Whether bytes wait for [`Session::transmit`] (none while a completion
+    /// driver's send is in flight).
     pub fn wants_write(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() && self.in_flight == 0 && matches!(self.state, State::Open | State::Draining { .. })
+    }
+
+    /// True once, when the driver must shut the socket's writing side: a
+    /// lingering close begins (every response owed was written).
+    pub fn take_shut_write(&mut self) -> bool {
+        match &mut self.state {
+            State::Lingering { shut, .. } if !*shut => {
+                *shut = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Unsent response bytes, in flight included.
+    pub fn pending(&self) -> usize {
+        self.out.pending() + self.in_flight
+    }
+
+    /// The bytes to send next (readiness drivers).
+    pub fn transmit(&self) -> &[u8] {
+        self.out.unsent()
+    }
+
+    /// `n` bytes of [`Session::transmit`] were sent at `now`. Input held
+    /// back by back-pressure is answered as room frees up.
+    pub fn advance<H: Handler + ?Sized>(&mut self, n: usize, now: Instant, handler: &mut H) {
+        self.out.advance(n);
+        if n > 0 {
+            self.last_active = now;
+        }
+        self.after_output(now, handler);
+    }
+
+    /// Hands every unsent byte to a completion driver, which keeps the
+    /// buffer alive until [`Session::transmitted`]; later responses queue
+    /// in a fresh buffer meanwhile. `None` when nothing waits or a send is
+    /// already in flight.
+    pub fn take_transmit(&mut self, spare: &mut Spare) -> Option<OutBuf> {
+        if !self.wants_write() {
+            return None;
+        }
+        let buf = mem::replace(&mut self.out, spare.take());
+        self.in_flight = buf.pending();
+        Some(buf)
+    }
+
+    /// The send of `buf` (from [`Session::take_transmit`]) completed with
+    /// `n` bytes written at `now`; what it did not write goes out first next.
+    pub fn transmitted<H: Handler + ?Sized>(
+        &mut self,
+        mut buf: OutBuf,
+        n: usize,
+        now: Instant,
+        handler: &mut H,
+        spare: &mut Spare,
+    ) {
+        self.in_flight = 0;
+        buf.advance(n);
+        if !buf.is_empty() && !matches!(self.state, State::Lingering { .. } | State::Closed) {
+            // The unsent rest came before everything queued since.
+            buf.buf.extend_from_slice(self.out.unsent());
+            spare.put(mem::replace(&mut self.out, buf));
+        } else {
+            spare.put(buf);
+        }
+        if n > 0 {
+            self.last_active = now;
+        }
+        self.after_output(now, handler);
+    }
+
+    /// `input` arrived at `now`: every complete request in it is answered
+    /// (responses queue for [`Session::transmit`]); what back-pressure
+    /// leaves untaken is held. While lingering, it is counted and dropped.
+    pub fn receive<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H, spare: &mut Spare) {
+        match &mut self.state {
+            State::Open => {}
+            State::Draining { read_left, input_waiting, .. } => {
+                *read_left = read_left.saturating_sub(input.len());
+                *input_waiting = false;
+            }
+            State::Lingering { left, .. } => {
+                *left = left.saturating_sub(input.len());
+                if *left == 0 {
+                    self.state = State::Closed;
+                }
+                return;
+            }
+            State::Closed => return,
+        }
+        if input.is_empty() {
+            return;
+        }
+        self.last_active = now;
+        if !self.held.is_empty() {
+            self.held.extend_from_slice(input);
+            return;
+        }
+        if self.out.capacity() == 0 {
+            self.out = spare.take();
+        }
+        let used = self.push(input, now, handler);
+        self.held.extend_from_slice(&input[used..]);
+        self.settle(now);
+    }
+
+    /// The peer shut its sending side: what it sent is answered and
+    /// written, then the connection closes (at once if lingering).
+    pub fn peer_closed(&mut self, now: Instant) {
+        match &mut self.state {
+            State::Open => {
+                self.end = Some(End::Eof);
+                self.state = State::Draining { deadline: None, read_left: 0, input_waiting: false, linger: false };
+            }
+            State::Draining { read_left, linger, input_waiting, .. } => {
+                // Nothing more can arrive: no reason to linger.
+                *read_left = 0;
+                *linger = false;
+                *input_waiting = false;
+            }
+            State::Lingering { .. } => self.state = State::Closed,
+            State::Closed => {}
+        }
+        self.settle(now);
+    }
+
+    /// The driver can read nothing more (it shut the socket's reading side
+    /// itself): what was read is answered and written, and the close
+    /// still lingers if it was going to.
+    pub fn stop_reading(&mut self) {
+        match &mut self.state {
+            State::Open => self.drain_then_linger(End::Shutdown),
+            State::Draining { read_left, input_waiting, .. } => {
+                *read_left = 0;
+                *input_waiting = false;
+            }
+            State::Lingering { .. } | State::Closed => {}
+        }
+    }
+
+    /// The socket failed: the connection is over (the first reason to end is kept).
+    pub fn io_error(&mut self, error: std::io::Error) {
+        self.end.get_or_insert(End::Io(error));
+        self.state = State::Closed;
+    }
+
+    /// The server is over its client-memory cap and this session holds the
+    /// most: what it holds of a partial frame or held-back input is
+    /// dropped at once. If it owes no response, it gets an error frame
+    /// ([`MEMORY_LIMIT_REASON`]) and a lingering close; a session with
+    /// unsent responses (its peer does not read them) is closed at once, as
+    /// an error frame would only queue behind them.
+    pub fn evict(&mut self, spare: &mut Spare) {
+        let evicted = matches!(self.end, Some(End::MemoryLimit(_)));
+        if evicted || !matches!(self.state, State::Open | State::Draining { .. }) {
+            return;
+        }
+        let held = self.buffered();
+        self.payload = Vec::new();
+        self.held = Vec::new();
+        if self.pending() > 0 {
+            self.out = OutBuf::default();
+            self.close(End::MemoryLimit(held));
+            return;
+        }
+        if self.out.capacity() == 0 {
+            self.out = spare.take();
+        }
+        let reason = MEMORY_LIMIT_REASON.as_bytes();
+        // A growable output always has room.
+        let _ =
+            kvio_proto::encode_response(&mut self.out, b"", reason, kvio_proto::Kind::Error, kvio_proto::Status::NotOk);
+        self.drain_then_linger(End::MemoryLimit(held));
+    }
+
+    /// The server stops. A session that owes nothing and holds no unread
+    /// input (`input_waiting`: the driver saw bytes waiting in the socket)
+    /// closes at once; any other stops reading (but for
+    /// [`STOP_READ_BUDGET`]: requests already waiting are answered), writes
+    /// what is owed until the grace deadline, and lingers. Calling it again
+    /// changes nothing.
+    pub fn begin_shutdown(&mut self, now: Instant, input_waiting: bool) {
+        let grace = now + self.timing.grace;
+        let quiet = self.is_quiet() && !input_waiting;
+        match &mut self.state {
+            State::Open if quiet => {
+                self.end = Some(End::Shutdown);
+                self.state = State::Closed;
+            }
+            State::Open => {
+                self.end = Some(End::Shutdown);
+                let read_left = self.timing.stop_read_budget;
+                self.state = State::Draining { deadline: Some(grace), read_left, input_waiting, linger: true };
+            }
+            State::Draining { deadline, .. } => {
+                deadline.get_or_insert(grace);
+            }
+            State::Lingering { .. } | State::Closed => {}
+        }
+        self.settle(now);
+    }
+
+    /// When [`Session::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.timing.idle.map(|idle| self.last_active + idle);
+        match self.state {
+            State::Open => {
+                let frame = self.frame_since.zip(self.timing.frame).map(|(since, limit)| since + limit);
+                earliest(idle, frame)
+            }
+            State::Draining { deadline, .. } => earliest(deadline, idle),
+            State::Lingering { deadline, .. } => Some(deadline),
+            State::Closed => None,
+        }
+    }
+
+    /// Acts on every deadline that has passed by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_none_or(|at| now < at) {
+            return;
+        }
+        let idle_over = self.timing.idle.is_some_and(|idle| now >= self.last_active + idle);
+        match self.state {
+            State::Open if idle_over => self.close(End::Idle),
+            State::Open => {
+                if let Some(limit) = self.timing.frame {
+                    self.close(End::SlowFrame(limit));
+                }
+            }
+            State::Draining { deadline: Some(at), linger, .. } if now >= at => {
+                if linger {
+                    self.start_linger(now);
+                } else {
+                    self.state = State::Closed;
+                }
+            }
+            // Writing what is owed to a peer that reads nothing.
+            State::Draining { .. } => self.close(End::Idle),
+            State::Lingering { .. } => self.state = State::Closed,
+            State::Closed => {}
+        }
+    }
+
+    /// Why the connection ended (once [`Phase::Closed`]).
+    pub fn take_end(&mut self) -> End {
+        self.end.take().unwrap_or(End::Eof)
     }
 
     /// Requests answered since the last call.
@@ -229,16 +599,16 @@ impl Session {
         new as usize
     }
 
-    /// Heap bytes this session holds.
+    /// Heap bytes this session holds (a completion driver's send in flight included).
     pub fn buffered(&self) -> usize {
-        self.payload.capacity() + self.held.capacity() + self.out.capacity()
+        self.payload.capacity() + self.held.capacity() + self.out.capacity() + self.in_flight
     }
 
     /// Frees every buffer not in use: a session between frames, with
     /// nothing held back and nothing to write, keeps no heap.
-    pub fn release_buffers(&mut self) {
+    pub fn release_buffers(&mut self, spare: &mut Spare) {
         if self.out.is_empty() && self.out.capacity() > 0 {
-            self.out = OutBuf::default();
+            spare.put(mem::take(&mut self.out));
         }
         if self.held.is_empty() && self.held.capacity() > 0 {
             self.held = Vec::new();
@@ -248,313 +618,95 @@ impl Session {
         }
     }
 
-    /// Moves what can move now; `Err` says why the connection must close
-    /// (every response it owed is written by then, the error frame included).
-    /// `read_flags` is `DONTWAIT` to never wait for input on a blocking socket.
-    pub fn service<H: Handler + ?Sized>(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        scratch: &mut Scratch,
-        handler: &mut H,
-        read_flags: RecvFlags,
-    ) -> Result<Progress, End> {
-        scratch.out.clear();
-        let mut progress = Progress::default();
-        let mut reads = 0;
-        loop {
-            let mut moved = false;
-            if !self.out.is_empty() {
-                moved |= self.out.write_to(fd)? > 0;
-            }
-            // Older responses still queued: newer ones queue behind them.
-            let to_scratch = self.out.is_empty();
-            let out = if to_scratch { &mut scratch.out } else { &mut self.out };
-            if !self.held.is_empty() && self.conn.wants_read(out.pending()) {
-                let used = answer(&mut self.conn, &mut self.payload, &mut self.state, &self.held, out, handler);
-                self.held.drain(..used);
-                moved |= used > 0;
-            }
-            if reads < READS_PER_SERVICE
-                && self.state == State::Open
-                && self.held.is_empty()
-                && self.conn.wants_read(out.pending())
-            {
-                // Only the first read may wait (on a blocking socket); the next ones drain what came meanwhile.
-                let flags = if reads == 0 { read_flags } else { read_flags | RecvFlags::DONTWAIT };
-                reads += 1;
-                match net::recv(fd, &mut scratch.read, flags) {
-                    Ok(0) => {
-                        self.state = State::Eof;
-                        moved = true;
-                    }
-                    Ok(n) => {
-                        moved = true;
-                        if n < scratch.read.len() {
-                            // A short read drained the socket: another recv now would only say EAGAIN.
-                            reads = READS_PER_SERVICE;
-                        }
-                        let input = &scratch.read[..n];
-                        let used = answer(&mut self.conn, &mut self.payload, &mut self.state, input, out, handler);
-                        self.held.extend_from_slice(&input[used..]);
-                    }
-                    Err(e) if net::would_block(&e) => {}
-                    Err(e) => return Err(End::Io(e)),
-                }
-            }
-            if to_scratch {
-                if !scratch.out.is_empty() {
-                    moved |= scratch.out.write_to(fd)? > 0;
-                    self.out.take_unsent_from(&mut scratch.out);
-                }
+    /// Open, between frames, nothing held, nothing unsent.
+    fn is_quiet(&self) -> bool {
+        self.conn.parser().is_at_boundary() && self.held.is_empty() && self.pending() == 0
+    }
+
+    fn can_take_input(&self) -> bool {
+        self.held.is_empty() && self.conn.wants_read(self.pending())
+    }
+
+    /// Pushes `input` through the connection; returns the bytes taken.
+    fn push<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H) -> usize {
+        let was_at_boundary = self.conn.parser().is_at_boundary();
+        let mut out = Counted { out: &mut self.out, in_flight: self.in_flight };
+        let received = self.conn.receive(input, &mut self.payload, handler, &mut out);
+        match received.outcome {
+            Outcome::NeedMore | Outcome::Backpressure => {}
+            Outcome::Close(e) => self.drain_then_linger(End::Framing(e)),
+            Outcome::OutputFull => self.drain_then_linger(End::OutputFull),
+        }
+        if self.timing.frame.is_some() {
+            self.frame_since = if self.conn.parser().is_at_boundary() {
+                None
+            } else if was_at_boundary || received.requests > 0 {
+                Some(now)
             } else {
-                moved |= self.out.write_to(fd)? > 0;
-            }
-            progress.moved |= moved;
-            if !moved {
-                break;
-            }
+                self.frame_since
+            };
         }
-        if self.out.is_empty() {
-            match self.state {
-                State::Broken(e) => return Err(End::Framing(e)),
-                State::Full => return Err(End::OutputFull),
-                State::Eof if self.held.is_empty() => return Err(End::Eof),
-                _ => {}
-            }
-        }
-        Ok(progress)
+        received.consumed
     }
 
-    /// At shutdown: answers what was already received (reads never wait),
-    /// writes it with a short send timeout until `deadline`, and says why
-    /// the connection ends. The socket is left blocking.
-    pub fn finish<H: Handler + ?Sized>(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        scratch: &mut Scratch,
-        handler: &mut H,
-        deadline: Instant,
-    ) -> End {
-        if let Err(e) = net::set_nonblocking(fd, false).and_then(|()| net::set_timeouts(fd, None, Some(FINISH_TICK))) {
-            return End::Io(e);
+    /// Output was sent: answer held input if there is room now, then settle.
+    fn after_output<H: Handler + ?Sized>(&mut self, now: Instant, handler: &mut H) {
+        if !self.held.is_empty() && self.conn.wants_read(self.pending()) {
+            let held = mem::take(&mut self.held);
+            let used = self.push(&held, now, handler);
+            self.held = held;
+            self.held.drain(..used);
         }
-        loop {
-            match self.service(fd, scratch, handler, RecvFlags::DONTWAIT) {
-                Err(end) => return end,
-                Ok(p) if !p.moved && !self.wants_write() && self.held.is_empty() => return End::Shutdown,
-                Ok(_) if Instant::now() >= deadline => return End::Shutdown,
-                Ok(_) => {}
-            }
+        self.settle(now);
+    }
+
+    /// Ends a draining session once everything owed is written.
+    fn settle(&mut self, now: Instant) {
+        let State::Draining { linger, input_waiting, .. } = self.state else { return };
+        if self.conn.parser().error().is_some() || !self.conn.wants_read(0) {
+            // Broken: nothing held can ever be answered.
+            self.held.clear();
+        }
+        if self.pending() > 0 || !self.held.is_empty() || input_waiting {
+            return;
+        }
+        if linger {
+            self.start_linger(now);
+        } else {
+            self.state = State::Closed;
         }
     }
-}
 
-/// Pushes `input` through the connection into `out`; returns the bytes taken.
-fn answer<H: Handler + ?Sized>(
-    conn: &mut Connection,
-    payload: &mut Vec<u8>,
-    state: &mut State,
-    input: &[u8],
-    out: &mut OutBuf,
-    handler: &mut H,
-) -> usize {
-    let received = conn.receive(input, payload, handler, out);
-    match received.outcome {
-        Outcome::NeedMore | Outcome::Backpressure => {}
-        Outcome::Close(e) => *state = State::Broken(e),
-        Outcome::OutputFull => *state = State::Full,
-    }
-    received.consumed
-}
-
-/// A lingering close in progress: the writing side is shut down (the peer
-/// gets every queued response, then a FIN) and what the peer still sends is
-/// read and dropped until it closes too, [`LINGER_BYTES`] were dropped or the
-/// deadline passes. Closing at once instead, with the peer's late requests
-/// unread, makes Linux answer with a reset that also throws away the
-/// responses still in the send queue (PROTOCOL.md: every response owed and
-/// the error frame must arrive). Holds no buffer: reads go into the
-/// caller's scratch buffer.
-#[derive(Debug, Clone, Copy)]
-pub struct Linger {
-    deadline: Instant,
-    left: usize,
-}
-
-impl Linger {
-    /// Shuts `fd`'s writing side down (call it once every response is written).
-    pub fn start(fd: BorrowedFd<'_>, deadline: Instant) -> Linger {
-        // ENOTCONN: the peer already reset; the first drain then ends on the error.
-        let _ = net::shutdown_write(fd);
-        Linger { deadline, left: LINGER_BYTES }
-    }
-
-    /// When the close happens whatever the peer does.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Reads and drops what is queued, never waiting (a few reads at most,
-    /// like [`Session::service`]); true once `fd` can be closed: end of
-    /// stream, a socket error, or the byte budget spent.
-    pub fn drain(&mut self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> bool {
-        for _ in 0..READS_PER_SERVICE {
-            match net::recv(fd, buf, RecvFlags::DONTWAIT) {
-                Ok(0) => return true,
-                Ok(n) => {
-                    self.left = self.left.saturating_sub(n);
-                    if self.left == 0 {
-                        return true;
-                    }
-                    if n < buf.len() {
-                        return false;
-                    }
-                }
-                Err(e) if net::would_block(&e) => return false,
-                Err(_) => return true,
-            }
-        }
-        false
-    }
-}
-
-/// Lingers on all of `fds` at once (poll), each until its [`Linger`] is
-/// done or its deadline; then drops (closes) them. For the closes that may
-/// block: the blocking flavors' connections and every connection at shutdown.
-pub fn linger_all<F: AsFd>(mut fds: Vec<(F, Linger)>, buf: &mut [u8]) {
-    loop {
-        let now = Instant::now();
-        fds.retain_mut(|(fd, linger)| !linger.drain(fd.as_fd(), buf) && now < linger.deadline);
-        let Some(first) = fds.iter().map(|(_, linger)| linger.deadline).min() else { return };
-        let wait = first.saturating_duration_since(now).max(Duration::from_millis(1));
-        let timeout = Timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ };
-        let mut polled: Vec<PollFd<'_>> =
-            fds.iter().map(|(fd, _)| PollFd::from_borrowed_fd(fd.as_fd(), PollFlags::IN)).collect();
-        // EINTR or any other failure: the loop drains and looks at the clock again.
-        let _ = rustix::event::poll(&mut polled, Some(&timeout));
-    }
-}
-
-/// How a connection served by [`run_blocking`] learns that the server stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadWait {
-    /// Reads time out every [`TICK`] to look at the stop flag.
-    Tick,
-    /// Reads sleep until the peer sends or the idle timeout runs out (for
-    /// ever when there is none): the server calls [`net::shutdown_read`] on
-    /// the socket when the stop is requested, which ends the wait.
-    UntilWoken,
-}
-
-/// Serves one connection on a blocking socket until it ends: EOF, framing
-/// error, socket error, idle timeout (nothing moved for `config.idle_timeout`)
-/// or shutdown (seen within a [`TICK`], or at once with [`ReadWait::UntilWoken`]).
-///
-/// Writes always time out every [`TICK`]: a write blocks only while the
-/// client is not reading, and a stop must not wait for such a client.
-///
-/// With [`ReadWait::Tick`] (the blocking flavor, whose one connection
-/// holds the whole server) a frame must also arrive whole within
-/// [`FRAME_DEADLINE_IDLE_TIMEOUTS`] idle timeouts (2 s by default) of its
-/// first byte, or of the previous request answered: otherwise a client
-/// trickling a byte per tick would reset the idle timer for ever
-/// ([`End::SlowFrame`], logged; no error frame, the stream is not broken).
-/// The flavors that serve connections concurrently do not need it: a
-/// trickler holds only itself.
-///
-/// When the connection ends while the peer may still be sending
-/// ([`End::lingers`]), the close lingers ([`Linger`], at most
-/// [`LINGER_TIME`]) before returning; the caller then drops `fd`.
-pub fn run_blocking<H: Handler + ?Sized>(
-    fd: BorrowedFd<'_>,
-    config: &Config,
-    shutdown: &Shutdown,
-    wait: ReadWait,
-    scratch: &mut Scratch,
-    handler: &mut H,
-    counters: &Counters,
-) -> End {
-    let end = serve_blocking(fd, config, shutdown, wait, scratch, handler, counters);
-    if end.lingers() {
-        linger_all(vec![(fd, Linger::start(fd, Instant::now() + LINGER_TIME))], &mut scratch.read);
-    }
-    end
-}
-
-fn serve_blocking<H: Handler + ?Sized>(
-    fd: BorrowedFd<'_>,
-    config: &Config,
-    shutdown: &Shutdown,
-    wait: ReadWait,
-    scratch: &mut Scratch,
-    handler: &mut H,
-    counters: &Counters,
-) -> End {
-    // The socket timeouts for a wait of at most `left` (`None`: no idle timeout).
-    let timeouts = |left: Option<Duration>| {
-        let floor = |d: Duration| d.max(Duration::from_millis(1));
-        let tick = floor(left.map_or(TICK, |left| left.min(TICK)));
-        let read = match wait {
-            ReadWait::Tick => Some(tick),
-            ReadWait::UntilWoken => left.map(floor),
+    /// Stops reading; closes once what is owed is written, lingering after.
+    fn drain_then_linger(&mut self, end: End) {
+        self.end.get_or_insert(end);
+        let deadline = match self.state {
+            State::Draining { deadline, .. } => deadline,
+            _ => None,
         };
-        (read, Some(tick))
-    };
-    let mut session = Session::new(config);
-    let mut set = timeouts(config.idle_timeout);
-    if let Err(e) = net::set_timeouts(fd, set.0, set.1) {
-        return End::Io(e);
+        self.state = State::Draining { deadline, read_left: 0, input_waiting: false, linger: true };
     }
-    let mut last_moved = Instant::now();
-    let frame_limit = match wait {
-        ReadWait::Tick => config.idle_timeout.map(|idle| idle * FRAME_DEADLINE_IDLE_TIMEOUTS),
-        ReadWait::UntilWoken => None,
-    };
-    // When the frame now being received began (or the last request was answered).
-    let mut frame_since: Option<Instant> = None;
-    loop {
-        if shutdown.is_requested() {
-            let end = session.finish(fd, scratch, handler, Instant::now() + crate::config::SHUTDOWN_GRACE);
-            counters.requests(session.take_requests());
-            return end;
-        }
-        let serviced = session.service(fd, scratch, handler, RecvFlags::empty());
-        let answered = session.take_requests();
-        counters.requests(answered);
-        let moved = match serviced {
-            // The end of stream may be the stop's shutdown_read rather than the peer's.
-            Err(End::Eof) if shutdown.is_requested() => return End::Shutdown,
-            Err(end) => return end,
-            Ok(p) => p.moved,
-        };
-        if moved {
-            last_moved = Instant::now();
-        }
-        if let Some(limit) = frame_limit {
-            if session.conn.parser().is_at_boundary() {
-                frame_since = None;
-            } else if answered > 0 || frame_since.is_none() {
-                frame_since = Some(last_moved);
-            } else if frame_since.is_some_and(|since| since.elapsed() >= limit) {
-                return End::SlowFrame(limit);
-            }
-        }
-        if let Some(idle) = config.idle_timeout {
-            let quiet = last_moved.elapsed();
-            if quiet >= idle {
-                return End::Idle;
-            }
-            // After progress the next wait is a whole idle period (the same
-            // timeouts as now, so no setsockopt per request); after a
-            // timeout, only what is left of it.
-            let want = timeouts(Some(if moved { idle } else { idle - quiet }));
-            if want != set {
-                if let Err(e) = net::set_timeouts(fd, want.0, want.1) {
-                    return End::Io(e);
-                }
-                set = want;
-            }
-        }
+
+    fn start_linger(&mut self, now: Instant) {
+        // Whatever is still unsent will not be: the peer did not read it in time.
+        self.out.clear();
+        self.held.clear();
+        // No frame is parsed any more.
+        self.payload = Vec::new();
+        let (linger, left) = (self.timing.linger, self.timing.linger_bytes);
+        self.state = State::Lingering { deadline: now + linger, left, shut: false };
+    }
+
+    fn close(&mut self, end: End) {
+        self.end.get_or_insert(end);
+        self.state = State::Closed;
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -562,15 +714,26 @@ fn serve_blocking<H: Handler + ?Sized>(
 mod test {
     use super::*;
     use crate::config::{Flavor, HostStore};
+    use kvio_core::FrameError;
     use kvio_core::frame::{FrameParser, Parse, encode_frame};
     use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind};
     use prost::Message;
-    use std::io::{Read, Write};
-    use std::os::fd::AsFd;
-    use std::os::unix::net::UnixStream;
+
+    const MS: Duration = Duration::from_millis(1);
 
     fn config() -> Config {
         Config { store_entries: 1000, store_bytes: 1 << 20, output_limit: 1024, ..Config::for_flavor(Flavor::Epoll) }
+    }
+
+    fn timing() -> Timing {
+        Timing {
+            idle: Some(1000 * MS),
+            frame: None,
+            grace: 300 * MS,
+            linger: 500 * MS,
+            linger_bytes: 10_000,
+            stop_read_budget: 4096,
+        }
     }
 
     fn request(kind: Kind, key: &str, value: &str) -> Vec<u8> {
@@ -596,185 +759,371 @@ mod test {
         out
     }
 
-    struct Pair {
-        client: UnixStream,
-        server: UnixStream,
+    /// A session with a fake clock (`t0` plus what the test says) and a
+    /// wire that takes `window` bytes per send.
+    struct Rig {
+        t0: Instant,
         session: Session,
-        scratch: Scratch,
         handler: KeyValueHandler<HostStore>,
+        spare: Spare,
+        wire: Vec<u8>,
     }
 
-    impl Pair {
-        fn new(config: &Config) -> Pair {
-            let (client, server) = UnixStream::pair().unwrap();
-            server.set_nonblocking(true).unwrap();
-            client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            Pair {
-                client,
-                server,
-                session: Session::new(config),
-                scratch: Scratch::new(READ_CHUNK),
+    impl Rig {
+        fn new(timing: Timing) -> Rig {
+            let config = config();
+            let t0 = Instant::now();
+            Rig {
+                t0,
+                session: Session::new(&config, timing, t0),
                 handler: KeyValueHandler::new(config.store()),
+                spare: Spare::default(),
+                wire: Vec::new(),
             }
         }
 
-        fn service(&mut self) -> Result<Progress, End> {
-            self.session.service(self.server.as_fd(), &mut self.scratch, &mut self.handler, RecvFlags::DONTWAIT)
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + Duration::from_millis(ms)
         }
 
-        fn read_available(&mut self) -> Vec<u8> {
-            self.client.set_nonblocking(true).unwrap();
-            let mut wire = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                match self.client.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => wire.extend_from_slice(&buf[..n]),
-                    Err(e) if net::would_block(&e) => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            self.client.set_nonblocking(false).unwrap();
-            wire
+        fn receive(&mut self, ms: u64, bytes: &[u8]) {
+            let now = self.at(ms);
+            self.session.receive(bytes, now, &mut self.handler, &mut self.spare);
+        }
+
+        /// The socket takes at most `window` bytes.
+        fn send(&mut self, ms: u64, window: usize) -> usize {
+            let n = self.session.transmit().len().min(window);
+            self.wire.extend_from_slice(&self.session.transmit()[..n]);
+            let now = self.at(ms);
+            self.session.advance(n, now, &mut self.handler);
+            n
+        }
+
+        fn tick(&mut self, ms: u64) {
+            let now = self.at(ms);
+            self.session.handle_timeout(now);
         }
     }
 
     #[test]
-    fn pipelined_requests_are_answered_in_order_and_idle_session_keeps_no_buffers() {
-        let mut pair = Pair::new(&config());
+    fn pipelined_requests_are_answered_in_order_and_an_idle_session_keeps_no_buffers() {
+        let mut rig = Rig::new(timing());
         let mut burst = request(Kind::PutOrUpdate, "k", "v1");
         burst.extend(request(Kind::Get, "k", ""));
         burst.extend(request(Kind::Get, "missing", ""));
-        pair.client.write_all(&burst).unwrap();
-        assert!(pair.service().unwrap().moved);
-        assert_eq!(pair.session.take_requests(), 3);
-        let got = responses(&pair.read_available());
+        rig.receive(0, &burst);
+        assert_eq!(rig.session.take_requests(), 3);
+        assert!(rig.session.wants_write());
+        rig.send(0, usize::MAX);
+        let got = responses(&rig.wire);
         assert_eq!(got.len(), 3);
         assert_eq!((got[0].kind, got[0].status), (3, 0));
         assert_eq!((got[1].key.as_str(), got[1].value.as_str(), got[1].status), ("k", "v1", 0));
         assert_eq!((got[2].key.as_str(), got[2].status), ("missing", 1));
-        pair.session.release_buffers();
-        assert_eq!(pair.session.buffered(), 0, "idle session holds no heap");
-        assert!(!pair.service().unwrap().moved, "nothing to do");
+        rig.session.release_buffers(&mut rig.spare);
+        assert_eq!(rig.session.buffered(), 0, "idle session holds no heap");
+        assert!(rig.session.wants_read() && !rig.session.wants_write());
     }
 
     #[test]
-    fn a_split_frame_keeps_only_its_payload_until_complete() {
-        let mut pair = Pair::new(&config());
-        let frame = request(Kind::PutOrUpdate, "key", "a value");
-        pair.client.write_all(&frame[..9]).unwrap();
-        pair.service().unwrap();
-        pair.session.release_buffers();
-        assert!(pair.session.buffered() > 0, "partial payload kept");
-        pair.client.write_all(&frame[9..]).unwrap();
-        pair.service().unwrap();
-        pair.session.release_buffers();
-        assert_eq!(pair.session.buffered(), 0);
-        assert_eq!(responses(&pair.read_available())[0].status, 0);
+    fn idle_timeout_closes_a_silent_session_and_activity_postpones_it() {
+        let mut rig = Rig::new(timing());
+        assert_eq!(rig.session.poll_timeout(), Some(rig.at(1000)));
+        rig.receive(600, &request(Kind::Get, "k", ""));
+        rig.send(700, usize::MAX);
+        assert_eq!(rig.session.poll_timeout(), Some(rig.at(1700)), "moved by the send");
+        rig.tick(1699);
+        assert_eq!(rig.session.phase(), Phase::Open);
+        rig.tick(1700);
+        assert_eq!(rig.session.phase(), Phase::Closed);
+        assert!(matches!(rig.session.take_end(), End::Idle));
     }
 
     #[test]
-    fn backpressure_stops_reading_until_the_client_reads() {
-        let config = config();
-        let mut pair = Pair::new(&config);
-        pair.client.write_all(&request(Kind::PutOrUpdate, "k", &"x".repeat(500))).unwrap();
-        pair.service().unwrap();
-        pair.read_available();
-        // Each response carries 500 bytes of value; the client reads none of them.
+    fn no_idle_timeout_means_no_deadline() {
+        let rig = Rig::new(Timing { idle: None, ..timing() });
+        assert_eq!(rig.session.poll_timeout(), None);
+    }
+
+    #[test]
+    fn frame_deadline_cuts_a_trickled_frame_but_not_a_quiet_connection() {
+        let slow = Timing { idle: Some(100 * MS), ..timing() }.with_frame_deadline();
+        assert_eq!(slow.frame, Some(1000 * MS));
+        let mut rig = Rig::new(slow);
+        let frame = request(Kind::PutOrUpdate, "key", "a value that takes a while");
+        // One byte every 50 ms keeps the idle timer happy...
+        for (i, byte) in frame[..30].iter().enumerate() {
+            let ms = 10 + 50 * i as u64;
+            rig.receive(ms, std::slice::from_ref(byte));
+            rig.tick(ms);
+            if ms < 1010 {
+                assert_eq!(rig.session.phase(), Phase::Open, "at {ms} ms");
+            }
+        }
+        // ... but the frame began at 10 ms: it must be whole by 1010 ms.
+        assert_eq!(rig.session.phase(), Phase::Closed);
+        assert!(matches!(rig.session.take_end(), End::SlowFrame(d) if d == 1000 * MS));
+
+        // Between frames only the idle timer runs.
+        let mut quiet = Rig::new(Timing { idle: Some(100 * MS), ..timing() }.with_frame_deadline());
+        quiet.receive(0, &request(Kind::Get, "k", ""));
+        quiet.send(0, usize::MAX);
+        assert_eq!(quiet.session.poll_timeout(), Some(quiet.at(100)));
+    }
+
+    #[test]
+    fn frame_deadline_restarts_with_each_answered_request() {
+        let mut rig = Rig::new(Timing { idle: Some(100 * MS), ..timing() }.with_frame_deadline());
+        let frame = request(Kind::Get, "k", "");
+        for i in 0..30u64 {
+            // A whole request plus the first byte of the next, every 90 ms: 2.7 s in all.
+            let mut bytes = frame[1..].to_vec();
+            bytes.push(frame[0]);
+            if i == 0 {
+                bytes.insert(0, frame[0]);
+            }
+            rig.receive(i * 90, &bytes);
+            rig.send(i * 90, usize::MAX);
+            rig.tick(i * 90 + 89);
+            assert_eq!(rig.session.phase(), Phase::Open, "request {i}");
+        }
+    }
+
+    #[test]
+    fn backpressure_stops_reading_and_resumes_once_the_output_drains() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::PutOrUpdate, "k", &"x".repeat(500)));
+        rig.send(0, usize::MAX);
+        rig.wire.clear();
         let get = request(Kind::Get, "k", "");
-        let count = 2000;
-        let mut sent = 0;
-        pair.client.set_nonblocking(true).unwrap();
-        let mut wire = Vec::new();
-        for _ in 0..count {
-            wire.extend_from_slice(&get);
+        let burst: Vec<u8> = get.iter().copied().cycle().take(get.len() * 10).collect();
+        rig.receive(1, &burst);
+        // Output limit 1024, each answer ~520 bytes: two answers, then held.
+        assert!(!rig.session.wants_read(), "back-pressure");
+        assert_eq!(rig.session.take_requests(), 3, "the put, and gets up to the limit");
+        assert!(rig.session.pending() >= 1024);
+        // The client reads a little: still over the limit, nothing resumes.
+        rig.send(2, 100);
+        assert!(!rig.session.wants_read());
+        // The client reads everything: held requests are answered as room frees up.
+        while rig.session.wants_write() {
+            rig.send(3, 700);
         }
-        let mut stalled_once = false;
-        let mut received = Vec::new();
-        let mut rounds = 0;
-        while received.len() < count * 520 && rounds < 100_000 {
-            rounds += 1;
-            if sent < wire.len() {
-                match pair.client.write(&wire[sent..]) {
-                    Ok(n) => sent += n,
-                    Err(e) if net::would_block(&e) => {}
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            pair.service().unwrap();
-            assert!(pair.session.out.pending() <= config.output_limit + 600, "output bounded");
-            if !pair.session.wants_read() {
-                stalled_once = true;
-                // Only now does the client read: the server was held back meanwhile.
-                let mut buf = [0u8; 8192];
-                match pair.client.read(&mut buf) {
-                    Ok(n) => received.extend_from_slice(&buf[..n]),
-                    Err(e) if net::would_block(&e) => {}
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            if sent == wire.len() && pair.session.wants_read() {
-                pair.client.set_nonblocking(false).unwrap();
-                received.extend(pair.read_available());
-                pair.client.set_nonblocking(true).unwrap();
-                if responses(&received).len() == count {
-                    break;
-                }
-            }
-        }
-        assert!(stalled_once, "back-pressure engaged");
-        let got = responses(&received);
-        assert_eq!(got.len(), count);
+        assert!(rig.session.wants_read(), "reading again");
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 10);
         assert!(got.iter().all(|m| m.value.len() == 500 && m.kind == 2));
     }
 
     #[test]
-    fn framing_error_answers_earlier_requests_then_the_error_then_ends() {
-        let mut pair = Pair::new(&config());
+    fn a_framing_error_answers_earlier_requests_then_the_error_then_lingers() {
+        let mut rig = Rig::new(timing());
         let mut burst = request(Kind::PutOrUpdate, "k", "v");
         burst.extend_from_slice(&2u32.to_le_bytes());
         burst.extend(request(Kind::Get, "k", ""));
-        pair.client.write_all(&burst).unwrap();
-        assert!(matches!(pair.service(), Err(End::Framing(FrameError::TooShort))));
-        let got = responses(&pair.read_available());
+        rig.receive(0, &burst);
+        assert_eq!(rig.session.phase(), Phase::Draining);
+        assert!(!rig.session.wants_read());
+        assert!(!rig.session.take_shut_write(), "not before the error frame is written");
+        rig.send(1, usize::MAX);
+        let got = responses(&rig.wire);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].kind, 3);
         assert_eq!((got[1].kind, got[1].status, got[1].value.as_str()), (0, 1, FrameError::TooShort.as_str()));
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        assert!(rig.session.take_shut_write());
+        assert!(!rig.session.take_shut_write(), "once");
+        assert!(rig.session.wants_read(), "late bytes are read and dropped");
+        assert!(matches!(rig.session.take_end(), End::Framing(FrameError::TooShort)));
+    }
+
+    /// A session lingering after a framing error at 0 ms, with the test's
+    /// linger of 500 ms and 10,000 bytes.
+    fn lingering() -> Rig {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &0u32.to_le_bytes());
+        rig.send(0, usize::MAX);
+        assert!(rig.session.take_shut_write());
+        rig
     }
 
     #[test]
-    fn eof_after_requests_answers_them_then_ends() {
-        let mut pair = Pair::new(&config());
-        pair.client.write_all(&request(Kind::Get, "k", "")).unwrap();
-        pair.client.shutdown(std::net::Shutdown::Write).unwrap();
-        // The short read answers the request; the next service sees the end of stream.
-        let end = (0..3).find_map(|_| pair.service().err());
-        assert!(matches!(end, Some(End::Eof)), "{end:?}");
-        let Pair { mut client, server, .. } = pair;
-        drop(server); // as the flavors do on Err
-        let mut wire = Vec::new();
-        client.read_to_end(&mut wire).unwrap();
-        assert_eq!(responses(&wire).len(), 1);
+    fn linger_ends_at_the_peers_end_of_stream() {
+        let mut rig = lingering();
+        rig.receive(10, &request(Kind::Get, "late", ""));
+        assert_eq!(rig.session.take_requests(), 0, "late requests are dropped, not answered");
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        rig.session.peer_closed(rig.at(20));
+        assert_eq!(rig.session.phase(), Phase::Closed);
     }
 
     #[test]
-    fn blocking_run_ends_on_idle_timeout() {
-        let config = Config { idle_timeout: Some(Duration::from_millis(50)), ..config() };
-        let (client, server) = UnixStream::pair().unwrap();
-        let shutdown = Shutdown::new().unwrap();
-        let counters = Counters::default();
-        let mut handler = KeyValueHandler::new(config.store());
-        let mut scratch = Scratch::new(4096);
-        let worker = std::thread::spawn(move || {
-            let started = Instant::now();
-            let end =
-                run_blocking(server.as_fd(), &config, &shutdown, ReadWait::Tick, &mut scratch, &mut handler, &counters);
-            (end, started.elapsed())
-        });
-        (&client).write_all(&request(Kind::Get, "k", "")).unwrap();
-        let (end, took) = worker.join().unwrap();
-        assert!(matches!(end, End::Idle), "{end}");
-        assert!(took >= Duration::from_millis(50) && took < Duration::from_secs(2), "{took:?}");
-        drop(client);
+    fn linger_ends_at_its_deadline() {
+        let mut rig = lingering();
+        assert_eq!(rig.session.poll_timeout(), Some(rig.at(500)));
+        rig.tick(499);
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        rig.tick(500);
+        assert_eq!(rig.session.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn linger_ends_at_its_byte_cap() {
+        let mut rig = lingering();
+        rig.receive(1, &[0u8; 9_999]);
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        rig.receive(2, &[0u8; 1]);
+        assert_eq!(rig.session.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn a_stop_closes_an_idle_session_at_once() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::PutOrUpdate, "k", "v"));
+        rig.send(0, usize::MAX);
+        rig.session.begin_shutdown(rig.at(5), false);
+        assert_eq!(rig.session.phase(), Phase::Closed, "owes nothing, holds nothing: no linger");
+        assert!(!rig.session.take_shut_write());
+        assert!(matches!(rig.session.take_end(), End::Shutdown));
+    }
+
+    #[test]
+    fn a_stop_with_requests_waiting_in_the_socket_reads_and_answers_them() {
+        let mut rig = Rig::new(timing());
+        rig.session.begin_shutdown(rig.at(0), true);
+        assert_eq!(rig.session.phase(), Phase::Draining, "not quiet: its requests wait in the socket");
+        assert!(rig.session.wants_read());
+        rig.receive(1, &request(Kind::Get, "k", "").repeat(3));
+        rig.send(2, usize::MAX);
+        assert_eq!(responses(&rig.wire).len(), 3);
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+    }
+
+    #[test]
+    fn a_stop_mid_pipeline_writes_every_answer_then_lingers() {
+        let mut rig = Rig::new(timing());
+        let mut burst = Vec::new();
+        for i in 0..20 {
+            burst.extend(request(Kind::PutOrUpdate, &format!("k{i}"), &"v".repeat(100)));
+        }
+        // Half a frame more: the client was caught mid-send.
+        let next = request(Kind::Get, "k1", "");
+        burst.extend_from_slice(&next[..5]);
+        rig.receive(0, &burst);
+        rig.session.begin_shutdown(rig.at(1), false);
+        assert_eq!(rig.session.phase(), Phase::Draining);
+        assert_eq!(rig.session.poll_timeout(), Some(rig.at(301)), "the grace deadline");
+        assert!(rig.session.wants_read(), "what already waits in the socket is still read");
+        rig.receive(2, &next[5..]);
+        rig.send(3, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 21, "every answer owed");
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        assert!(rig.session.take_shut_write());
+        assert_eq!(rig.session.poll_timeout(), Some(rig.at(503)));
+    }
+
+    #[test]
+    fn a_stop_reads_no_more_than_its_budget() {
+        let mut rig = Rig::new(timing());
+        let get = request(Kind::Get, "k", "");
+        rig.receive(0, &get[..3]);
+        rig.session.begin_shutdown(rig.at(1), false);
+        rig.receive(1, &get[3..]);
+        let mut answered = 0;
+        for ms in 2..1000 {
+            if !rig.session.wants_read() {
+                break;
+            }
+            rig.receive(ms, &get);
+            answered += rig.session.take_requests();
+            rig.send(ms, usize::MAX);
+        }
+        assert!(!rig.session.wants_read(), "a client that never stops sending is cut off");
+        assert!(answered * get.len() <= 4096 + get.len(), "{answered}");
+    }
+
+    #[test]
+    fn a_stop_against_a_client_that_never_reads_ends_by_grace_plus_linger() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::PutOrUpdate, "k", &"x".repeat(900)));
+        rig.send(0, usize::MAX);
+        rig.receive(1, &request(Kind::Get, "k", "").repeat(5));
+        rig.session.begin_shutdown(rig.at(10), false);
+        // The client reads nothing: the grace runs out with answers unsent.
+        rig.tick(309);
+        assert_eq!(rig.session.phase(), Phase::Draining);
+        rig.tick(310);
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        assert!(!rig.session.wants_write(), "unsent answers are dropped");
+        assert!(rig.session.take_shut_write());
+        rig.tick(810);
+        assert_eq!(rig.session.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn eviction_drops_a_partial_frame_and_sends_the_error_frame() {
+        let mut rig = Rig::new(timing());
+        let frame = request(Kind::PutOrUpdate, "k", &"v".repeat(5000));
+        rig.receive(0, &frame[..10]);
+        rig.receive(1, &frame[10..4000]);
+        assert!(rig.session.buffered() >= 4000, "the partial payload is held");
+        rig.session.evict(&mut rig.spare);
+        assert!(rig.session.buffered() < 1000, "dropped at once: {}", rig.session.buffered());
+        assert!(!rig.session.wants_read());
+        rig.send(2, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].kind, got[0].status, got[0].value.as_str()), (0, 1, MEMORY_LIMIT_REASON));
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        assert!(matches!(rig.session.take_end(), End::MemoryLimit(n) if n >= 4000));
+    }
+
+    #[test]
+    fn eviction_of_a_client_that_does_not_read_closes_at_once() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::PutOrUpdate, "k", &"x".repeat(900)));
+        rig.send(0, usize::MAX);
+        rig.receive(1, &request(Kind::Get, "k", "").repeat(5));
+        assert!(rig.session.pending() > 0);
+        rig.session.evict(&mut rig.spare);
+        assert_eq!(rig.session.phase(), Phase::Closed);
+        assert_eq!(rig.session.buffered(), 0);
+    }
+
+    #[test]
+    fn end_of_stream_answers_what_was_sent_then_closes_without_linger() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::Get, "k", ""));
+        rig.session.peer_closed(rig.at(0));
+        assert_eq!(rig.session.phase(), Phase::Draining);
+        rig.send(1, usize::MAX);
+        assert_eq!(rig.session.phase(), Phase::Closed);
+        assert!(!rig.session.take_shut_write());
+        assert_eq!(responses(&rig.wire).len(), 1);
+        assert!(matches!(rig.session.take_end(), End::Eof));
+    }
+
+    #[test]
+    fn a_completion_driver_gets_the_buffer_and_partial_sends_keep_the_order() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::PutOrUpdate, "a", "1"));
+        let buf = rig.session.take_transmit(&mut rig.spare).expect("bytes to send");
+        assert!(rig.session.take_transmit(&mut rig.spare).is_none(), "one send in flight");
+        // A later request is answered into a fresh buffer meanwhile.
+        rig.receive(1, &request(Kind::Get, "a", ""));
+        assert!(rig.session.pending() > buf.pending());
+        let sent = 3;
+        rig.wire.extend_from_slice(&buf.unsent()[..sent]);
+        let now = rig.at(2);
+        rig.session.transmitted(buf, sent, now, &mut rig.handler, &mut rig.spare);
+        let rest = rig.session.take_transmit(&mut rig.spare).unwrap();
+        rig.wire.extend_from_slice(rest.unsent());
+        let n = rest.pending();
+        rig.session.transmitted(rest, n, now, &mut rig.handler, &mut rig.spare);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].kind, got[1].value.as_str()), (3, "1"));
+        assert_eq!(rig.session.pending(), 0);
     }
 }

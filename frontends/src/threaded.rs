@@ -1,18 +1,15 @@
 //! Flavor `threaded`: a thread per connection.
 //!
-//! - Model: the main thread accepts (blocking, with a 100 ms SO_RCVTIMEO
-//!   tick to see the stop flag) and hands each connection to a new thread
-//!   that serves it with blocking IO, exactly like the blocking flavor.
+//! - Model: the main thread accepts (it waits in `poll` on the listener
+//!   and the stop's wake-up socket) and hands each connection to a new
+//!   thread that serves it with blocking IO ([`driver::run_blocking`]),
+//!   like the blocking flavor but without its frame deadline: a client
+//!   trickling bytes holds only its own thread.
 //! - Threads: 1 + one per open connection, bounded by `--max-connections`
 //!   (the next one is accepted and closed at once). Each has a
-//!   [`STACK_SIZE`] (64 KiB) stack. Measured by running 16 connections of
-//!   1 MB puts/gets, 1,200 pipelined mixed requests, malformed payloads and
-//!   framing errors against each stack size: 16 KiB (the smallest glibc
-//!   gives) serves all of it, and the thread stacks' smaps `Rss` shows 8 KiB
-//!   touched in a release build, 12 KiB in a debug one. The deepest path is
-//!   a panic with `RUST_BACKTRACE=1` (symbolizing the backtrace): 28 KiB
-//!   overflows, 32 KiB does not (the unit test below, debug and release).
-//!   64 KiB is twice that; the kernel only commits the pages touched.
+//!   [`STACK_SIZE`] (64 KiB) stack: twice what the deepest path measured
+//!   needs (a panic with `RUST_BACKTRACE=1`; figures in
+//!   `frontends/README.md`); the kernel only commits the pages touched.
 //!   Buffers live on the heap: a 16 KiB read buffer and the output per thread.
 //! - Store: one `kvio_core::Shared` store (the host critical section is a
 //!   process-wide mutex); the handler takes it for one put or get at a time,
@@ -30,11 +27,7 @@
 //!   the thread then answers what it had already received and exits.
 //!   Registered sockets are `Arc<OwnedFd>` shared with their thread, so a
 //!   descriptor cannot be closed and its number reused while registered.
-//!   Measured with 1,000 connections that each sent one `Get` and then kept
-//!   silent, server utime+stime from `/proc/PID/stat` over 3 s (release,
-//!   2-core VM): 5.3% of a core with the former 100 ms read tick, 0.0% now;
-//!   10,000 such connections: 0.0% (the bench had measured 59% with the tick).
-//!   The accepting thread still ticks every 100 ms (1 thread, not N).
+//!   An idle server makes no wake-up at all.
 
 use std::collections::HashMap;
 use std::io;
@@ -44,13 +37,16 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
+use std::time::Instant;
 
 use kvio_core::{Handler, Shared};
 use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
+use crate::driver::{self, BlockingServer, ReadWait, Scratch, TICK};
+use crate::memory::{ClientMemory, Share};
 use crate::net::{self, Accepted, Listener};
-use crate::session::{ReadWait, Scratch, TICK, run_blocking};
+use crate::session::{Session, Timing};
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, End, Stats};
 
@@ -67,10 +63,12 @@ struct Context<'a> {
     /// Connection threads running.
     active: &'a AtomicUsize,
     registry: &'a Registry,
+    memory: &'a ClientMemory,
 }
 
-/// The sockets of the connections being served, so that a stop can wake
-/// their threads out of `recv` (see the [module docs](self)).
+/// The connections being served, so that a stop can wake their threads out
+/// of `recv` (see the [module docs](self)), and the client-memory cap can
+/// evict the one holding the most, whichever thread serves it.
 #[derive(Debug, Default)]
 struct Registry {
     inner: Mutex<Sockets>,
@@ -79,9 +77,16 @@ struct Registry {
 #[derive(Debug, Default)]
 struct Sockets {
     next: u64,
-    live: HashMap<u64, Arc<OwnedFd>>,
+    live: HashMap<u64, Arc<Entry>>,
     /// The stop came: sockets registered from now on are woken at once.
     woken: bool,
+}
+
+/// A registered connection: its socket and its memory charge.
+#[derive(Debug)]
+struct Entry {
+    fd: OwnedFd,
+    share: Share,
 }
 
 impl Registry {
@@ -90,15 +95,15 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers `fd` until the returned entry is dropped.
-    fn register(&self, fd: &Arc<OwnedFd>) -> Registered<'_> {
+    /// Registers `entry` until the returned guard is dropped.
+    fn register(&self, entry: &Arc<Entry>) -> Registered<'_> {
         let mut sockets = self.lock();
         let id = sockets.next;
         sockets.next += 1;
         if sockets.woken {
-            wake(fd);
+            wake(entry);
         }
-        sockets.live.insert(id, Arc::clone(fd));
+        sockets.live.insert(id, Arc::clone(entry));
         Registered { registry: self, id }
     }
 
@@ -106,13 +111,27 @@ impl Registry {
     fn wake_all(&self) {
         let mut sockets = self.lock();
         sockets.woken = true;
-        sockets.live.values().for_each(wake);
+        sockets.live.values().for_each(|entry| wake(entry));
+    }
+
+    /// Asks the connection charged the most to go, and wakes its thread.
+    fn evict_biggest(&self) {
+        let sockets = self.lock();
+        if let Some(entry) = sockets
+            .live
+            .values()
+            .filter(|e| e.share.held() > 0 && !e.share.is_evicting())
+            .max_by_key(|e| e.share.held())
+        {
+            entry.share.ask_to_evict();
+            wake(entry);
+        }
     }
 }
 
-fn wake(fd: &Arc<OwnedFd>) {
+fn wake(entry: &Entry) {
     // ENOTCONN (the peer already reset the connection): its thread is not asleep.
-    let _ = net::shutdown_read(fd.as_fd());
+    let _ = net::shutdown_read(entry.fd.as_fd());
 }
 
 /// A registered socket; unregisters on drop, panics included.
@@ -133,10 +152,12 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
     let active = AtomicUsize::new(0);
     let store = Shared::new(config.store());
     let registry = Registry::default();
-    let ctx = Context { config, shutdown, counters: &counters, active: &active, registry: &registry };
+    let memory = ClientMemory::new(config.max_client_memory);
+    let ctx = Context { config, shutdown, counters: &counters, active: &active, registry: &registry, memory: &memory };
+    // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
     thread::scope(|scope| {
-        while !shutdown.is_requested() {
+        while driver::wait_for_connection(&listener, shutdown)? {
             match listener.accept(false) {
                 Ok(Accepted::Connection(fd, peer)) => {
                     if active.load(Ordering::Acquire) >= config.max_connections {
@@ -156,24 +177,22 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                 }
                 Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
                 Ok(Accepted::Nothing) => {}
-                Err(e) => {
-                    counters.error(format_args!("accept: {e}"));
-                    thread::sleep(TICK);
-                }
+                Err(e) => driver::accept_failed(&counters, &e),
             }
         }
         // Stop accepting before the connections finish, then wake the ones asleep in recv.
         drop(listener);
         registry.wake_all();
-    });
+        Ok::<(), io::Error>(())
+    })?;
     Ok(counters.snapshot())
 }
 
 /// A connection thread's body: serves `fd` and counts how it ended, panics included.
 fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'_>, mut handler: H) {
-    let fd = Arc::new(fd);
-    // Declared after `fd`: dropped first, so the registry's clone goes before the thread's.
-    let _registered = ctx.registry.register(&fd);
+    let entry = Arc::new(Entry { fd, share: Share::default() });
+    // Declared after `entry`: dropped first, so the registry's clone goes before the thread's.
+    let _registered = ctx.registry.register(&entry);
     /// Frees the thread's place even if serving panics.
     struct Place<'a>(&'a AtomicUsize);
     impl Drop for Place<'_> {
@@ -185,9 +204,20 @@ fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'
     ctx.counters.connection();
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scratch = Scratch::new(READ_CHUNK);
-        let wait = ReadWait::UntilWoken;
-        run_blocking(fd.as_fd(), ctx.config, ctx.shutdown, wait, &mut scratch, &mut handler, ctx.counters)
+        let mut session = Session::new(ctx.config, Timing::new(ctx.config), Instant::now());
+        let evict_biggest = || ctx.registry.evict_biggest();
+        let server = BlockingServer {
+            wait: ReadWait::UntilWoken,
+            shutdown: ctx.shutdown,
+            counters: ctx.counters,
+            memory: ctx.memory,
+            share: &entry.share,
+            evict_biggest: &evict_biggest,
+        };
+        driver::run_blocking(entry.fd.as_fd(), &mut session, &server, &mut scratch, &mut handler)
     }));
+    // A panic skipped the session's own release.
+    ctx.memory.charge(&entry.share, 0);
     ctx.counters.ended(peer, &served.unwrap_or(End::Panic));
 }
 
@@ -208,6 +238,7 @@ mod test {
         counters: Counters,
         active: AtomicUsize,
         registry: Registry,
+        memory: ClientMemory,
     }
 
     impl Fixture {
@@ -221,6 +252,7 @@ mod test {
                 counters: Counters::default(),
                 active: AtomicUsize::new(1),
                 registry: Registry::default(),
+                memory: ClientMemory::new(1 << 20),
             }
         }
 
@@ -231,6 +263,7 @@ mod test {
                 counters: &self.counters,
                 active: &self.active,
                 registry: &self.registry,
+                memory: &self.memory,
             }
         }
     }
@@ -304,10 +337,14 @@ mod test {
         let registry = Registry::default();
         registry.wake_all();
         let (client, server) = UnixStream::pair().unwrap();
-        let fd = Arc::new(OwnedFd::from(server));
-        let registered = registry.register(&fd);
+        let entry = Arc::new(Entry { fd: OwnedFd::from(server), share: Share::default() });
+        let registered = registry.register(&entry);
         let mut byte = [0u8; 1];
-        assert_eq!(net::recv(fd.as_fd(), &mut byte, rustix::net::RecvFlags::DONTWAIT).unwrap(), 0, "reads see the end");
+        assert_eq!(
+            net::recv(entry.fd.as_fd(), &mut byte, rustix::net::RecvFlags::DONTWAIT).unwrap(),
+            0,
+            "reads see the end"
+        );
         drop(registered);
         assert!(registry.lock().live.is_empty());
         drop(client);

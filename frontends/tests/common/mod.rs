@@ -283,7 +283,7 @@ impl Drop for Server {
 }
 
 /// The keys of the start-up line, in the contract's order.
-pub const STARTUP_KEYS: [&str; 8] = [
+pub const STARTUP_KEYS: [&str; 9] = [
     "flavor",
     "addr",
     "max_frame_len",
@@ -292,6 +292,7 @@ pub const STARTUP_KEYS: [&str; 8] = [
     "max_connections",
     "idle_timeout_ms",
     "output_limit",
+    "max_client_memory",
 ];
 
 /// Checks the start-up line's shape and returns its `key=value` pairs.
