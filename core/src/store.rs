@@ -228,11 +228,13 @@ fn hash(key: &[u8]) -> u32 {
 /// loads each instead of a call to `memcmp`.
 #[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    #[inline(always)]
     fn u64_at(s: &[u8], at: usize) -> u64 {
         let mut w = [0u8; 8];
         w.copy_from_slice(&s[at..at + 8]);
         u64::from_le_bytes(w)
     }
+    #[inline(always)]
     fn u32_at(s: &[u8], at: usize) -> u32 {
         let mut w = [0u8; 4];
         w.copy_from_slice(&s[at..at + 4]);

@@ -32,13 +32,38 @@ mod field {
     pub const STATUS: u32 = 4;
 }
 
+/// The one-byte keys of the four fields with their own wire types.
+mod key {
+    pub const KEY: u8 = 0x0a;
+    pub const VALUE: u8 = 0x12;
+    pub const KIND: u8 = 0x18;
+    pub const STATUS: u8 = 0x20;
+}
+
 impl<'a> MessageView<'a> {
     /// Decodes `payload` (see the type's docs for the rules).
     pub fn decode(mut payload: &'a [u8]) -> Result<Self, DecodeError> {
         let buf = &mut payload;
         let mut view = MessageView::default();
-        while !buf.is_empty() {
-            match wire::decode_key(buf)? {
+        while let Some((&first, rest)) = buf.split_first() {
+            // The four fields' keys as encoders write them: one byte each.
+            // Anything else (other fields, other wire types, keys written in
+            // more bytes than needed) goes through the general decoder.
+            let field = match first {
+                key::KEY => Some((field::KEY, WireType::LengthDelimited)),
+                key::VALUE => Some((field::VALUE, WireType::LengthDelimited)),
+                key::KIND => Some((field::KIND, WireType::Varint)),
+                key::STATUS => Some((field::STATUS, WireType::Varint)),
+                _ => None,
+            };
+            let (tag, wire_type) = match field {
+                Some(field) => {
+                    *buf = rest;
+                    field
+                }
+                None => wire::decode_key(buf)?,
+            };
+            match (tag, wire_type) {
                 (field::KEY, WireType::LengthDelimited) => view.key = utf8(wire::decode_bytes(buf)?)?,
                 (field::VALUE, WireType::LengthDelimited) => view.value = utf8(wire::decode_bytes(buf)?)?,
                 // proto3 `uint32` and `int32`/enum: the varint's low 32 bits.
@@ -90,6 +115,12 @@ mod test {
         // field 5 varint, field 9 bytes, kind as fixed32, status as bytes, key as varint
         let payload = b"\x28\x01\x4a\x01x\x1d\x01\x00\x00\x00\x22\x01\x01\x08\x05\x18\x01";
         assert_eq!(MessageView::decode(payload), Ok(view("", "", 1, 0)));
+    }
+
+    #[test]
+    fn keys_written_in_more_bytes_than_needed_are_the_same_fields() {
+        // 0x8a 0x00 is key 0x0a (field 1, length-delimited) in two bytes.
+        assert_eq!(MessageView::decode(b"\x8a\x00\x01k\x98\x80\x00\x01"), Ok(view("k", "", 1, 0)));
     }
 
     #[test]
