@@ -42,6 +42,7 @@ mod key {
 
 impl<'a> MessageView<'a> {
     /// Decodes `payload` (see the type's docs for the rules).
+    #[inline]
     pub fn decode(mut payload: &'a [u8]) -> Result<Self, DecodeError> {
         let buf = &mut payload;
         let mut view = MessageView::default();
