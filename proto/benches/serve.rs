@@ -4,7 +4,14 @@
 //! Two key sets: 256 keys (the slot table and the records stay in L1) and
 //! 10,000 keys visited in a scattered order, where a lookup's cache misses
 //! show.
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+//!
+//! `KVIO_BENCH_CPU_TIME=1` measures the thread's CPU time instead of wall
+//! time: on a machine shared with other jobs, wall time also counts the time
+//! the bench waited for a core.
+use std::time::Duration;
+
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{Criterion, Throughput};
 use kvio_core::store::{Limits, Slot, Store};
 use kvio_core::{Connection, Outcome};
 use kvio_proto::{KeyValueHandler, KeyValueMessage};
@@ -22,7 +29,7 @@ fn frame(wire: &mut Vec<u8>, key: String, i: usize) {
     kvio_core::frame::encode_frame(&msg.encode_to_vec(), wire).unwrap();
 }
 
-fn serve_keys(c: &mut Criterion, name: &str, keys: usize, step: usize) {
+fn serve_keys<M: Measurement>(c: &mut Criterion<M>, name: &str, keys: usize, step: usize) {
     let max = kvio_core::DEFAULT_MAX_FRAME_LEN;
     let slots = (keys * 2).next_power_of_two().max(4096);
     let store = Store::with_storage(
@@ -74,11 +81,59 @@ fn serve_keys(c: &mut Criterion, name: &str, keys: usize, step: usize) {
     group.finish();
 }
 
-fn serve(c: &mut Criterion) {
+fn serve<M: Measurement>(c: &mut Criterion<M>) {
     serve_keys(c, "small_put_get_pipelined", 256, 1);
     // 7,919 is prime, so the walk visits every one of the 10,000 keys, scattered.
     serve_keys(c, "10k_keys_put_get_pipelined", 10_000, 7_919);
 }
 
-criterion_group!(benches, serve);
-criterion_main!(benches);
+/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), in the units
+/// and formats of wall time.
+struct ThreadCpuTime;
+
+fn thread_cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_now()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_now() - start
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
+
+fn main() {
+    if std::env::var_os("KVIO_BENCH_CPU_TIME").is_some() {
+        let mut c = Criterion::default().with_measurement(ThreadCpuTime).configure_from_args();
+        serve(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        serve(&mut c);
+        c.final_summary();
+    }
+}
