@@ -1,10 +1,11 @@
 //! What a server is told at start-up: the [`Flavor`], the limits of
-//! PROTOCOL.md ([`Config`], with the contract's defaults in one place), and
+//! docs/protocol.md ([`Config`], with the contract's defaults in one place), and
 //! the store those limits size ([`HostStore`], allocated once).
 //!
 //! What it does not own: parsing the command line (that is [`crate::cli`]).
 
 use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use kvio_core::store::{Slot, slots_for};
@@ -12,6 +13,29 @@ use kvio_core::{Store, StoreLimits};
 
 /// Default `--addr`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+/// How an address is written, for messages about a malformed one.
+pub const ADDR_FORM: &str = "HOST:PORT, such as 127.0.0.1:7878, localhost:7878 or [::1]:7878";
+
+/// Checks that `addr` has the form HOST:PORT (a name or an IP address, and
+/// a port number) without resolving it; the error repeats nothing (clap
+/// shows the input beside it) and says what form is expected.
+pub fn check_addr(addr: &str) -> Result<String, String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr.to_owned()),
+        _ => Err(format!("expected {ADDR_FORM}")),
+    }
+}
+
+/// The addresses `addr` (HOST:PORT) resolves to, in the resolver's order.
+pub fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
+    check_addr(addr).map_err(|e| format!("invalid address '{addr}': {e}"))?;
+    let found: Vec<SocketAddr> = addr.to_socket_addrs().map_err(|e| format!("cannot resolve {addr}: {e}"))?.collect();
+    if found.is_empty() {
+        return Err(format!("{addr} resolves to no address"));
+    }
+    Ok(found)
+}
+
 /// Smallest `--max-frame-len`: every fixed response must fit in a frame the
 /// server itself would accept, the longest being the 51-byte (`len` 47)
 /// error frame of a malformed payload; 64 leaves room and is a round number.
@@ -181,6 +205,19 @@ mod test {
         let longest_len = u32::try_from(longest).unwrap() + MIN_FRAME_LEN;
         assert_eq!(longest_len + 4, 51, "the malformed-payload frame");
         assert!(longest_len <= MIN_MAX_FRAME_LEN);
+    }
+
+    #[test]
+    fn addresses_are_host_colon_port() {
+        for good in ["127.0.0.1:7878", "localhost:0", "[::1]:1", "example.invalid:65535"] {
+            assert_eq!(check_addr(good).as_deref(), Ok(good));
+        }
+        for bad in ["garbage", "127.0.0.1", ":7878", "localhost:", "localhost:65536", "localhost:x"] {
+            assert!(check_addr(bad).unwrap_err().contains("HOST:PORT"), "{bad}");
+        }
+        assert!(resolve("localhost:7878").unwrap().iter().all(|a| a.ip().is_loopback() && a.port() == 7878));
+        assert_eq!(resolve("127.0.0.2:9").unwrap(), ["127.0.0.2:9".parse().unwrap()]);
+        assert!(resolve("garbage").unwrap_err().starts_with("invalid address 'garbage': expected HOST:PORT"));
     }
 
     #[test]

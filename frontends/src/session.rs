@@ -573,7 +573,9 @@ impl Session {
                 }
             }
             State::Draining { deadline: Some(at), linger, .. } if now >= at => {
-                if linger {
+                // Still owed answers after the whole grace: the peer does not read them,
+                // and a linger would not change what it gets.
+                if linger && self.pending() == 0 {
                     self.start_linger(now);
                 } else {
                     self.state = State::Closed;
@@ -1044,7 +1046,7 @@ mod test {
     }
 
     #[test]
-    fn a_stop_against_a_client_that_never_reads_ends_by_grace_plus_linger() {
+    fn a_stop_against_a_client_that_never_reads_ends_at_the_grace() {
         let mut rig = Rig::new(timing());
         rig.receive(0, &request(Kind::PutOrUpdate, "k", &"x".repeat(900)));
         rig.send(0, usize::MAX);
@@ -1054,11 +1056,24 @@ mod test {
         rig.tick(309);
         assert_eq!(rig.session.phase(), Phase::Draining);
         rig.tick(310);
+        assert_eq!(rig.session.phase(), Phase::Closed, "no linger for a peer that reads nothing");
+        assert!(matches!(rig.session.take_end(), End::Shutdown));
+    }
+
+    #[test]
+    fn a_stop_that_catches_half_a_frame_lingers_at_once() {
+        let mut rig = Rig::new(timing());
+        let get = request(Kind::Get, "k", "");
+        rig.receive(0, &get[..4]);
+        rig.session.begin_shutdown(rig.at(10), false);
+        // Nothing owed, and the client may still be sending the rest: no answer, a linger.
         assert_eq!(rig.session.phase(), Phase::Lingering);
-        assert!(!rig.session.wants_write(), "unsent answers are dropped");
         assert!(rig.session.take_shut_write());
-        rig.tick(810);
+        rig.tick(509);
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        rig.tick(510);
         assert_eq!(rig.session.phase(), Phase::Closed);
+        assert_eq!(rig.session.take_requests(), 0);
     }
 
     #[test]
