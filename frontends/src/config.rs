@@ -8,7 +8,9 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use kvio_core::store::{Slot, slots_for};
+use kvio_core::store::Slot;
+/// The slot-table rule is the store's own (`kvio_core::store::slots_for`).
+pub use kvio_core::store::slots_for;
 use kvio_core::{Store, StoreLimits};
 
 use crate::sharded::ShardedStore;
