@@ -21,7 +21,7 @@
 //!   shot to wake the loop at the link's next silence deadline. TIMER1 only
 //!   serves to nudge QEMU into reading the socket again (see `cmsdk`).
 //!
-//! Every size is in [`size`]. Logs (semihosting text, or defmt with the
+//! No allocator: kvio-proto's handler decodes requests in place. Every size is in [`size`]. Logs (semihosting text, or defmt with the
 //! `defmt` feature) say when it starts, and after each burst of traffic the
 //! requests served and the CPU time they took ([`Meter`]).
 #![no_std]
@@ -62,10 +62,6 @@ mod size {
     pub const RX_QUEUE: usize = 1024;
     /// Input bytes the loop takes from the queue per `receive`.
     pub const CHUNK: usize = 256;
-    /// prost's heap until kvio-proto decodes without one: its two scratch
-    /// strings (key, value) can each reach a whole payload, and growing one
-    /// briefly holds the old and the new allocation.
-    pub const HEAP: usize = 3 * MAX_FRAME_LEN as usize + 8 * 1024;
     /// The line silence that ends discarding and drops a partial frame.
     /// A real 115,200-baud line could use a few ms (Modbus RTU: 3.5
     /// characters); under QEMU on a shared host the emulator and the TCP
@@ -88,8 +84,6 @@ const SILENCE_TICKS: u64 = size::SILENCE_MS as u64 * TICKS_PER_MS as u64;
 
 type DeviceStore = ArrayStore<{ size::STORE_SLOTS }, { size::STORE_BYTES }, { size::MAX_FRAME_LEN }>;
 static STORE: Shared<DeviceStore> = Shared::new(DeviceStore::new());
-
-kvio_firmware::global_heap!(size::HEAP);
 
 /// The RX interrupt's end of the queue (the loop owns the other end).
 static RX_PRODUCER: Mutex<RefCell<Option<Producer<'static, u8>>>> = Mutex::new(RefCell::new(None));
@@ -383,7 +377,6 @@ fn arm_wakeup(syst: &mut SYST, ticks: Option<u64>) {
 
 #[entry]
 fn main() -> ! {
-    init_heap();
     let mut core = cortex_m::Peripherals::take().expect("first call");
     let queue = singleton!(: Queue<u8, { size::RX_QUEUE }> = Queue::new()).expect("first call");
     let (producer, rx) = queue.split();
@@ -420,12 +413,11 @@ fn main() -> ! {
         NVIC::unmask(Irq::TIMER0);
     }
     say!(
-        "kvio-uart: serving on UART0; max frame {} bytes, store {} slots / {} bytes, silence {} ms, heap {} bytes",
+        "kvio-uart: serving on UART0; max frame {} bytes, store {} slots / {} bytes, silence {} ms, no heap",
         size::MAX_FRAME_LEN,
         size::STORE_SLOTS,
         size::STORE_BYTES,
-        size::SILENCE_MS,
-        size::HEAP
+        size::SILENCE_MS
     );
 
     // Start of the loop pass being measured.
