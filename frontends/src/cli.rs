@@ -22,7 +22,7 @@ pub const EXIT_NOT_FOUND: u8 = 1;
 /// Exit code of any failure.
 pub const EXIT_FAILURE: u8 = 2;
 
-/// kvio: a key/value server over TCP, built four ways.
+/// kvio: a key/value server over TCP, built five ways.
 #[derive(Debug, Parser)]
 #[command(name = "kvio", version)]
 pub struct Cli {
@@ -118,6 +118,13 @@ pub fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> ExitCode {
     let config = args.config();
+    if args.flavor == Flavor::Uring
+        && let Err(why) = crate::uring::probe()
+    {
+        // Before the start-up line: a server that cannot run never says it listens.
+        eprintln!("kvio serve: {why}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let run = || -> std::io::Result<stats::Stats> {
         if let Err(e) = net::raise_fd_limit() {
             eprintln!("kvio serve: cannot raise RLIMIT_NOFILE: {e}");

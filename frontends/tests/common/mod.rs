@@ -48,20 +48,26 @@ macro_rules! per_flavor {
             $(
                 #[test]
                 fn $test() {
-                    super::$test($crate::common::Flavor::$flavor)
+                    let flavor = $crate::common::Flavor::$flavor;
+                    if let Some(why) = flavor.unsupported() {
+                        eprintln!("skipped {} on {}: {why}", stringify!($test), flavor.name());
+                        return;
+                    }
+                    super::$test(flavor)
                 }
             )*
         }
     };
 }
 
-/// The four servers behind `kvio serve --flavor`.
+/// The five servers behind `kvio serve --flavor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Blocking,
     Threaded,
     BusyPoll,
     Epoll,
+    Uring,
 }
 
 impl Flavor {
@@ -71,6 +77,16 @@ impl Flavor {
             Flavor::Threaded => "threaded",
             Flavor::BusyPoll => "busy-poll",
             Flavor::Epoll => "epoll",
+            Flavor::Uring => "uring",
+        }
+    }
+
+    /// Why this kernel cannot run the flavor (io_uring refused or too
+    /// old), if it cannot: its tests then say they are skipped, and why.
+    pub fn unsupported(self) -> Option<String> {
+        match self {
+            Flavor::Uring => kvio::uring::probe().err().map(|e| e.to_string()),
+            _ => None,
         }
     }
 
