@@ -1,5 +1,6 @@
 //! `kvio bench compare`: starts each server (the five `kvio serve` flavors,
-//! the tokio and floor baselines) as a fresh child process per point,
+//! from the `kvio` binary beside this one, and the tokio and floor
+//! baselines, from this binary) as a fresh child process per point,
 //! pinned to one core while the load generator runs on the other, runs the
 //! connection matrix and the idle-memory test, and hands the results to
 //! [`crate::report`]. Whatever a server cannot hold is skipped and the
@@ -24,6 +25,8 @@ use crate::wire::Check;
 pub const POINTS: [(usize, usize); 6] = [(1, 1), (16, 1), (256, 1), (1_000, 1), (10_000, 1), (16, 16)];
 /// Connections held open in the idle-memory test.
 pub const IDLE_CONNECTIONS: usize = 10_000;
+/// The server binary, looked for beside `kvio-bench`.
+pub const KVIO_BINARY: &str = "kvio";
 /// Bound on a server's start-up line and on its exit after SIGTERM.
 const SERVER_WAIT: Duration = Duration::from_secs(10);
 
@@ -75,12 +78,36 @@ impl Server {
         }
     }
 
+    /// A `kvio serve` flavor rather than a bench baseline.
+    fn is_flavor(self) -> bool {
+        !matches!(self, Server::Floor | Server::TokioCurrent | Server::TokioMulti)
+    }
+
+    /// The program that runs this server: the `kvio` binary beside this
+    /// one for a flavor, this binary (`kvio-bench`) for a baseline.
+    fn program(self) -> Result<PathBuf, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        if !self.is_flavor() {
+            return Ok(exe);
+        }
+        let kvio = exe.with_file_name(KVIO_BINARY);
+        if kvio.is_file() {
+            Ok(kvio)
+        } else {
+            Err(format!(
+                "{} not found: the flavors are `kvio serve`; build kvio beside kvio-bench with \
+                 `cargo build --release -p kvio` (or `-p kvio` without --release for a debug kvio-bench)",
+                kvio.display()
+            ))
+        }
+    }
+
     fn args(self) -> Vec<&'static str> {
         let any_port = ["--addr", "127.0.0.1:0"];
         let mut args = match self {
-            Server::Floor => vec!["bench", "floor-server"],
-            Server::TokioCurrent => vec!["bench", "tokio-server", "--runtime", "current"],
-            Server::TokioMulti => vec!["bench", "tokio-server", "--runtime", "multi"],
+            Server::Floor => vec!["floor-server"],
+            Server::TokioCurrent => vec!["tokio-server", "--runtime", "current"],
+            Server::TokioMulti => vec!["tokio-server", "--runtime", "multi"],
             flavor => vec!["serve", "--flavor", flavor.name()],
         };
         args.extend(any_port);
@@ -150,8 +177,18 @@ struct Cores {
     load: Option<usize>,
 }
 
+impl Cores {
+    /// `server on CPU 0, load on CPU 1`, or why nothing is pinned.
+    fn describe(self) -> String {
+        match (self.server, self.load) {
+            (Some(s), Some(l)) => format!("server on CPU {s}, load on CPU {l}"),
+            _ => "no pinning (fewer than 2 CPUs allowed)".to_owned(),
+        }
+    }
+}
+
 fn start(server: Server, cores: Cores) -> Result<Running, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let exe = server.program()?;
     // The child inherits the affinity of the thread that spawns it.
     if let Some(c) = cores.server {
         sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?;
@@ -251,6 +288,10 @@ pub fn run(args: CompareArgs) -> i32 {
         Cores { server: None, load: None }
     };
     let servers = if args.servers.is_empty() { Server::ALL.to_vec() } else { args.servers.clone() };
+    if let Some(Err(why)) = servers.iter().find(|s| s.is_flavor()).map(|s| s.program()) {
+        eprintln!("kvio bench compare: {why}");
+        return 2;
+    }
     let mut points: Vec<(usize, usize)> = if args.connections.is_empty() {
         POINTS.to_vec()
     } else {
@@ -272,10 +313,9 @@ pub fn run(args: CompareArgs) -> i32 {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.println(format!(
-        "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, server on CPU {:?}, load on CPU {:?}, RLIMIT_NOFILE {nofile}",
+        "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, {}, RLIMIT_NOFILE {nofile}",
         if args.short { "short" } else { "full" },
-        cores.server,
-        cores.load,
+        cores.describe(),
     ));
     let mut results = Results::new(args.short, warmup, duration, cores.server, cores.load);
     results.rounds = rounds;
@@ -437,4 +477,27 @@ fn idle_memory(server: Server, cores: Cores, n: usize, idle_window: Duration) ->
         (_, Err(why), ..) => idle.fail(format!("{why}; server stderr: {stderr}")),
     }
     idle
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn the_header_names_cpus_without_options() {
+        assert_eq!(Cores { server: Some(0), load: Some(1) }.describe(), "server on CPU 0, load on CPU 1");
+        assert_eq!(Cores { server: None, load: None }.describe(), "no pinning (fewer than 2 CPUs allowed)");
+    }
+
+    #[test]
+    fn flavors_run_from_kvio_and_baselines_from_kvio_bench() {
+        assert_eq!(&Server::Epoll.args()[..3], ["serve", "--flavor", "epoll"]);
+        assert_eq!(Server::Floor.args()[0], "floor-server");
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(Server::TokioMulti.program().unwrap(), me);
+        match Server::Blocking.program() {
+            Ok(kvio) => assert_eq!(kvio, me.with_file_name("kvio")),
+            Err(why) => assert!(why.contains("cargo build --release -p kvio"), "{why}"),
+        }
+    }
 }

@@ -1,9 +1,11 @@
-//! kvio's benchmark lab, behind `kvio bench`: the load generator
-//! ([`load`]), the comparison of the four flavors against two baselines
-//! ([`compare`]), the baselines themselves ([`floor`], [`tokio_server`],
-//! bench-only code), and the results as a table, JSON, CSV and SVG plots
-//! ([`report`]). The servers under test are the `kvio` binary itself
-//! (`kvio serve`), started as child processes.
+//! kvio's benchmark lab, the `kvio-bench` binary (which `kvio bench` runs):
+//! the load generator ([`load`]), the comparison of the four flavors against
+//! two baselines ([`compare`]), the baselines themselves ([`floor`],
+//! [`tokio_server`], bench-only code), and the results as a table, JSON, CSV
+//! and SVG plots ([`report`]). The servers under test are the `kvio` binary
+//! found beside `kvio-bench` (`kvio serve`), started as child processes; the
+//! baselines are `kvio-bench` itself. The dependency points this way only:
+//! the server never links tokio, plotters or the rest of the lab.
 #![deny(missing_docs)]
 
 pub mod compare;
@@ -20,9 +22,13 @@ use std::time::Duration;
 pub use load::{LoadConfig, LoadReport};
 pub use wire::Check;
 
-/// `kvio bench` arguments: a load run against `--addr`, or a subcommand.
-#[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
+/// kvio's benchmark lab: a load run against --addr, or `compare`.
+///
+/// Also run as `kvio bench`. Exit codes: 0 every answer checked out, 1 some
+/// answer was wrong or missing, 2 the run could not be made (nothing to
+/// connect to, bad options).
+#[derive(Debug, clap::Parser)]
+#[command(name = "kvio-bench", version, args_conflicts_with_subcommands = true)]
 pub struct BenchCommand {
     /// `compare`, or the hidden baseline servers it starts.
     #[command(subcommand)]
@@ -140,15 +146,20 @@ fn exit_code(r: std::io::Result<()>) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("kvio bench: {e}");
-            2
+            EXIT_CANNOT_RUN
         }
     }
 }
 
+/// Exit code of a run whose answers were wrong or missing.
+pub const EXIT_WRONG_ANSWERS: i32 = 1;
+/// Exit code of a run that could not be made.
+pub const EXIT_CANNOT_RUN: i32 = 2;
+
 fn run_load(a: LoadArgs) -> i32 {
     if a.connections == 0 || a.pipeline == 0 {
         eprintln!("kvio bench: --connections and --pipeline must be at least 1");
-        return 2;
+        return EXIT_CANNOT_RUN;
     }
     let cfg = LoadConfig {
         connections: a.connections,
@@ -163,7 +174,21 @@ fn run_load(a: LoadArgs) -> i32 {
         spin: a.spin,
         ..LoadConfig::new(a.addr)
     };
-    let r = load::run(cfg);
+    let addr = cfg.addr;
+    sys::raise_nofile_limit();
+    let r = match load::Load::new(cfg) {
+        Ok(mut load) => match load.connect() {
+            Ok(()) => load.run(),
+            Err(why) => {
+                eprintln!("kvio bench: could not connect to {addr}: {why}");
+                return EXIT_CANNOT_RUN;
+            }
+        },
+        Err(e) => {
+            eprintln!("kvio bench: epoll: {e}");
+            return EXIT_CANNOT_RUN;
+        }
+    };
     if a.json {
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
     } else {
@@ -172,5 +197,5 @@ fn run_load(a: LoadArgs) -> i32 {
     if let Some(e) = &r.first_error {
         eprintln!("kvio bench: {} errors; first: {e}", r.errors);
     }
-    if r.errors > 0 { 1 } else { 0 }
+    if r.errors > 0 { EXIT_WRONG_ANSWERS } else { 0 }
 }

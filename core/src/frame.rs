@@ -299,7 +299,7 @@ mod test {
     use super::*;
     use heapless::Vec;
 
-    // golden `put_request` and `put_response_ok` from shared/vectors/frames.json
+    // golden `put_request` and `put_response_ok` from proto/tests/frames.json
     const PUT_REQUEST: [u8; 31] = [
         0x1b, 0x00, 0x00, 0x00, 0x0a, 0x08, b'D', b'i', b's', b'k', b'T', b'y', b'p', b'e', 0x12, 0x08, b'N', b'V',
         b'M', b'e', b' ', b'S', b'S', b'D', 0x18, 0x03, b'@', b'E', b'O', b'F', b'@',

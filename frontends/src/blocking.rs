@@ -25,7 +25,8 @@ use std::time::Instant;
 use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
-use crate::driver::{self, READ_CHUNK, ReadWait, Scratch, TICK};
+use crate::driver::{self, BlockingServer, READ_CHUNK, ReadWait, Scratch, TICK};
+use crate::memory::{ClientMemory, Share};
 use crate::net::{self, Accepted, Listener};
 use crate::session::{Session, Timing};
 use crate::shutdown::Shutdown;
@@ -34,6 +35,7 @@ use crate::stats::{Counters, Stats};
 /// Serves until `shutdown` is requested.
 pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
     let counters = Counters::default();
+    let memory = ClientMemory::new(config.max_client_memory);
     let timing = Timing::new(config).with_frame_deadline();
     let mut handler = KeyValueHandler::new(config.store());
     let mut scratch = Scratch::new(READ_CHUNK);
@@ -44,8 +46,19 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
             Ok(Accepted::Connection(fd, peer)) => {
                 counters.connection();
                 let mut session = Session::new(config, timing, Instant::now());
-                let (wait, fd) = (ReadWait::Tick, fd.as_fd());
-                let end = driver::run_blocking(fd, &mut session, wait, shutdown, &mut scratch, &mut handler, &counters);
+                let share = Share::default();
+                // One connection at a time: the biggest is this one.
+                let evict_itself = || share.ask_to_evict();
+                let wait = ReadWait::Tick;
+                let server = BlockingServer {
+                    wait,
+                    shutdown,
+                    counters: &counters,
+                    memory: &memory,
+                    share: &share,
+                    evict_biggest: &evict_itself,
+                };
+                let end = driver::run_blocking(fd.as_fd(), &mut session, &server, &mut scratch, &mut handler);
                 counters.ended(peer, &end);
             }
             Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),

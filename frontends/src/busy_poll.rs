@@ -16,14 +16,14 @@
 //!   passes go on until the last one has closed.
 
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
-use crate::driver::{self, READ_CHUNK, Scratch};
+use crate::driver::{self, Conn, READ_CHUNK, Scratch};
+use crate::memory::ClientMemory;
 use crate::net::{self, Accepted, Listener};
 use crate::session::{Session, Timing};
 use crate::shutdown::Shutdown;
@@ -32,39 +32,34 @@ use crate::stats::{Counters, Stats};
 /// Accepts per pass at most, so a connection storm cannot starve the open connections.
 const ACCEPTS_PER_PASS: usize = 256;
 
-struct Client {
-    fd: OwnedFd,
-    peer: Option<SocketAddr>,
-    session: Session,
-}
-
 /// Serves until `shutdown` is requested and every connection has closed.
 pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
     let counters = Counters::default();
+    let memory = ClientMemory::new(config.max_client_memory);
     let timing = Timing::new(config);
     let mut handler = KeyValueHandler::new(config.store());
     let mut scratch = Scratch::new(READ_CHUNK);
-    let mut clients: Vec<Client> = Vec::new();
+    let mut conns: Vec<Conn> = Vec::new();
     net::set_nonblocking(listener.as_fd(), true)?;
     let mut listener = Some(listener);
-    while listener.is_some() || !clients.is_empty() {
+    while listener.is_some() || !conns.is_empty() {
         let mut moved = false;
         let now = Instant::now();
         if listener.is_some() && shutdown.is_requested() {
             listener = None;
-            clients.iter_mut().for_each(|c| c.session.begin_shutdown(now));
+            conns.iter_mut().for_each(|c| c.begin_shutdown(now));
         }
         for _ in 0..ACCEPTS_PER_PASS {
             let Some(listener) = &mut listener else { break };
             match listener.accept(true) {
                 Ok(Accepted::Connection(fd, peer)) => {
                     moved = true;
-                    if clients.len() >= config.max_connections {
+                    if conns.len() >= config.max_connections {
                         counters.refused(peer, format_args!("max connections ({}) reached", config.max_connections));
                         continue;
                     }
                     counters.connection();
-                    clients.push(Client { fd, peer, session: Session::new(config, timing, now) });
+                    conns.push(Conn::new(fd, peer, Session::new(config, timing, now)));
                 }
                 Ok(Accepted::Refused(e)) => {
                     moved = true;
@@ -78,15 +73,28 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
             }
         }
         let mut i = 0;
-        while i < clients.len() {
-            let client = &mut clients[i];
-            let session = &mut client.session;
-            moved |= driver::pump(client.fd.as_fd(), session, &mut scratch, &mut handler, now);
-            session.handle_timeout(now);
-            if driver::settle(client.fd.as_fd(), session, &mut scratch, &counters, client.peer) {
-                clients.swap_remove(i);
+        while i < conns.len() {
+            let conn = &mut conns[i];
+            moved |= conn.pump(&mut scratch, &mut handler, now);
+            conn.session.handle_timeout(now);
+            if conn.settle(&mut scratch, &counters, &memory) {
+                conns.swap_remove(i);
             } else {
                 i += 1;
+            }
+            // At once, not once per pass: a pass could bring every client's first megabyte.
+            // Each eviction frees what that connection held; at most one per connection.
+            for _ in 0..conns.len() {
+                if !memory.is_over() {
+                    break;
+                }
+                let Some(victim) = driver::biggest(conns.iter().enumerate()) else { break };
+                conns[victim].session.evict(&mut scratch.spare);
+                if conns[victim].settle(&mut scratch, &counters, &memory) {
+                    conns.swap_remove(victim);
+                    // The connection at `i` may have moved: serve the pass's rest from the start.
+                    i = i.min(victim);
+                }
             }
         }
         if !moved {

@@ -16,12 +16,34 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest response frame the client accepts (`len` field): 64 MiB.
 pub const MAX_RESPONSE_LEN: u32 = 64 << 20;
 
-/// Why a request did not get the answer it wanted.
+/// Why a request did not get the answer it wanted. Each error names the
+/// server's address where it has one.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// Connecting, reading or writing failed (timeouts included).
-    Io(io::Error),
+    /// Nothing answered at `addr` (refused, unreachable, or timed out connecting).
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// What the last address tried said.
+        error: io::Error,
+        /// The connect timeout.
+        after: Duration,
+    },
+    /// No answer came from `addr` within `after`.
+    Timeout {
+        /// The address as given.
+        addr: String,
+        /// The read or write timeout.
+        after: Duration,
+    },
+    /// Reading or writing failed for another reason.
+    Io {
+        /// The address as given.
+        addr: String,
+        /// What the socket said.
+        error: io::Error,
+    },
     /// The server closed the connection before answering.
     Closed,
     /// The response's framing is broken.
@@ -30,21 +52,33 @@ pub enum ClientError {
     Decode(prost::DecodeError),
     /// The server answered with an error frame (`kind` 0) and this reason.
     Server(String),
-    /// The server refused the request (`status` NotOk).
-    Refused,
+    /// The server refused the put (`status` NotOk), with the reason it gave
+    /// in the response's `value` (empty if it gave none).
+    Refused(String),
     /// The response does not answer the request (wrong kind or key).
     Unexpected(KeyValueMessage),
+}
+
+/// `5 s`, `0.5 s`.
+fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Io(e) => write!(f, "{e}"),
-            ClientError::Closed => f.write_str("connection closed by the server"),
+            ClientError::Connect { addr, error, after } if timed_out(error) => {
+                write!(f, "timed out after {} connecting to {addr}", seconds(*after))
+            }
+            ClientError::Connect { addr, error, .. } => write!(f, "cannot connect to {addr}: {error}"),
+            ClientError::Timeout { addr, after } => write!(f, "timed out after {} waiting for {addr}", seconds(*after)),
+            ClientError::Io { addr, error } => write!(f, "connection to {addr}: {error}"),
+            ClientError::Closed => f.write_str("connection closed by the server before it answered"),
             ClientError::Framing(e) => write!(f, "bad response frame: {e}"),
             ClientError::Decode(e) => write!(f, "bad response payload: {e}"),
             ClientError::Server(reason) => write!(f, "server error: {reason}"),
-            ClientError::Refused => f.write_str("refused by the server (NotOk)"),
+            ClientError::Refused(reason) if reason.is_empty() => f.write_str("refused by the server (no reason given)"),
+            ClientError::Refused(reason) => write!(f, "refused by the server: {reason}"),
             ClientError::Unexpected(m) => write!(f, "unexpected response: {m:?}"),
         }
     }
@@ -52,16 +86,18 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-impl From<io::Error> for ClientError {
-    fn from(e: io::Error) -> Self {
-        ClientError::Io(e)
-    }
+/// A socket timeout: EAGAIN on a blocking socket with SO_RCVTIMEO, or ETIMEDOUT.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 /// One connection to a kvio server.
 #[derive(Debug)]
 pub struct Client {
     stream: TcpStream,
+    /// The address as the caller gave it, for error messages.
+    addr: String,
+    timeout: Duration,
     parser: FrameParser,
     /// Bytes read and not yet parsed are `read[pos..filled]`.
     read: Box<[u8]>,
@@ -73,30 +109,47 @@ pub struct Client {
 impl Client {
     /// Connects to the first address of `addr` that answers within `timeout`,
     /// which also bounds every later read and write.
-    pub fn connect(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<Client> {
-        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
-        for addr in addr.to_socket_addrs()? {
-            match Self::connect_one(addr, timeout) {
-                Ok(client) => return Ok(client),
+    pub fn connect<A: ToSocketAddrs + fmt::Display>(addr: A, timeout: Duration) -> Result<Client, ClientError> {
+        let name = addr.to_string();
+        let connect_error = |error| ClientError::Connect { addr: name.clone(), error, after: timeout };
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the name resolves to no address");
+        for resolved in addr.to_socket_addrs().map_err(connect_error)? {
+            match Self::connect_one(resolved, timeout) {
+                Ok(stream) => return Ok(Client::from_stream(stream, name, timeout)),
                 Err(e) => last = e,
             }
         }
-        Err(last)
+        Err(connect_error(last))
     }
 
-    fn connect_one(addr: SocketAddr, timeout: Duration) -> io::Result<Client> {
+    fn connect_one(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        Ok(Client {
+        Ok(stream)
+    }
+
+    fn from_stream(stream: TcpStream, addr: String, timeout: Duration) -> Client {
+        Client {
             stream,
+            addr,
+            timeout,
             parser: FrameParser::new(MAX_RESPONSE_LEN),
             read: vec![0u8; 16 * 1024].into_boxed_slice(),
             pos: 0,
             filled: 0,
             payload: Vec::new(),
-        })
+        }
+    }
+
+    /// A socket error, named after the server, a timeout said as one.
+    fn io_error(&self, error: io::Error) -> ClientError {
+        if timed_out(&error) {
+            ClientError::Timeout { addr: self.addr.clone(), after: self.timeout }
+        } else {
+            ClientError::Io { addr: self.addr.clone(), error }
+        }
     }
 
     /// Stores `value` under `key`.
@@ -104,7 +157,7 @@ impl Client {
         let response = self.request(&message(Kind::PutOrUpdate, key, value))?;
         match (Kind::from(response.kind), response.status) {
             (Kind::PutOrUpdate, s) if s == Status::Ok as i32 => Ok(()),
-            (Kind::PutOrUpdate, _) => Err(ClientError::Refused),
+            (Kind::PutOrUpdate, _) => Err(ClientError::Refused(response.value)),
             _ => Err(ClientError::Unexpected(response)),
         }
     }
@@ -134,8 +187,8 @@ impl Client {
     }
 
     /// Writes `bytes` as they are (pipelined requests, broken frames...).
-    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).map_err(|e| self.io_error(e))
     }
 
     /// Reads and decodes one response.
@@ -158,7 +211,7 @@ impl Client {
                 }
             }
             // Partial consumed everything: refill from the start.
-            let n = self.stream.read(&mut self.read)?;
+            let n = self.stream.read(&mut self.read).map_err(|e| self.io_error(e))?;
             if n == 0 {
                 return Err(ClientError::Closed);
             }

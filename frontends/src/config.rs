@@ -1,10 +1,11 @@
 //! What a server is told at start-up: the [`Flavor`], the limits of
-//! PROTOCOL.md ([`Config`], with the contract's defaults in one place), and
+//! docs/protocol.md ([`Config`], with the contract's defaults in one place), and
 //! the store those limits size ([`HostStore`], allocated once).
 //!
 //! What it does not own: parsing the command line (that is [`crate::cli`]).
 
 use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use kvio_core::store::Slot;
@@ -12,6 +13,29 @@ use kvio_core::{Store, StoreLimits};
 
 /// Default `--addr`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+/// How an address is written, for messages about a malformed one.
+pub const ADDR_FORM: &str = "HOST:PORT, such as 127.0.0.1:7878, localhost:7878 or [::1]:7878";
+
+/// Checks that `addr` has the form HOST:PORT (a name or an IP address, and
+/// a port number) without resolving it; the error repeats nothing (clap
+/// shows the input beside it) and says what form is expected.
+pub fn check_addr(addr: &str) -> Result<String, String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr.to_owned()),
+        _ => Err(format!("expected {ADDR_FORM}")),
+    }
+}
+
+/// The addresses `addr` (HOST:PORT) resolves to, in the resolver's order.
+pub fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
+    check_addr(addr).map_err(|e| format!("invalid address '{addr}': {e}"))?;
+    let found: Vec<SocketAddr> = addr.to_socket_addrs().map_err(|e| format!("cannot resolve {addr}: {e}"))?.collect();
+    if found.is_empty() {
+        return Err(format!("{addr} resolves to no address"));
+    }
+    Ok(found)
+}
+
 /// Smallest `--max-frame-len`: every fixed response must fit in a frame the
 /// server itself would accept, the longest being the 51-byte (`len` 47)
 /// error frame of a malformed payload; 64 leaves room and is a round number.
@@ -27,6 +51,14 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const BLOCKING_IDLE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Default idle timeout of every other flavor: 5 minutes.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `--max-client-memory`: 256 MiB. What every connection holds
+/// together in partial frames, held-back input and unsent responses. A
+/// connection can hold up to a max frame plus the output limit (~1.1 MiB
+/// by default), so 256 MiB lets 200-odd clients send maximal frames at the
+/// same moment, while 10,000 clients that each send a 1 MiB frame minus
+/// one byte cost 256 MiB, not 10 GiB. Four times the default store budget:
+/// the server's total stays a few hundred MiB.
+pub const DEFAULT_MAX_CLIENT_MEMORY: usize = 256 << 20;
 /// How long a stopping server keeps trying to deliver responses to
 /// requests it had already received.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -91,6 +123,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Unsent response bytes at which a connection is no longer read from.
     pub output_limit: usize,
+    /// Bytes all connections may hold together (see [`crate::memory`]).
+    pub max_client_memory: usize,
 }
 
 impl Config {
@@ -103,6 +137,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Some(flavor.default_idle_timeout()),
             output_limit: kvio_core::connection::DEFAULT_OUTPUT_LIMIT,
+            max_client_memory: DEFAULT_MAX_CLIENT_MEMORY,
         }
     }
 
@@ -125,13 +160,15 @@ impl Config {
     /// The start-up line's fields after the flavor and address.
     pub fn describe(&self) -> String {
         format!(
-            "max_frame_len={} store_entries={} store_bytes={} max_connections={} idle_timeout_ms={} output_limit={}",
+            "max_frame_len={} store_entries={} store_bytes={} max_connections={} idle_timeout_ms={} output_limit={} \
+             max_client_memory={}",
             self.max_frame_len,
             self.store_entries,
             self.store_bytes,
             self.max_connections,
             self.idle_timeout.map_or(0, |d| d.as_millis()),
             self.output_limit,
+            self.max_client_memory,
         )
     }
 }
@@ -196,12 +233,25 @@ mod test {
     }
 
     #[test]
+    fn addresses_are_host_colon_port() {
+        for good in ["127.0.0.1:7878", "localhost:0", "[::1]:1", "example.invalid:65535"] {
+            assert_eq!(check_addr(good).as_deref(), Ok(good));
+        }
+        for bad in ["garbage", "127.0.0.1", ":7878", "localhost:", "localhost:65536", "localhost:x"] {
+            assert!(check_addr(bad).unwrap_err().contains("HOST:PORT"), "{bad}");
+        }
+        assert!(resolve("localhost:7878").unwrap().iter().all(|a| a.ip().is_loopback() && a.port() == 7878));
+        assert_eq!(resolve("127.0.0.2:9").unwrap(), ["127.0.0.2:9".parse().unwrap()]);
+        assert!(resolve("garbage").unwrap_err().starts_with("invalid address 'garbage': expected HOST:PORT"));
+    }
+
+    #[test]
     fn describe_matches_the_contract() {
         let config = Config::for_flavor(Flavor::Blocking);
         assert_eq!(
             config.describe(),
             "max_frame_len=1048576 store_entries=100000 store_bytes=67108864 max_connections=10000 \
-             idle_timeout_ms=200 output_limit=65536"
+             idle_timeout_ms=200 output_limit=65536 max_client_memory=268435456"
         );
     }
 }

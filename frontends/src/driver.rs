@@ -13,12 +13,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use kvio_core::Handler;
 use rustix::net::RecvFlags;
 
+use crate::memory::{ClientMemory, Share};
 use crate::net::{self, Listener};
 use crate::session::{Phase, Session, Spare};
 use crate::shutdown::Shutdown;
@@ -32,6 +33,9 @@ pub const READS_PER_TURN: usize = 4;
 /// Longest a blocking socket waits before the blocking flavor looks at the
 /// stop flag again (a signal usually interrupts the wait sooner).
 pub const TICK: Duration = Duration::from_millis(100);
+/// How often a lingering close looks for late bytes once the server shut the
+/// socket's reading side itself (reads then never wait).
+const LINGER_PACE: Duration = Duration::from_millis(10);
 /// Below this a change of a blocking socket's timeout is not worth a
 /// setsockopt: the wait ends at most this late.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
@@ -104,25 +108,59 @@ pub fn pump<H: Handler + ?Sized>(
     }
 }
 
-/// After a session moved on (served, timed out, told to stop): shuts the
-/// writing side if the session asks, counts the requests it answered, and,
-/// once it is closed, counts how it ended and returns true (the caller then
-/// closes `fd`). Otherwise frees the buffers it no longer needs.
-pub fn settle(
-    fd: BorrowedFd<'_>,
-    session: &mut Session,
-    scratch: &mut Scratch,
-    counters: &Counters,
-    peer: Option<SocketAddr>,
-) -> bool {
-    shut_write_if_asked(fd, session);
-    counters.requests(session.take_requests());
-    if session.phase() == Phase::Closed {
-        counters.ended(peer, &session.take_end());
-        return true;
+/// A connection as a single-thread loop holds it.
+#[derive(Debug)]
+pub struct Conn {
+    /// Its socket.
+    pub fd: OwnedFd,
+    /// Who it is, for the log lines.
+    pub peer: Option<SocketAddr>,
+    /// Its state.
+    pub session: Session,
+    /// What it is charged against the client-memory cap.
+    pub share: Share,
+}
+
+impl Conn {
+    /// A connection accepted at `now`.
+    pub fn new(fd: OwnedFd, peer: Option<SocketAddr>, session: Session) -> Conn {
+        Conn { fd, peer, session, share: Share::default() }
     }
-    session.release_buffers(&mut scratch.spare);
-    false
+
+    /// The server stops: the session is told whether requests wait in the socket.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        let waiting = self.session.phase() == Phase::Open && net::has_unread(self.fd.as_fd());
+        self.session.begin_shutdown(now, waiting);
+    }
+
+    /// One [`pump`] of its socket.
+    pub fn pump<H: Handler + ?Sized>(&mut self, scratch: &mut Scratch, handler: &mut H, now: Instant) -> bool {
+        pump(self.fd.as_fd(), &mut self.session, scratch, handler, now)
+    }
+
+    /// After its session moved on (served, timed out, told to stop,
+    /// evicted): shuts the writing side if the session asks, counts the
+    /// requests it answered, frees the buffers it no longer needs and
+    /// charges what it still holds. Once it is closed, counts how it ended
+    /// and returns true: the caller drops it (which closes the socket).
+    pub fn settle(&mut self, scratch: &mut Scratch, counters: &Counters, memory: &ClientMemory) -> bool {
+        shut_write_if_asked(self.fd.as_fd(), &mut self.session);
+        counters.requests(self.session.take_requests());
+        if self.session.phase() == Phase::Closed {
+            memory.charge(&self.share, 0);
+            counters.ended(self.peer, &self.session.take_end());
+            return true;
+        }
+        self.session.release_buffers(&mut scratch.spare);
+        memory.charge(&self.share, self.session.buffered());
+        false
+    }
+}
+
+/// The key of the connection charged the most, if any holds anything: the
+/// one to evict when the client-memory cap is passed.
+pub fn biggest<'a, K>(conns: impl Iterator<Item = (K, &'a Conn)>) -> Option<K> {
+    conns.filter(|(_, c)| c.share.held() > 0).max_by_key(|(_, c)| c.share.held()).map(|(key, _)| key)
 }
 
 fn shut_write_if_asked(fd: BorrowedFd<'_>, session: &mut Session) {
@@ -143,6 +181,30 @@ pub enum ReadWait {
     UntilWoken,
 }
 
+/// What a connection served by [`run_blocking`] shares with its server.
+#[derive(Clone, Copy)]
+pub struct BlockingServer<'a> {
+    /// How it learns of a stop.
+    pub wait: ReadWait,
+    /// The stop request.
+    pub shutdown: &'a Shutdown,
+    /// The server's counters.
+    pub counters: &'a Counters,
+    /// All connections' memory together.
+    pub memory: &'a ClientMemory,
+    /// This connection's charge, and other threads' request to evict it.
+    pub share: &'a Share,
+    /// Called when this connection's charge took the total over the cap:
+    /// asks the connection holding the most to go.
+    pub evict_biggest: &'a dyn Fn(),
+}
+
+impl std::fmt::Debug for BlockingServer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingServer").field("wait", &self.wait).field("share", &self.share).finish_non_exhaustive()
+    }
+}
+
 /// Serves one connection on a blocking socket until its session closes,
 /// and says why it ended. The caller then drops `fd`.
 ///
@@ -154,23 +216,35 @@ pub enum ReadWait {
 pub fn run_blocking<H: Handler + ?Sized>(
     fd: BorrowedFd<'_>,
     session: &mut Session,
-    wait: ReadWait,
-    shutdown: &Shutdown,
+    server: &BlockingServer<'_>,
     scratch: &mut Scratch,
     handler: &mut H,
-    counters: &Counters,
 ) -> End {
+    let BlockingServer { wait, shutdown, counters, memory, share, .. } = *server;
     let mut timeouts = Timeouts::default();
+    // Whether the server shut this socket's reading side to wake its thread
+    // (a stop or an eviction, with ReadWait::UntilWoken): from then on a read
+    // that says end of stream only means nothing is queued now.
+    let mut read_shut = false;
     loop {
         let now = Instant::now();
-        if shutdown.is_requested() {
-            session.begin_shutdown(now);
+        if shutdown.is_requested() && session.phase() == Phase::Open {
+            session.begin_shutdown(now, net::has_unread(fd));
+        }
+        if share.take_eviction() {
+            read_shut |= wait == ReadWait::UntilWoken;
+            session.evict(&mut scratch.spare);
         }
         session.handle_timeout(now);
         shut_write_if_asked(fd, session);
         counters.requests(session.take_requests());
         if session.phase() == Phase::Closed {
+            memory.charge(share, 0);
             return session.take_end();
+        }
+        session.release_buffers(&mut scratch.spare);
+        if memory.charge(share, session.buffered()) {
+            (server.evict_biggest)();
         }
         let until = session.poll_timeout().map(|at| at.saturating_duration_since(now));
         let result = if session.wants_write() {
@@ -187,11 +261,29 @@ pub fn run_blocking<H: Handler + ?Sized>(
                 let now = Instant::now();
                 match n {
                     // After a stop, the end of stream may be the stop's shutdown_read, not the peer's.
-                    0 if shutdown.is_requested() => {
-                        session.begin_shutdown(now);
-                        session.peer_closed(now);
+                    // Reads say end of stream from now on: the peer's, or the server's own
+                    // shutdown_read, how a stop or an eviction wakes this thread.
+                    0 => {
+                        if share.take_eviction() {
+                            read_shut |= wait == ReadWait::UntilWoken;
+                            session.evict(&mut scratch.spare);
+                        }
+                        if shutdown.is_requested() {
+                            read_shut |= wait == ReadWait::UntilWoken;
+                            session.begin_shutdown(now, false);
+                        }
+                        if !read_shut {
+                            session.peer_closed(now);
+                        } else if session.phase() == Phase::Lingering {
+                            // The peer's end of stream cannot be told from ours: drop what
+                            // comes until the linger's deadline or byte cap, looking every few ms.
+                            let left =
+                                session.poll_timeout().map_or(LINGER_PACE, |at| at.saturating_duration_since(now));
+                            std::thread::sleep(left.min(LINGER_PACE));
+                        } else {
+                            session.stop_reading();
+                        }
                     }
-                    0 => session.peer_closed(now),
                     n => session.receive(&scratch.read[..n], now, handler, &mut scratch.spare),
                 }
             })

@@ -43,7 +43,8 @@ use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::io::Errno;
 
 use crate::config::{Config, HostStore};
-use crate::driver::{self, READ_CHUNK, Scratch};
+use crate::driver::{self, Conn, READ_CHUNK, Scratch};
+use crate::memory::ClientMemory;
 use crate::net::{self, Accepted, Listener};
 use crate::session::{Phase, Session, Timing};
 use crate::shutdown::Shutdown;
@@ -61,9 +62,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// One connection.
 #[derive(Debug)]
 struct Client {
-    fd: OwnedFd,
-    peer: Option<SocketAddr>,
-    session: Session,
+    conn: Conn,
     interest: EventFlags,
 }
 
@@ -169,6 +168,7 @@ struct Server<'a> {
     handler: KeyValueHandler<HostStore>,
     scratch: Scratch,
     counters: Counters,
+    memory: ClientMemory,
     /// The earliest session deadline seen since the last sweep (maybe
     /// earlier than any real one: deadlines only move later).
     next_sweep: Option<Instant>,
@@ -190,6 +190,7 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
         handler: KeyValueHandler::new(config.store()),
         scratch: Scratch::new(READ_CHUNK),
         counters: Counters::default(),
+        memory: ClientMemory::new(config.max_client_memory),
         next_sweep: None,
     };
     let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
@@ -215,6 +216,10 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
                 LISTENER => server.accept_all(now),
                 SHUTDOWN => server.begin_shutdown(shutdown, now),
                 token => server.serve(token, event.flags, now),
+            }
+            // At once, not once per batch: a batch could bring every client's first megabyte.
+            if server.memory.is_over() {
+                server.evict_biggest();
             }
         }
         if server.listener_paused_until.is_some_and(|at| now >= at) {
@@ -275,18 +280,18 @@ impl Server<'_> {
         }
         let session = Session::new(self.config, self.timing, now);
         self.next_sweep = earliest(self.next_sweep, session.poll_timeout());
-        let inserted = self.slab.insert(Client { fd, peer, session, interest: EventFlags::IN });
+        let inserted = self.slab.insert(Client { conn: Conn::new(fd, peer, session), interest: EventFlags::IN });
         debug_assert_eq!(inserted, token);
         self.counters.connection();
     }
 
     /// Serves one connection's event; stale tokens find nothing.
     fn serve(&mut self, token: u64, flags: EventFlags, now: Instant) {
-        let Some(client) = self.slab.get_mut(token) else { return };
-        let moved = driver::pump(client.fd.as_fd(), &mut client.session, &mut self.scratch, &mut self.handler, now);
-        if !moved && flags.intersects(EventFlags::ERR | EventFlags::HUP) && client.session.phase() != Phase::Closed {
+        let Some(Client { conn, .. }) = self.slab.get_mut(token) else { return };
+        let moved = conn.pump(&mut self.scratch, &mut self.handler, now);
+        if !moved && flags.intersects(EventFlags::ERR | EventFlags::HUP) && conn.session.phase() != Phase::Closed {
             // Level-triggered ERR/HUP would fire forever on a socket that can do nothing more.
-            client.session.io_error(io::Error::from(io::ErrorKind::ConnectionReset));
+            conn.session.io_error(io::Error::from(io::ErrorKind::ConnectionReset));
         }
         self.settle(token);
     }
@@ -294,38 +299,61 @@ impl Server<'_> {
     /// After a session moved on: counts, closes it, or sets its interest
     /// and notes its next deadline.
     fn settle(&mut self, token: u64) {
-        let Some(client) = self.slab.get_mut(token) else { return };
-        let wanted = interest(&client.session);
-        if wanted != client.interest && client.session.phase() != Phase::Closed {
-            match epoll::modify(&self.epoll, &client.fd, EventData::new_u64(token), wanted) {
-                Ok(()) => client.interest = wanted,
-                Err(e) => client.session.io_error(e.into()),
+        let Some(Client { conn, interest: current }) = self.slab.get_mut(token) else { return };
+        let wanted = interest(&conn.session);
+        if wanted != *current && conn.session.phase() != Phase::Closed {
+            match epoll::modify(&self.epoll, &conn.fd, EventData::new_u64(token), wanted) {
+                Ok(()) => *current = wanted,
+                Err(e) => conn.session.io_error(e.into()),
             }
         }
-        let (fd, session) = (client.fd.as_fd(), &mut client.session);
-        if driver::settle(fd, session, &mut self.scratch, &self.counters, client.peer) {
+        if conn.settle(&mut self.scratch, &self.counters, &self.memory) {
             self.discard(token);
             return;
         }
-        self.next_sweep = earliest(self.next_sweep, client.session.poll_timeout());
+        self.next_sweep = earliest(self.next_sweep, conn.session.poll_timeout());
     }
 
     /// Closes a connection already counted as ended.
     fn discard(&mut self, token: u64) {
         if let Some(client) = self.slab.remove(token) {
             // Out of the interest list before the fd number can be reused.
-            let _ = epoll::delete(&self.epoll, &client.fd);
-            drop(client.fd);
+            let _ = epoll::delete(&self.epoll, &client.conn.fd);
+            drop(client);
         }
     }
 
     /// Every session acts on its passed deadlines; the next sweep is at the earliest one left.
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = None;
+        self.for_every_conn(|conn| conn.session.handle_timeout(now));
+    }
+
+    /// Applies `f` to every connection, then settles it.
+    fn for_every_conn(&mut self, mut f: impl FnMut(&mut Conn)) {
         for index in 0..self.slab.entries.len() {
             let Some(token) = self.slab.token_at(index) else { continue };
             if let Some(client) = self.slab.get_mut(token) {
-                client.session.handle_timeout(now);
+                f(&mut client.conn);
+            }
+            self.settle(token);
+        }
+    }
+
+    /// Evicts the connections holding the most until all together are
+    /// under the client-memory cap (each at most once).
+    fn evict_biggest(&mut self) {
+        for _ in 0..self.slab.len {
+            if !self.memory.is_over() {
+                return;
+            }
+            let slab = &self.slab;
+            let live = (0..slab.entries.len()).filter_map(|i| slab.token_at(i));
+            let conns =
+                live.filter_map(|token| Some((token, &slab.entries[Slab::split(token).0].client.as_ref()?.conn)));
+            let Some(token) = driver::biggest(conns) else { return };
+            if let Some(client) = self.slab.get_mut(token) {
+                client.conn.session.evict(&mut self.scratch.spare);
             }
             self.settle(token);
         }
@@ -339,13 +367,7 @@ impl Server<'_> {
             let _ = epoll::delete(&self.epoll, &listener);
         }
         self.listener_paused_until = None;
-        for index in 0..self.slab.entries.len() {
-            let Some(token) = self.slab.token_at(index) else { continue };
-            if let Some(client) = self.slab.get_mut(token) {
-                client.session.begin_shutdown(now);
-            }
-            self.settle(token);
-        }
+        self.for_every_conn(|conn| conn.begin_shutdown(now));
     }
 }
 
@@ -362,11 +384,9 @@ mod test {
         let mut slab = Slab::default();
         let (a, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
         let client = |fd: std::os::unix::net::UnixStream| Client {
-            fd: fd.into(),
-            peer: None,
-            session: {
+            conn: {
                 let config = Config::for_flavor(crate::config::Flavor::Epoll);
-                Session::new(&config, Timing::new(&config), Instant::now())
+                Conn::new(fd.into(), None, Session::new(&config, Timing::new(&config), Instant::now()))
             },
             interest: EventFlags::IN,
         };

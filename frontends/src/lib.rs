@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod epoll;
+pub mod memory;
 pub mod net;
 pub mod session;
 pub mod shutdown;

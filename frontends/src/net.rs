@@ -49,6 +49,11 @@ pub fn recv_once(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     Ok(net::recv(fd, buf, RecvFlags::empty()).map(|(n, _)| n)?)
 }
 
+/// Whether bytes wait to be read on `fd` (FIONREAD); false if it cannot tell.
+pub fn has_unread(fd: BorrowedFd<'_>) -> bool {
+    rustix::io::ioctl_fionread(fd).is_ok_and(|n| n > 0)
+}
+
 /// Writes some of `data`. MSG_NOSIGNAL: a peer that went away is an EPIPE
 /// error for this connection, not a SIGPIPE for the process.
 pub fn send(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {

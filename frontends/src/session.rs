@@ -82,6 +82,9 @@ pub const FRAME_DEADLINE_IDLE_TIMEOUTS: u32 = 10;
 /// the socket when the stop came are answered, and a client that never
 /// stops sending cannot keep the stop going.
 pub const STOP_READ_BUDGET: usize = 64 * 1024;
+/// The `value` of the error frame sent to a connection evicted because all
+/// connections together hold more than `--max-client-memory`.
+pub const MEMORY_LIMIT_REASON: &str = "client memory limit reached";
 /// Spare output buffers a loop keeps for its sessions.
 const SPARE_BUFFERS: usize = 8;
 /// A spare buffer larger than this is freed rather than kept (a 1 MB
@@ -256,6 +259,9 @@ enum State {
         deadline: Option<Instant>,
         /// Bytes it may still read.
         read_left: usize,
+        /// Requests wait in the socket (the stop's driver saw them): not
+        /// done before they were read.
+        input_waiting: bool,
         /// Whether the peer may still be sending once everything is written.
         linger: bool,
     },
@@ -410,11 +416,18 @@ impl Session {
 
     /// `input` arrived at `now`: every complete request in it is answered
     /// (responses queue for [`Session::transmit`]); what back-pressure
-    /// leaves untaken is held. While lingering, it is counted and dropped.
+    /// leaves untaken is held. While lingering, it is counted and dropped;
+    /// while draining with nothing left to read (broken stream, evicted,
+    /// stop budget spent), it is dropped: a completion driver may deliver
+    /// bytes the kernel received before its receive was cancelled.
     pub fn receive<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H, spare: &mut Spare) {
         match &mut self.state {
             State::Open => {}
-            State::Draining { read_left, .. } => *read_left = read_left.saturating_sub(input.len()),
+            State::Draining { read_left: 0, .. } => return,
+            State::Draining { read_left, input_waiting, .. } => {
+                *read_left = read_left.saturating_sub(input.len());
+                *input_waiting = false;
+            }
             State::Lingering { left, .. } => {
                 *left = left.saturating_sub(input.len());
                 if *left == 0 {
@@ -446,17 +459,32 @@ impl Session {
         match &mut self.state {
             State::Open => {
                 self.end = Some(End::Eof);
-                self.state = State::Draining { deadline: None, read_left: 0, linger: false };
+                self.state = State::Draining { deadline: None, read_left: 0, input_waiting: false, linger: false };
             }
-            State::Draining { read_left, linger, .. } => {
+            State::Draining { read_left, linger, input_waiting, .. } => {
                 // Nothing more can arrive: no reason to linger.
                 *read_left = 0;
                 *linger = false;
+                *input_waiting = false;
             }
             State::Lingering { .. } => self.state = State::Closed,
             State::Closed => {}
         }
         self.settle(now);
+    }
+
+    /// The driver can read nothing more (it shut the socket's reading side
+    /// itself): what was read is answered and written, and the close
+    /// still lingers if it was going to.
+    pub fn stop_reading(&mut self) {
+        match &mut self.state {
+            State::Open => self.drain_then_linger(End::Shutdown),
+            State::Draining { read_left, input_waiting, .. } => {
+                *read_left = 0;
+                *input_waiting = false;
+            }
+            State::Lingering { .. } | State::Closed => {}
+        }
     }
 
     /// The socket failed: the connection is over (the first reason to end is kept).
@@ -465,13 +493,44 @@ impl Session {
         self.state = State::Closed;
     }
 
+    /// The server is over its client-memory cap and this session holds the
+    /// most: what it holds of a partial frame or held-back input is
+    /// dropped at once. If it owes no response, it gets an error frame
+    /// ([`MEMORY_LIMIT_REASON`]) and a lingering close; a session with
+    /// unsent responses (its peer does not read them) is closed at once, as
+    /// an error frame would only queue behind them.
+    pub fn evict(&mut self, spare: &mut Spare) {
+        let evicted = matches!(self.end, Some(End::MemoryLimit(_)));
+        if evicted || !matches!(self.state, State::Open | State::Draining { .. }) {
+            return;
+        }
+        let held = self.buffered();
+        self.payload = Vec::new();
+        self.held = Vec::new();
+        if self.pending() > 0 {
+            self.out = OutBuf::default();
+            self.close(End::MemoryLimit(held));
+            return;
+        }
+        if self.out.capacity() == 0 {
+            self.out = spare.take();
+        }
+        let reason = MEMORY_LIMIT_REASON.as_bytes();
+        // A growable output always has room.
+        let _ =
+            kvio_proto::encode_response(&mut self.out, b"", reason, kvio_proto::Kind::Error, kvio_proto::Status::NotOk);
+        self.drain_then_linger(End::MemoryLimit(held));
+    }
+
     /// The server stops. A session that owes nothing and holds no unread
-    /// input closes at once; any other stops reading (but for
-    /// [`STOP_READ_BUDGET`]), writes what is owed until the grace deadline,
-    /// and lingers. Calling it again changes nothing.
-    pub fn begin_shutdown(&mut self, now: Instant) {
+    /// input (`input_waiting`: the driver saw bytes waiting in the socket)
+    /// closes at once; any other stops reading (but for
+    /// [`STOP_READ_BUDGET`]: requests already waiting are answered), writes
+    /// what is owed until the grace deadline, and lingers. Calling it again
+    /// changes nothing.
+    pub fn begin_shutdown(&mut self, now: Instant, input_waiting: bool) {
         let grace = now + self.timing.grace;
-        let quiet = self.is_quiet();
+        let quiet = self.is_quiet() && !input_waiting;
         match &mut self.state {
             State::Open if quiet => {
                 self.end = Some(End::Shutdown);
@@ -480,7 +539,7 @@ impl Session {
             State::Open => {
                 self.end = Some(End::Shutdown);
                 let read_left = self.timing.stop_read_budget;
-                self.state = State::Draining { deadline: Some(grace), read_left, linger: true };
+                self.state = State::Draining { deadline: Some(grace), read_left, input_waiting, linger: true };
             }
             State::Draining { deadline, .. } => {
                 deadline.get_or_insert(grace);
@@ -518,7 +577,9 @@ impl Session {
                 }
             }
             State::Draining { deadline: Some(at), linger, .. } if now >= at => {
-                if linger {
+                // Still owed answers after the whole grace: the peer does not read them,
+                // and a linger would not change what it gets.
+                if linger && self.pending() == 0 {
                     self.start_linger(now);
                 } else {
                     self.state = State::Closed;
@@ -607,12 +668,12 @@ impl Session {
 
     /// Ends a draining session once everything owed is written.
     fn settle(&mut self, now: Instant) {
-        let State::Draining { linger, .. } = self.state else { return };
+        let State::Draining { linger, input_waiting, .. } = self.state else { return };
         if self.conn.parser().error().is_some() || !self.conn.wants_read(0) {
             // Broken: nothing held can ever be answered.
             self.held.clear();
         }
-        if self.pending() > 0 || !self.held.is_empty() {
+        if self.pending() > 0 || !self.held.is_empty() || input_waiting {
             return;
         }
         if linger {
@@ -629,13 +690,15 @@ impl Session {
             State::Draining { deadline, .. } => deadline,
             _ => None,
         };
-        self.state = State::Draining { deadline, read_left: 0, linger: true };
+        self.state = State::Draining { deadline, read_left: 0, input_waiting: false, linger: true };
     }
 
     fn start_linger(&mut self, now: Instant) {
         // Whatever is still unsent will not be: the peer did not read it in time.
         self.out.clear();
         self.held.clear();
+        // No frame is parsed any more.
+        self.payload = Vec::new();
         let (linger, left) = (self.timing.linger, self.timing.linger_bytes);
         self.state = State::Lingering { deadline: now + linger, left, shut: false };
     }
@@ -924,10 +987,22 @@ mod test {
         let mut rig = Rig::new(timing());
         rig.receive(0, &request(Kind::PutOrUpdate, "k", "v"));
         rig.send(0, usize::MAX);
-        rig.session.begin_shutdown(rig.at(5));
+        rig.session.begin_shutdown(rig.at(5), false);
         assert_eq!(rig.session.phase(), Phase::Closed, "owes nothing, holds nothing: no linger");
         assert!(!rig.session.take_shut_write());
         assert!(matches!(rig.session.take_end(), End::Shutdown));
+    }
+
+    #[test]
+    fn a_stop_with_requests_waiting_in_the_socket_reads_and_answers_them() {
+        let mut rig = Rig::new(timing());
+        rig.session.begin_shutdown(rig.at(0), true);
+        assert_eq!(rig.session.phase(), Phase::Draining, "not quiet: its requests wait in the socket");
+        assert!(rig.session.wants_read());
+        rig.receive(1, &request(Kind::Get, "k", "").repeat(3));
+        rig.send(2, usize::MAX);
+        assert_eq!(responses(&rig.wire).len(), 3);
+        assert_eq!(rig.session.phase(), Phase::Lingering);
     }
 
     #[test]
@@ -941,7 +1016,7 @@ mod test {
         let next = request(Kind::Get, "k1", "");
         burst.extend_from_slice(&next[..5]);
         rig.receive(0, &burst);
-        rig.session.begin_shutdown(rig.at(1));
+        rig.session.begin_shutdown(rig.at(1), false);
         assert_eq!(rig.session.phase(), Phase::Draining);
         assert_eq!(rig.session.poll_timeout(), Some(rig.at(301)), "the grace deadline");
         assert!(rig.session.wants_read(), "what already waits in the socket is still read");
@@ -959,7 +1034,7 @@ mod test {
         let mut rig = Rig::new(timing());
         let get = request(Kind::Get, "k", "");
         rig.receive(0, &get[..3]);
-        rig.session.begin_shutdown(rig.at(1));
+        rig.session.begin_shutdown(rig.at(1), false);
         rig.receive(1, &get[3..]);
         let mut answered = 0;
         for ms in 2..1000 {
@@ -975,21 +1050,79 @@ mod test {
     }
 
     #[test]
-    fn a_stop_against_a_client_that_never_reads_ends_by_grace_plus_linger() {
+    fn a_stop_against_a_client_that_never_reads_ends_at_the_grace() {
         let mut rig = Rig::new(timing());
         rig.receive(0, &request(Kind::PutOrUpdate, "k", &"x".repeat(900)));
         rig.send(0, usize::MAX);
         rig.receive(1, &request(Kind::Get, "k", "").repeat(5));
-        rig.session.begin_shutdown(rig.at(10));
+        rig.session.begin_shutdown(rig.at(10), false);
         // The client reads nothing: the grace runs out with answers unsent.
         rig.tick(309);
         assert_eq!(rig.session.phase(), Phase::Draining);
         rig.tick(310);
+        assert_eq!(rig.session.phase(), Phase::Closed, "no linger for a peer that reads nothing");
+        assert!(matches!(rig.session.take_end(), End::Shutdown));
+    }
+
+    #[test]
+    fn a_stop_that_catches_half_a_frame_lingers_at_once() {
+        let mut rig = Rig::new(timing());
+        let get = request(Kind::Get, "k", "");
+        rig.receive(0, &get[..4]);
+        rig.session.begin_shutdown(rig.at(10), false);
+        // Nothing owed, and the client may still be sending the rest: no answer, a linger.
         assert_eq!(rig.session.phase(), Phase::Lingering);
-        assert!(!rig.session.wants_write(), "unsent answers are dropped");
         assert!(rig.session.take_shut_write());
-        rig.tick(810);
+        rig.tick(509);
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        rig.tick(510);
         assert_eq!(rig.session.phase(), Phase::Closed);
+        assert_eq!(rig.session.take_requests(), 0);
+    }
+
+    #[test]
+    fn eviction_drops_a_partial_frame_and_sends_the_error_frame() {
+        let mut rig = Rig::new(timing());
+        let frame = request(Kind::PutOrUpdate, "k", &"v".repeat(5000));
+        rig.receive(0, &frame[..10]);
+        rig.receive(1, &frame[10..4000]);
+        assert!(rig.session.buffered() >= 4000, "the partial payload is held");
+        rig.session.evict(&mut rig.spare);
+        assert!(rig.session.buffered() < 1000, "dropped at once: {}", rig.session.buffered());
+        assert!(!rig.session.wants_read());
+        rig.send(2, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].kind, got[0].status, got[0].value.as_str()), (0, 1, MEMORY_LIMIT_REASON));
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+        assert!(matches!(rig.session.take_end(), End::MemoryLimit(n) if n >= 4000));
+    }
+
+    #[test]
+    fn bytes_arriving_after_an_eviction_are_dropped_not_buffered() {
+        let mut rig = Rig::new(timing());
+        let frame = request(Kind::PutOrUpdate, "k", &"v".repeat(5000));
+        rig.receive(0, &frame[..4000]);
+        rig.session.evict(&mut rig.spare);
+        let after = rig.session.buffered();
+        // A completion driver's receive posted the rest before its cancel took effect.
+        rig.receive(1, &frame[4000..]);
+        assert_eq!(rig.session.buffered(), after, "the evicted payload grows again");
+        assert_eq!(rig.session.take_requests(), 0);
+        rig.send(2, usize::MAX);
+        assert_eq!(responses(&rig.wire).len(), 1, "the error frame only");
+    }
+
+    #[test]
+    fn eviction_of_a_client_that_does_not_read_closes_at_once() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::PutOrUpdate, "k", &"x".repeat(900)));
+        rig.send(0, usize::MAX);
+        rig.receive(1, &request(Kind::Get, "k", "").repeat(5));
+        assert!(rig.session.pending() > 0);
+        rig.session.evict(&mut rig.spare);
+        assert_eq!(rig.session.phase(), Phase::Closed);
+        assert_eq!(rig.session.buffered(), 0);
     }
 
     #[test]

@@ -12,6 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+/// Exit status after a second SIGINT/SIGTERM: 128 + SIGINT, the shell's convention.
+pub const FORCED_EXIT_CODE: i32 = 130;
+/// What a forced exit prints on stderr.
+pub const FORCED_EXIT_LINE: &str = "kvio serve: second signal while stopping: exiting at once (status 130)\n";
+
 /// A stop request shared by the signal handlers and the server.
 #[derive(Debug, Clone)]
 pub struct Shutdown {
@@ -36,11 +41,24 @@ impl Shutdown {
     }
 
     /// Makes SIGINT and SIGTERM request the stop. A second signal while
-    /// stopping exits at once (code 1), for a stop that hangs.
+    /// stopping exits at once, saying so on stderr, with status 130 (the
+    /// shell's code for an interrupted command), for a stop that hangs.
     pub fn on_signals(&self) -> io::Result<()> {
         for signal in [SIGINT, SIGTERM] {
             // Registered before the flag setter, so it sees the flag of an earlier signal only.
-            signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&self.requested))?;
+            let stopping = Arc::clone(&self.requested);
+            let stderr = io::stderr();
+            let force = move || {
+                if stopping.load(Ordering::SeqCst) {
+                    // One write(2) and _exit(2): both async-signal-safe; no lock, no allocation.
+                    let _ = rustix::io::write(stderr.as_fd(), FORCED_EXIT_LINE.as_bytes());
+                    signal_hook::low_level::exit(FORCED_EXIT_CODE);
+                }
+            };
+            // SAFETY: `force` only loads an atomic, calls write(2) on fd 2 and
+            // _exit(2), all async-signal-safe; it allocates and locks nothing
+            // (`Stderr::as_fd` only borrows the constant descriptor 2).
+            unsafe { signal_hook::low_level::register(signal, force) }?;
             signal_hook::flag::register(signal, Arc::clone(&self.requested))?;
             signal_hook::low_level::pipe::register(signal, self.wake_write.try_clone()?)?;
         }

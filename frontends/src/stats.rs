@@ -93,6 +93,9 @@ pub enum End {
     SlowFrame(std::time::Duration),
     /// The server is stopping.
     Shutdown,
+    /// Evicted: all connections together held more than
+    /// `--max-client-memory`, and this one held the most (bytes).
+    MemoryLimit(usize),
     /// A socket error (reset, broken pipe...).
     Io(io::Error),
     /// The connection's thread panicked (threaded flavor).
@@ -102,7 +105,7 @@ pub enum End {
 impl End {
     /// Counted in [`Stats::errors`].
     pub fn is_error(&self) -> bool {
-        matches!(self, End::Framing(_) | End::OutputFull | End::Io(_) | End::Panic)
+        matches!(self, End::Framing(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_))
     }
 
     fn is_logged(&self) -> bool {
@@ -119,6 +122,9 @@ impl fmt::Display for End {
             End::Idle => f.write_str("idle timeout"),
             End::SlowFrame(limit) => write!(f, "frame not complete within {} ms of its first byte", limit.as_millis()),
             End::Shutdown => f.write_str("server stopping"),
+            End::MemoryLimit(held) => {
+                write!(f, "client memory limit reached; this connection held the most ({held} bytes)")
+            }
             End::Io(e) => write!(f, "io error: {e}"),
             End::Panic => f.write_str("connection thread panicked"),
         }
@@ -169,7 +175,8 @@ mod test {
         assert_eq!(
             startup_line(Flavor::BusyPoll, "127.0.0.1:7878".parse().unwrap(), &config),
             "kvio serve: flavor=busy-poll addr=127.0.0.1:7878 max_frame_len=1048576 store_entries=100000 \
-             store_bytes=67108864 max_connections=10000 idle_timeout_ms=300000 output_limit=65536"
+             store_bytes=67108864 max_connections=10000 idle_timeout_ms=300000 output_limit=65536 \
+             max_client_memory=268435456"
         );
         let counters = Counters::default();
         counters.connection();

@@ -43,7 +43,8 @@ use kvio_core::{Handler, Shared};
 use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
-use crate::driver::{self, ReadWait, Scratch, TICK};
+use crate::driver::{self, BlockingServer, ReadWait, Scratch, TICK};
+use crate::memory::{ClientMemory, Share};
 use crate::net::{self, Accepted, Listener};
 use crate::session::{Session, Timing};
 use crate::shutdown::Shutdown;
@@ -62,10 +63,12 @@ struct Context<'a> {
     /// Connection threads running.
     active: &'a AtomicUsize,
     registry: &'a Registry,
+    memory: &'a ClientMemory,
 }
 
-/// The sockets of the connections being served, so that a stop can wake
-/// their threads out of `recv` (see the [module docs](self)).
+/// The connections being served, so that a stop can wake their threads out
+/// of `recv` (see the [module docs](self)), and the client-memory cap can
+/// evict the one holding the most, whichever thread serves it.
 #[derive(Debug, Default)]
 struct Registry {
     inner: Mutex<Sockets>,
@@ -74,9 +77,16 @@ struct Registry {
 #[derive(Debug, Default)]
 struct Sockets {
     next: u64,
-    live: HashMap<u64, Arc<OwnedFd>>,
+    live: HashMap<u64, Arc<Entry>>,
     /// The stop came: sockets registered from now on are woken at once.
     woken: bool,
+}
+
+/// A registered connection: its socket and its memory charge.
+#[derive(Debug)]
+struct Entry {
+    fd: OwnedFd,
+    share: Share,
 }
 
 impl Registry {
@@ -85,15 +95,15 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers `fd` until the returned entry is dropped.
-    fn register(&self, fd: &Arc<OwnedFd>) -> Registered<'_> {
+    /// Registers `entry` until the returned guard is dropped.
+    fn register(&self, entry: &Arc<Entry>) -> Registered<'_> {
         let mut sockets = self.lock();
         let id = sockets.next;
         sockets.next += 1;
         if sockets.woken {
-            wake(fd);
+            wake(entry);
         }
-        sockets.live.insert(id, Arc::clone(fd));
+        sockets.live.insert(id, Arc::clone(entry));
         Registered { registry: self, id }
     }
 
@@ -101,13 +111,27 @@ impl Registry {
     fn wake_all(&self) {
         let mut sockets = self.lock();
         sockets.woken = true;
-        sockets.live.values().for_each(wake);
+        sockets.live.values().for_each(|entry| wake(entry));
+    }
+
+    /// Asks the connection charged the most to go, and wakes its thread.
+    fn evict_biggest(&self) {
+        let sockets = self.lock();
+        if let Some(entry) = sockets
+            .live
+            .values()
+            .filter(|e| e.share.held() > 0 && !e.share.is_evicting())
+            .max_by_key(|e| e.share.held())
+        {
+            entry.share.ask_to_evict();
+            wake(entry);
+        }
     }
 }
 
-fn wake(fd: &Arc<OwnedFd>) {
+fn wake(entry: &Entry) {
     // ENOTCONN (the peer already reset the connection): its thread is not asleep.
-    let _ = net::shutdown_read(fd.as_fd());
+    let _ = net::shutdown_read(entry.fd.as_fd());
 }
 
 /// A registered socket; unregisters on drop, panics included.
@@ -128,7 +152,8 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
     let active = AtomicUsize::new(0);
     let store = Shared::new(config.store());
     let registry = Registry::default();
-    let ctx = Context { config, shutdown, counters: &counters, active: &active, registry: &registry };
+    let memory = ClientMemory::new(config.max_client_memory);
+    let ctx = Context { config, shutdown, counters: &counters, active: &active, registry: &registry, memory: &memory };
     // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
     thread::scope(|scope| {
@@ -165,9 +190,9 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
 
 /// A connection thread's body: serves `fd` and counts how it ended, panics included.
 fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'_>, mut handler: H) {
-    let fd = Arc::new(fd);
-    // Declared after `fd`: dropped first, so the registry's clone goes before the thread's.
-    let _registered = ctx.registry.register(&fd);
+    let entry = Arc::new(Entry { fd, share: Share::default() });
+    // Declared after `entry`: dropped first, so the registry's clone goes before the thread's.
+    let _registered = ctx.registry.register(&entry);
     /// Frees the thread's place even if serving panics.
     struct Place<'a>(&'a AtomicUsize);
     impl Drop for Place<'_> {
@@ -180,9 +205,19 @@ fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scratch = Scratch::new(READ_CHUNK);
         let mut session = Session::new(ctx.config, Timing::new(ctx.config), Instant::now());
-        let (fd, wait) = (fd.as_fd(), ReadWait::UntilWoken);
-        driver::run_blocking(fd, &mut session, wait, ctx.shutdown, &mut scratch, &mut handler, ctx.counters)
+        let evict_biggest = || ctx.registry.evict_biggest();
+        let server = BlockingServer {
+            wait: ReadWait::UntilWoken,
+            shutdown: ctx.shutdown,
+            counters: ctx.counters,
+            memory: ctx.memory,
+            share: &entry.share,
+            evict_biggest: &evict_biggest,
+        };
+        driver::run_blocking(entry.fd.as_fd(), &mut session, &server, &mut scratch, &mut handler)
     }));
+    // A panic skipped the session's own release.
+    ctx.memory.charge(&entry.share, 0);
     ctx.counters.ended(peer, &served.unwrap_or(End::Panic));
 }
 
@@ -203,6 +238,7 @@ mod test {
         counters: Counters,
         active: AtomicUsize,
         registry: Registry,
+        memory: ClientMemory,
     }
 
     impl Fixture {
@@ -216,6 +252,7 @@ mod test {
                 counters: Counters::default(),
                 active: AtomicUsize::new(1),
                 registry: Registry::default(),
+                memory: ClientMemory::new(1 << 20),
             }
         }
 
@@ -226,6 +263,7 @@ mod test {
                 counters: &self.counters,
                 active: &self.active,
                 registry: &self.registry,
+                memory: &self.memory,
             }
         }
     }
@@ -299,10 +337,14 @@ mod test {
         let registry = Registry::default();
         registry.wake_all();
         let (client, server) = UnixStream::pair().unwrap();
-        let fd = Arc::new(OwnedFd::from(server));
-        let registered = registry.register(&fd);
+        let entry = Arc::new(Entry { fd: OwnedFd::from(server), share: Share::default() });
+        let registered = registry.register(&entry);
         let mut byte = [0u8; 1];
-        assert_eq!(net::recv(fd.as_fd(), &mut byte, rustix::net::RecvFlags::DONTWAIT).unwrap(), 0, "reads see the end");
+        assert_eq!(
+            net::recv(entry.fd.as_fd(), &mut byte, rustix::net::RecvFlags::DONTWAIT).unwrap(),
+            0,
+            "reads see the end"
+        );
         drop(registered);
         assert!(registry.lock().live.is_empty());
         drop(client);

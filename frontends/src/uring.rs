@@ -19,7 +19,13 @@
 //! - Back-pressure: while a session does not [want to
 //!   read](Session::wants_read) its multishot receive is cancelled (bytes
 //!   the kernel posted before the cancel took effect go to the session,
-//!   which holds them); it is armed again once the session wants to read.
+//!   which holds them, or drops them if it reads nothing more); it is
+//!   armed again once the session wants to read.
+//! - Memory: an idle connection holds its slot and no buffer. The loop
+//!   holds the receive buffers (4 MiB, made resident when it starts: the
+//!   kernel takes them in turn, so they would all be touched soon anyway)
+//!   and the rings. Over `--max-client-memory` the connection holding the
+//!   most is evicted, as in the `epoll` flavor.
 //! - Time: the wait carries a timeout (`IORING_ENTER_EXT_ARG`) to the
 //!   earliest deadline the loop knows of, then every session's
 //!   [`Session::handle_timeout`] is swept, as in the `epoll` flavor.
@@ -33,8 +39,10 @@
 //!   not in interrupts or kernel threads).
 //! - Limits: `--max-connections` (the next one is accepted and closed at
 //!   once); EMFILE ends the multishot accept, the pending connection is
-//!   refused with a spare descriptor and the accept re-armed, or, if even
-//!   that fails, accepting pauses for 100 ms. Needs Linux 6.0 (multishot
+//!   refused with a spare descriptor and the accept re-armed (with no
+//!   connection pending, a poll on the listener waits for one: an accept
+//!   would fail again at once), or, if even that fails, accepting pauses
+//!   for 100 ms. Needs Linux 6.0 (multishot
 //!   receive) and an io_uring not disabled by a seccomp profile or
 //!   `kernel.io_uring_disabled`: otherwise `kvio serve` refuses to start
 //!   and names what is missing ([`probe`]).
@@ -62,7 +70,8 @@ use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 use rustix_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use crate::config::{Config, HostStore};
-use crate::driver::{self, Scratch};
+use crate::driver::{self, Conn, Scratch};
+use crate::memory::ClientMemory;
 use crate::net::{self, Accepted, Listener};
 use crate::session::{OutBuf, Session, Timing};
 use crate::shutdown::Shutdown;
@@ -164,8 +173,9 @@ fn setup_refused(e: Errno) -> Unsupported {
     let why = match e {
         Errno::NOSYS => "the kernel has no io_uring (ENOSYS)".to_owned(),
         Errno::PERM | Errno::ACCESS => {
+            let name = if e == Errno::PERM { "EPERM" } else { "EACCES" };
             format!(
-                "io_uring_setup was refused ({e:?}: kernel.io_uring_disabled, or a seccomp profile such as Docker's default)"
+                "io_uring_setup was refused ({name}: kernel.io_uring_disabled, or a seccomp profile such as Docker's default)"
             )
         }
         e => format!("io_uring_setup failed: {e}"),
@@ -443,12 +453,10 @@ enum Accepting {
     Polling,
 }
 
-/// One connection.
+/// One connection, and what of it is in the kernel.
 #[derive(Debug)]
-struct Conn {
-    fd: OwnedFd,
-    peer: Option<SocketAddr>,
-    session: Session,
+struct Client {
+    conn: Conn,
     recv: Recv,
     /// The buffer of the send in flight: the kernel reads it until the send completes.
     sending: Option<OutBuf>,
@@ -456,7 +464,11 @@ struct Conn {
     closing: bool,
 }
 
-impl Conn {
+impl Client {
+    fn new(conn: Conn) -> Client {
+        Client { conn, recv: Recv::Idle, sending: None, closing: false }
+    }
+
     fn in_flight(&self) -> bool {
         self.recv != Recv::Idle || self.sending.is_some()
     }
@@ -465,42 +477,42 @@ impl Conn {
 /// Connections by slot, each slot with a generation bumped when it is freed.
 #[derive(Debug, Default)]
 struct Slots {
-    slots: Vec<(u32, Option<Conn>)>,
+    slots: Vec<(u32, Option<Client>)>,
     vacant: Vec<u32>,
     len: usize,
 }
 
 impl Slots {
-    fn get(&mut self, token: Token) -> Option<&mut Conn> {
+    fn get(&mut self, token: Token) -> Option<&mut Client> {
         match self.slots.get_mut(token.index as usize)? {
             (generation, Some(conn)) if *generation == token.generation => Some(conn),
             _ => None,
         }
     }
 
-    /// Stores `conn`; returns its token (for `op`).
-    fn insert(&mut self, conn: Conn, op: Op) -> Token {
+    /// Stores `client`; returns its token (for `op`).
+    fn insert(&mut self, client: Client, op: Op) -> Token {
         let index = self.vacant.pop().unwrap_or_else(|| {
             self.slots.push((0, None));
             (self.slots.len() - 1) as u32
         });
         let (generation, slot) = &mut self.slots[index as usize];
-        *slot = Some(conn);
+        *slot = Some(client);
         self.len += 1;
         Token { op, index, generation: *generation }
     }
 
     /// Frees the slot of `token`; later tokens of the old generation find nothing.
-    fn free(&mut self, token: Token) -> Option<Conn> {
+    fn free(&mut self, token: Token) -> Option<Client> {
         let (generation, slot) = self.slots.get_mut(token.index as usize)?;
         if *generation != token.generation {
             return None;
         }
-        let conn = slot.take()?;
+        let client = slot.take()?;
         *generation = generation.wrapping_add(1) & Token::GENERATION_MASK;
         self.vacant.push(token.index);
         self.len -= 1;
-        Some(conn)
+        Some(client)
     }
 
     /// The token of slot `index` if a connection lives there.
@@ -525,6 +537,7 @@ struct Server<'a> {
     handler: KeyValueHandler<HostStore>,
     scratch: Scratch,
     counters: Counters,
+    memory: ClientMemory,
     /// The earliest session deadline seen since the last sweep.
     next_sweep: Option<Instant>,
 }
@@ -545,6 +558,7 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
         // Receives land in the ring's buffers: the loop needs no read buffer of its own.
         scratch: Scratch::new(0),
         counters: Counters::default(),
+        memory: ClientMemory::new(config.max_client_memory),
         next_sweep: None,
     };
     match server.run(shutdown) {
@@ -581,6 +595,10 @@ impl Server<'_> {
                 let mut cqes = mem::take(&mut self.uring.cqes);
                 for cqe in cqes.drain(..) {
                     self.complete(&cqe, now)?;
+                    // At once, not once per batch: a batch could bring every client's first megabyte.
+                    if self.memory.is_over() {
+                        self.evict_biggest()?;
+                    }
                 }
                 self.uring.cqes = cqes;
             }
@@ -705,12 +723,11 @@ impl Server<'_> {
             self.counters.refused(peer, format_args!("TCP_NODELAY: {e}"));
             return Ok(());
         }
-        let mut session = Session::new(self.config, self.timing, now);
+        let mut conn = Conn::new(fd, peer, Session::new(self.config, self.timing, now));
         if self.stopping {
-            session.begin_shutdown(now);
+            conn.begin_shutdown(now);
         }
-        let conn = Conn { fd, peer, session, recv: Recv::Idle, sending: None, closing: false };
-        let token = self.conns.insert(conn, Op::Recv);
+        let token = self.conns.insert(Client::new(conn), Op::Recv);
         self.counters.connection();
         self.settle(token)
     }
@@ -718,20 +735,21 @@ impl Server<'_> {
     fn received(&mut self, token: Token, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
         let flags = cqe.flags();
         let bid = cqueue::buffer_select(flags);
-        if let Some(conn) = self.conns.get(token) {
+        if let Some(client) = self.conns.get(token) {
             if !cqueue::more(flags) {
-                conn.recv = Recv::Idle;
+                client.recv = Recv::Idle;
             }
+            let session = &mut client.conn.session;
             match cqe.result() {
-                Ok(0) => conn.session.peer_closed(now),
+                Ok(0) => session.peer_closed(now),
                 Ok(n) => {
                     let bid = bid.expect("a receive of some bytes names its buffer");
                     let data = self.uring.bufs.data(bid, n as usize);
-                    conn.session.receive(data, now, &mut self.handler, &mut self.scratch.spare);
+                    session.receive(data, now, &mut self.handler, &mut self.scratch.spare);
                 }
                 // The ring ran dry, or the receive was cancelled: armed again if the session wants.
                 Err(Errno::NOBUFS) | Err(Errno::CANCELED) => {}
-                Err(e) => conn.session.io_error(e.into()),
+                Err(e) => session.io_error(e.into()),
             }
         }
         if let Some(bid) = bid {
@@ -741,15 +759,15 @@ impl Server<'_> {
     }
 
     fn sent(&mut self, token: Token, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
-        if let Some(conn) = self.conns.get(token) {
-            let buf = conn.sending.take().expect("a send completes the buffer it was given");
-            let (spare, handler) = (&mut self.scratch.spare, &mut self.handler);
+        if let Some(client) = self.conns.get(token) {
+            let buf = client.sending.take().expect("a send completes the buffer it was given");
+            let (session, spare, handler) = (&mut client.conn.session, &mut self.scratch.spare, &mut self.handler);
             match cqe.result() {
-                Ok(n) => conn.session.transmitted(buf, n as usize, now, handler, spare),
+                Ok(n) => session.transmitted(buf, n as usize, now, handler, spare),
                 Err(e) => {
-                    conn.session.transmitted(buf, 0, now, handler, spare);
+                    session.transmitted(buf, 0, now, handler, spare);
                     if e != Errno::CANCELED {
-                        conn.session.io_error(e.into());
+                        session.io_error(e.into());
                     }
                 }
             }
@@ -761,52 +779,52 @@ impl Server<'_> {
     /// receive, counts it, and once it is closed and nothing of it is in
     /// the kernel, closes it.
     fn settle(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.conns.get(token) else { return Ok(()) };
-        if conn.closing {
-            if !conn.in_flight() {
+        let Some(client) = self.conns.get(token) else { return Ok(()) };
+        if client.closing {
+            if !client.in_flight() {
                 // Nothing of it left in the kernel: its number may be reused now.
                 self.conns.free(token);
             }
             return Ok(());
         }
-        if conn.sending.is_none()
-            && let Some(buf) = conn.session.take_transmit(&mut self.scratch.spare)
+        let fd = client.conn.fd.as_raw_fd();
+        if client.sending.is_none()
+            && let Some(buf) = client.conn.session.take_transmit(&mut self.scratch.spare)
         {
             let unsent = buf.unsent();
             let len = u32::try_from(unsent.len()).unwrap_or(u32::MAX);
-            let send = opcode::Send::new(types::Fd(conn.fd.as_raw_fd()), unsent.as_ptr(), len)
+            let send = opcode::Send::new(types::Fd(fd), unsent.as_ptr(), len)
                 .flags(SendFlags::NOSIGNAL)
                 .build()
                 .user_data(token.with_op(Op::Send).encode());
             // The buffer moves into the connection; its heap bytes do not move.
-            conn.sending = Some(buf);
-            // SAFETY: the bytes are `conn.sending`'s, which is left alone
+            client.sending = Some(buf);
+            // SAFETY: the bytes are `client.sending`'s, which is left alone
             // until this send's completion takes it back (`sent`), and the
             // slot is not freed while it is set.
             unsafe { self.uring.push(&send)? };
         }
-        let Some(conn) = self.conns.get(token) else { return Ok(()) };
-        if driver::settle(conn.fd.as_fd(), &mut conn.session, &mut self.scratch, &self.counters, conn.peer) {
-            conn.closing = true;
+        let Some(client) = self.conns.get(token) else { return Ok(()) };
+        if client.conn.settle(&mut self.scratch, &self.counters, &self.memory) {
+            client.closing = true;
             return self.retire(token);
         }
-        let wants = conn.session.wants_read();
-        match (wants, conn.recv) {
+        match (client.conn.session.wants_read(), client.recv) {
             (true, Recv::Idle) => {
-                let recv = opcode::RecvMulti::new(types::Fd(conn.fd.as_raw_fd()), BUFFER_GROUP)
+                let recv = opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
                     .build()
                     .user_data(token.with_op(Op::Recv).encode());
-                conn.recv = Recv::Armed;
+                client.recv = Recv::Armed;
                 // SAFETY: it writes only into the registered buffer ring, which outlives the loop.
                 unsafe { self.uring.push(&recv)? };
             }
             (false, Recv::Armed) => {
-                conn.recv = Recv::Cancelling;
+                client.recv = Recv::Cancelling;
                 self.cancel(token.with_op(Op::Recv))?;
             }
             _ => {}
         }
-        let deadline = self.conns.get(token).and_then(|c| c.session.poll_timeout());
+        let deadline = self.conns.get(token).and_then(|c| c.conn.session.poll_timeout());
         self.next_sweep = [self.next_sweep, deadline].into_iter().flatten().min();
         Ok(())
     }
@@ -814,10 +832,10 @@ impl Server<'_> {
     /// A closed connection: cancels what it has in the kernel, and frees it
     /// at once if nothing is (else when the last completion comes).
     fn retire(&mut self, token: Token) -> io::Result<()> {
-        let Some(conn) = self.conns.get(token) else { return Ok(()) };
-        let (recv, sending) = (conn.recv == Recv::Armed, conn.sending.is_some());
+        let Some(client) = self.conns.get(token) else { return Ok(()) };
+        let (recv, sending) = (client.recv == Recv::Armed, client.sending.is_some());
         if recv {
-            conn.recv = Recv::Cancelling;
+            client.recv = Recv::Cancelling;
             self.cancel(token.with_op(Op::Recv))?;
         }
         if sending {
@@ -837,12 +855,40 @@ impl Server<'_> {
     /// Every session acts on its passed deadlines; the next sweep is at the earliest one left.
     fn sweep(&mut self, now: Instant) -> io::Result<()> {
         self.next_sweep = None;
+        self.for_every_conn(|conn| conn.session.handle_timeout(now))
+    }
+
+    /// Applies `f` to every connection not yet closed, then settles it.
+    fn for_every_conn(&mut self, mut f: impl FnMut(&mut Conn)) -> io::Result<()> {
         for index in 0..self.conns.slots.len() {
             let Some(token) = self.conns.token_at(index, Op::Recv) else { continue };
-            if let Some(conn) = self.conns.get(token)
-                && !conn.closing
+            if let Some(client) = self.conns.get(token)
+                && !client.closing
             {
-                conn.session.handle_timeout(now);
+                f(&mut client.conn);
+            }
+            self.settle(token)?;
+        }
+        Ok(())
+    }
+
+    /// Evicts the connections holding the most until all together are
+    /// under the client-memory cap (each at most once).
+    fn evict_biggest(&mut self) -> io::Result<()> {
+        for _ in 0..self.conns.len {
+            if !self.memory.is_over() {
+                break;
+            }
+            let slots = &self.conns.slots;
+            let open = slots.iter().enumerate().filter_map(|(index, (generation, client))| match client {
+                Some(client) if !client.closing => {
+                    Some((Token { op: Op::Recv, index: index as u32, generation: *generation }, &client.conn))
+                }
+                _ => None,
+            });
+            let Some(token) = driver::biggest(open) else { break };
+            if let Some(client) = self.conns.get(token) {
+                client.conn.session.evict(&mut self.scratch.spare);
             }
             self.settle(token)?;
         }
@@ -862,16 +908,7 @@ impl Server<'_> {
             Accepting::Polling => self.cancel(Token::loop_op(Op::Listen))?,
             Accepting::Idle => self.listener = None,
         }
-        for index in 0..self.conns.slots.len() {
-            let Some(token) = self.conns.token_at(index, Op::Recv) else { continue };
-            if let Some(conn) = self.conns.get(token)
-                && !conn.closing
-            {
-                conn.session.begin_shutdown(now);
-            }
-            self.settle(token)?;
-        }
-        Ok(())
+        self.for_every_conn(|conn| conn.begin_shutdown(now))
     }
 }
 
@@ -888,8 +925,7 @@ mod test {
         let config = Config::for_flavor(crate::config::Flavor::Uring);
         let conn = || {
             let (a, _) = std::os::unix::net::UnixStream::pair().unwrap();
-            let session = Session::new(&config, Timing::new(&config), Instant::now());
-            Conn { fd: a.into(), peer: None, session, recv: Recv::Idle, sending: None, closing: false }
+            Client::new(Conn::new(a.into(), None, Session::new(&config, Timing::new(&config), Instant::now())))
         };
         let mut slots = Slots::default();
         let first = slots.insert(conn(), Op::Recv);
@@ -913,7 +949,7 @@ mod test {
     #[test]
     fn refusals_name_what_is_missing_and_the_way_out() {
         let line = setup_refused(Errno::PERM).to_string();
-        assert!(line.contains("io_uring_setup was refused") && line.contains("seccomp"), "{line}");
+        assert!(line.contains("io_uring_setup was refused (EPERM: ") && line.contains("seccomp"), "{line}");
         assert!(line.ends_with("use --flavor epoll"), "{line}");
         assert!(setup_refused(Errno::NOSYS).to_string().contains("no io_uring (ENOSYS)"));
     }

@@ -1,4 +1,4 @@
-//! PROTOCOL.md row by row against every flavor: requests and responses,
+//! docs/protocol.md row by row against every flavor: requests and responses,
 //! framing errors, pipelining, split delivery, limits, the golden frames, and
 //! the `kvio put`/`kvio get` client.
 

@@ -12,6 +12,7 @@
 //! fit, and holds no half-written frame.
 
 use kvio_core::frame::{FrameError, FrameParser, MIN_FRAME_LEN, Status, encoded_len};
+use kvio_core::StoreError;
 use kvio_core::store::{Limits, Slot, Store};
 use kvio_core::{Connection, Outcome, Output};
 use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind, MALFORMED_REASON, Status as KvStatus, response_payload_len};
@@ -124,12 +125,17 @@ fn run<O: Sink>(config: Config<'_>, mut out: O) {
 
     // The longest response the handler can write: a `Get` miss echoes the key
     // and adds a status (2 bytes more than the shortest such request); the
-    // error responses have fixed reasons, which can outgrow a tiny frame limit.
+    // error responses and refused puts have fixed reasons, which can outgrow a tiny frame limit.
     let largest_fixed = [FrameError::TooShort, FrameError::TooLong, FrameError::BadFooter]
         .iter()
         .map(|e| e.as_str())
         .chain([MALFORMED_REASON])
         .map(|reason| response_payload_len(b"", reason.as_bytes(), Kind::Error, KvStatus::NotOk))
+        .chain(
+            [StoreError::KeyTooLong, StoreError::ValueTooLong, StoreError::Full]
+                .iter()
+                .map(|e| response_payload_len(b"", e.as_str().as_bytes(), Kind::PutOrUpdate, KvStatus::NotOk)),
+        )
         .max()
         .unwrap_or(0);
     let largest_response = encoded_len((max_payload + 2).max(largest_fixed));

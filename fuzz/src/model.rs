@@ -1,5 +1,5 @@
 //! Reference behaviour built from plain parts: the store as a `BTreeMap` with
-//! the same limits, and the response to a request as PROTOCOL.md's table
+//! the same limits, and the response to a request as docs/protocol.md's table
 //! reads, encoded with prost (not the handler's in-place encoder).
 
 use std::collections::BTreeMap;
@@ -58,7 +58,7 @@ fn message(key: &str, value: &str, kind: u32, status: Status) -> KeyValueMessage
     KeyValueMessage { key: key.to_owned(), value: value.to_owned(), kind, status: status as i32 }
 }
 
-/// The response PROTOCOL.md asks for, applying a put to `store`.
+/// The response docs/protocol.md asks for, applying a put to `store`.
 pub fn response(store: &mut ModelStore, payload: &[u8]) -> KeyValueMessage {
     // Decoding follows the official runtimes (a known field with another
     // wire type is skipped as unknown): kvio_proto::merge_request, whose rule
@@ -68,11 +68,11 @@ pub fn response(store: &mut ModelStore, payload: &[u8]) -> KeyValueMessage {
         return message("", MALFORMED_REASON, 0, Status::NotOk);
     }
     match req.kind {
-        3 => {
-            let status =
-                if store.put(req.key.as_bytes(), req.value.as_bytes()).is_ok() { Status::Ok } else { Status::NotOk };
-            message("", "", 3, status)
-        }
+        // A refused put carries the store's reason in `value`.
+        3 => match store.put(req.key.as_bytes(), req.value.as_bytes()) {
+            Ok(()) => message("", "", 3, Status::Ok),
+            Err(e) => message("", e.as_str(), 3, Status::NotOk),
+        },
         1 => match store.get(req.key.as_bytes()) {
             Some(value) => message(&req.key, std::str::from_utf8(value).expect("stored from a String"), 2, Status::Ok),
             None => message(&req.key, "", 2, Status::NotOk),

@@ -1,4 +1,4 @@
-//! The key/value request handler: PROTOCOL.md's table of requests and responses.
+//! The key/value request handler: docs/protocol.md's table of requests and responses.
 
 use kvio_core::frame::{FrameError, write_frame};
 use kvio_core::{Handler, KeyValueStore, Output, OutputFull};
@@ -44,11 +44,12 @@ impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
         let key = req.key.as_bytes();
         match Kind::from(req.kind) {
             Kind::PutOrUpdate => {
-                let status = match self.store.put(key, req.value.as_bytes()) {
-                    Ok(()) => Status::Ok,
-                    Err(_) => Status::NotOk,
-                };
-                encode_response(out, b"", b"", Kind::PutOrUpdate, status)
+                // A refusal says why in `value` (a static string: nothing is
+                // allocated); clients that ignore a put response's `value` are unaffected.
+                match self.store.put(key, req.value.as_bytes()) {
+                    Ok(()) => encode_response(out, b"", b"", Kind::PutOrUpdate, Status::Ok),
+                    Err(e) => encode_response(out, b"", e.as_str().as_bytes(), Kind::PutOrUpdate, Status::NotOk),
+                }
             }
             Kind::Get => self.store.get(key, |value| match value {
                 Some(value) => encode_response(out, key, value, Kind::GetResponse, Status::Ok),
@@ -150,7 +151,7 @@ mod test {
         KeyValueMessage { key: key.to_string(), value: value.to_string(), kind, status: status as i32 }
     }
 
-    fn answer(h: &mut KeyValueHandler<ArrayStore<16, 256, 128>>, req: &KeyValueMessage) -> Vec<u8> {
+    fn answer<S: KeyValueStore>(h: &mut KeyValueHandler<S>, req: &KeyValueMessage) -> Vec<u8> {
         let mut out = Vec::new();
         h.request(&req.encode_to_vec(), &mut out).unwrap();
         out
@@ -167,10 +168,43 @@ mod test {
             let r = answer(&mut h, &msg("k", "x", kind, Status::Ok));
             assert_eq!(r, frame_of(&msg("", "", kind, Status::NotOk)), "kind {kind}");
         }
-        // over the value limit (128-byte frames leave 51 bytes): refused, old value kept
+        // over the value limit (128-byte frames leave 51 bytes): refused with the reason, old value kept
         let big = "x".repeat(100);
-        assert_eq!(answer(&mut h, &msg("k", &big, 3, Status::Ok)), frame_of(&msg("", "", 3, Status::NotOk)));
+        let refused = frame_of(&msg("", "value too long", 3, Status::NotOk));
+        assert_eq!(answer(&mut h, &msg("k", &big, 3, Status::Ok)), refused);
         assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "v", 2, Status::Ok)));
+    }
+
+    #[test]
+    fn a_refused_put_carries_the_store_reason_in_value() {
+        // 128-byte frames: key limit 51, value limit 52; 4 slots hold 3 entries.
+        let mut h = KeyValueHandler::new(ArrayStore::<4, 256, 128>::new());
+        let refusal = |reason: &str| frame_of(&msg("", reason, 3, Status::NotOk));
+        let long_key = "k".repeat(60);
+        assert_eq!(answer(&mut h, &msg(&long_key, "v", 3, Status::Ok)), refusal("key too long"));
+        assert_eq!(answer(&mut h, &msg("k", &"v".repeat(60), 3, Status::Ok)), refusal("value too long"));
+        let ok = frame_of(&msg("", "", 3, Status::Ok));
+        let mut stored = 0;
+        let full = loop {
+            let r = answer(&mut h, &msg(&alloc::format!("k{stored}"), "v", 3, Status::Ok));
+            if r != ok {
+                break r;
+            }
+            stored += 1;
+            assert!(stored < 16, "the store never filled up");
+        };
+        assert_eq!(full, refusal("store full"));
+        // The strings are the store's own, so the documentation and the wire agree.
+        for (e, s) in [
+            (kvio_core::StoreError::KeyTooLong, "key too long"),
+            (kvio_core::StoreError::ValueTooLong, "value too long"),
+            (kvio_core::StoreError::Full, "store full"),
+        ] {
+            assert_eq!(e.as_str(), s);
+        }
+        // An old client decoding with prost sees status NotOk; the reason is an extra field it may ignore.
+        let decoded = KeyValueMessage::decode(&full[4..full.len() - 5]).unwrap();
+        assert_eq!((decoded.kind, decoded.status, decoded.key.as_str()), (3, Status::NotOk as i32, ""));
     }
 
     #[test]

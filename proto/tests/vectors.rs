@@ -1,6 +1,8 @@
-//! The golden frames (copied from shared/vectors/frames.json, made with the
-//! official protobuf runtime): every one encodes to exactly its bytes, both
-//! with prost and with the handler's in-place encoder, and decodes back.
+//! The golden frames (`frames.json` beside this file, made with the official
+//! protobuf runtime; docs/protocol.md says how): every one encodes to exactly
+//! its bytes, both with prost and with the handler's in-place encoder, and
+//! decodes back. The refused-put frames that docs/protocol.md lists are the
+//! handler's bytes too.
 use kvio_core::frame::{FrameParser, Status as Parse, encode_frame};
 use kvio_proto::{KeyValueMessage, Kind, Status, encode_response};
 use prost::Message;
@@ -31,6 +33,25 @@ fn vectors() -> Vec<Vector> {
             frame: hex(v["frame_hex"].as_str().unwrap()),
         })
         .collect()
+}
+
+/// docs/protocol.md, where the refused-put frames are written out.
+const PROTOCOL_DOC: &str = include_str!("../../docs/protocol.md");
+
+#[test]
+fn the_documented_refusal_frames_are_the_encoders() {
+    for reason in ["key too long", "value too long", "store full"] {
+        let mut frame = Vec::new();
+        encode_response(&mut frame, b"", reason.as_bytes(), Kind::PutOrUpdate, Status::NotOk).unwrap();
+        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+        let row = PROTOCOL_DOC
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{reason}` |")))
+            .unwrap_or_else(|| panic!("docs/protocol.md has no row for {reason:?}"));
+        let documented: String = row.split('`').nth(3).unwrap().split_whitespace().collect();
+        assert_eq!(documented, hex, "{reason}");
+        assert!(PROTOCOL_DOC.contains(&format!("`{reason}`")));
+    }
 }
 
 #[test]

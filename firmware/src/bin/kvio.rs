@@ -21,6 +21,9 @@ const MAX_FRAME_LEN: u32 = 80 * 1024;
 /// The device's store: 64 slots and a 96 KiB byte budget (the golden puts take about 67 KiB).
 type DeviceStore = ArrayStore<64, { 96 * 1024 }, MAX_FRAME_LEN>;
 static STORE: Shared<DeviceStore> = Shared::new(DeviceStore::new());
+/// `{kind: 3, status: NotOk, value: "store full"}` (docs/protocol.md: a
+/// refused put says why in its `value`).
+const PUT_RESPONSE_STORE_FULL: &[u8] = b"\x15\x00\x00\x00\x12\x0astore full\x18\x03\x20\x01@EOF@";
 /// A store whose 512-byte budget refuses the 1 KiB golden put.
 static SMALL_STORE: Shared<ArrayStore<8, 512, MAX_FRAME_LEN>> = Shared::new(ArrayStore::new());
 
@@ -151,11 +154,11 @@ fn main() -> ! {
     let mut small = Link::new(KeyValueHandler::new(&SMALL_STORE));
     let outcome = small.send(&mut payload, golden::PUT_REQUEST_VALUE_1KIB);
     tally.check(
-        "put_request_value_1kib into a 512-byte store -> put_response_not_ok",
+        "put_request_value_1kib into a 512-byte store -> put_response_not_ok with 'store full'",
         outcome,
         need_more,
         &small.take(),
-        golden::PUT_RESPONSE_NOT_OK,
+        PUT_RESPONSE_STORE_FULL,
     );
     let outcome = small.send(&mut payload, golden::PUT_REQUEST);
     tally.check("then put_request -> put_response_ok", outcome, need_more, &small.take(), golden::PUT_RESPONSE_OK);

@@ -34,6 +34,8 @@ pub const GET: u32 = 1;
 pub const GET_RESPONSE: u32 = 2;
 pub const PUT: u32 = 3;
 pub const OK: i32 = 0;
+/// The reasons a refused put carries in its `value` (docs/protocol.md).
+pub const PUT_REFUSALS: [&str; 3] = ["key too long", "value too long", "store full"];
 pub const NOT_OK: i32 = 1;
 
 /// Generates one `#[test]` per listed flavor for each listed behaviour:
@@ -299,7 +301,7 @@ impl Drop for Server {
 }
 
 /// The keys of the start-up line, in the contract's order.
-pub const STARTUP_KEYS: [&str; 8] = [
+pub const STARTUP_KEYS: [&str; 9] = [
     "flavor",
     "addr",
     "max_frame_len",
@@ -308,6 +310,7 @@ pub const STARTUP_KEYS: [&str; 8] = [
     "max_connections",
     "idle_timeout_ms",
     "output_limit",
+    "max_client_memory",
 ];
 
 /// Checks the start-up line's shape and returns its `key=value` pairs.
@@ -405,10 +408,15 @@ impl Client {
         self.read_msg()
     }
 
-    /// `PutOrUpdate`; returns the status after checking the response's shape.
+    /// `PutOrUpdate`; returns the status after checking the response's
+    /// shape: no key, and a `value` only on a refusal, saying why.
     pub fn put(&mut self, key: &str, value: &str) -> i32 {
         let response = self.request(&msg(PUT, key, value));
-        assert_eq!((response.kind, response.key.as_str(), response.value.as_str()), (PUT, "", ""), "{response:?}");
+        assert_eq!((response.kind, response.key.as_str()), (PUT, ""), "{response:?}");
+        match response.status {
+            OK => assert_eq!(response.value, "", "{response:?}"),
+            _ => assert!(PUT_REFUSALS.contains(&response.value.as_str()), "{response:?}"),
+        }
         response.status
     }
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""A/B: the same load against two kvio server binaries, taking turns.
+
+When a change is made for speed (or must not cost any), keep the old binary
+aside and run both here, in one run, on the same noisy machine: each round
+starts both servers fresh (server pinned to CPU 0, load to CPU 1, as
+`kvio bench compare` does), loads each point on one then the other, and the
+figures are medians over the rounds. What it prints is the ratio B/A of
+server CPU per request (and requests/s), which is what compares servers on
+2 cores.
+
+    cp target/release/kvio /tmp/kvio-before      # before the change
+    ...change, cargo build --release -p kvio...
+    bench/ab.py --a /tmp/kvio-before --b target/release/kvio --flavor epoll
+
+The load generator is B's `kvio bench` (or --load BIN). Every loop is bounded:
+each point runs --duration-ms after --warmup-ms, each server is stopped by
+its PID with SIGTERM and waited for.
+"""
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import sys
+
+
+def start(binary, flavor, extra):
+    cmd = ["taskset", "-c", "0", binary, "serve", "--flavor", flavor, "--addr", "127.0.0.1:0", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    addr = next((f.split("=", 1)[1] for f in line.split() if f.startswith("addr=")), None)
+    if addr is None:
+        proc.kill()
+        sys.exit(f"ab: {binary} printed no start-up line: {line!r}")
+    return proc, addr
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def load(loader, addr, pid, conns, depth, args):
+    cmd = ["taskset", "-c", "1", loader, "bench", "--addr", addr, "-c", str(conns), "-p", str(depth),
+           "--warmup-ms", str(args.warmup_ms), "--duration-ms", str(args.duration_ms),
+           "--server-pid", str(pid), "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        sys.exit(f"ab: load failed ({out.returncode}): {out.stderr.strip()}")
+    report = json.loads(out.stdout)
+    if report["errors"]:
+        sys.exit(f"ab: wrong answers from {addr}: {report['first_error']}")
+    return report
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", required=True, help="baseline kvio binary")
+    parser.add_argument("--b", required=True, help="kvio binary under test")
+    parser.add_argument("--flavor", default="epoll")
+    parser.add_argument("--a-flavor", help="A's flavor, if not --flavor")
+    parser.add_argument("--serve-args", default="", help="extra `kvio serve` arguments for both")
+    parser.add_argument("--points", default="16x1,16x16", help="connections x pipeline, comma-separated")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup-ms", type=int, default=300)
+    parser.add_argument("--duration-ms", type=int, default=1500)
+    parser.add_argument("--load", help="the `kvio bench` load generator (default: --b)")
+    args = parser.parse_args()
+    loader = args.load or args.b
+    extra = args.serve_args.split()
+    points = [tuple(int(n) for n in p.split("x")) for p in args.points.split(",")]
+    runs = {(side, point): [] for side in "ab" for point in points}
+    for rnd in range(args.rounds):
+        # Alternate which side goes first, so neither always gets the warmer machine.
+        order = "ab" if rnd % 2 == 0 else "ba"
+        for side in order:
+            binary, flavor = (args.a, args.a_flavor or args.flavor) if side == "a" else (args.b, args.flavor)
+            proc, addr = start(binary, flavor, extra)
+            try:
+                for conns, depth in points:
+                    runs[(side, (conns, depth))].append(load(loader, addr, proc.pid, conns, depth, args))
+            finally:
+                stop(proc)
+    print(f"A = {args.a} ({args.a_flavor or args.flavor}), B = {args.b} ({args.flavor}), "
+          f"{args.rounds} rounds, medians")
+    print(f"{'point':>8} {'A cpu us/req':>13} {'B cpu us/req':>13} {'B/A cpu':>8} {'A req/s':>10} {'B req/s':>10} {'B/A req/s':>9}")
+    for conns, depth in points:
+        med = {side: (statistics.median(r["server_cpu_us_per_request"] for r in runs[(side, (conns, depth))]),
+                      statistics.median(r["requests_per_sec"] for r in runs[(side, (conns, depth))]))
+               for side in "ab"}
+        (a_cpu, a_rps), (b_cpu, b_rps) = med["a"], med["b"]
+        print(f"{conns:>5}x{depth:<2} {a_cpu:>13.3f} {b_cpu:>13.3f} {b_cpu / a_cpu:>8.3f} "
+              f"{a_rps:>10.0f} {b_rps:>10.0f} {b_rps / a_rps:>9.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+//! The memory all client connections hold together, against
+//! `--max-client-memory`: partial frames, input held back by back-pressure
+//! and unsent responses ([`Session::buffered`](crate::session::Session::buffered)).
+//! Per connection that is bounded by the max frame length plus the output
+//! limit; this bounds the sum, as Redis's `maxmemory-clients` does. When
+//! the sum passes the cap, the driver evicts the connection holding the
+//! most ([`Session::evict`](crate::session::Session::evict)), and the
+//! others keep being served.
+//!
+//! Each connection's charge is also readable from other threads
+//! ([`Share`]), so the threaded flavor can pick the biggest connection
+//! whichever thread serves it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The sum of every connection's charge.
+#[derive(Debug)]
+pub struct ClientMemory {
+    cap: usize,
+    total: AtomicUsize,
+}
+
+impl ClientMemory {
+    /// A total of at most `cap` bytes.
+    pub fn new(cap: usize) -> ClientMemory {
+        ClientMemory { cap, total: AtomicUsize::new(0) }
+    }
+
+    /// Moves a connection's charge from `share`'s to `bytes`; true when the
+    /// total is now over the cap.
+    pub fn charge(&self, share: &Share, bytes: usize) -> bool {
+        let before = share.held.swap(bytes, Ordering::Relaxed);
+        let total = if bytes >= before {
+            self.total.fetch_add(bytes - before, Ordering::Relaxed) + (bytes - before)
+        } else {
+            self.total.fetch_sub(before - bytes, Ordering::Relaxed) - (before - bytes)
+        };
+        total > self.cap
+    }
+
+    /// Whether the total is over the cap.
+    pub fn is_over(&self) -> bool {
+        self.total.load(Ordering::Relaxed) > self.cap
+    }
+
+    /// Bytes held by all connections now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+/// One connection's charge, and whether another thread asked it to go.
+#[derive(Debug, Default)]
+pub struct Share {
+    held: AtomicUsize,
+    evict: AtomicBool,
+}
+
+impl Share {
+    /// Bytes charged for the connection.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Asks the connection's thread to evict it.
+    pub fn ask_to_evict(&self) {
+        self.evict.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether an eviction was asked for and not yet taken.
+    pub fn is_evicting(&self) -> bool {
+        self.evict.load(Ordering::Relaxed)
+    }
+
+    /// True once after [`Share::ask_to_evict`].
+    pub fn take_eviction(&self) -> bool {
+        self.evict.swap(false, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn charges_add_up_and_moving_one_updates_the_total() {
+        let memory = ClientMemory::new(100);
+        let (a, b) = (Share::default(), Share::default());
+        assert!(!memory.charge(&a, 60));
+        assert!(!memory.charge(&b, 40));
+        assert_eq!(memory.total(), 100);
+        assert!(memory.charge(&a, 61), "over by one");
+        assert!(memory.is_over());
+        assert!(!memory.charge(&b, 0));
+        assert_eq!((memory.total(), a.held(), b.held()), (61, 61, 0));
+        assert!(!a.take_eviction());
+        a.ask_to_evict();
+        assert!(a.take_eviction());
+        assert!(!a.take_eviction(), "once");
+    }
+}
