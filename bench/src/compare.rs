@@ -5,6 +5,12 @@
 //! connection matrix and the idle-memory test, and hands the results to
 //! [`crate::report`]. Whatever a server cannot hold is skipped and the
 //! reason recorded.
+//!
+//! Then the multi-core points: `kvio serve --flavor epoll --threads N`
+//! (`epoll-tN`) against tokio's multi-thread runtime with N workers
+//! (`tokio-multi-wN`), for N in `--loops` (default 1..=the CPUs allowed),
+//! at [`MULTICORE_POINTS`], with server and load generator unpinned: the
+//! sweep of requests/s against loops.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddrV4;
@@ -23,6 +29,8 @@ use crate::wire::Check;
 
 /// The matrix: (connections, pipeline).
 pub const POINTS: [(usize, usize); 6] = [(1, 1), (16, 1), (256, 1), (1_000, 1), (10_000, 1), (16, 16)];
+/// The multi-core points: (connections, pipeline).
+pub const MULTICORE_POINTS: [(usize, usize); 2] = [(16, 16), (1_000, 1)];
 /// Connections held open in the idle-memory test.
 pub const IDLE_CONNECTIONS: usize = 10_000;
 /// The server binary, looked for beside `kvio-bench`.
@@ -83,26 +91,7 @@ impl Server {
         !matches!(self, Server::Floor | Server::TokioCurrent | Server::TokioMulti)
     }
 
-    /// The program that runs this server: the `kvio` binary beside this
-    /// one for a flavor, this binary (`kvio-bench`) for a baseline.
-    fn program(self) -> Result<PathBuf, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        if !self.is_flavor() {
-            return Ok(exe);
-        }
-        let kvio = exe.with_file_name(KVIO_BINARY);
-        if kvio.is_file() {
-            Ok(kvio)
-        } else {
-            Err(format!(
-                "{} not found: the flavors are `kvio serve`; build kvio beside kvio-bench with \
-                 `cargo build --release -p kvio` (or `-p kvio` without --release for a debug kvio-bench)",
-                kvio.display()
-            ))
-        }
-    }
-
-    fn args(self) -> Vec<&'static str> {
+    fn args(self) -> Vec<String> {
         let any_port = ["--addr", "127.0.0.1:0"];
         let mut args = match self {
             Server::Floor => vec!["floor-server"],
@@ -111,7 +100,12 @@ impl Server {
             flavor => vec!["serve", "--flavor", flavor.name()],
         };
         args.extend(any_port);
-        args
+        args.into_iter().map(String::from).collect()
+    }
+
+    /// This server, pinned as `cores` says.
+    fn target(self, cores: Cores) -> Target {
+        Target { name: self.name().into(), kvio: self.is_flavor(), args: self.args(), cores, loops: None }
     }
 
     fn check(self) -> Check {
@@ -159,6 +153,63 @@ pub struct CompareArgs {
     /// The load generator polls without sleeping (see `kvio bench --spin`).
     #[arg(long)]
     pub spin: bool,
+    /// Loops (epoll `--threads`) and tokio workers of the multi-core points
+    /// (default: 1 to the number of CPUs allowed).
+    #[arg(long, value_delimiter = ',')]
+    pub loops: Vec<usize>,
+    /// Skip the multi-core points.
+    #[arg(long, conflicts_with = "multicore_only")]
+    pub no_multicore: bool,
+    /// Run only the multi-core points (no single-core matrix, no idle test).
+    #[arg(long)]
+    pub multicore_only: bool,
+}
+
+/// One server process to start: a name in the results, its `kvio`
+/// arguments, where it runs, and its loops (multi-core points only).
+#[derive(Clone, Debug)]
+struct Target {
+    name: String,
+    /// Run by the `kvio` binary (a flavor), else by this one (a baseline).
+    kvio: bool,
+    args: Vec<String>,
+    cores: Cores,
+    loops: Option<usize>,
+}
+
+impl Target {
+    /// `epoll-tN` and `tokio-multi-wN`: unpinned (`cores.all`).
+    fn multicore(n: usize, cores: Cores) -> [Target; 2] {
+        let unpinned = Cores { server: None, load: None, ..cores };
+        let n_arg = n.to_string();
+        let epoll = ["serve", "--flavor", "epoll", "--threads", &n_arg, "--addr", "127.0.0.1:0"];
+        let tokio = ["tokio-server", "--runtime", "multi", "--workers", &n_arg, "--addr", "127.0.0.1:0"];
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        let (cores, loops) = (unpinned, Some(n));
+        [
+            Target { name: format!("epoll-t{n}"), kvio: true, args: args(&epoll), cores, loops },
+            Target { name: format!("tokio-multi-w{n}"), kvio: false, args: args(&tokio), cores, loops },
+        ]
+    }
+}
+
+/// The program that runs a server: the `kvio` binary beside this one for
+/// a flavor (`kvio`), this binary (`kvio-bench`) for a baseline.
+fn program(kvio: bool) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    if !kvio {
+        return Ok(exe);
+    }
+    let kvio = exe.with_file_name(KVIO_BINARY);
+    if kvio.is_file() {
+        Ok(kvio)
+    } else {
+        Err(format!(
+            "{} not found: the flavors are `kvio serve`; build kvio beside kvio-bench with \
+             `cargo build --release -p kvio` (or `-p kvio` without --release for a debug kvio-bench)",
+            kvio.display()
+        ))
+    }
 }
 
 /// A server child process, its address, and its stdout lines.
@@ -170,14 +221,21 @@ struct Running {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
-/// Which cores the server and the load run on, when there are two.
+/// Which cores the server and the load run on, when there are two; `None`
+/// for both: anywhere (the first two of) `all` allows.
 #[derive(Clone, Copy, Debug)]
 struct Cores {
     server: Option<usize>,
     load: Option<usize>,
+    /// The CPUs the lab itself was allowed (at most 64 tracked).
+    all: u64,
 }
 
 impl Cores {
+    fn all_cpus(&self) -> Vec<usize> {
+        (0..64).filter(|c| self.all & (1 << c) != 0).collect()
+    }
+
     /// `server on CPU 0, load on CPU 1`, or why nothing is pinned.
     fn describe(self) -> String {
         match (self.server, self.load) {
@@ -187,14 +245,16 @@ impl Cores {
     }
 }
 
-fn start(server: Server, cores: Cores) -> Result<Running, String> {
-    let exe = server.program()?;
+fn start(target: &Target) -> Result<Running, String> {
+    let cores = target.cores;
+    let exe = program(target.kvio)?;
     // The child inherits the affinity of the thread that spawns it.
-    if let Some(c) = cores.server {
-        sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?;
+    match cores.server {
+        Some(c) => sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?,
+        None => sys::pin_current_thread(&cores.all_cpus()).map_err(|e| format!("unpin: {e}"))?,
     }
     let spawned = Command::new(&exe)
-        .args(server.args())
+        .args(&target.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -232,7 +292,7 @@ fn start(server: Server, cores: Cores) -> Result<Running, String> {
             let _ = child.kill();
             let _ = child.wait();
             let why = stderr.lock().map(|l| l.join(" | ")).unwrap_or_default();
-            return Err(format!("{} printed no start-up line: {why}", server.name()));
+            return Err(format!("{} printed no start-up line: {why}", target.name));
         }
     };
     let addr = first
@@ -282,13 +342,24 @@ impl Running {
 pub fn run(args: CompareArgs) -> i32 {
     let nofile = sys::raise_nofile_limit();
     let cpus = sys::allowed_cpus();
+    let all = cpus.iter().filter(|&&c| c < 64).fold(0u64, |m, &c| m | (1 << c));
     let cores = if cpus.len() >= 2 {
-        Cores { server: Some(cpus[0]), load: Some(cpus[1]) }
+        Cores { server: Some(cpus[0]), load: Some(cpus[1]), all }
     } else {
-        Cores { server: None, load: None }
+        Cores { server: None, load: None, all }
     };
-    let servers = if args.servers.is_empty() { Server::ALL.to_vec() } else { args.servers.clone() };
-    if let Some(Err(why)) = servers.iter().find(|s| s.is_flavor()).map(|s| s.program()) {
+    let single = if args.servers.is_empty() { Server::ALL.to_vec() } else { args.servers.clone() };
+    let single = if args.multicore_only { Vec::new() } else { single };
+    let mut targets: Vec<Target> = single.iter().map(|s| s.target(cores)).collect();
+    let loops: Vec<usize> = if args.loops.is_empty() { (1..=cpus.len().max(1)).collect() } else { args.loops.clone() };
+    let multicore: Vec<Target> = if args.no_multicore {
+        Vec::new()
+    } else {
+        loops.iter().filter(|&&n| n > 0).flat_map(|&n| Target::multicore(n, cores)).collect()
+    };
+    let single_count = targets.len();
+    targets.extend(multicore);
+    if let Some(Err(why)) = targets.iter().find(|t| t.kvio).map(|t| program(t.kvio)) {
         eprintln!("kvio bench compare: {why}");
         return 2;
     }
@@ -305,43 +376,67 @@ pub fn run(args: CompareArgs) -> i32 {
         eprintln!("kvio bench compare: {}: {e}", args.out.display());
         return 2;
     }
-    let idle_servers: Vec<Server> = if args.no_idle { Vec::new() } else { servers.clone() };
+    let idle_servers: Vec<Server> = if args.no_idle { Vec::new() } else { single.clone() };
     let rounds = args.rounds.unwrap_or(if args.short { 1 } else { 3 }).max(1);
-    let bar = ProgressBar::new((rounds * servers.len() * points.len() + idle_servers.len()) as u64);
+    // Single-core servers run the matrix; multi-core ones their own points.
+    let points_of = |ti: usize| -> Vec<(usize, usize)> {
+        if ti < single_count { points.clone() } else { MULTICORE_POINTS.to_vec() }
+    };
+    let runs: usize = (0..targets.len()).map(|ti| points_of(ti).len()).sum();
+    let bar = ProgressBar::new((rounds * runs + idle_servers.len()) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:32} {pos}/{len} [{elapsed_precise}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.println(format!(
-        "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, {}, RLIMIT_NOFILE {nofile}",
+        "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, single-core servers: {}, multi-core points (loops {loops:?}) unpinned, RLIMIT_NOFILE {nofile}",
         if args.short { "short" } else { "full" },
         cores.describe(),
     ));
-    let mut results = Results::new(args.short, warmup, duration, cores.server, cores.load);
+    // With no single-core server, nothing ran pinned.
+    let (server_cpu, load_cpu) = if single.is_empty() { (None, None) } else { (cores.server, cores.load) };
+    let mut results = Results::new(args.short, warmup, duration, server_cpu, load_cpu);
     results.rounds = rounds;
     // Servers take turns at each point, round after round, so a change in
     // the machine's background load hits every server alike; each figure
     // is then the median over the rounds.
-    let mut cells: Vec<Vec<(RunResult, Vec<LoadReport>)>> = servers
+    let mut cells: Vec<Vec<(RunResult, Vec<LoadReport>)>> = targets
         .iter()
-        .map(|s| points.iter().map(|&(c, p)| (RunResult::new(s.name(), c, p), Vec::new())).collect())
+        .enumerate()
+        .map(|(ti, t)| {
+            let cell = |&(c, p): &(usize, usize)| {
+                let mut result = RunResult::new(&t.name, c, p);
+                result.loops = t.loops;
+                (result, Vec::new())
+            };
+            points_of(ti).iter().map(cell).collect()
+        })
         .collect();
-    let mut failed_at: Vec<Option<(usize, String)>> = vec![None; servers.len()];
+    let mut failed_at: Vec<Option<(usize, String)>> = vec![None; targets.len()];
+    let all_points: Vec<(usize, usize)> =
+        points.iter().chain(MULTICORE_POINTS.iter()).fold(Vec::new(), |mut all, point| {
+            if !all.contains(point) {
+                all.push(*point);
+            }
+            all
+        });
     for round in 0..rounds {
-        for (pi, &(connections, pipeline)) in points.iter().enumerate() {
-            for (si, &server) in servers.iter().enumerate() {
-                bar.set_message(format!("round {}/{rounds}: {} {connections}x{pipeline}", round + 1, server.name()));
+        for &(connections, pipeline) in &all_points {
+            for (si, target) in targets.iter().enumerate() {
+                let Some(pi) = points_of(si).iter().position(|&p| p == (connections, pipeline)) else { continue };
+                let server = single.get(si).copied().filter(|_| si < single_count);
+                bar.set_message(format!("round {}/{rounds}: {} {connections}x{pipeline}", round + 1, target.name));
                 bar.inc(1);
                 let (result, samples) = &mut cells[si][pi];
                 if result.status != "ok" {
                     continue;
                 }
-                if let Some(why) = server.cannot_hold(connections) {
+                if let Some(why) = server.and_then(|s| s.cannot_hold(connections)) {
                     result.skip(why.to_string());
                 } else if let Some((failed, why)) = failed_at[si].as_ref().filter(|(n, _)| connections > *n) {
                     result.skip(format!("failed at {failed} connections ({why})"));
                 } else {
-                    match start(server, cores) {
+                    match start(target) {
                         Err(why) => result.fail(why),
                         Ok(running) => {
                             let cfg = LoadConfig {
@@ -349,7 +444,7 @@ pub fn run(args: CompareArgs) -> i32 {
                                 pipeline,
                                 warmup,
                                 duration,
-                                check: server.check(),
+                                check: server.map_or(Check::Full, Server::check),
                                 server_pid: Some(running.pid),
                                 spin: args.spin,
                                 ..LoadConfig::new(running.addr)
@@ -381,7 +476,7 @@ pub fn run(args: CompareArgs) -> i32 {
                     }
                 }
                 if let Some(why) = &result.reason {
-                    bar.println(format!("{} {connections}x{pipeline}: {} ({why})", server.name(), result.status));
+                    bar.println(format!("{} {connections}x{pipeline}: {} ({why})", target.name, result.status));
                 }
             }
         }
@@ -426,7 +521,7 @@ fn idle_memory(server: Server, cores: Cores, n: usize, idle_window: Duration) ->
         idle.skip(why.to_string());
         return idle;
     }
-    let running = match start(server, cores) {
+    let running = match start(&server.target(cores)) {
         Ok(r) => r,
         Err(why) => {
             idle.fail(why);
@@ -485,8 +580,19 @@ mod test {
 
     #[test]
     fn the_header_names_cpus_without_options() {
-        assert_eq!(Cores { server: Some(0), load: Some(1) }.describe(), "server on CPU 0, load on CPU 1");
-        assert_eq!(Cores { server: None, load: None }.describe(), "no pinning (fewer than 2 CPUs allowed)");
+        assert_eq!(Cores { server: Some(0), load: Some(1), all: 3 }.describe(), "server on CPU 0, load on CPU 1");
+        assert_eq!(Cores { server: None, load: None, all: 1 }.describe(), "no pinning (fewer than 2 CPUs allowed)");
+        assert_eq!(Cores { server: None, load: None, all: 0b1010 }.all_cpus(), [1, 3]);
+    }
+
+    #[test]
+    fn multicore_points_run_epoll_loops_and_tokio_workers_unpinned() {
+        let [epoll, tokio] = Target::multicore(2, Cores { server: Some(0), load: Some(1), all: 3 });
+        assert_eq!((epoll.name.as_str(), epoll.kvio, epoll.loops), ("epoll-t2", true, Some(2)));
+        assert_eq!(epoll.args[..5], ["serve", "--flavor", "epoll", "--threads", "2"]);
+        assert_eq!((tokio.name.as_str(), tokio.kvio), ("tokio-multi-w2", false));
+        assert_eq!(tokio.args[..5], ["tokio-server", "--runtime", "multi", "--workers", "2"]);
+        assert!(epoll.cores.server.is_none() && tokio.cores.load.is_none(), "unpinned");
     }
 
     #[test]
@@ -494,8 +600,8 @@ mod test {
         assert_eq!(&Server::Epoll.args()[..3], ["serve", "--flavor", "epoll"]);
         assert_eq!(Server::Floor.args()[0], "floor-server");
         let me = std::env::current_exe().unwrap();
-        assert_eq!(Server::TokioMulti.program().unwrap(), me);
-        match Server::Blocking.program() {
+        assert_eq!(program(Server::TokioMulti.is_flavor()).unwrap(), me);
+        match program(Server::Blocking.is_flavor()) {
             Ok(kvio) => assert_eq!(kvio, me.with_file_name("kvio")),
             Err(why) => assert!(why.contains("cargo build --release -p kvio"), "{why}"),
         }

@@ -114,6 +114,9 @@ pub struct TokioArgs {
     /// Which runtime.
     #[arg(long, value_enum, default_value_t = tokio_server::Runtime::Current)]
     pub runtime: tokio_server::Runtime,
+    /// Worker threads of the multi-thread runtime (default: one per allowed CPU).
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Store entries.
     #[arg(long, default_value_t = 100_000)]
     pub store_entries: usize,
@@ -131,6 +134,7 @@ pub fn run(cmd: BenchCommand) -> i32 {
         Some(BenchSubcommand::TokioServer(a)) => {
             let cfg = tokio_server::TokioConfig {
                 runtime: a.runtime,
+                workers: a.workers,
                 max_frame_len: a.base.max_frame_len,
                 store_entries: a.store_entries,
                 store_bytes: a.store_bytes,

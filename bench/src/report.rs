@@ -1,8 +1,10 @@
 //! What a comparison produced, and how it is written: `results.json` (all
 //! of it), `results.csv` (one row per run), `results.md` (the tables and
-//! the goals, as printed), and three SVG plots against connections at
+//! the goals, as printed), three SVG plots against connections at
 //! pipeline 1 — requests/s, p99 latency, server CPU µs per request — one
-//! line per server.
+//! line per single-core server, and `requests_per_sec_vs_loops.svg`: the
+//! multi-core points' requests/s against loops (epoll `--threads`, tokio
+//! workers), a line per server family and point.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -28,6 +30,9 @@ pub struct RunResult {
     pub reason: Option<String>,
     /// Server threads at the end of the run.
     pub threads: Option<u64>,
+    /// Loops (epoll `--threads`) or tokio workers of a multi-core point.
+    #[serde(default)]
+    pub loops: Option<usize>,
     /// The load generator's figures (absent when skipped).
     pub report: Option<LoadReport>,
 }
@@ -42,6 +47,7 @@ impl RunResult {
             status: "ok".into(),
             reason: None,
             threads: None,
+            loops: None,
             report: None,
         }
     }
@@ -234,6 +240,27 @@ impl Results {
             1.0,
             true,
         );
+        ratio_goal(
+            "epoll --threads 2 / tokio-multi 2 workers requests/s, 1000 conn x pipeline 1 (unpinned)".into(),
+            at("epoll-t2", 1000, 1).map(|r| r.requests_per_sec),
+            at("tokio-multi-w2", 1000, 1).map(|r| r.requests_per_sec),
+            1.3,
+            false,
+        );
+        ratio_goal(
+            "epoll --threads 2 / tokio-multi 2 workers p99 latency, 1000 conn x pipeline 1 (unpinned)".into(),
+            at("epoll-t2", 1000, 1).map(|r| r.p99_us),
+            at("tokio-multi-w2", 1000, 1).map(|r| r.p99_us),
+            1.0,
+            true,
+        );
+        ratio_goal(
+            "epoll --threads 2 / --threads 1 server CPU per request, 16 conn x pipeline 16 (unpinned)".into(),
+            at("epoll-t2", 16, 16).and_then(cpu),
+            at("epoll-t1", 16, 16).and_then(cpu),
+            1.1,
+            true,
+        );
         // Issue 12: the completion loop against the readiness loop and the floor.
         for c in [16, 1000] {
             for base in ["floor", "epoll"] {
@@ -365,6 +392,12 @@ pub fn markdown(results: &Results) -> String {
         results.server_cpu.map_or("any".into(), |c| c.to_string()),
         results.load_cpu.map_or("any".into(), |c| c.to_string()),
     );
+    if results.runs.iter().any(|r| r.loops.is_some()) {
+        let _ = writeln!(
+            s,
+            "multi-core points (`epoll-tN`: `kvio serve --flavor epoll --threads N`; `tokio-multi-wN`: tokio's multi-thread runtime with N workers): server and load generator unpinned\n"
+        );
+    }
     let _ = writeln!(
         s,
         "| server | conns x pipeline | req/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/req | server CPU % | load CPU % | RSS KiB | status |"
@@ -443,14 +476,14 @@ pub fn markdown(results: &Results) -> String {
 /// which is quoted.
 pub fn csv(results: &Results) -> String {
     let mut s = String::from(
-        "server,connections,pipeline,status,requests,errors,window_secs,requests_per_sec,p50_us,p99_us,p999_us,max_us,server_cpu_us_per_request,server_cpu_percent,load_cpu_percent,server_rss_kib,threads,reason\n",
+        "server,connections,pipeline,status,requests,errors,window_secs,requests_per_sec,p50_us,p99_us,p999_us,max_us,server_cpu_us_per_request,server_cpu_percent,load_cpu_percent,server_rss_kib,threads,loops,reason\n",
     );
     for r in &results.runs {
         let p = r.report.clone().unwrap_or_default();
         let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},\"{}\"",
+            "{},{},{},{},{},{},{:.3},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},{},\"{}\"",
             r.server,
             r.connections,
             r.pipeline,
@@ -468,6 +501,7 @@ pub fn csv(results: &Results) -> String {
             o(p.load_cpu_percent),
             p.server_rss_kib.map_or(String::new(), |k| k.to_string()),
             r.threads.map_or(String::new(), |t| t.to_string()),
+            r.loops.map_or(String::new(), |n| n.to_string()),
             r.reason.as_deref().unwrap_or("").replace('"', "'"),
         );
     }
@@ -495,7 +529,7 @@ fn plot(
     log_y: bool,
 ) -> Result<(), String> {
     let mut servers: Vec<&str> = Vec::new();
-    for r in &results.runs {
+    for r in results.runs.iter().filter(|r| r.loops.is_none()) {
         if !servers.contains(&r.server.as_str()) {
             servers.push(&r.server);
         }
@@ -506,7 +540,7 @@ fn plot(
             let pts = results
                 .runs
                 .iter()
-                .filter(|r| r.server == s && r.pipeline == 1)
+                .filter(|r| r.server == s && r.pipeline == 1 && r.loops.is_none())
                 .filter_map(|r| Some((r.connections as f64, metric(r.ok()?)?)))
                 .filter(|(_, y)| *y > 0.0)
                 .collect();
@@ -518,7 +552,8 @@ fn plot(
     if hi <= 0.0 {
         return Ok(());
     }
-    let xmax = results.runs.iter().map(|r| r.connections).max().unwrap_or(1).max(2) as f64;
+    let xmax =
+        results.runs.iter().filter(|r| r.loops.is_none()).map(|r| r.connections).max().unwrap_or(1).max(2) as f64;
     let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut builder = ChartBuilder::on(&root);
@@ -562,6 +597,66 @@ fn plot(
     root.present().map_err(|e| e.to_string())
 }
 
+/// Requests/s of the multi-core points against loops: a line per server
+/// family (`epoll-t`, `tokio-multi-w`) and point. Nothing when there are none.
+fn plot_loops(results: &Results, path: &Path) -> Result<(), String> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in results.runs.iter().filter(|r| r.loops.is_some()) {
+        let (Some(n), Some(report)) = (r.loops, r.ok()) else { continue };
+        let family = r.server.trim_end_matches(|c: char| c.is_ascii_digit());
+        let label = format!("{family}N {}x{}", r.connections, r.pipeline);
+        let point = (n as f64, report.requests_per_sec);
+        match series.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, pts)) => pts.push(point),
+            None => series.push((label, vec![point])),
+        }
+    }
+    for (_, pts) in &mut series {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let xmax = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)).fold(1.0, f64::max);
+    let ymax = series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)).fold(0.0, f64::max);
+    if ymax <= 0.0 {
+        return Ok(());
+    }
+    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+    let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("requests/s against loops (unpinned)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0.5..xmax + 0.5, 0.0..ymax * 1.15)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("loops (epoll --threads) / tokio workers")
+        .y_desc("requests/s")
+        .x_labels(xmax as usize + 1)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(e)?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(e)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(|e| e.to_string())
+}
+
 /// Writes every output file under `dir`; returns the Markdown tables.
 pub fn write_all(results: &Results, dir: &Path) -> Result<String, String> {
     let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"));
@@ -579,6 +674,7 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<String, String> {
         |r| r.server_cpu_us_per_request,
         false,
     )?;
+    plot_loops(results, &dir.join("requests_per_sec_vs_loops.svg"))?;
     Ok(md)
 }
 
@@ -659,5 +755,36 @@ mod test {
             .collect();
         let m = median(&reports).unwrap();
         assert_eq!((m.requests, m.requests_per_sec, m.max_us, m.server_cpu_us_per_request), (30, 2.0, 3.0, None));
+    }
+
+    #[test]
+    fn multicore_goals_compare_two_loops_with_two_workers_and_one_loop() {
+        let mut res = Results::new(true, Duration::ZERO, Duration::ZERO, None, None);
+        let multi = |server: &str, loops, c, p, cpu, rps, p99| {
+            let mut r = run(server, c, p, cpu, rps, p99);
+            r.loops = Some(loops);
+            r
+        };
+        res.runs = vec![
+            multi("epoll-t1", 1, 16, 16, 0.50, 100.0, 1.0),
+            multi("epoll-t2", 2, 16, 16, 0.54, 190.0, 1.0),
+            multi("epoll-t2", 2, 1000, 1, 6.0, 140.0, 30.0),
+            multi("tokio-multi-w2", 2, 1000, 1, 7.0, 100.0, 40.0),
+        ];
+        res.evaluate_goals();
+        let goal = |name: &str| res.goals.iter().find(|g| g.goal.starts_with(name)).unwrap();
+        let rps = goal("epoll --threads 2 / tokio-multi 2 workers requests/s");
+        assert_eq!((rps.measured, rps.verdict.as_str()), (Some(1.4), "met"));
+        assert_eq!(goal("epoll --threads 2 / tokio-multi 2 workers p99").verdict, "met", "30 / 40");
+        let cpu = goal("epoll --threads 2 / --threads 1 server CPU");
+        assert!((cpu.measured.unwrap() - 1.08).abs() < 1e-9 && cpu.verdict == "met", "{cpu:?}");
+        assert!(markdown(&res).contains("unpinned"));
+        assert!(csv(&res).lines().nth(1).unwrap().contains(",1,\"\""), "the loops column");
+        let dir = std::env::temp_dir().join(format!("kvio-report-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        plot_loops(&res, &dir.join("loops.svg")).unwrap();
+        let svg = std::fs::read_to_string(dir.join("loops.svg")).unwrap();
+        assert!(svg.contains("epoll-tN 16x16") && svg.contains("tokio-multi-wN 1000x1"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

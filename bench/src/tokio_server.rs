@@ -21,7 +21,7 @@ type HeapStore = Store<Box<[Slot]>, Box<[u8]>>;
 pub enum Runtime {
     /// `new_current_thread`: one thread runs every task.
     Current,
-    /// `new_multi_thread`: a worker per allowed CPU, work stealing.
+    /// `new_multi_thread`: a worker per allowed CPU (or `--workers`), work stealing.
     Multi,
 }
 
@@ -30,6 +30,8 @@ pub enum Runtime {
 pub struct TokioConfig {
     /// Runtime flavor.
     pub runtime: Runtime,
+    /// Worker threads of the multi-thread runtime (`None`: one per allowed CPU).
+    pub workers: Option<usize>,
     /// Longest frame accepted.
     pub max_frame_len: u32,
     /// Store entries.
@@ -51,7 +53,13 @@ pub fn serve(addr: SocketAddrV4, cfg: TokioConfig) -> io::Result<()> {
 pub fn serve_listener(listener: std::net::TcpListener, cfg: TokioConfig) -> io::Result<()> {
     let runtime = match cfg.runtime {
         Runtime::Current => tokio::runtime::Builder::new_current_thread().enable_io().build()?,
-        Runtime::Multi => tokio::runtime::Builder::new_multi_thread().enable_io().build()?,
+        Runtime::Multi => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = cfg.workers {
+                builder.worker_threads(n.max(1));
+            }
+            builder.enable_io().build()?
+        }
     };
     let store = Store::with_storage(
         vec![Slot::EMPTY; cfg.store_entries].into_boxed_slice(),

@@ -63,8 +63,13 @@ fn floor_answers_are_counted_and_checked() {
 fn tokio_baseline_serves_the_protocol() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let SocketAddr4(addr) = SocketAddr4::of(&listener);
-    let cfg =
-        TokioConfig { runtime: Runtime::Current, max_frame_len: 1 << 20, store_entries: 4096, store_bytes: 1 << 20 };
+    let cfg = TokioConfig {
+        runtime: Runtime::Current,
+        workers: None,
+        max_frame_len: 1 << 20,
+        store_entries: 4096,
+        store_bytes: 1 << 20,
+    };
     // The runtime thread lives until the test process exits.
     std::thread::spawn(move || tokio_server::serve_listener(listener, cfg));
     let r = load::run(LoadConfig { put_ratio: 0.5, keys: 64, ..quick(addr, Check::Full) });

@@ -18,6 +18,7 @@ use crate::config::{
     Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE_BYTES, DEFAULT_STORE_ENTRIES, Flavor,
     MIN_MAX_FRAME_LEN, check_addr, resolve,
 };
+use crate::loops::{self, Loops};
 use crate::net::{self, Listener};
 use crate::shutdown::Shutdown;
 use crate::stats;
@@ -143,6 +144,12 @@ struct ServeArgs {
     /// Bytes all connections may hold together in partial frames and unsent responses (K/M/G, KiB/MiB/GiB suffixes); past it the connection holding the most is closed.
     #[arg(long, default_value = "256MiB", value_parser = bytes)]
     max_client_memory: usize,
+    /// Event loops, one thread each, on SO_REUSEPORT listeners over a sharded store; 0: one per CPU (epoll only).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Pin loop i to the i-th CPU the process may use (epoll only).
+    #[arg(long)]
+    pin: bool,
 }
 
 impl ServeArgs {
@@ -212,6 +219,19 @@ pub fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> ExitCode {
     let config = args.config();
+    let threads = loops::resolve_threads(args.threads);
+    if (args.threads != 1 || args.pin) && !loops::supports_threads(args.flavor) {
+        eprintln!(
+            "kvio serve: --threads and --pin apply to --flavor epoll only: {} {}",
+            args.flavor,
+            match args.flavor {
+                Flavor::Threaded => "already serves each connection on its own thread",
+                Flavor::Uring => "runs one loop (a loop per core is not built for it yet)",
+                _ => "is a single-thread model",
+            }
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
     if args.flavor == Flavor::Uring
         && let Err(why) = crate::uring::probe()
     {
@@ -224,14 +244,19 @@ fn serve(args: &ServeArgs) -> ExitCode {
         if let Err(e) = net::raise_fd_limit() {
             eprintln!("kvio serve: cannot raise RLIMIT_NOFILE: {e}");
         }
-        let listener =
-            Listener::bind(addrs[0]).map_err(|e| format!("cannot listen on {}: {e}", named(&args.addr, addrs[0])))?;
+        let mut listeners = Listener::bind_many(addrs[0], threads)
+            .map_err(|e| format!("cannot listen on {}: {e}", named(&args.addr, addrs[0])))?;
         let shutdown = Shutdown::new().map_err(|e| e.to_string())?;
         // Before the start-up line: whoever reads it may signal at once.
         shutdown.on_signals().map_err(|e| e.to_string())?;
-        stats::announce(&stats::startup_line(args.flavor, listener.local_addr(), &config))
-            .map_err(|e| e.to_string())?;
-        crate::serve(args.flavor, listener, &config, &shutdown).map_err(|e| e.to_string())
+        let addr = listeners[0].local_addr();
+        stats::announce(&stats::startup_line(args.flavor, addr, &config, threads)).map_err(|e| e.to_string())?;
+        let served = if threads == 1 && !args.pin {
+            crate::serve(args.flavor, listeners.remove(0), &config, &shutdown)
+        } else {
+            loops::serve(args.flavor, listeners, &config, &shutdown, &Loops::new(threads, args.pin))
+        };
+        served.map_err(|e| e.to_string())
     };
     match run() {
         Ok(stats) => {
@@ -507,6 +532,15 @@ mod test {
         assert_eq!(serve_args(&["--max-client-memory", "2K"]).config().max_client_memory, 2048);
         assert!(Cli::try_parse_from(["kvio", "serve", "--max-client-memory", "0"]).is_err());
         assert!(Cli::try_parse_from(["kvio", "serve", "--max-client-memory", "12 parsecs"]).is_err());
+    }
+
+    #[test]
+    fn threads_default_to_one_loop_unpinned() {
+        let args = serve_args(&[]);
+        assert_eq!((args.threads, args.pin), (1, false));
+        let args = serve_args(&["--threads", "0", "--pin"]);
+        assert_eq!((args.threads, args.pin), (0, true));
+        assert!(Cli::try_parse_from(["kvio", "serve", "--threads", "-1"]).is_err());
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::time::Duration;
 use kvio_core::store::Slot;
 use kvio_core::{Store, StoreLimits};
 
+use crate::sharded::ShardedStore;
+
 /// Default `--addr`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 /// How an address is written, for messages about a malformed one.
@@ -146,6 +148,17 @@ impl Config {
         kvio_core::Connection::new(self.max_frame_len, self.output_limit)
     }
 
+    /// The store limits these settings call for.
+    pub fn store_limits(&self) -> StoreLimits {
+        StoreLimits::for_frame(self.max_frame_len, self.store_entries, self.store_bytes)
+    }
+
+    /// The sharded store these limits call for, with shards for `loops`
+    /// loops (see [`ShardedStore::shard_count`]); allocated now and never again.
+    pub fn sharded_store(&self, loops: usize) -> ShardedStore {
+        ShardedStore::new(self.store_limits(), loops)
+    }
+
     /// The store these limits call for, allocated now and never again.
     pub fn store(&self) -> HostStore {
         let slots = slots_for(self.store_entries);
@@ -153,7 +166,7 @@ impl Config {
         Store::with_storage(
             vec![Slot::EMPTY; slots].into_boxed_slice(),
             vec![0u8; self.store_bytes].into_boxed_slice(),
-            StoreLimits::for_frame(self.max_frame_len, self.store_entries, self.store_bytes),
+            self.store_limits(),
         )
     }
 

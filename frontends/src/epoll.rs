@@ -14,13 +14,18 @@
 //!   its generation, bumped when the slot is freed, so an event queued for
 //!   a connection that closed in the same batch (whose fd number may already
 //!   be reused) finds a different generation and is dropped.
-//! - Threads: 1.
+//! - Threads: 1 per loop; `--threads N` runs N of these loops
+//!   ([`crate::loops`]), each with its own SO_REUSEPORT listener, over a
+//!   shared sharded store, sharing the connection limit, the client-memory
+//!   count and the stop.
 //! - Memory: an idle connection holds no user-space buffer, only its slab
 //!   entry: reads go into one 64 KiB buffer per loop, and responses into an
 //!   output buffer borrowed from the loop while they are unsent.
-//! - Limits: `--max-connections` (the next one is accepted and closed at
-//!   once); EMFILE on accept closes that connection with a spare
-//!   descriptor, or if even that fails pauses accepting for 100 ms instead
+//! - Limits: `--max-connections`, counted across every loop (the next one
+//!   is accepted and closed at once); `--max-client-memory`, counted across
+//!   every loop too (a loop that sees the total over the cap evicts its own
+//!   biggest connections); EMFILE on accept closes that connection with a
+//!   spare descriptor, or if even that fails pauses accepting for 100 ms instead
 //!   of spinning on a listener that stays readable; an fd is removed from
 //!   epoll before it is closed.
 //! - Stop: the listener closes, every session [begins its
@@ -36,14 +41,16 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use kvio_core::KeyValueStore;
 use kvio_proto::KeyValueHandler;
 use rustix::buffer::spare_capacity;
 use rustix::event::Timespec;
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::io::Errno;
 
-use crate::config::{Config, HostStore};
+use crate::config::Config;
 use crate::driver::{self, Conn, READ_CHUNK, Scratch};
+use crate::loops::{Loop, Places};
 use crate::memory::ClientMemory;
 use crate::net::{self, Accepted, Listener};
 use crate::session::{Phase, Session, Timing};
@@ -157,7 +164,7 @@ fn interest(session: &Session) -> EventFlags {
     flags
 }
 
-struct Server<'a> {
+struct Server<'a, S> {
     config: &'a Config,
     timing: Timing,
     epoll: OwnedFd,
@@ -165,10 +172,13 @@ struct Server<'a> {
     listener: Option<Listener>,
     listener_paused_until: Option<Instant>,
     slab: Slab,
-    handler: KeyValueHandler<HostStore>,
+    handler: KeyValueHandler<S>,
     scratch: Scratch,
-    counters: Counters,
-    memory: ClientMemory,
+    counters: &'a Counters,
+    /// Connections open across every loop of the server.
+    places: &'a Places,
+    /// What every connection of every loop holds, against `--max-client-memory`.
+    memory: &'a ClientMemory,
     /// The earliest session deadline seen since the last sweep (maybe
     /// earlier than any real one: deadlines only move later).
     next_sweep: Option<Instant>,
@@ -176,6 +186,17 @@ struct Server<'a> {
 
 /// Serves until `shutdown` is requested and every connection has closed.
 pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
+    let (counters, places) = (Counters::default(), Places::default());
+    let memory = ClientMemory::new(config.max_client_memory);
+    let run = Loop { index: 0, config, shutdown, counters: &counters, places: &places, memory: &memory };
+    serve_loop(listener, run, config.store())?;
+    Ok(counters.snapshot())
+}
+
+/// One loop of a server over `store`, counting into `run.counters`:
+/// returns once `run.shutdown` is requested and its last connection has closed.
+pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+    let (config, shutdown) = (run.config, run.shutdown);
     net::set_nonblocking(listener.as_fd(), true)?;
     let epoll = epoll::create(CreateFlags::CLOEXEC)?;
     epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN)?;
@@ -187,10 +208,11 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
         listener: Some(listener),
         listener_paused_until: None,
         slab: Slab::default(),
-        handler: KeyValueHandler::new(config.store()),
+        handler: KeyValueHandler::new(store),
         scratch: Scratch::new(READ_CHUNK),
-        counters: Counters::default(),
-        memory: ClientMemory::new(config.max_client_memory),
+        counters: run.counters,
+        places: run.places,
+        memory: run.memory,
         next_sweep: None,
     };
     let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
@@ -229,10 +251,10 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
             server.sweep(now);
         }
     }
-    Ok(server.counters.snapshot())
+    Ok(())
 }
 
-impl Server<'_> {
+impl<S: KeyValueStore> Server<'_, S> {
     /// Accepts until EAGAIN.
     fn accept_all(&mut self, now: Instant) {
         while let Some(listener) = &mut self.listener {
@@ -266,15 +288,17 @@ impl Server<'_> {
     }
 
     fn admit(&mut self, fd: OwnedFd, peer: Option<SocketAddr>, now: Instant) {
-        if self.slab.len >= self.config.max_connections {
+        if !self.places.take(self.config.max_connections) {
             self.counters.refused(peer, format_args!("max connections ({}) reached", self.config.max_connections));
             return;
         }
         let Some(token) = self.slab.vacant_token() else {
+            self.places.release();
             self.counters.refused(peer, "no free token");
             return;
         };
         if let Err(e) = epoll::add(&self.epoll, &fd, EventData::new_u64(token), EventFlags::IN) {
+            self.places.release();
             self.counters.refused(peer, format_args!("epoll add: {e}"));
             return;
         }
@@ -307,7 +331,7 @@ impl Server<'_> {
                 Err(e) => conn.session.io_error(e.into()),
             }
         }
-        if conn.settle(&mut self.scratch, &self.counters, &self.memory) {
+        if conn.settle(&mut self.scratch, self.counters, self.memory) {
             self.discard(token);
             return;
         }
@@ -320,6 +344,7 @@ impl Server<'_> {
             // Out of the interest list before the fd number can be reused.
             let _ = epoll::delete(&self.epoll, &client.conn.fd);
             drop(client);
+            self.places.release();
         }
     }
 

@@ -6,6 +6,8 @@
 //! - [`blocking`], [`threaded`], [`busy_poll`], [`epoll`] (readiness and
 //!   blocking models) and [`uring`] (completions): one file per flavor, one
 //!   entry point each: `serve(listener, &config, &shutdown) -> io::Result<Stats>`.
+//! - [`loops`]: `--threads N`, N copies of a flavor's loop on SO_REUSEPORT
+//!   listeners over the [`sharded`] store (the threaded flavor's store too).
 //! - Shared by all: [`session`] (the sans-IO connection state machine:
 //!   every rule about time and closing), [`driver`] (moving bytes between
 //!   a socket and a session), [`net`] (listener, accept, socket calls),
@@ -20,9 +22,11 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod epoll;
+pub mod loops;
 pub mod memory;
 pub mod net;
 pub mod session;
+pub mod sharded;
 pub mod shutdown;
 pub mod stats;
 pub mod threaded;
@@ -31,6 +35,7 @@ pub mod uring;
 use std::io;
 
 pub use config::{Config, Flavor};
+pub use loops::Loops;
 pub use net::Listener;
 pub use shutdown::Shutdown;
 pub use stats::Stats;

@@ -30,6 +30,11 @@ impl ClientMemory {
     /// total is now over the cap.
     pub fn charge(&self, share: &Share, bytes: usize) -> bool {
         let before = share.held.swap(bytes, Ordering::Relaxed);
+        if bytes == before {
+            // The common case (nothing held before or after a request): no
+            // write to the total, a line that N loops would bounce.
+            return self.is_over();
+        }
         let total = if bytes >= before {
             self.total.fetch_add(bytes - before, Ordering::Relaxed) + (bytes - before)
         } else {

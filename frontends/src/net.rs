@@ -1,5 +1,5 @@
 //! Socket plumbing shared by every flavor, on rustix: the listening socket
-//! (SO_REUSEADDR, bind, listen), accepting (accept4 with CLOEXEC, NONBLOCK
+//! (SO_REUSEADDR, bind, listen; SO_REUSEPORT for N loops on one address), accepting (accept4 with CLOEXEC, NONBLOCK
 //! where the flavor wants it, TCP_NODELAY, EMFILE answered by closing the
 //! connection with a spare descriptor instead of spinning), reads and writes
 //! with EINTR retried, and RLIMIT_NOFILE.
@@ -125,10 +125,32 @@ impl Listener {
     /// socket + SO_REUSEADDR + bind + listen. `127.0.0.1:0` picks a free port;
     /// [`Listener::local_addr`] tells which.
     pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+        Listener::bind_with(addr, false)
+    }
+
+    /// `n` listeners on one address, each with SO_REUSEPORT, so that the
+    /// kernel spreads incoming connections over them (by a hash of the
+    /// connection's addresses). For port 0 the first bind picks the port and
+    /// the others bind to it. `n == 1` is [`Listener::bind`].
+    pub fn bind_many(addr: SocketAddr, n: usize) -> io::Result<Vec<Listener>> {
+        let reuse_port = n > 1;
+        let first = Listener::bind_with(addr, reuse_port)?;
+        let addr = first.local_addr();
+        let mut listeners = vec![first];
+        for _ in 1..n {
+            listeners.push(Listener::bind_with(addr, reuse_port)?);
+        }
+        Ok(listeners)
+    }
+
+    fn bind_with(addr: SocketAddr, reuse_port: bool) -> io::Result<Listener> {
         let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
         let fd = net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
         // A restarted server must not wait for the old one's TIME_WAIT sockets.
         sockopt::set_socket_reuseaddr(&fd, true)?;
+        if reuse_port {
+            sockopt::set_socket_reuseport(&fd, true)?;
+        }
         net::bind(&fd, &addr)?;
         net::listen(&fd, LISTEN_BACKLOG)?;
         let addr = SocketAddr::try_from(net::getsockname(&fd)?).map_err(io::Error::from)?;
@@ -224,5 +246,16 @@ mod test {
         let mut reply = [0u8; 2];
         client.read_exact(&mut reply).unwrap();
         assert_eq!(&reply, b"yo");
+    }
+
+    #[test]
+    fn many_listeners_share_one_picked_port() {
+        let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let addr = listeners[0].local_addr();
+        assert_ne!(addr.port(), 0);
+        assert!(listeners.iter().all(|l| l.local_addr() == addr && sockopt::socket_reuseport(l).unwrap()));
+        assert!(Listener::bind(addr).is_err(), "a socket without SO_REUSEPORT cannot join them");
+        let one = Listener::bind_many("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        assert!(!sockopt::socket_reuseport(&one[0]).unwrap(), "one loop: a plain listener");
     }
 }

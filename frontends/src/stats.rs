@@ -148,9 +148,11 @@ impl fmt::Display for Peer {
     }
 }
 
-/// The start-up line: the first line on stdout, flushed, once the socket listens.
-pub fn startup_line(flavor: Flavor, addr: SocketAddr, config: &Config) -> String {
-    format!("kvio serve: flavor={flavor} addr={addr} {}", config.describe())
+/// The start-up line: the first line on stdout, flushed, once the socket
+/// listens; `threads` is the number of loops (1 for every single-loop
+/// flavor, and for `threaded`, whose threads are per connection).
+pub fn startup_line(flavor: Flavor, addr: SocketAddr, config: &Config, threads: usize) -> String {
+    format!("kvio serve: flavor={flavor} addr={addr} {} threads={threads}", config.describe())
 }
 
 /// The final line.
@@ -173,10 +175,10 @@ mod test {
     fn lines_match_the_contract() {
         let config = Config::for_flavor(Flavor::Epoll);
         assert_eq!(
-            startup_line(Flavor::BusyPoll, "127.0.0.1:7878".parse().unwrap(), &config),
+            startup_line(Flavor::BusyPoll, "127.0.0.1:7878".parse().unwrap(), &config, 1),
             "kvio serve: flavor=busy-poll addr=127.0.0.1:7878 max_frame_len=1048576 store_entries=100000 \
              store_bytes=67108864 max_connections=10000 idle_timeout_ms=300000 output_limit=65536 \
-             max_client_memory=268435456"
+             max_client_memory=268435456 threads=1"
         );
         let counters = Counters::default();
         counters.connection();

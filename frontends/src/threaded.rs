@@ -11,14 +11,14 @@
 //!   needs (a panic with `RUST_BACKTRACE=1`; figures in
 //!   `frontends/README.md`); the kernel only commits the pages touched.
 //!   Buffers live on the heap: a 16 KiB read buffer and the output per thread.
-//! - Store: one `kvio_core::Shared` store (the host critical section is a
-//!   process-wide mutex); the handler takes it for one put or get at a time,
-//!   never across IO.
+//! - Store: the [`ShardedStore`](crate::sharded::ShardedStore) (a lock per shard, shards for every CPU
+//!   the process may use), instead of one process-wide lock; the handler
+//!   takes one shard for one put or get at a time, never across IO.
 //! - Panics: a connection thread that panics is caught at its top
-//!   (`catch_unwind`), counted as an error and logged; the critical
-//!   section's `std` implementation ignores mutex poisoning and releases
-//!   on unwind, and the store's `RefCell` borrow ends with the unwind, so
-//!   the other connections and the server carry on.
+//!   (`catch_unwind`), counted as an error and logged; a shard's lock
+//!   poisoned by the panic is taken over as it is (a put either had not
+//!   begun or could no longer fail), so the other connections and the
+//!   server carry on.
 //! - Idle: a connection thread sleeps in `recv` until its client sends or
 //!   the idle timeout (5 minutes by default) runs out; no periodic wake-up.
 //!   The stop reaches it from outside: the accepting thread keeps a
@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Instant;
 
-use kvio_core::{Handler, Shared};
+use kvio_core::Handler;
 use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
@@ -150,7 +150,7 @@ impl Drop for Registered<'_> {
 pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
     let counters = Counters::default();
     let active = AtomicUsize::new(0);
-    let store = Shared::new(config.store());
+    let store = config.sharded_store(thread::available_parallelism().map_or(1, |n| n.get()));
     let registry = Registry::default();
     let memory = ClientMemory::new(config.max_client_memory);
     let ctx = Context { config, shutdown, counters: &counters, active: &active, registry: &registry, memory: &memory };
@@ -224,9 +224,10 @@ fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::config::{Flavor, HostStore};
+    use crate::config::Flavor;
+    use crate::sharded::ShardedStore;
     use kvio_core::frame::{FrameError, encode_frame};
-    use kvio_core::{KeyValueStore, Output, OutputFull};
+    use kvio_core::{Output, OutputFull};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
@@ -268,12 +269,12 @@ mod test {
         }
     }
 
-    /// Panics on its first request while holding the store's lock.
-    struct Panicking<'a>(&'a Shared<HostStore>);
+    /// Panics on its first request while holding a shard's lock.
+    struct Panicking<'a>(&'a ShardedStore);
 
     impl Handler for Panicking<'_> {
         fn request<O: Output + ?Sized>(&mut self, _: &[u8], _: &mut O) -> Result<(), OutputFull> {
-            self.0.with(|_| panic!("injected panic inside the critical section"))
+            self.0.get(b"k", |_| panic!("injected panic while holding a shard"))
         }
 
         fn framing_error<O: Output + ?Sized>(&mut self, _: FrameError, _: &mut O) -> Result<(), OutputFull> {
@@ -291,7 +292,7 @@ mod test {
         let fixture = Fixture::new(None);
         let (ctx, registry, shutdown, counters) =
             (fixture.ctx(), &fixture.registry, &fixture.shutdown, &fixture.counters);
-        let store = Shared::new(fixture.config.store());
+        let store = fixture.config.sharded_store(1);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -354,7 +355,7 @@ mod test {
     fn a_panicking_connection_is_counted_and_the_store_stays_usable() {
         let fixture = Fixture::new(Some(Duration::from_secs(300)));
         let (ctx, active, counters) = (fixture.ctx(), &fixture.active, &fixture.counters);
-        let store = Shared::new(fixture.config.store());
+        let store = fixture.config.sharded_store(1);
         let (client, server) = UnixStream::pair().unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut frame = Vec::new();
@@ -371,8 +372,8 @@ mod test {
         assert_eq!(counters.snapshot().errors, 1);
         let mut rest = Vec::new();
         assert_eq!((&client).read_to_end(&mut rest).unwrap(), 0, "connection closed");
-        // Neither the global critical-section mutex nor the RefCell stayed locked.
-        (&store).put(b"k", b"v").unwrap();
-        assert_eq!((&store).get(b"k", |v| v.map(<[u8]>::to_vec)), Some(b"v".to_vec()));
+        // The shard's lock did not stay taken.
+        store.put(b"k", b"v").unwrap();
+        assert_eq!(store.get(b"k", |v| v.map(<[u8]>::to_vec)), Some(b"v".to_vec()));
     }
 }

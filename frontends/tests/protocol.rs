@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use kvio_proto::KeyValueMessage;
 
-per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, uring: Uring] [
+per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring] [
     startup_line_reports_the_defaults,
     startup_line_reports_the_flags,
     put_then_get_hit_and_miss,
@@ -44,8 +44,10 @@ fn startup_line_reports_the_defaults(flavor: Flavor) {
         ("max_connections", "10000"),
         ("idle_timeout_ms", idle.as_str()),
         ("output_limit", "65536"),
+        ("threads", "1"),
     ];
     for (key, value) in expected {
+        let value = if key == "threads" { flavor.threads().to_string() } else { value.to_string() };
         assert_eq!(server.setting(key), value, "{key}");
     }
     assert_eq!(server.connect().get("nothing"), None);

@@ -6,13 +6,17 @@
 //! fixed array), does 10,000 closed-loop puts and gets after a warm-up. Any
 //! allocation anywhere in the process during that window fails the test. One
 //! `#[test]` only, so the test harness runs nothing else meanwhile.
+//!
+//! Epoll with two loops (`kvio::loops::serve`, the sharded store) is
+//! measured too, with the client's requests alternating between a
+//! connection on each loop.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kvio::{Config, Flavor, Listener, Shutdown};
+use kvio::{Config, Flavor, Listener, Loops, Shutdown};
 use kvio_proto::KeyValueMessage;
 use prost::Message;
 
@@ -99,6 +103,63 @@ fn allocations_while_serving(flavor: Flavor) -> usize {
     after - before
 }
 
+/// Epoll with two loops: one connection on each (told apart by the loops'
+/// connection counters), requests alternating between them.
+fn allocations_while_serving_two_loops() -> usize {
+    let config = Config {
+        store_entries: 1024,
+        store_bytes: 1 << 20,
+        max_frame_len: 4096,
+        idle_timeout: None,
+        ..Config::for_flavor(Flavor::Epoll)
+    };
+    let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+    let addr = listeners[0].local_addr();
+    let shutdown = Shutdown::new().unwrap();
+    let stop = shutdown.clone();
+    let loops = std::sync::Arc::new(Loops::new(2, false));
+    let shared = std::sync::Arc::clone(&loops);
+    let server = std::thread::spawn(move || kvio::loops::serve(Flavor::Epoll, listeners, &config, &shutdown, &shared));
+
+    let requests: Vec<Vec<u8>> = (0..WARM_UP + MEASURED).map(request).collect();
+    let connections = |loops: &Loops| [loops.stats(0).connections, loops.stats(1).connections];
+    let mut streams: [Option<TcpStream>; 2] = [None, None];
+    let mut buf = [0u8; 512];
+    for _ in 0..200 {
+        let before = connections(&loops);
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        // A round trip: the connection has surely been admitted by its loop.
+        exchange(&mut stream, &requests[..1], &mut buf);
+        let after = connections(&loops);
+        let on = if after[0] != before[0] { 0 } else { 1 };
+        assert_ne!(after[on], before[on], "no loop admitted the connection");
+        streams[on].get_or_insert(stream);
+        if streams.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let [Some(mut a), Some(mut b)] = streams else { panic!("200 connections did not reach both loops") };
+    for pair in requests[..WARM_UP].chunks(2) {
+        exchange(&mut a, &pair[..1], &mut buf);
+        exchange(&mut b, &pair[1..], &mut buf);
+    }
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for pair in requests[WARM_UP..].chunks(2) {
+        exchange(&mut a, &pair[..1], &mut buf);
+        exchange(&mut b, &pair[1..], &mut buf);
+    }
+    let after = ALLOCATIONS.load(Ordering::SeqCst);
+
+    drop((a, b));
+    stop.trigger();
+    let stats = server.join().unwrap().unwrap();
+    assert!(stats.requests >= (WARM_UP + MEASURED) as u64, "every request answered");
+    assert!((0..2).all(|i| loops.stats(i).requests >= (WARM_UP / 2) as u64), "both loops served");
+    after - before
+}
+
 #[test]
 fn no_flavor_allocates_per_request() {
     let mut flavors = Flavor::ALL.to_vec();
@@ -106,9 +167,11 @@ fn no_flavor_allocates_per_request() {
         eprintln!("skipped uring: {why}");
         flavors.retain(|&f| f != Flavor::Uring);
     }
-    let counts: Vec<(Flavor, usize)> = flavors.iter().map(|&f| (f, allocations_while_serving(f))).collect();
+    let mut counts: Vec<(String, usize)> =
+        flavors.iter().map(|&f| (f.to_string(), allocations_while_serving(f))).collect();
+    counts.push(("epoll --threads 2".into(), allocations_while_serving_two_loops()));
     for (flavor, n) in &counts {
         eprintln!("{flavor}: {n} allocations over {MEASURED} requests");
     }
-    assert!(counts.iter().all(|&(_, n)| n == 0), "allocations in steady state: {counts:?}");
+    assert!(counts.iter().all(|(_, n)| *n == 0), "allocations in steady state: {counts:?}");
 }

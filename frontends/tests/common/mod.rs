@@ -62,13 +62,15 @@ macro_rules! per_flavor {
     };
 }
 
-/// The five servers behind `kvio serve --flavor`.
+/// The five servers behind `kvio serve --flavor`, and epoll with two loops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Blocking,
     Threaded,
     BusyPoll,
     Epoll,
+    /// `--flavor epoll --threads 2`: two loops over the sharded store.
+    EpollLoops,
     Uring,
 }
 
@@ -78,7 +80,7 @@ impl Flavor {
             Flavor::Blocking => "blocking",
             Flavor::Threaded => "threaded",
             Flavor::BusyPoll => "busy-poll",
-            Flavor::Epoll => "epoll",
+            Flavor::Epoll | Flavor::EpollLoops => "epoll",
             Flavor::Uring => "uring",
         }
     }
@@ -90,6 +92,16 @@ impl Flavor {
             Flavor::Uring => kvio::uring::probe().err().map(|e| e.to_string()),
             _ => None,
         }
+    }
+
+    /// `--threads` of this server.
+    pub fn threads(self) -> usize {
+        if self == Flavor::EpollLoops { 2 } else { 1 }
+    }
+
+    /// Epoll, with one loop or more.
+    pub fn is_epoll(self) -> bool {
+        matches!(self, Flavor::Epoll | Flavor::EpollLoops)
     }
 
     /// False for `blocking`, which serves one connection at a time: a second
@@ -158,8 +170,10 @@ impl Server {
     pub fn start(flavor: Flavor, args: &[&str]) -> Server {
         let busy_poll =
             (flavor == Flavor::BusyPoll).then(|| BUSY_POLL.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let threads = format!("--threads={}", flavor.threads());
         let mut child = Command::new(env!("CARGO_BIN_EXE_kvio"))
             .args(["serve", "--flavor", flavor.name(), "--addr", "127.0.0.1:0"])
+            .args((flavor == Flavor::EpollLoops).then_some(threads))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -210,6 +224,9 @@ impl Server {
         };
         server.settings = parse_startup_line(&line);
         assert_eq!(server.setting("flavor"), flavor.name(), "start-up line: {line}");
+        if !args.iter().any(|a| a.starts_with("--threads")) {
+            assert_eq!(server.setting("threads"), flavor.threads().to_string(), "start-up line: {line}");
+        }
         server.addr = server.setting("addr").parse().unwrap_or_else(|_| panic!("start-up line: {line}"));
         assert!(server.addr.ip().is_loopback() && server.addr.port() != 0, "start-up line: {line}");
         server
@@ -301,7 +318,7 @@ impl Drop for Server {
 }
 
 /// The keys of the start-up line, in the contract's order.
-pub const STARTUP_KEYS: [&str; 9] = [
+pub const STARTUP_KEYS: [&str; 10] = [
     "flavor",
     "addr",
     "max_frame_len",
@@ -311,6 +328,7 @@ pub const STARTUP_KEYS: [&str; 9] = [
     "idle_timeout_ms",
     "output_limit",
     "max_client_memory",
+    "threads",
 ];
 
 /// Checks the start-up line's shape and returns its `key=value` pairs.
