@@ -1,4 +1,4 @@
-//! `kvio bench compare`: starts each server (the four `kvio serve` flavors,
+//! `kvio bench compare`: starts each server (the five `kvio serve` flavors,
 //! from the `kvio` binary beside this one, and the tokio and floor
 //! baselines, from this binary) as a fresh child process per point,
 //! pinned to one core while the load generator runs on the other, runs the
@@ -49,6 +49,8 @@ pub enum Server {
     TokioMulti,
     /// `kvio serve --flavor epoll`.
     Epoll,
+    /// `kvio serve --flavor uring`.
+    Uring,
     /// `kvio serve --flavor busy-poll`.
     BusyPoll,
     /// `kvio serve --flavor threaded`.
@@ -59,11 +61,12 @@ pub enum Server {
 
 impl Server {
     /// Every server, baselines first.
-    pub const ALL: [Server; 7] = [
+    pub const ALL: [Server; 8] = [
         Server::Floor,
         Server::TokioCurrent,
         Server::TokioMulti,
         Server::Epoll,
+        Server::Uring,
         Server::BusyPoll,
         Server::Threaded,
         Server::Blocking,
@@ -76,6 +79,7 @@ impl Server {
             Server::TokioCurrent => "tokio-current",
             Server::TokioMulti => "tokio-multi",
             Server::Epoll => "epoll",
+            Server::Uring => "uring",
             Server::BusyPoll => "busy-poll",
             Server::Threaded => "threaded",
             Server::Blocking => "blocking",

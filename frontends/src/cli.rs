@@ -35,7 +35,7 @@ pub const BENCH_BINARY: &str = "kvio-bench";
 /// costs its 12-byte record header.
 pub const MIN_STORE_BYTES: usize = kvio_core::store::RECORD_HEADER_LEN;
 
-/// kvio: a key/value server over TCP, built four ways.
+/// kvio: a key/value server over TCP, built five ways.
 #[derive(Debug, Parser)]
 #[command(name = "kvio", version)]
 pub struct Cli {
@@ -226,9 +226,17 @@ fn serve(args: &ServeArgs) -> ExitCode {
             args.flavor,
             match args.flavor {
                 Flavor::Threaded => "already serves each connection on its own thread",
+                Flavor::Uring => "runs one loop (a loop per core is not built for it yet)",
                 _ => "is a single-thread model",
             }
         );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    if args.flavor == Flavor::Uring
+        && let Err(why) = crate::uring::probe()
+    {
+        // Before the start-up line: a server that cannot run never says it listens.
+        eprintln!("kvio serve: {why}");
         return ExitCode::from(EXIT_FAILURE);
     }
     let run = || -> Result<stats::Stats, String> {

@@ -78,11 +78,13 @@ pub enum Flavor {
     BusyPoll,
     /// One thread, non-blocking sockets, epoll.
     Epoll,
+    /// One thread, io_uring completions (Linux 6.0).
+    Uring,
 }
 
 impl Flavor {
-    /// Every flavor, in the article's order.
-    pub const ALL: [Flavor; 4] = [Flavor::Blocking, Flavor::Threaded, Flavor::BusyPoll, Flavor::Epoll];
+    /// Every flavor, in the article's order, then the completion model.
+    pub const ALL: [Flavor; 5] = [Flavor::Blocking, Flavor::Threaded, Flavor::BusyPoll, Flavor::Epoll, Flavor::Uring];
 
     /// The name on the command line.
     pub const fn as_str(self) -> &'static str {
@@ -91,6 +93,7 @@ impl Flavor {
             Flavor::Threaded => "threaded",
             Flavor::BusyPoll => "busy-poll",
             Flavor::Epoll => "epoll",
+            Flavor::Uring => "uring",
         }
     }
 

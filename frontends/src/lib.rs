@@ -1,10 +1,11 @@
 //! kvio's Linux frontends: the four servers of "Many flavors of Networking
-//! IO" on rustix, all driving the same `kvio_core::Connection` so that they
+//! IO" on rustix and a fifth on io_uring, all driving the same `kvio_core::Connection` so that they
 //! differ only in how bytes move, plus a blocking client and the `kvio`
 //! command line.
 //!
-//! - [`blocking`], [`threaded`], [`busy_poll`], [`epoll`]: one file per
-//!   flavor, one entry point each: `serve(listener, &config, &shutdown) -> io::Result<Stats>`.
+//! - [`blocking`], [`threaded`], [`busy_poll`], [`epoll`] (readiness and
+//!   blocking models) and [`uring`] (completions): one file per flavor, one
+//!   entry point each: `serve(listener, &config, &shutdown) -> io::Result<Stats>`.
 //! - [`loops`]: `--threads N`, N copies of a flavor's loop on SO_REUSEPORT
 //!   listeners over the [`sharded`] store (the threaded flavor's store too).
 //! - Shared by all: [`session`] (the sans-IO connection state machine:
@@ -29,6 +30,7 @@ pub mod sharded;
 pub mod shutdown;
 pub mod stats;
 pub mod threaded;
+pub mod uring;
 
 use std::io;
 
@@ -46,6 +48,7 @@ pub fn serve(flavor: Flavor, listener: Listener, config: &Config, shutdown: &Shu
         Flavor::Threaded => threaded::serve(listener, config, shutdown),
         Flavor::BusyPoll => busy_poll::serve(listener, config, shutdown),
         Flavor::Epoll => epoll::serve(listener, config, shutdown),
+        Flavor::Uring => uring::serve(listener, config, shutdown),
     }
 }
 
@@ -100,5 +103,14 @@ mod test {
     #[test]
     fn epoll_serves_then_stops() {
         serves_then_stops(Flavor::Epoll);
+    }
+
+    #[test]
+    fn uring_serves_then_stops() {
+        if let Err(why) = uring::probe() {
+            eprintln!("skipped uring_serves_then_stops: {why}");
+            return;
+        }
+        serves_then_stops(Flavor::Uring);
     }
 }

@@ -416,10 +416,14 @@ impl Session {
 
     /// `input` arrived at `now`: every complete request in it is answered
     /// (responses queue for [`Session::transmit`]); what back-pressure
-    /// leaves untaken is held. While lingering, it is counted and dropped.
+    /// leaves untaken is held. While lingering, it is counted and dropped;
+    /// while draining with nothing left to read (broken stream, evicted,
+    /// stop budget spent), it is dropped: a completion driver may deliver
+    /// bytes the kernel received before its receive was cancelled.
     pub fn receive<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H, spare: &mut Spare) {
         match &mut self.state {
             State::Open => {}
+            State::Draining { read_left: 0, .. } => return,
             State::Draining { read_left, input_waiting, .. } => {
                 *read_left = read_left.saturating_sub(input.len());
                 *input_waiting = false;
@@ -1092,6 +1096,21 @@ mod test {
         assert_eq!((got[0].kind, got[0].status, got[0].value.as_str()), (0, 1, MEMORY_LIMIT_REASON));
         assert_eq!(rig.session.phase(), Phase::Lingering);
         assert!(matches!(rig.session.take_end(), End::MemoryLimit(n) if n >= 4000));
+    }
+
+    #[test]
+    fn bytes_arriving_after_an_eviction_are_dropped_not_buffered() {
+        let mut rig = Rig::new(timing());
+        let frame = request(Kind::PutOrUpdate, "k", &"v".repeat(5000));
+        rig.receive(0, &frame[..4000]);
+        rig.session.evict(&mut rig.spare);
+        let after = rig.session.buffered();
+        // A completion driver's receive posted the rest before its cancel took effect.
+        rig.receive(1, &frame[4000..]);
+        assert_eq!(rig.session.buffered(), after, "the evicted payload grows again");
+        assert_eq!(rig.session.take_requests(), 0);
+        rig.send(2, usize::MAX);
+        assert_eq!(responses(&rig.wire).len(), 1, "the error frame only");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use common::*;
 use kvio_proto::KeyValueMessage;
 use rustix::process::Signal;
 
-per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops] [
+per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring] [
     silent_connection_is_closed_after_the_idle_timeout,
     zero_idle_timeout_keeps_a_silent_connection,
     max_connections,

@@ -50,14 +50,19 @@ macro_rules! per_flavor {
             $(
                 #[test]
                 fn $test() {
-                    super::$test($crate::common::Flavor::$flavor)
+                    let flavor = $crate::common::Flavor::$flavor;
+                    if let Some(why) = flavor.unsupported() {
+                        eprintln!("skipped {} on {}: {why}", stringify!($test), flavor.name());
+                        return;
+                    }
+                    super::$test(flavor)
                 }
             )*
         }
     };
 }
 
-/// The four servers behind `kvio serve --flavor`, and epoll with two loops.
+/// The five servers behind `kvio serve --flavor`, and epoll with two loops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Blocking,
@@ -66,6 +71,7 @@ pub enum Flavor {
     Epoll,
     /// `--flavor epoll --threads 2`: two loops over the sharded store.
     EpollLoops,
+    Uring,
 }
 
 impl Flavor {
@@ -75,6 +81,16 @@ impl Flavor {
             Flavor::Threaded => "threaded",
             Flavor::BusyPoll => "busy-poll",
             Flavor::Epoll | Flavor::EpollLoops => "epoll",
+            Flavor::Uring => "uring",
+        }
+    }
+
+    /// Why this kernel cannot run the flavor (io_uring refused or too
+    /// old), if it cannot: its tests then say they are skipped, and why.
+    pub fn unsupported(self) -> Option<String> {
+        match self {
+            Flavor::Uring => kvio::uring::probe().err().map(|e| e.to_string()),
+            _ => None,
         }
     }
 
