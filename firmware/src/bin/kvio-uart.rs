@@ -27,7 +27,7 @@
 #![no_std]
 #![no_main]
 
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use cortex_m::interrupt::{self, Mutex};
@@ -91,6 +91,10 @@ static RX_PRODUCER: Mutex<RefCell<Option<Producer<'static, u8>>>> = Mutex::new(R
 static RX_STALLED: AtomicBool = AtomicBool::new(false);
 /// TIMER0 wraps so far: the clock's high word.
 static CLOCK_WRAPS: AtomicU32 = AtomicU32::new(0);
+/// When the oldest byte the loop has not seen yet arrived (set by the RX
+/// interrupt when it fills an empty queue): the silence rule is applied up
+/// to that moment before the byte is fed, however late the loop wakes.
+static FIRST_UNSEEN_AT: Mutex<Cell<Option<u64>>> = Mutex::new(Cell::new(None));
 
 /// Clock ticks since start (TIMER0, extended to 64 bits by its wrap interrupt).
 fn now() -> u64 {
@@ -146,6 +150,10 @@ fn receive_interrupt() {
                 return;
             }
             if let Some(byte) = uart.try_read() {
+                let first = FIRST_UNSEEN_AT.borrow(cs);
+                if first.get().is_none() {
+                    first.set(Some(now()));
+                }
                 // Cannot fail: `ready` said there is room, and only this handler enqueues.
                 let _ = producer.enqueue(byte);
             }
@@ -423,7 +431,13 @@ fn main() -> ! {
     // Start of the loop pass being measured.
     let mut since = now();
     loop {
-        let mut worked = device.service();
+        // A byte that came after a silence starts afresh: end the silence at
+        // its arrival before feeding it (the loop may wake long after).
+        let mut worked = false;
+        if let Some(arrived) = interrupt::free(|cs| FIRST_UNSEEN_AT.borrow(cs).take()) {
+            worked = device.link.handle_timeout(arrived);
+        }
+        worked |= device.service();
         let t = now();
         // Silence only if no byte is waiting (a busy host can delay the loop, not the line).
         let waiting = !device.rx.is_empty() || device.uart.rx_full() || RX_STALLED.load(Ordering::Acquire);
