@@ -121,6 +121,23 @@ def roundtrip():
     return seeds
 
 
+def decode():
+    # [payload]: the golden frames' payloads and the README's decoding cases
+    seeds = {name: f[4:-5] for name, f in FRAME.items() if len(f) <= 2048}
+    seeds.update({
+        "unknown-fields": b"\x28\x05\x32\x02xy\x31" + bytes(8) + b"\x3d" + bytes(4) + b"\x18\x01",
+        "unknown-group": b"\x43\x08\x01\x12\x01v\x44\x18\x01",
+        "kind-as-fixed32": b"\x0a\x01k\x1d\x01\x00\x00\x00\x18\x01",
+        "status-length-delimited": b"\x0a\x01k\x18\x01\x22\x01\x01",
+        "key-as-varint": b"\x08\x01\x18\x01",
+        "duplicates": b"\x18\x01\x18\x03\x0a\x01a\x0a\x01b",
+        "not-utf8": b"\x0a\x01\xff\x0a\x01k\x18\x01",
+        "ten-byte-varints": b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x20\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+        "nested-groups": b"\x2b" * 100 + b"\x2c" * 100,
+    })
+    return seeds
+
+
 for target, make in [("frame_parser", frame_parser), ("connection", connection),
-                     ("store_model", store_model), ("roundtrip", roundtrip)]:
+                     ("store_model", store_model), ("roundtrip", roundtrip), ("decode", decode)]:
     write(target, make())

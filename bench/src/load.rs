@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use kvio_core::FrameParser;
-use kvio_core::frame::Status as Frame;
+use kvio_core::frame::Parse as Frame;
 use kvio_proto::Kind;
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll;

@@ -1,6 +1,6 @@
 //! Frame parsing throughput: 1 KiB frames fed in 4 KiB reads.
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kvio_core::frame::{FrameParser, Status, encode_frame};
+use kvio_core::frame::{FrameParser, Parse, encode_frame};
 use std::hint::black_box;
 
 fn frames(count: usize, payload: usize) -> Vec<u8> {
@@ -27,7 +27,7 @@ fn parse(c: &mut Criterion) {
                 let mut rest = read;
                 while !rest.is_empty() {
                     let (used, status) = parser.push(rest, &mut buf[..]).unwrap();
-                    if let Status::Complete(p) = status {
+                    if let Parse::Complete(p) = status {
                         total += p.len();
                     }
                     rest = &rest[used..];

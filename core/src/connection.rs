@@ -15,7 +15,7 @@
 //! more than `output_limit` plus one response.
 
 use crate::buffer::{Output, OutputFull, PayloadBuffer};
-use crate::frame::{FrameError, FrameParser, Status};
+use crate::frame::{FrameError, FrameParser, Parse};
 
 /// Default back-pressure bound on unsent response bytes: 64 KiB.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
@@ -124,7 +124,7 @@ impl Connection {
                 break Outcome::NeedMore;
             }
             match self.parser.push(&input[pos..], buf) {
-                Ok((used, Status::Complete(payload))) => {
+                Ok((used, Parse::Complete(payload))) => {
                     pos += used;
                     if handler.request(payload, out).is_err() {
                         warn!("response does not fit the output; closing");
@@ -134,7 +134,7 @@ impl Connection {
                     requests += 1;
                     self.requests += 1;
                 }
-                Ok((used, Status::Partial)) => pos += used,
+                Ok((used, Parse::Partial)) => pos += used,
                 Err(error) => {
                     // The stream is broken from here on: nothing after the bad header counts.
                     pos = input.len();

@@ -2,7 +2,7 @@
 //!
 //! [`FrameParser`] is a push parser: feed it slices of any size, split at any
 //! byte, and it yields the same frames and the same error. "Need more bytes"
-//! is [`Status::Partial`], not an error. The state machine is
+//! is [`Parse::Partial`], not an error. The state machine is
 //! `Header -> Payload -> Footer`: the 4 length bytes are looked at once, an
 //! oversized or undersized `len` is refused from those 4 bytes alone, payload
 //! bytes are copied at most once (and not at all when a frame arrives whole in
@@ -64,10 +64,11 @@ impl core::fmt::Display for FrameError {
 
 impl core::error::Error for FrameError {}
 
-/// The result of a push that did not fail.
+/// The result of a push that did not fail. (Named so as not to collide
+/// with `kvio_proto::Status`, the protobuf status.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Status<T> {
+pub enum Parse<T> {
     /// A whole frame was parsed.
     Complete(T),
     /// All input was consumed and the frame is not complete yet.
@@ -90,6 +91,9 @@ enum State {
 impl State {
     const START: State = State::Header { bytes: [0; HEADER_LEN], have: 0 };
 }
+
+/// What [`FrameParser::push`] returns.
+type PushResult<'a> = Result<(usize, Parse<&'a [u8]>), FrameError>;
 
 /// A push parser for kvio frames. See the [module docs](self).
 #[derive(Debug, Clone)]
@@ -144,10 +148,13 @@ impl FrameParser {
     /// whole in this push, and `buf` otherwise.
     ///
     /// After an error every later push returns the same error.
-    pub fn push<'a, B>(&mut self, input: &'a [u8], buf: &'a mut B) -> Result<(usize, Status<&'a [u8]>), FrameError>
+    pub fn push<'a, B>(&mut self, input: &'a [u8], buf: &'a mut B) -> PushResult<'a>
     where
         B: PayloadBuffer + ?Sized,
     {
+        if let Some(whole) = self.whole_frame(input, buf.max_payload()) {
+            return whole;
+        }
         let mut pos = 0;
         loop {
             match self.state {
@@ -155,7 +162,7 @@ impl FrameParser {
                 State::Header { .. } => {
                     pos += self.decode_head(&input[pos..], buf.max_payload())?;
                     if matches!(self.state, State::Header { .. }) {
-                        return Ok((pos, Status::Partial));
+                        return Ok((pos, Parse::Partial));
                     }
                 }
                 State::Payload { len, have } => {
@@ -168,28 +175,52 @@ impl FrameParser {
                             return Err(self.fail(FrameError::BadFooter));
                         }
                         self.state = State::START;
-                        return Ok((pos + len + FOOTER_LEN, Status::Complete(payload)));
+                        return Ok((pos + len + FOOTER_LEN, Parse::Complete(payload)));
                     }
                     pos += self.decode_payload(rest, buf)?;
                     if matches!(self.state, State::Payload { .. }) {
-                        return Ok((pos, Status::Partial));
+                        return Ok((pos, Parse::Partial));
                     }
                 }
                 State::Footer { len, .. } => {
                     pos += self.decode_footer(&input[pos..])?;
                     if matches!(self.state, State::Footer { .. }) {
-                        return Ok((pos, Status::Partial));
+                        return Ok((pos, Parse::Partial));
                     }
                     let payload = if len == 0 {
                         &[][..]
                     } else {
-                        // The buffer held these bytes a moment ago, so it still can.
-                        buf.payload(len as usize).ok_or(FrameError::TooLong)?
+                        // The buffer held these bytes a moment ago, so it can,
+                        // unless the caller passed another, smaller one since.
+                        match buf.payload(len as usize) {
+                            Some(payload) => payload,
+                            None => return Err(self.fail(FrameError::TooLong)),
+                        }
                     };
-                    return Ok((pos, Status::Complete(payload)));
+                    return Ok((pos, Parse::Complete(payload)));
                 }
             }
         }
+    }
+
+    /// The pipelined case: at a frame boundary, with the whole frame in
+    /// `input` and its `len` acceptable, the frame is checked in place in one
+    /// step, the state untouched. `None` leaves everything to the state machine.
+    #[inline]
+    fn whole_frame<'a>(&mut self, input: &'a [u8], room: usize) -> Option<PushResult<'a>> {
+        if !self.is_at_boundary() {
+            return None;
+        }
+        let len = u32::from_le_bytes(*input.first_chunk::<HEADER_LEN>()?);
+        if len < MIN_FRAME_LEN || len > self.max_frame_len || (len - MIN_FRAME_LEN) as usize > room {
+            return None;
+        }
+        let end = HEADER_LEN.checked_add(len as usize)?;
+        let (frame, footer) = input.get(..end)?.split_at(end - FOOTER_LEN);
+        if footer != FOOTER {
+            return Some(Err(self.fail(FrameError::BadFooter)));
+        }
+        Some(Ok((end, Parse::Complete(&frame[HEADER_LEN..]))))
     }
 
     fn fail(&mut self, error: FrameError) -> FrameError {
@@ -198,6 +229,7 @@ impl FrameParser {
         error
     }
 
+    #[inline]
     /// Takes header bytes; on the 4th, checks `len` and moves to `Payload`.
     fn decode_head(&mut self, input: &[u8], room: usize) -> Result<usize, FrameError> {
         let State::Header { mut bytes, have } = self.state else { return Ok(0) };
@@ -323,11 +355,11 @@ mod test {
             pos += n;
             while !chunk.is_empty() {
                 match parser.push(chunk, &mut buf[..]) {
-                    Ok((used, Status::Complete(p))) => {
+                    Ok((used, Parse::Complete(p))) => {
                         frames.push(Vec::from_slice(p).unwrap()).unwrap();
                         chunk = &chunk[used..];
                     }
-                    Ok((used, Status::Partial)) => {
+                    Ok((used, Parse::Partial)) => {
                         assert_eq!(used, chunk.len(), "partial must consume everything");
                         chunk = &[];
                     }
@@ -377,7 +409,7 @@ mod test {
         for len in 0u32..5 {
             let mut parser = FrameParser::new(1024);
             let header = len.to_le_bytes();
-            assert_eq!(parser.push(&header[..3], &mut [0u8; 8][..]), Ok((3, Status::Partial)));
+            assert_eq!(parser.push(&header[..3], &mut [0u8; 8][..]), Ok((3, Parse::Partial)));
             assert_eq!(parser.push(&header[3..], &mut [0u8; 8][..]), Err(FrameError::TooShort));
             assert_eq!(parser.push(b"@EOF@", &mut [0u8; 8][..]), Err(FrameError::TooShort), "stays failed");
         }
@@ -391,7 +423,7 @@ mod test {
         assert_eq!(parser.push(&u32::MAX.to_le_bytes(), &mut [0u8; 0][..]), Err(FrameError::TooLong));
         // exactly the maximum is fine
         let mut parser = FrameParser::new(100);
-        assert_eq!(parser.push(&100u32.to_le_bytes(), &mut [0u8; 95][..]), Ok((4, Status::Partial)));
+        assert_eq!(parser.push(&100u32.to_le_bytes(), &mut [0u8; 95][..]), Ok((4, Parse::Partial)));
     }
 
     #[test]
@@ -408,7 +440,7 @@ mod test {
         assert!(frames.is_empty());
         assert_eq!(err, Some(FrameError::BadFooter));
         let mut parser = FrameParser::new(1024);
-        assert_eq!(parser.push(&frame[..7], &mut [0u8; 8][..]), Ok((7, Status::Partial)));
+        assert_eq!(parser.push(&frame[..7], &mut [0u8; 8][..]), Ok((7, Parse::Partial)));
         assert_eq!(parser.push(&frame[7..8], &mut [0u8; 8][..]), Err(FrameError::BadFooter));
     }
 
@@ -431,16 +463,32 @@ mod test {
         let mut buf = [0xAAu8; 32];
         let (used, status) = parser.push(&PUT_REQUEST, &mut buf[..]).unwrap();
         assert_eq!(used, PUT_REQUEST.len());
-        let Status::Complete(p) = status else { panic!("expected a frame") };
+        let Parse::Complete(p) = status else { panic!("expected a frame") };
         assert_eq!(p.as_ptr(), PUT_REQUEST[4..].as_ptr(), "payload borrowed from input");
         assert_eq!(buf, [0xAA; 32], "buffer untouched");
         assert!(parser.is_at_boundary());
 
-        assert_eq!(parser.push(&PUT_REQUEST[..10], &mut buf[..]), Ok((10, Status::Partial)));
+        assert_eq!(parser.push(&PUT_REQUEST[..10], &mut buf[..]), Ok((10, Parse::Partial)));
         assert_eq!(parser.buffered_payload(), 6);
         let (used, status) = parser.push(&PUT_REQUEST[10..], &mut buf[..]).unwrap();
         assert_eq!(used, 21);
-        assert_eq!(status, Status::Complete(&PUT_REQUEST[4..26]));
+        assert_eq!(status, Parse::Complete(&PUT_REQUEST[4..26]));
+    }
+
+    #[test]
+    fn a_smaller_buffer_at_the_footer_fails_the_parser_for_good() {
+        // The payload went into a 32-byte buffer; the footer's last byte comes
+        // with a 4-byte one, which cannot hand the payload back.
+        let mut parser = FrameParser::new(1024);
+        let mut buf = [0u8; 32];
+        let end = PUT_REQUEST.len() - 1;
+        assert_eq!(parser.push(&PUT_REQUEST[..end], &mut buf[..]), Ok((end, Parse::Partial)));
+        let mut small = [0u8; 4];
+        assert_eq!(parser.push(&PUT_REQUEST[end..], &mut small[..]), Err(FrameError::TooLong));
+        assert_eq!(parser.error(), Some(FrameError::TooLong));
+        // As the doc promises: every later push returns the same error.
+        assert_eq!(parser.push(&PUT_REQUEST, &mut buf[..]), Err(FrameError::TooLong));
+        assert_eq!(parser.push(&[], &mut buf[..]), Err(FrameError::TooLong));
     }
 
     #[test]

@@ -13,6 +13,63 @@
 //!
 //! The crate is `#![no_std]` and never allocates; with the `alloc` feature it
 //! only gains trait impls for `Vec<u8>` so hosts can hand it growable buffers.
+//!
+//! # Example
+//!
+//! A [`Connection`] driven with a [`Handler`] (here one that answers each
+//! payload reversed; `kvio-proto`'s `KeyValueHandler` answers key/value
+//! requests), a buffer for payloads that arrive in pieces, and an output the
+//! caller writes to its socket. Two pipelined requests arrive in two reads,
+//! the first split inside a frame:
+//!
+//! ```
+//! use kvio_core::frame::{FrameError, encode_frame, write_frame};
+//! use kvio_core::{Connection, Handler, Outcome, Output, OutputFull};
+//!
+//! struct Reverse;
+//!
+//! impl Handler for Reverse {
+//!     fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
+//!         write_frame(out, payload.len(), |dst| {
+//!             dst.copy_from_slice(payload);
+//!             dst.reverse();
+//!         })
+//!     }
+//!
+//!     fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
+//!         encode_frame(error.as_str().as_bytes(), out)
+//!     }
+//! }
+//!
+//! // Frames up to 64 bytes; stop reading while 1 KiB of responses is unsent.
+//! let mut conn = Connection::new(64, 1024);
+//! // Holds a payload that arrives in pieces (whole ones are not copied).
+//! let mut payload_buf = [0u8; 64];
+//! // Responses to write; the caller bounds it (here a fixed-capacity vector).
+//! let mut out = heapless::Vec::<u8, 2048>::new();
+//!
+//! let mut wire = heapless::Vec::<u8, 64>::new();
+//! encode_frame(b"abc", &mut wire).unwrap();
+//! encode_frame(b"xy", &mut wire).unwrap();
+//! for read in [&wire[..10], &wire[10..]] {
+//!     let received = conn.receive(read, &mut payload_buf, &mut Reverse, &mut out);
+//!     match received.outcome {
+//!         // Everything was taken: read the socket again.
+//!         Outcome::NeedMore => assert_eq!(received.consumed, read.len()),
+//!         // Write `out` first, then push `read[received.consumed..]` again.
+//!         Outcome::Backpressure => unreachable!("1 KiB is far off"),
+//!         // Write `out` (it ends with the error frame), then close.
+//!         Outcome::Close(_) | Outcome::OutputFull => unreachable!("well-formed input"),
+//!     }
+//! }
+//!
+//! // What to write to the socket: one response per request, in order.
+//! let mut want = heapless::Vec::<u8, 64>::new();
+//! encode_frame(b"cba", &mut want).unwrap();
+//! encode_frame(b"yx", &mut want).unwrap();
+//! assert_eq!(&out[..], &want[..]);
+//! assert_eq!(conn.requests(), 2);
+//! ```
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -32,7 +89,7 @@ pub mod store;
 
 pub use buffer::{Output, OutputFull, PayloadBuffer};
 pub use connection::{Connection, Handler, Outcome, Received};
-pub use frame::{FrameError, FrameParser, Status};
+pub use frame::{FrameError, FrameParser, Parse};
 pub use store::{KeyValueStore, Limits as StoreLimits, Shared, Store, StoreError};
 
 /// The default maximum frame length (`len` field: payload + 5 footer bytes): 1 MiB.

@@ -47,7 +47,8 @@ pub fn print(text: &str) {
     }
 }
 
-/// The allocator of the proto path (prost's decoded strings); the core never allocates.
+/// An allocator for a firmware that wants a heap; neither the core nor the
+/// proto handler needs one (the `kvio` and `size-proto` firmwares have none).
 pub use embedded_alloc::LlffHeap as Heap;
 
 /// Declares the global allocator over a static region of `$bytes` bytes

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use kvio_core::frame::{FrameError, FrameParser, Status as FrameStatus, encode_frame};
+use kvio_core::frame::{FrameError, FrameParser, Parse, encode_frame};
 use kvio_proto::{KeyValueMessage, Kind, Status};
 use prost::Message;
 
@@ -206,7 +206,7 @@ impl Client {
                     .push(&self.read[self.pos..self.filled], &mut self.payload)
                     .map_err(ClientError::Framing)?;
                 self.pos += used;
-                if let FrameStatus::Complete(payload) = status {
+                if let Parse::Complete(payload) = status {
                     return Ok(payload.to_vec());
                 }
             }

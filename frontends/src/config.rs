@@ -9,6 +9,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use kvio_core::store::Slot;
+/// The slot-table rule is the store's own (`kvio_core::store::slots_for`).
+pub use kvio_core::store::slots_for;
 use kvio_core::{Store, StoreLimits};
 
 use crate::sharded::ShardedStore;
@@ -189,32 +191,10 @@ impl Config {
 /// The store of a Linux server: its slot table and arena are boxed slices.
 pub type HostStore = Store<Box<[Slot]>, Box<[u8]>>;
 
-/// The smallest power-of-two slot table that holds `entries` (the store
-/// keeps at most `slots - slots / 8 - 1` entries, so probes stay short).
-pub fn slots_for(entries: usize) -> usize {
-    let mut slots = entries.max(1).next_power_of_two();
-    while slots - slots / 8 - 1 < entries {
-        slots *= 2;
-    }
-    slots
-}
-
 #[cfg(test)]
 mod test {
     use super::*;
     use kvio_core::KeyValueStore;
-
-    #[test]
-    fn slot_table_is_the_smallest_that_holds_the_entries() {
-        for entries in [0usize, 1, 6, 7, 8, 100, 100_000, 114_687, 114_688] {
-            let slots = slots_for(entries);
-            assert!(slots.is_power_of_two());
-            assert!(slots - slots / 8 > entries, "{entries} -> {slots}");
-            let half = slots / 2;
-            assert!(half < 2 || half - half / 8 - 1 < entries, "{entries} -> {slots} is not the smallest");
-        }
-        assert_eq!(slots_for(100_000), 131_072);
-    }
 
     #[test]
     fn store_holds_exactly_the_entries_asked_for() {

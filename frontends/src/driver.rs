@@ -195,8 +195,9 @@ pub struct BlockingServer<'a> {
     /// This connection's charge, and other threads' request to evict it.
     pub share: &'a Share,
     /// Called when this connection's charge took the total over the cap:
+    /// true if this connection holds the most and must go; otherwise it
     /// asks the connection holding the most to go.
-    pub evict_biggest: &'a dyn Fn(),
+    pub evict_biggest: &'a dyn Fn() -> bool,
 }
 
 impl std::fmt::Debug for BlockingServer<'_> {
@@ -231,7 +232,7 @@ pub fn run_blocking<H: Handler + ?Sized>(
         if shutdown.is_requested() && session.phase() == Phase::Open {
             session.begin_shutdown(now, net::has_unread(fd));
         }
-        if share.take_eviction() {
+        if share.is_evicting() {
             read_shut |= wait == ReadWait::UntilWoken;
             session.evict(&mut scratch.spare);
         }
@@ -243,8 +244,9 @@ pub fn run_blocking<H: Handler + ?Sized>(
             return session.take_end();
         }
         session.release_buffers(&mut scratch.spare);
-        if memory.charge(share, session.buffered()) {
-            (server.evict_biggest)();
+        if memory.charge(share, session.buffered()) && (server.evict_biggest)() {
+            session.evict(&mut scratch.spare);
+            memory.charge(share, session.buffered());
         }
         let until = session.poll_timeout().map(|at| at.saturating_duration_since(now));
         let result = if session.wants_write() {
@@ -264,7 +266,7 @@ pub fn run_blocking<H: Handler + ?Sized>(
                     // Reads say end of stream from now on: the peer's, or the server's own
                     // shutdown_read, how a stop or an eviction wakes this thread.
                     0 => {
-                        if share.take_eviction() {
+                        if share.is_evicting() {
                             read_shut |= wait == ReadWait::UntilWoken;
                             session.evict(&mut scratch.spare);
                         }

@@ -72,19 +72,15 @@ impl Share {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Asks the connection's thread to evict it.
+    /// Asks the connection's thread to evict it (for good: the session's
+    /// eviction happens once however often it is asked).
     pub fn ask_to_evict(&self) {
         self.evict.store(true, Ordering::Relaxed);
     }
 
-    /// Whether an eviction was asked for and not yet taken.
+    /// Whether its eviction was asked for.
     pub fn is_evicting(&self) -> bool {
         self.evict.load(Ordering::Relaxed)
-    }
-
-    /// True once after [`Share::ask_to_evict`].
-    pub fn take_eviction(&self) -> bool {
-        self.evict.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -103,9 +99,8 @@ mod test {
         assert!(memory.is_over());
         assert!(!memory.charge(&b, 0));
         assert_eq!((memory.total(), a.held(), b.held()), (61, 61, 0));
-        assert!(!a.take_eviction());
+        assert!(!a.is_evicting());
         a.ask_to_evict();
-        assert!(a.take_eviction());
-        assert!(!a.take_eviction(), "once");
+        assert!(a.is_evicting());
     }
 }

@@ -721,7 +721,7 @@ mod test {
     use super::*;
     use crate::config::{Flavor, HostStore};
     use kvio_core::FrameError;
-    use kvio_core::frame::{FrameParser, Status as FrameStatus, encode_frame};
+    use kvio_core::frame::{FrameParser, Parse, encode_frame};
     use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind};
     use prost::Message;
 
@@ -758,7 +758,7 @@ mod test {
         while pos < wire.len() {
             let (used, status) = parser.push(&wire[pos..], &mut buf).unwrap();
             pos += used;
-            if let FrameStatus::Complete(payload) = status {
+            if let Parse::Complete(payload) = status {
                 out.push(KeyValueMessage::decode(payload).unwrap());
             }
         }

@@ -114,18 +114,25 @@ impl Registry {
         sockets.live.values().for_each(|entry| wake(entry));
     }
 
-    /// Asks the connection charged the most to go, and wakes its thread.
-    fn evict_biggest(&self) {
+    /// `me`'s charge took the total over the cap: true if `me` holds the
+    /// most and must go itself (at once, in its own thread). Otherwise asks
+    /// the connection charged the most to go and wakes its thread, unless
+    /// the evictions already asked for free enough: their threads act a
+    /// moment later, and every charge over the cap meanwhile would
+    /// otherwise evict one more connection, down to well-behaved ones.
+    fn evict_biggest(&self, memory: &ClientMemory, me: &Share) -> bool {
         let sockets = self.lock();
-        if let Some(entry) = sockets
-            .live
-            .values()
-            .filter(|e| e.share.held() > 0 && !e.share.is_evicting())
-            .max_by_key(|e| e.share.held())
-        {
-            entry.share.ask_to_evict();
-            wake(entry);
+        let staying = sockets.live.values().filter(|e| e.share.held() > 0 && !e.share.is_evicting());
+        let Some(biggest) = staying.max_by_key(|e| e.share.held()) else { return true };
+        if me.held() >= biggest.share.held() {
+            return true;
         }
+        let leaving: usize = sockets.live.values().filter(|e| e.share.is_evicting()).map(|e| e.share.held()).sum();
+        if memory.total().saturating_sub(leaving) > memory.cap() {
+            biggest.share.ask_to_evict();
+            wake(biggest);
+        }
+        false
     }
 }
 
@@ -205,7 +212,7 @@ fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scratch = Scratch::new(READ_CHUNK);
         let mut session = Session::new(ctx.config, Timing::new(ctx.config), Instant::now());
-        let evict_biggest = || ctx.registry.evict_biggest();
+        let evict_biggest = || ctx.registry.evict_biggest(ctx.memory, &entry.share);
         let server = BlockingServer {
             wait: ReadWait::UntilWoken,
             shutdown: ctx.shutdown,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use kvio_core::FrameError;
 use kvio_core::FrameParser;
-use kvio_core::frame::Status as Parse;
+use kvio_core::frame::Parse;
 use kvio_proto::KeyValueMessage;
 use prost::Message;
 

@@ -11,11 +11,11 @@
 //! fixed output reports `OutputFull` only when the next response does not
 //! fit, and holds no half-written frame.
 
-use kvio_core::frame::{FrameError, FrameParser, MIN_FRAME_LEN, Status, encoded_len};
 use kvio_core::StoreError;
+use kvio_core::frame::{FrameError, FrameParser, MIN_FRAME_LEN, Parse, encoded_len};
 use kvio_core::store::{Limits, Slot, Store};
 use kvio_core::{Connection, Outcome, Output};
-use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind, MALFORMED_REASON, Status as KvStatus, response_payload_len};
+use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind, MALFORMED_REASON, Status, response_payload_len};
 use prost::Message;
 
 use crate::frames;
@@ -130,11 +130,11 @@ fn run<O: Sink>(config: Config<'_>, mut out: O) {
         .iter()
         .map(|e| e.as_str())
         .chain([MALFORMED_REASON])
-        .map(|reason| response_payload_len(b"", reason.as_bytes(), Kind::Error, KvStatus::NotOk))
+        .map(|reason| response_payload_len(b"", reason.as_bytes(), Kind::Error, Status::NotOk))
         .chain(
             [StoreError::KeyTooLong, StoreError::ValueTooLong, StoreError::Full]
                 .iter()
-                .map(|e| response_payload_len(b"", e.as_str().as_bytes(), Kind::PutOrUpdate, KvStatus::NotOk)),
+                .map(|e| response_payload_len(b"", e.as_str().as_bytes(), Kind::PutOrUpdate, Status::NotOk)),
         )
         .max()
         .unwrap_or(0);
@@ -272,7 +272,7 @@ fn assert_well_formed(mut wire: &[u8]) {
     let mut buf = Vec::new();
     while !wire.is_empty() {
         match parser.push(wire, &mut buf) {
-            Ok((used, Status::Complete(payload))) => {
+            Ok((used, Parse::Complete(payload))) => {
                 KeyValueMessage::decode(payload).expect("response decodes");
                 wire = &wire[used..];
             }

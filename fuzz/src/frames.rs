@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use kvio_core::PayloadBuffer;
-use kvio_core::frame::{FOOTER, FOOTER_LEN, FrameError, FrameParser, HEADER_LEN, MIN_FRAME_LEN, Status};
+use kvio_core::frame::{FOOTER, FOOTER_LEN, FrameError, FrameParser, HEADER_LEN, MIN_FRAME_LEN, Parse};
 
 use crate::input::{Chunks, Cursor};
 
@@ -140,7 +140,7 @@ pub fn run<B: Inspect + ?Sized>(stream: &[u8], max_frame_len: u32, mut chunks: C
             let input = &stream[pos..chunk_end];
             let input_addr = input.as_ptr() as usize;
             match parser.push(input, buf) {
-                Ok((used, Status::Complete(payload))) => {
+                Ok((used, Parse::Complete(payload))) => {
                     let (addr, len) = (payload.as_ptr() as usize, payload.len());
                     let want = model.payloads.get(frames).expect("a frame the model does not see").clone();
                     assert_eq!(payload, &stream[want.clone()], "frame {frames}");
@@ -165,7 +165,7 @@ pub fn run<B: Inspect + ?Sized>(stream: &[u8], max_frame_len: u32, mut chunks: C
                         break;
                     }
                 }
-                Ok((used, Status::Partial)) => {
+                Ok((used, Parse::Partial)) => {
                     assert_eq!(used, input.len(), "Partial consumes everything");
                     break;
                 }

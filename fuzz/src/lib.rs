@@ -8,12 +8,15 @@
 //!   responses predicted by prost and a model store, with arbitrary reads and drains.
 //! - [`store`]: put/get sequences against a `BTreeMap` with the same limits.
 //! - [`roundtrip`]: any `KeyValueMessage` framed and parsed back.
+//! - [`decode`]: any payload through the borrowed `MessageView` and prost's
+//!   decoders, which must agree.
 //!
 //! Inputs are decoded with [`input::Cursor`], a byte reader that yields zeros
 //! once the data runs out, so every input is valid and seeds are easy to write
 //! by hand (see `seeds.py`).
 
 pub mod connection;
+pub mod decode;
 pub mod frames;
 pub mod input;
 pub mod model;

@@ -3,7 +3,7 @@
 //! handler's in-place encoder produces the same bytes; and the frame's `len`
 //! is exactly the limit it needs (one less is refused from the header).
 
-use kvio_core::frame::{FrameError, FrameParser, HEADER_LEN, MIN_FRAME_LEN, Status as Parse, encoded_len};
+use kvio_core::frame::{FrameError, FrameParser, HEADER_LEN, MIN_FRAME_LEN, Parse, encoded_len};
 use kvio_proto::{KeyValueMessage, Kind, Status, encode_response, response_payload_len};
 use prost::Message;
 

@@ -2,13 +2,9 @@
 
 use kvio_core::frame::{FrameError, write_frame};
 use kvio_core::{Handler, KeyValueStore, Output, OutputFull};
-use prost::bytes::{Buf, BufMut};
-use prost::encoding::{
-    DecodeContext, WireType, decode_key, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
-};
-use prost::{DecodeError, Message as _};
 
-use crate::{KeyValueMessage, Kind, Status};
+use crate::wire::{self, WireType};
+use crate::{Kind, MessageView, Status};
 
 /// The `value` of the error response to a payload that is not a valid `KeyValueMessage`.
 pub const MALFORMED_REASON: &str = "payload is not a valid KeyValueMessage";
@@ -18,13 +14,12 @@ pub const MALFORMED_REASON: &str = "payload is not a valid KeyValueMessage";
 #[derive(Debug)]
 pub struct KeyValueHandler<S> {
     store: S,
-    scratch: KeyValueMessage,
 }
 
 impl<S: KeyValueStore> KeyValueHandler<S> {
     /// A handler over `store`.
-    pub fn new(store: S) -> Self {
-        KeyValueHandler { store, scratch: KeyValueMessage::default() }
+    pub const fn new(store: S) -> Self {
+        KeyValueHandler { store }
     }
 
     /// The store.
@@ -35,12 +30,9 @@ impl<S: KeyValueStore> KeyValueHandler<S> {
 
 impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
     fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
-        // Reuse the scratch message: merging into cleared strings keeps their capacity.
-        self.scratch.clear();
-        if merge_request(&mut self.scratch, payload).is_err() {
+        let Ok(req) = MessageView::decode(payload) else {
             return encode_response(out, b"", MALFORMED_REASON.as_bytes(), Kind::Error, Status::NotOk);
-        }
-        let req = &self.scratch;
+        };
         let key = req.key.as_bytes();
         match Kind::from(req.kind) {
             Kind::PutOrUpdate => {
@@ -64,12 +56,19 @@ impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
     }
 }
 
-/// Decodes `payload` into `msg` with prost's field decoders, the way the
-/// official protobuf runtimes do: a known field that arrives with another
-/// wire type than its own is kept as an unknown field (skipped) instead of
-/// failing the message, as prost's derived `merge` would. Invalid UTF-8,
-/// truncated fields and bad varints still fail.
-pub fn merge_request(msg: &mut KeyValueMessage, mut payload: &[u8]) -> Result<(), DecodeError> {
+/// Decodes `payload` into `msg` with prost's own field decoders, the way
+/// the official protobuf runtimes do: a known field that arrives with
+/// another wire type than its own is kept as an unknown field (skipped)
+/// instead of failing the message, as prost's derived `merge` would.
+/// Invalid UTF-8, truncated fields and bad varints still fail.
+///
+/// The handler decodes with [`MessageView`], which needs no allocator;
+/// this is the reference the tests hold the view to.
+#[cfg(feature = "alloc")]
+pub fn merge_request(msg: &mut crate::KeyValueMessage, mut payload: &[u8]) -> Result<(), prost::DecodeError> {
+    use prost::bytes::Buf;
+    use prost::encoding::{DecodeContext, WireType, decode_key, skip_field};
+
     let ctx = DecodeContext::default();
     while payload.has_remaining() {
         let (tag, wire_type) = decode_key(&mut payload)?;
@@ -91,15 +90,22 @@ pub fn merge_request(msg: &mut KeyValueMessage, mut payload: &[u8]) -> Result<()
 
 /// Length of the protobuf encoding of `{key, value, kind, status}`
 /// (proto3: default values take no bytes).
+#[inline]
 pub fn response_payload_len(key: &[u8], value: &[u8], kind: Kind, status: Status) -> usize {
+    payload_len(key.len(), value.len(), kind, status)
+}
+
+/// [`response_payload_len`] from the lengths alone.
+#[inline]
+fn payload_len(key_len: usize, value_len: usize, kind: Kind, status: Status) -> usize {
     let bytes_field =
-        |b: &[u8]| if b.is_empty() { 0 } else { key_len(1) + encoded_len_varint(b.len() as u64) + b.len() };
+        |len: usize| if len == 0 { 0 } else { wire::key_len(1) + wire::encoded_len_varint(len as u64) + len };
     let kind = u32::from(kind);
     let status = status as i32;
-    bytes_field(key)
-        + bytes_field(value)
-        + if kind == 0 { 0 } else { key_len(3) + encoded_len_varint(kind as u64) }
-        + if status == 0 { 0 } else { key_len(4) + encoded_len_varint(status as u64) }
+    bytes_field(key_len)
+        + bytes_field(value_len)
+        + if kind == 0 { 0 } else { wire::key_len(3) + wire::encoded_len_varint(kind as u64) }
+        + if status == 0 { 0 } else { wire::key_len(4) + wire::encoded_len_varint(status as u64) }
 }
 
 /// Appends the frame of `{key, value, kind, status}` to `out`, encoded in
@@ -113,33 +119,35 @@ pub fn encode_response<O: Output + ?Sized>(
 ) -> Result<(), OutputFull> {
     let len = response_payload_len(key, value, kind, status);
     write_frame(out, len, |mut dst: &mut [u8]| {
+        let dst = &mut dst;
         for (tag, bytes) in [(1, key), (2, value)] {
             if !bytes.is_empty() {
-                encode_key(tag, WireType::LengthDelimited, &mut dst);
-                encode_varint(bytes.len() as u64, &mut dst);
-                dst.put_slice(bytes);
+                wire::encode_key(tag, WireType::LengthDelimited, dst);
+                wire::encode_varint(bytes.len() as u64, dst);
+                wire::put_slice(bytes, dst);
             }
         }
         let kind = u32::from(kind);
         if kind != 0 {
-            encode_key(3, WireType::Varint, &mut dst);
-            encode_varint(kind as u64, &mut dst);
+            wire::encode_key(3, WireType::Varint, dst);
+            wire::encode_varint(kind as u64, dst);
         }
         if status != Status::Ok {
-            encode_key(4, WireType::Varint, &mut dst);
-            encode_varint(status as i32 as u64, &mut dst);
+            wire::encode_key(4, WireType::Varint, dst);
+            wire::encode_varint(status as i32 as u64, dst);
         }
         debug_assert!(dst.is_empty(), "response_payload_len matches the encoding");
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "alloc"))]
 mod test {
-    extern crate std;
     use super::*;
+    use crate::KeyValueMessage;
     use alloc::string::ToString;
     use alloc::vec::Vec;
     use kvio_core::store::ArrayStore;
+    use prost::Message as _;
 
     fn frame_of(msg: &KeyValueMessage) -> Vec<u8> {
         let mut out = Vec::new();
@@ -250,6 +258,32 @@ mod test {
         let mut got = KeyValueMessage::default();
         merge_request(&mut got, &[0x18, 0x01, 0x18, 0x03]).unwrap();
         assert_eq!(got.kind, 3);
+    }
+
+    #[test]
+    fn response_overhead_is_the_most_any_response_adds_to_its_key_and_value() {
+        // The core sizes its key and value limits with this constant; only
+        // this crate knows the encoding. Lengths up to what a u32 frame carries.
+        use kvio_core::store::{Limits, RESPONSE_OVERHEAD};
+        let lengths = [0, 1, 127, 128, 16_383, 16_384, 1 << 21, 1 << 28, u32::MAX as usize / 2];
+        let kinds = [0, 1, 2, 3, 127, 128, u32::MAX].map(Kind::from);
+        let mut worst = 0;
+        for key in lengths {
+            for value in lengths {
+                for kind in kinds {
+                    for status in [Status::Ok, Status::NotOk] {
+                        worst = worst.max(payload_len(key, value, kind, status) - key - value);
+                    }
+                }
+            }
+        }
+        assert_eq!(worst, RESPONSE_OVERHEAD, "RESPONSE_OVERHEAD in kvio-core's store.rs must be this");
+        // So the largest entry the store accepts fits its Get response in a frame.
+        for max in [64, 65, 100, 1000, 1 << 14, 1 << 20, u32::MAX] {
+            let limits = Limits::for_frame(max, 1, 1);
+            let hit = payload_len(limits.max_key_len, limits.max_value_len, Kind::GetResponse, Status::Ok);
+            assert!(hit + kvio_core::frame::FOOTER_LEN <= max as usize, "max frame {max}");
+        }
     }
 
     #[test]

@@ -1,32 +1,50 @@
-//! kvio's payload: `KeyValueMessage` (from `key_value_message.proto`, derived
-//! with prost), the request kinds, and [`KeyValueHandler`], which answers
-//! requests for `kvio-core`'s connection: decode, apply to the store, encode.
+//! kvio's payload: `KeyValueMessage` (from `key_value_message.proto`), the
+//! request kinds, and [`KeyValueHandler`], which answers requests for
+//! `kvio-core`'s connection: decode, apply to the store, encode.
 //!
-//! `no_std` + `alloc`: prost needs an allocator for the decoded strings. The
-//! handler keeps one scratch message whose strings keep their capacity, and
-//! encodes responses straight into the connection's output, so serving does
-//! not allocate once the scratch has grown to the largest request seen.
+//! The request path needs no allocator: [`MessageView`] decodes a request
+//! in place, its key and value borrowed from the frame's payload, and
+//! [`encode_response`] writes each response straight into the connection's
+//! output. So the handler allocates nothing, not even on the first request,
+//! and a firmware can use it with no heap at all.
+//!
+//! Features:
+//! - `alloc` (default): [`KeyValueMessage`], the prost-derived owned message
+//!   (prost needs an allocator), and [`merge_request`], the decoder the view
+//!   is tested against. Clients and tests use these.
+//! - `defmt`: `defmt::Format` for the public types, and kvio-core's `defmt`.
 #![no_std]
-#![forbid(unsafe_code)]
+// One `unsafe` block (view.rs), with its SAFETY line: ASCII strings skip
+// the UTF-8 validator's call.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(test)]
+extern crate std;
+
+#[cfg(feature = "alloc")]
 extern crate alloc;
 
 mod handler;
+mod view;
+pub mod wire;
 
-pub use handler::{KeyValueHandler, MALFORMED_REASON, encode_response, merge_request, response_payload_len};
-
-use alloc::string::String;
+#[cfg(feature = "alloc")]
+pub use handler::merge_request;
+pub use handler::{KeyValueHandler, MALFORMED_REASON, encode_response, response_payload_len};
+pub use view::MessageView;
+pub use wire::DecodeError;
 
 /// The one message of the protocol, used for requests and responses alike.
+#[cfg(feature = "alloc")]
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct KeyValueMessage {
     /// The key (UTF-8).
     #[prost(string, tag = "1")]
-    pub key: String,
+    pub key: alloc::string::String,
     /// The value (UTF-8); in error responses, the reason.
     #[prost(string, tag = "2")]
-    pub value: String,
+    pub value: alloc::string::String,
     /// The request or response kind; see [`Kind`].
     #[prost(uint32, tag = "3")]
     pub kind: u32,
@@ -36,14 +54,45 @@ pub struct KeyValueMessage {
 }
 
 /// Whether a request succeeded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(i32)]
 pub enum Status {
     /// Done.
+    #[default]
     Ok = 0,
     /// Refused, absent, unknown kind or malformed.
     NotOk = 1,
+}
+
+/// A status number that is not a [`Status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct UnknownStatus(pub i32);
+
+impl Status {
+    /// Whether `n` is the number of a [`Status`].
+    pub const fn is_valid(n: i32) -> bool {
+        matches!(n, 0 | 1)
+    }
+}
+
+impl TryFrom<i32> for Status {
+    type Error = UnknownStatus;
+
+    fn try_from(n: i32) -> Result<Status, UnknownStatus> {
+        match n {
+            0 => Ok(Status::Ok),
+            1 => Ok(Status::NotOk),
+            n => Err(UnknownStatus(n)),
+        }
+    }
+}
+
+impl From<Status> for i32 {
+    fn from(s: Status) -> i32 {
+        s as i32
+    }
 }
 
 /// The `kind` field, with every `u32` representable.
@@ -96,5 +145,15 @@ mod test {
             assert_eq!(u32::from(Kind::from(n)), n);
         }
         assert_eq!(Kind::from(7), Kind::Unknown(7));
+    }
+
+    #[test]
+    fn every_status_round_trips() {
+        for s in [Status::Ok, Status::NotOk] {
+            assert_eq!(Status::try_from(i32::from(s)), Ok(s));
+            assert!(Status::is_valid(s as i32));
+        }
+        assert_eq!(Status::try_from(2), Err(UnknownStatus(2)));
+        assert!(!Status::is_valid(-1));
     }
 }

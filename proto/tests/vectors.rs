@@ -3,7 +3,7 @@
 //! its bytes, both with prost and with the handler's in-place encoder, and
 //! decodes back. The refused-put frames that docs/protocol.md lists are the
 //! handler's bytes too.
-use kvio_core::frame::{FrameParser, Status as Parse, encode_frame};
+use kvio_core::frame::{FrameParser, Parse, encode_frame};
 use kvio_proto::{KeyValueMessage, Kind, Status, encode_response};
 use prost::Message;
 

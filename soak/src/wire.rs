@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use kvio_core::FrameParser;
-use kvio_core::frame::{Status as Parse, encode_frame};
+use kvio_core::frame::{Parse, encode_frame};
 use kvio_proto::KeyValueMessage;
 use prost::Message;
 

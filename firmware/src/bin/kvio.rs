@@ -3,7 +3,8 @@
 //! The store lives in a `static` behind the core's critical-section wrapper;
 //! each request frame reaches the sans-IO connection one byte per call, as a
 //! UART would deliver it; the protobuf handler answers; every response is
-//! compared with the golden response bytes. One line per check, a summary
+//! compared with the golden response bytes. There is no heap: no
+//! `#[global_allocator]` at all (the handler decodes requests in place). One line per check, a summary
 //! line, then exit 0 if everything matched and 1 otherwise (a panic also
 //! exits 1, through the panic handler).
 #![no_std]
@@ -26,9 +27,6 @@ static STORE: Shared<DeviceStore> = Shared::new(DeviceStore::new());
 const PUT_RESPONSE_STORE_FULL: &[u8] = b"\x15\x00\x00\x00\x12\x0astore full\x18\x03\x20\x01@EOF@";
 /// A store whose 512-byte budget refuses the 1 KiB golden put.
 static SMALL_STORE: Shared<ArrayStore<8, 512, MAX_FRAME_LEN>> = Shared::new(ArrayStore::new());
-
-// prost's scratch strings grow to the largest request: 64 KiB here.
-kvio_firmware::global_heap!(160 * 1024);
 
 /// Unsent response bytes before the connection pushes back, and the output's
 /// room: the limit plus the largest response these checks provoke.
@@ -109,7 +107,6 @@ fn first_difference(got: &[u8], want: &[u8]) -> Option<usize> {
 
 #[entry]
 fn main() -> ! {
-    init_heap();
     // Holds a payload that arrives split: here every payload, up to the 64 KiB one.
     let mut payload = [0u8; MAX_FRAME_LEN as usize];
     let mut tally = Tally::default();
@@ -179,14 +176,13 @@ fn main() -> ! {
     let (entries, bytes) = STORE.with(|store| (store.len(), store.bytes_used()));
     let stored = (&STORE).get(b"value-64KiB", |value| value.map_or(0, <[u8]>::len));
     say!(
-        "kvio firmware: {} of {} checks passed; {} requests answered; store: {} entries, {} bytes (64 KiB value: {} bytes); heap in use: {} bytes",
+        "kvio firmware: {} of {} checks passed; {} requests answered; store: {} entries, {} bytes (64 KiB value: {} bytes); no heap",
         tally.passed,
         tally.passed + tally.failed,
         requests + small.connection.requests() + broken.connection.requests(),
         entries,
         bytes,
-        stored,
-        HEAP.used()
+        stored
     );
     exit(tally.failed == 0)
 }

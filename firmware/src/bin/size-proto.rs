@@ -1,6 +1,6 @@
-//! Size probe: kvio-core + kvio-proto (prost) — the store in a `static`,
-//! the sans-IO connection fed the golden put and get byte by byte, the
-//! protobuf handler, and the allocator prost needs for decoded strings.
+//! Size probe: kvio-core + kvio-proto — the store in a `static`, the
+//! sans-IO connection fed the golden put and get byte by byte, and the
+//! protobuf handler, which decodes in place: no allocator.
 #![no_std]
 #![no_main]
 
@@ -15,12 +15,8 @@ const MAX_FRAME_LEN: u32 = 256;
 /// The same store as the core-only probe: 64 slots, a 4 KiB byte budget.
 static STORE: Shared<ArrayStore<64, 4096, MAX_FRAME_LEN>> = Shared::new(ArrayStore::new());
 
-// The scratch message's strings grow to the longest key and value seen.
-kvio_firmware::global_heap!(1024);
-
 #[entry]
 fn main() -> ! {
-    init_heap();
     let mut connection = Connection::new(MAX_FRAME_LEN, 128);
     let mut handler = KeyValueHandler::new(&STORE);
     let mut payload = [0u8; MAX_FRAME_LEN as usize];

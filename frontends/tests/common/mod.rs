@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kvio_core::FrameParser;
-use kvio_core::frame::{Status as Parse, encode_frame};
+use kvio_core::frame::{Parse, encode_frame};
 use kvio_proto::KeyValueMessage;
 use prost::Message;
 
