@@ -160,7 +160,8 @@ impl Conn {
 /// The key of the connection charged the most, if any holds anything: the
 /// one to evict when the client-memory cap is passed.
 pub fn biggest<'a, K>(conns: impl Iterator<Item = (K, &'a Conn)>) -> Option<K> {
-    conns.filter(|(_, c)| c.share.held() > 0).max_by_key(|(_, c)| c.share.held()).map(|(key, _)| key)
+    let candidates = conns.filter(|(_, c)| c.share.held() > 0 && !c.session.is_evicted());
+    candidates.max_by_key(|(_, c)| c.share.held()).map(|(key, _)| key)
 }
 
 fn shut_write_if_asked(fd: BorrowedFd<'_>, session: &mut Session) {

@@ -495,19 +495,20 @@ impl Session {
 
     /// The server is over its client-memory cap and this session holds the
     /// most: what it holds of a partial frame or held-back input is
-    /// dropped at once. If it owes no response, it gets an error frame
-    /// ([`MEMORY_LIMIT_REASON`]) and a lingering close; a session with
-    /// unsent responses (its peer does not read them) is closed at once, as
-    /// an error frame would only queue behind them.
+    /// dropped at once, and it reads nothing more. It still gets the
+    /// answers it is owed, then an error frame ([`MEMORY_LIMIT_REASON`]),
+    /// then a lingering close; but a session whose unsent answers reached
+    /// the output limit (back-pressure: its peer is not reading them) is
+    /// closed at once, as an error frame would only queue behind them.
+    /// Calling it again changes nothing.
     pub fn evict(&mut self, spare: &mut Spare) {
-        let evicted = matches!(self.end, Some(End::MemoryLimit(_)));
-        if evicted || !matches!(self.state, State::Open | State::Draining { .. }) {
+        if self.is_evicted() || !matches!(self.state, State::Open | State::Draining { .. }) {
             return;
         }
         let held = self.buffered();
         self.payload = Vec::new();
         self.held = Vec::new();
-        if self.pending() > 0 {
+        if self.pending() > 0 && !self.conn.wants_read(self.pending()) {
             self.out = OutBuf::default();
             self.close(End::MemoryLimit(held));
             return;
@@ -520,6 +521,11 @@ impl Session {
         let _ =
             kvio_proto::encode_response(&mut self.out, b"", reason, kvio_proto::Kind::Error, kvio_proto::Status::NotOk);
         self.drain_then_linger(End::MemoryLimit(held));
+    }
+
+    /// Whether it was evicted under the client-memory cap.
+    pub fn is_evicted(&self) -> bool {
+        matches!(self.end, Some(End::MemoryLimit(_)))
     }
 
     /// The server stops. A session that owes nothing and holds no unread
@@ -1111,6 +1117,25 @@ mod test {
         assert_eq!(rig.session.take_requests(), 0);
         rig.send(2, usize::MAX);
         assert_eq!(responses(&rig.wire).len(), 1, "the error frame only");
+    }
+
+    #[test]
+    fn eviction_sends_the_answers_owed_then_the_error_frame() {
+        let mut rig = Rig::new(timing());
+        let mut burst = request(Kind::PutOrUpdate, "k", "v");
+        burst.extend(request(Kind::Get, "k", ""));
+        let big = request(Kind::PutOrUpdate, "big", &"b".repeat(5000));
+        burst.extend_from_slice(&big[..3000]);
+        rig.receive(0, &burst);
+        assert!(rig.session.pending() > 0, "two answers unsent");
+        rig.session.evict(&mut rig.spare);
+        assert!(rig.session.is_evicted());
+        rig.send(1, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[0].kind, got[1].value.as_str()), (3, "v"));
+        assert_eq!((got[2].kind, got[2].value.as_str()), (0, MEMORY_LIMIT_REASON));
+        assert_eq!(rig.session.phase(), Phase::Lingering);
     }
 
     #[test]

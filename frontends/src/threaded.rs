@@ -122,17 +122,22 @@ impl Registry {
     /// otherwise evict one more connection, down to well-behaved ones.
     fn evict_biggest(&self, memory: &ClientMemory, me: &Share) -> bool {
         let sockets = self.lock();
-        let staying = sockets.live.values().filter(|e| e.share.held() > 0 && !e.share.is_evicting());
-        let Some(biggest) = staying.max_by_key(|e| e.share.held()) else { return true };
-        if me.held() >= biggest.share.held() {
+        if sockets.live.values().all(|e| e.share.held() <= me.held()) {
             return true;
         }
         let leaving: usize = sockets.live.values().filter(|e| e.share.is_evicting()).map(|e| e.share.held()).sum();
-        if memory.total().saturating_sub(leaving) > memory.cap() {
-            biggest.share.ask_to_evict();
-            wake(biggest);
+        if memory.total().saturating_sub(leaving) <= memory.cap() {
+            return false;
         }
-        false
+        let staying = sockets.live.values().filter(|e| e.share.held() > 0 && !e.share.is_evicting());
+        match staying.max_by_key(|e| e.share.held()) {
+            Some(biggest) if biggest.share.held() > me.held() => {
+                biggest.share.ask_to_evict();
+                wake(biggest);
+                false
+            }
+            _ => true,
+        }
     }
 }
 
