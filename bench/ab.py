@@ -13,13 +13,14 @@ server CPU per request (and requests/s), which is what compares servers on
     ...change, cargo build --release -p kvio...
     bench/ab.py --a /tmp/kvio-before --b target/release/kvio --flavor epoll
 
-The load generator is B's `kvio bench` (or --load BIN). Every loop is bounded:
+The load generator is the `kvio-bench` beside B (or --load BIN). Every loop is bounded:
 each point runs --duration-ms after --warmup-ms, each server is stopped by
 its PID with SIGTERM and waited for.
 """
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -47,7 +48,9 @@ def stop(proc):
 
 
 def load(loader, addr, pid, conns, depth, args):
-    cmd = ["taskset", "-c", "1", loader, "bench", "--addr", addr, "-c", str(conns), "-p", str(depth),
+    # `kvio-bench ARGS`, or an older `kvio bench ARGS` that still had the lab built in.
+    prefix = [loader] if os.path.basename(loader).startswith("kvio-bench") else [loader, "bench"]
+    cmd = ["taskset", "-c", "1", *prefix, "--addr", addr, "-c", str(conns), "-p", str(depth),
            "--warmup-ms", str(args.warmup_ms), "--duration-ms", str(args.duration_ms),
            "--server-pid", str(pid), "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
@@ -70,9 +73,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup-ms", type=int, default=300)
     parser.add_argument("--duration-ms", type=int, default=1500)
-    parser.add_argument("--load", help="the `kvio bench` load generator (default: --b)")
+    parser.add_argument("--load", help="the load generator: a kvio-bench binary, or a kvio with `bench` "
+                        "(default: the kvio-bench beside --b, else --b)")
     args = parser.parse_args()
-    loader = args.load or args.b
+    beside = os.path.join(os.path.dirname(os.path.abspath(args.b)), "kvio-bench")
+    loader = args.load or (beside if os.path.exists(beside) else args.b)
     extra = args.serve_args.split()
     points = [tuple(int(n) for n in p.split("x")) for p in args.points.split(",")]
     runs = {(side, point): [] for side in "ab" for point in points}
