@@ -268,7 +268,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     let threads = loops::resolve_threads(args.threads);
     if (args.threads != 1 || args.pin) && !loops::supports_threads(args.flavor) {
         eprintln!(
-            "kvio serve: --threads and --pin apply to --flavor epoll only: {} {}",
+            "kvio serve: --threads and --pin apply to --flavor epoll only: {} {}.",
             args.flavor,
             match args.flavor {
                 Flavor::Threaded => "already serves each connection on its own thread",
@@ -282,13 +282,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
         && let Err(why) = crate::uring::probe()
     {
         // Before the start-up line: a server that cannot run never says it listens.
-        eprintln!("kvio serve: {why}");
+        report("serve", why);
         return ExitCode::from(EXIT_FAILURE);
     }
     let run = || -> Result<stats::Stats, String> {
         let addrs = resolve(&args.addr)?;
         if let Err(e) = net::raise_fd_limit() {
-            eprintln!("kvio serve: cannot raise RLIMIT_NOFILE: {e}");
+            report("serve", format_args!("cannot raise RLIMIT_NOFILE: {e}"));
         }
         let mut listeners = Listener::bind_many(addrs[0], threads)
             .map_err(|e| format!("cannot listen on {}: {e}", named(&args.addr, addrs[0])))?;
@@ -310,7 +310,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("kvio serve: {e}");
+            report("serve", e);
             ExitCode::from(EXIT_FAILURE)
         }
     }
