@@ -91,7 +91,7 @@ pub(crate) fn bytes(n: u64) -> String {
 fn human(n: u64) -> Option<String> {
     let (unit, size) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)].into_iter().find(|&(_, s)| n >= s)?;
     let tenths = (n * 10 + size / 2) / size;
-    Some(if tenths % 10 == 0 {
+    Some(if tenths.is_multiple_of(10) {
         format!("{} {unit}", tenths / 10)
     } else {
         format!("{}.{} {unit}", tenths / 10, tenths % 10)
@@ -103,7 +103,7 @@ pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
