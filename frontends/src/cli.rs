@@ -50,7 +50,13 @@ pub const MIN_STORE_BYTES: usize = kvio_core::store::RECORD_HEADER_LEN;
 
 /// kvio: a key/value server over TCP, built five ways.
 #[derive(Debug, Parser)]
-#[command(name = "kvio", version, propagate_version = true)]
+#[command(
+    name = "kvio",
+    version,
+    propagate_version = true,
+    after_help = "Environment: KVIO_ADDR is the default --addr of put, get and cli; KVIO_LISTEN is kvio serve's. \
+                  Byte counts take K, M, G, KiB, MiB or GiB, all powers of 1024."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -364,7 +364,7 @@ fn help_describes_the_arguments() {
         ),
         ("get", &["<KEY>", "--raw", "--addr <HOST:PORT>", "KVIO_ADDR", "exit 0 found, 1 not found"]),
         ("cli", &["(nil)", "ERR <reason>", "--addr <HOST:PORT>"]),
-        ("serve", &["--addr <HOST:PORT>", "at least 12"]),
+        ("serve", &["--addr <HOST:PORT>", "at least 12", "KVIO_LISTEN", "all powers of 1024 (64K = 64KiB = 65536)"]),
     ] {
         let run = kvio(&[command, "--help"]);
         assert_eq!(run.code(), Some(0));
@@ -373,6 +373,18 @@ fn help_describes_the_arguments() {
             assert!(help.contains(word), "`kvio {command} --help` lacks {word:?}:\n{help}");
         }
     }
+}
+
+#[test]
+fn top_level_help_states_the_environment_and_size_rules() {
+    let help = kvio(&["--help"]).stdout_text();
+    assert!(
+        help.contains(
+            "Environment: KVIO_ADDR is the default --addr of put, get and cli; KVIO_LISTEN is kvio serve's. Byte counts \
+             take K, M, G, KiB, MiB or GiB, all powers of 1024."
+        ),
+        "{help}"
+    );
 }
 
 #[test]
