@@ -243,8 +243,21 @@ pub fn main() -> ExitCode {
 
 /// `kvio completions SHELL`: the script, generated from the command itself.
 fn completions(shell: clap_complete::Shell) -> ExitCode {
-    clap_complete::generate(shell, &mut Cli::command(), "kvio", &mut io::stdout().lock());
-    ExitCode::SUCCESS
+    // Into memory first: generate panics on a write error, and a closed pipe is not a bug.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "kvio", &mut script);
+    write_out("completions", &script)
+}
+
+/// Writes `bytes` to stdout; a failure (a closed pipe, a full disk) is reported, not a panic.
+fn write_out(command: &str, bytes: &[u8]) -> ExitCode {
+    match io::stdout().lock().write_all(bytes).and_then(|()| io::stdout().lock().flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(command, format_args!("stdout: {e}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// `kvio man`: kvio(1), with a section per subcommand.
@@ -258,12 +271,12 @@ fn man() -> ExitCode {
             man.render_description_section(&mut page)?;
             man.render_options_section(&mut page)?;
         }
-        io::stdout().lock().write_all(&page)
+        Ok(())
     });
     match rendered {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => write_out("man", &page),
         Err(e) => {
-            eprintln!("kvio man: stdout: {e}.");
+            report("man", format_args!("cannot render the page: {e}"));
             ExitCode::from(EXIT_FAILURE)
         }
     }
