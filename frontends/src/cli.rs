@@ -260,21 +260,36 @@ fn write_out(command: &str, bytes: &[u8]) -> ExitCode {
     }
 }
 
-/// `kvio man`: kvio(1), with a section per subcommand.
+/// `kvio man`: kvio(1), one page with a section per subcommand (clap_mangen
+/// would make a page each; one file is what `kvio man > kvio.1` installs).
 fn man() -> ExitCode {
     let command = Cli::command();
     let mut page = Vec::new();
     let rendered = clap_mangen::Man::new(command.clone()).render(&mut page).and_then(|()| {
         for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
-            page.extend_from_slice(format!(".SH \"KVIO {}\"\n", sub.get_name().to_uppercase()).as_bytes());
+            let mut section = format!(".SH \"KVIO {}\"\n", sub.get_name().to_uppercase()).into_bytes();
             let man = clap_mangen::Man::new(sub.clone());
-            man.render_description_section(&mut page)?;
-            man.render_options_section(&mut page)?;
+            man.render_description_section(&mut section)?;
+            man.render_options_section(&mut section)?;
+            // Sub-headings of this section, not sections of their own.
+            let section = String::from_utf8_lossy(&section)
+                .replace(".SH DESCRIPTION\n", "")
+                .replace(".SH OPTIONS\n", ".SS Options\n");
+            page.extend_from_slice(section.as_bytes());
         }
         Ok(())
     });
+    // The subcommands are sections of this page, not pages of their own:
+    // the list names `kvio serve`, not a kvio-serve(1) that does not exist.
+    let page: String = String::from_utf8_lossy(&page)
+        .lines()
+        .map(|line| match line.strip_prefix("kvio\\-").and_then(|l| l.strip_suffix("(1)")) {
+            Some(sub) if command.find_subcommand(sub).is_some() || sub == "help" => format!("kvio {sub}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect();
     match rendered {
-        Ok(()) => write_out("man", &page),
+        Ok(()) => write_out("man", page.as_bytes()),
         Err(e) => {
             report("man", format_args!("cannot render the page: {e}"));
             ExitCode::from(EXIT_FAILURE)

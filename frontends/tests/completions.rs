@@ -112,4 +112,6 @@ fn the_man_page_renders_with_every_subcommand() {
     ] {
         assert!(text.contains(word), "the rendered page lacks {word:?}:\n{text}");
     }
+    // One page: the subcommands are its sections, not pages of their own.
+    assert!(!text.contains("kvio-serve(1)") && text.contains("runs `kvio-bench`"), "{text}");
 }
