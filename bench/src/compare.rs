@@ -20,9 +20,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use crate::load::{self, Load, LoadConfig, LoadReport};
+use crate::progress::Progress;
 use crate::report::{self, IdleResult, Results, RunResult};
 use crate::sys;
 use crate::wire::Check;
@@ -129,6 +128,10 @@ pub struct CompareArgs {
     /// rounds of 0.5 s + 2 s.
     #[arg(long)]
     pub short: bool,
+    /// Also judge the run against the project's own performance goals (issue 5's, 12's and 14's), in a table after the
+    /// results.
+    #[arg(long)]
+    pub goals: bool,
     /// Where results.json, results.csv, results.md and the SVG plots go.
     #[arg(long, default_value = "kvio-bench-results")]
     pub out: PathBuf,
@@ -383,12 +386,11 @@ pub fn run(args: CompareArgs) -> i32 {
         if ti < single_count { points.clone() } else { MULTICORE_POINTS.to_vec() }
     };
     let runs: usize = (0..targets.len()).map(|ti| points_of(ti).len()).sum();
-    let bar = ProgressBar::new((rounds * runs + idle_servers.len()) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:32} {pos}/{len} [{elapsed_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.println(format!(
+    // A step is a server start, its warm-up and its measured window.
+    let planned = warmup + duration + Duration::from_millis(500);
+    let mut bar = Progress::new("kvio bench compare", (rounds * runs + idle_servers.len()) as u64, planned);
+    let mut step = 0;
+    bar.println(&format!(
         "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, single-core servers: {}, multi-core points (loops {loops:?}) unpinned, RLIMIT_NOFILE {nofile}",
         if args.short { "short" } else { "full" },
         cores.describe(),
@@ -425,8 +427,8 @@ pub fn run(args: CompareArgs) -> i32 {
             for (si, target) in targets.iter().enumerate() {
                 let Some(pi) = points_of(si).iter().position(|&p| p == (connections, pipeline)) else { continue };
                 let server = single.get(si).copied().filter(|_| si < single_count);
-                bar.set_message(format!("round {}/{rounds}: {} {connections}x{pipeline}", round + 1, target.name));
-                bar.inc(1);
+                bar.set(step, &format!("round {}/{rounds}: {} {connections}x{pipeline}", round + 1, target.name));
+                step += 1;
                 let (result, samples) = &mut cells[si][pi];
                 if result.status != "ok" {
                     continue;
@@ -476,7 +478,7 @@ pub fn run(args: CompareArgs) -> i32 {
                     }
                 }
                 if let Some(why) = &result.reason {
-                    bar.println(format!("{} {connections}x{pipeline}: {} ({why})", target.name, result.status));
+                    bar.println(&format!("{} {connections}x{pipeline}: {} ({why})", target.name, result.status));
                 }
             }
         }
@@ -488,16 +490,19 @@ pub fn run(args: CompareArgs) -> i32 {
         results.runs.push(result);
     }
     for &server in &idle_servers {
-        bar.set_message(format!("{} idle {IDLE_CONNECTIONS}", server.name()));
+        bar.set(step, &format!("{} idle {IDLE_CONNECTIONS}", server.name()));
+        step += 1;
         let idle = idle_memory(server, cores, IDLE_CONNECTIONS, duration);
         if let Some(why) = &idle.reason {
-            bar.println(format!("{} idle memory: {} ({why})", server.name(), idle.status));
+            bar.println(&format!("{} idle memory: {} ({why})", server.name(), idle.status));
         }
         results.idle.push(idle);
-        bar.inc(1);
     }
-    bar.finish_and_clear();
-    results.evaluate_goals();
+    bar.set(step, "writing the results");
+    bar.finish();
+    if args.goals {
+        results.evaluate_goals();
+    }
     match report::write_all(&results, &args.out) {
         Ok(table) => {
             println!("{table}");

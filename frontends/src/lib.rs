@@ -13,7 +13,8 @@
 //!   a socket and a session), [`net`] (listener, accept, socket calls),
 //!   [`config`] (limits, store), [`shutdown`], [`stats`] (counters and the
 //!   lines printed).
-//! - [`client`] and [`cli`].
+//! - [`client`] and [`cli`] (with `size`, the one rule for byte counts,
+//!   and `repl`, what a line of `kvio cli` means).
 
 pub mod blocking;
 pub mod busy_poll;
@@ -25,9 +26,11 @@ pub mod epoll;
 pub mod loops;
 pub mod memory;
 pub mod net;
+mod repl;
 pub mod session;
 pub mod sharded;
 pub mod shutdown;
+mod size;
 pub mod stats;
 pub mod threaded;
 pub mod uring;
