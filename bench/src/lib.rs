@@ -11,7 +11,11 @@
 pub mod compare;
 pub mod floor;
 pub mod load;
+pub mod memcache;
+pub mod peers;
+pub mod reply;
 pub mod report;
+pub mod resp;
 pub mod sys;
 pub mod tokio_server;
 pub mod wire;
@@ -44,6 +48,10 @@ pub enum BenchSubcommand {
     /// Start every flavor and baseline on a free loopback port, run the
     /// connection matrix and the idle-memory test, write JSON, CSV and SVG.
     Compare(compare::CompareArgs),
+    /// kvio (epoll, uring) against Redis and memcached, each over its own
+    /// protocol, with the same workload; then bytes per entry after
+    /// loading 1,000,000 small keys into each.
+    Peers(peers::PeersArgs),
     /// The floor baseline server (fixed answers, no decoding): bench-only.
     #[command(hide = true)]
     FloorServer(BaselineArgs),
@@ -130,6 +138,7 @@ pub struct TokioArgs {
 pub fn run(cmd: BenchCommand) -> i32 {
     match cmd.command {
         Some(BenchSubcommand::Compare(args)) => compare::run(args),
+        Some(BenchSubcommand::Peers(args)) => peers::run(args),
         Some(BenchSubcommand::FloorServer(a)) => exit_code(floor::serve(a.addr, a.max_frame_len)),
         Some(BenchSubcommand::TokioServer(a)) => {
             let cfg = tokio_server::TokioConfig {

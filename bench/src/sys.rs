@@ -76,6 +76,16 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
     field("smaps_rollup", "Rss:").or_else(|_| field("status", "VmRSS:"))
 }
 
+/// Peak resident set size of `pid` in KiB (`VmHWM` of `/proc/PID/status`).
+pub fn peak_rss_kib(pid: u32) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmHWM in /proc/{pid}/status")))
+}
+
 /// Threads of `pid` (`Threads` of `/proc/PID/status`).
 pub fn threads(pid: u32) -> io::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -99,6 +109,7 @@ mod test {
         }
         assert!(cpu_seconds(me).unwrap() > 0.0);
         assert!(rss_kib(me).unwrap() > 100);
+        assert!(peak_rss_kib(me).unwrap() >= rss_kib(me).unwrap() / 2);
         assert!(threads(me).unwrap() >= 1);
         assert!(!allowed_cpus().is_empty());
     }
