@@ -34,6 +34,20 @@ pub enum Reply<'a> {
     Other(&'a [u8]),
 }
 
+impl core::fmt::Display for Reply<'_> {
+    /// As a person reads it: the server's own line, values cut at 80 bytes.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(80)]).into_owned();
+        match self {
+            Reply::Stored => f.write_str("stored"),
+            Reply::Miss => f.write_str("a miss"),
+            Reply::Value { key: Some(k), value } => write!(f, "value of {:?}: {:?}", text(k), text(value)),
+            Reply::Value { key: None, value } => write!(f, "value {:?}", text(value)),
+            Reply::Error(line) | Reply::Other(line) => write!(f, "{:?}", text(line)),
+        }
+    }
+}
+
 /// Why the bytes received are not a reply: the stream cannot be resynced,
 /// so the connection is given up.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -131,7 +131,7 @@ impl Checker {
         let shown = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(80)]).into_owned();
         match (expect, reply) {
             (Expect::PutAck, Reply::Stored) => Ok(()),
-            (Expect::PutAck, other) => Err(format!("connection {conn}: set answered {other:?}")),
+            (Expect::PutAck, other) => Err(format!("connection {conn}: set answered {other}")),
             (Expect::Get { key, version }, reply) => {
                 key_of(&mut self.key, conn, key);
                 match reply {
@@ -154,7 +154,7 @@ impl Checker {
                         }
                     }
                     Reply::Miss => Err(format!("connection {conn}: get {} missed a value it put", self.key)),
-                    other => Err(format!("connection {conn}: get {} answered {other:?}", self.key)),
+                    other => Err(format!("connection {conn}: get {} answered {other}", self.key)),
                 }
             }
         }
