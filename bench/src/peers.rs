@@ -303,9 +303,10 @@ pub struct FillResult {
     /// kvio only: the store's preallocated capacity (slot table + arena)
     /// per key, touched or not.
     pub preallocated_bytes_per_entry: Option<f64>,
-    /// kvio only: bytes per entry with the slot table counted: kvio
-    /// writes its whole table at start-up, so it is in `rss_before_kib`,
-    /// where Redis's and memcached's hash tables grow during the load.
+    /// kvio only: bytes per entry with the slot table counted. kvio writes
+    /// its whole table when it builds the store (`vec![Slot::EMPTY; n]`), so
+    /// the table is in `rss_before_kib`, where Redis's and memcached's hash
+    /// tables grow during the load and are in their delta.
     pub bytes_per_entry_with_table: Option<f64>,
     /// kvio only: `--store-entries` and `--store-bytes` given.
     pub store: Option<(usize, usize)>,
@@ -551,8 +552,27 @@ fn fill_one(server: Peer, cores: Cores, keys: u64, value_size: usize, fill: &mut
     };
     let table = slots_for(entries) * size_of::<kvio_core::store::Slot>();
     if server.protocol() == Protocol::Kvio {
+        // The slot table is written in full at start-up; the arena comes
+        // zeroed from calloc and costs RSS only where records are written.
         fill.store = Some((entries, bytes));
         fill.preallocated_bytes_per_entry = Some((table + bytes) as f64 / keys as f64);
+    }
+    // One get (a miss) first, so whatever a server sets up on its first
+    // connection or request is in the RSS before the load, not counted per entry.
+    let first = load::run(LoadConfig {
+        connections: 1,
+        requests_per_connection: Some(1),
+        put_ratio: 0.0,
+        warmup: Duration::ZERO,
+        duration: SERVER_WAIT,
+        protocol: server.protocol(),
+        ..LoadConfig::new(running.addr)
+    });
+    if first.errors > 0 {
+        fill.status = "failed";
+        fill.reason = Some(format!("the first get failed: {}", first.first_error.as_deref().unwrap_or("?")));
+        running.stop();
+        return;
     }
     fill.rss_before_kib = sys::rss_kib(running.pid).ok();
     let cfg = LoadConfig {
