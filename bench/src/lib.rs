@@ -2,7 +2,9 @@
 //! the load generator ([`load`]), the comparison of the four flavors against
 //! two baselines ([`compare`]), the baselines themselves ([`floor`],
 //! [`tokio_server`], bench-only code), and the results as a table, JSON, CSV
-//! and SVG plots ([`report`]). The servers under test are the `kvio` binary
+//! and SVG plots ([`report`]); and kvio against Redis and memcached
+//! ([`peers`]), spoken to over their own protocols ([`resp`], [`memcache`],
+//! decoded into a [`reply::Reply`]). The servers under test are the `kvio` binary
 //! found beside `kvio-bench` (`kvio serve`), started as child processes; the
 //! baselines are `kvio-bench` itself. The dependency points this way only:
 //! the server never links tokio, plotters or the rest of the lab.

@@ -68,11 +68,13 @@ impl Protocol {
         }
     }
 
-    /// The decoder of a text protocol (kvio's frames go through `FrameParser`).
-    fn decoder(self) -> fn(&[u8]) -> Decoded<'_> {
+    /// The decoder of a text protocol; `None` for kvio's frames, which go
+    /// through `FrameParser`.
+    fn decoder(self) -> Option<fn(&[u8]) -> Decoded<'_>> {
         match self {
-            Protocol::Resp => resp::decode,
-            _ => memcache::decode,
+            Protocol::Kvio => None,
+            Protocol::Resp => Some(resp::decode),
+            Protocol::Memcache => Some(memcache::decode),
         }
     }
 }
@@ -453,8 +455,8 @@ impl Load {
         let mut pos = 0;
         let mut hist = hist;
         let mut failure = None;
-        if self.cfg.protocol != Protocol::Kvio {
-            (answers, failure) = self.take_replies(i, n, now, hist);
+        if let Some(decode) = self.cfg.protocol.decoder() {
+            (answers, failure) = self.take_replies(i, n, now, hist, decode);
         } else {
             let Load { conns, rbuf, checker, errors, first_error, outstanding, .. } = self;
             let c = &mut conns[i];
@@ -514,11 +516,11 @@ impl Load {
         n: usize,
         now: Instant,
         mut hist: Option<&mut Histogram<u64>>,
+        decode: fn(&[u8]) -> Decoded<'_>,
     ) -> (u64, Option<String>) {
-        let Load { conns, rbuf, checker, errors, first_error, outstanding, cfg, .. } = self;
+        let Load { conns, rbuf, checker, errors, first_error, outstanding, .. } = self;
         let c = &mut conns[i];
         c.inbuf.extend_from_slice(&rbuf[..n]);
-        let decode = cfg.protocol.decoder();
         let (mut pos, mut answers, mut failure) = (0, 0, None);
         loop {
             let (reply, used) = match decode(&c.inbuf[pos..]) {
