@@ -14,6 +14,7 @@ pub mod compare;
 pub mod floor;
 pub mod load;
 pub mod memcache;
+pub(crate) mod peer_server;
 pub mod peers;
 pub mod reply;
 pub mod report;
