@@ -14,6 +14,8 @@ use crate::load::Protocol;
 
 /// Bound on a server's readiness.
 pub(crate) const SERVER_WAIT: Duration = Duration::from_secs(10);
+/// Why a server did not start: it exited before it listened.
+const EXITED: &str = "it exited";
 /// memcached's memory limit (`-m`, MiB): more than any run here stores.
 const MEMCACHED_MIB: usize = 4096;
 
@@ -112,18 +114,27 @@ impl Peer {
     }
 
     /// Starts it on a free loopback port, pinned as `cores` says, and
-    /// returns once it accepts connections (bounded by [`SERVER_WAIT`]).
+    /// returns once it accepts connections (bounded by [`SERVER_WAIT`] per
+    /// try). The port is free when picked but may be taken before the
+    /// server binds it, so a server that exits at start gets two more tries
+    /// on other ports.
     pub(crate) fn start(self, cores: Cores, entries: usize, bytes: usize) -> Result<Running, String> {
         let exe = self.program()?;
-        let port = free_port()?;
-        let mut running = compare::spawn(&exe, &self.args(port, entries, bytes), cores)?;
-        running.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-        match self.await_ready(&mut running) {
-            Ok(()) => Ok(running),
-            Err(why) => {
-                let stderr = running.stderr();
-                running.kill();
-                Err(format!("{} did not start: {why}; stderr: {stderr}", self.name()))
+        let mut tries = 3;
+        loop {
+            let port = free_port()?;
+            let mut running = compare::spawn(&exe, &self.args(port, entries, bytes), cores)?;
+            running.addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+            match self.await_ready(&mut running) {
+                Ok(()) => return Ok(running),
+                Err(why) => {
+                    let stderr = running.stderr();
+                    running.kill();
+                    tries -= 1;
+                    if why != EXITED || tries == 0 {
+                        return Err(format!("{} did not start: {why}; stderr: {stderr}", self.name()));
+                    }
+                }
             }
         }
     }
@@ -146,7 +157,7 @@ impl Peer {
                     Peer::Redis if line.contains("Ready to accept connections") => return Ok(()),
                     _ => {}
                 },
-                Ok(None) | Err(RecvTimeoutError::Disconnected) => return Err("it exited".into()),
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => return Err(EXITED.into()),
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if self == Peer::Memcached && TcpStream::connect(running.addr).is_ok() {
