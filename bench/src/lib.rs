@@ -2,7 +2,9 @@
 //! the load generator ([`load`]), the comparison of the four flavors against
 //! two baselines ([`compare`]), the baselines themselves ([`floor`],
 //! [`tokio_server`], bench-only code), and the results as a table, JSON, CSV
-//! and SVG plots ([`report`]). The servers under test are the `kvio` binary
+//! and SVG plots ([`report`]); and kvio against Redis and memcached
+//! ([`peers`]), spoken to over their own protocols ([`resp`], [`memcache`],
+//! decoded into a [`reply::Reply`]). The servers under test are the `kvio` binary
 //! found beside `kvio-bench` (`kvio serve`), started as child processes; the
 //! baselines are `kvio-bench` itself. The dependency points this way only:
 //! the server never links tokio, plotters or the rest of the lab.
@@ -11,8 +13,13 @@
 pub mod compare;
 pub mod floor;
 pub mod load;
+pub mod memcache;
+pub(crate) mod peer_server;
+pub mod peers;
 pub mod progress;
+pub mod reply;
 pub mod report;
+pub mod resp;
 pub mod sys;
 pub mod tokio_server;
 pub mod wire;
@@ -45,6 +52,10 @@ pub enum BenchSubcommand {
     /// Start every flavor and baseline on a free loopback port, run the
     /// connection matrix and the idle-memory test, write JSON, CSV and SVG.
     Compare(compare::CompareArgs),
+    /// kvio (epoll, uring) against Redis and memcached, each over its own
+    /// protocol, with the same workload; then bytes per entry after
+    /// loading 1,000,000 small keys into each.
+    Peers(peers::PeersArgs),
     /// The floor baseline server (fixed answers, no decoding): bench-only.
     #[command(hide = true)]
     FloorServer(BaselineArgs),
@@ -134,6 +145,7 @@ pub struct TokioArgs {
 pub fn run(cmd: BenchCommand) -> i32 {
     match cmd.command {
         Some(BenchSubcommand::Compare(args)) => compare::run(args),
+        Some(BenchSubcommand::Peers(args)) => peers::run(args),
         Some(BenchSubcommand::FloorServer(a)) => exit_code(floor::serve(a.addr, a.max_frame_len)),
         Some(BenchSubcommand::TokioServer(a)) => {
             let cfg = tokio_server::TokioConfig {
