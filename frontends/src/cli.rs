@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, ClientError};
 use crate::config::{
     Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE_BYTES, DEFAULT_STORE_ENTRIES, Flavor,
     MIN_MAX_FRAME_LEN, check_addr, resolve,
@@ -22,6 +21,7 @@ use crate::loops::{self, Loops};
 use crate::net::{self, Listener};
 use crate::shutdown::Shutdown;
 use crate::stats;
+use kvio_client::{Client, Error as ClientError};
 
 /// Exit code of `kvio get` when the key is absent.
 pub const EXIT_NOT_FOUND: u8 = 1;
@@ -315,7 +315,7 @@ fn put(args: &PutArgs) -> ExitCode {
     };
     match connect(&args.conn).and_then(|mut c| c.put(&args.key, &value)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(ClientError::Refused(reason)) => {
+        Err(ClientError::Refused { reason, .. }) => {
             let why = if reason.is_empty() { "no reason given" } else { reason.as_str() };
             eprintln!("kvio put: {} refused to store {}: {why}", args.conn.addr, args.key);
             ExitCode::from(EXIT_FAILURE)
@@ -396,8 +396,8 @@ fn answer(client: &mut Client, line: &Line<'_>) -> Result<String, ClientError> {
         Line::Get(key) => Ok(client.get(key)?.unwrap_or_else(|| "(nil)".to_owned())),
         Line::Put(key, value) => match client.put(key, value) {
             Ok(()) => Ok("OK".to_owned()),
-            Err(ClientError::Refused(reason)) if reason.is_empty() => Ok("ERR refused".to_owned()),
-            Err(ClientError::Refused(reason)) => Ok(format!("ERR {reason}")),
+            Err(ClientError::Refused { reason, .. }) if reason.is_empty() => Ok("ERR refused".to_owned()),
+            Err(ClientError::Refused { reason, .. }) => Ok(format!("ERR {reason}")),
             Err(e) => Err(e),
         },
     }
@@ -446,11 +446,11 @@ fn cli(args: &ConnArgs) -> ExitCode {
         }
         let reply = match answer(&mut client, &line) {
             Ok(reply) => reply,
-            Err(ClientError::Server(reason)) => format!("ERR server error: {reason}"),
+            Err(ClientError::Server { reason, .. }) => format!("ERR server error: {reason}"),
             // A server may close a connection that sat idle (the blocking
             // flavor after 200 ms): reconnect once and ask again (a get or
             // the same put twice changes nothing more than once).
-            Err(ClientError::Closed | ClientError::Io { .. }) => {
+            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
                 match connect(args).and_then(|mut c| answer(&mut c, &line).map(|r| (c, r))) {
                     Ok((fresh, reply)) => {
                         client = fresh;
@@ -502,7 +502,7 @@ fn bench(args: Vec<OsString>) -> ExitCode {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::client::DEFAULT_TIMEOUT;
+    use kvio_client::DEFAULT_TIMEOUT;
 
     fn serve_args(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from(["kvio", "serve"].iter().chain(args)).unwrap();
