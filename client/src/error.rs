@@ -160,7 +160,7 @@ impl fmt::Display for Error {
                 write!(f, "timed out after {} connecting to {addr}", Seconds(*timeout))
             }
             Error::Connect { addr, source, .. } => write!(f, "cannot connect to {addr}: {source}"),
-            Error::Timeout { addr, after } => write!(f, "no answer from {addr} within {}", Seconds(*after)),
+            Error::Timeout { addr, after } => write!(f, "timed out after {} waiting for {addr}", Seconds(*after)),
             Error::Io { addr, source } => write!(f, "connection to {addr}: {source}"),
             Error::Closed { addr } => write!(f, "{addr} closed the connection before it answered"),
             Error::BadFrame { addr, error } => write!(f, "bad response frame from {addr}: {error}"),
@@ -224,6 +224,7 @@ mod test {
             assert!(e.to_string().contains("db1:7878"), "{e}");
         }
         assert_eq!(errors[1].to_string(), "timed out after 0.5 s connecting to db1:7878");
+        assert_eq!(errors[2].to_string(), "timed out after 5 s waiting for db1:7878");
         assert_eq!(errors[8].to_string(), "db1:7878 refused the put of \"k\": store full");
         assert_eq!(errors[9].to_string(), "db1:7878 refused the put of \"k\" (no reason given)");
         assert_eq!(errors.iter().filter(|e| e.is_refusal()).count(), 2);
