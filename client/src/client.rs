@@ -13,10 +13,38 @@ use kvio_proto::{Kind, MessageView, Status, encode_request};
 use crate::error::{Error, timed_out};
 
 /// The connect, read and write timeout the `kvio` command uses: 5 s.
+///
+/// ```
+/// # include!("../tests/support/server.rs");
+/// # fn main() -> Result<(), kvio_client::Error> {
+/// # let server = TestServer::start();
+/// use kvio_client::{Client, DEFAULT_TIMEOUT};
+///
+/// let mut client = Client::connect(server.addr(), DEFAULT_TIMEOUT)?;
+/// assert_eq!(client.get("k")?, None);
+/// # Ok(())
+/// # }
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest response frame the client accepts (its `len` field): 64 MiB,
-/// well over any kvio server's maximum frame.
+/// well over any kvio server's maximum frame. A longer `len` is a
+/// [`Error::BadFrame`], refused from its 4 header bytes.
+///
+/// ```
+/// # include!("../tests/support/server.rs");
+/// # fn main() -> Result<(), kvio_client::Error> {
+/// # let server = TestServer::start();
+/// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
+/// use kvio_client::{Error, MAX_RESPONSE_LEN};
+///
+/// assert_eq!(MAX_RESPONSE_LEN, 64 << 20);
+/// # // A value the server stores is always far below it.
+/// client.put("k", &"v".repeat(100_000))?;
+/// assert_eq!(client.get("k")?.map(|v| v.len()), Some(100_000));
+/// # Ok(())
+/// # }
+/// ```
 pub const MAX_RESPONSE_LEN: u32 = 64 << 20;
 
 /// Request bytes a pipeline writes before it reads the answers to them.
@@ -67,6 +95,19 @@ impl fmt::Debug for Client {
 
 /// A response as it came, for callers that send their own bytes with
 /// [`Client::send_raw`] (tests of servers, mostly).
+///
+/// ```
+/// # include!("../tests/support/server.rs");
+/// # fn main() -> Result<(), kvio_client::Error> {
+/// # let server = TestServer::start();
+/// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
+/// // A request of kind 7, which kvio answers with that kind and NotOk.
+/// client.send_raw(&[7, 0, 0, 0, 0x18, 0x07, b'@', b'E', b'O', b'F', b'@'])?;
+/// let response = client.read_response()?;
+/// assert_eq!(response, kvio_client::Response { kind: 7, status: 1, ..Default::default() });
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Response {
     /// Field 1, the key.
@@ -80,6 +121,28 @@ pub struct Response {
 }
 
 /// The answer to one request of a [`Pipeline`].
+///
+/// ```
+/// # include!("../tests/support/server.rs");
+/// # fn main() -> Result<(), kvio_client::Error> {
+/// # let server = TestServer::start();
+/// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
+/// use kvio_client::Reply;
+///
+/// let replies = client.pipeline().put("k", "v").get("k").get("other").run()?;
+/// for reply in &replies {
+///     match reply {
+///         Reply::Stored => println!("stored"),
+///         Reply::Refused(reason) => println!("refused: {reason}"),
+///         Reply::Found(value) => println!("found {value}"),
+///         Reply::NotFound => println!("not found"),
+///         _ => println!("a reply of a newer request kind"),
+///     }
+/// }
+/// assert_eq!(replies, [Reply::Stored, Reply::Found("v".into()), Reply::NotFound]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Reply {
@@ -243,6 +306,21 @@ impl Client {
     }
 
     /// Reads the next response, whatever it is (see [`send_raw`](Self::send_raw)).
+    ///
+    /// ```
+    /// # include!("../tests/support/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let server = TestServer::start();
+    /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
+    /// // Two requests in one write (the golden put and get frames), two responses.
+    /// let put = b"\x1b\0\0\0\x0a\x08DiskType\x12\x08NVMe SSD\x18\x03@EOF@";
+    /// let get = b"\x11\0\0\0\x0a\x08DiskType\x18\x01@EOF@";
+    /// client.send_raw(&[&put[..], &get[..]].concat())?;
+    /// assert_eq!(client.read_response()?.kind, 3);
+    /// assert_eq!(client.read_response()?.value, "NVMe SSD");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn read_response(&mut self) -> Result<Response, Error> {
         self.next_response(|m| Response {
             key: m.key.to_owned(),
@@ -487,7 +565,7 @@ impl Pipeline<'_> {
         self.client.queue.ops.len()
     }
 
-    /// Whether nothing is queued.
+    /// Whether nothing is queued (see [`len`](Self::len)).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -495,7 +573,23 @@ impl Pipeline<'_> {
     /// Sends every queued request and reads their replies, in the order
     /// they were queued; the pipeline is then empty and can be filled
     /// again. A connection-level error (timeout, close, bad frame, an error
-    /// frame) ends the run: the requests before it may have been applied.
+    /// frame) ends the run: the requests before it may have been applied,
+    /// and the connection is out of step (drop it).
+    ///
+    /// ```
+    /// # include!("../tests/support/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let server = TestServer::start();
+    /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
+    /// let mut pipeline = client.pipeline();
+    /// pipeline.put("a", "1");
+    /// assert_eq!(pipeline.run()?, [kvio_client::Reply::Stored]);
+    /// // Empty again, and reusable.
+    /// pipeline.get("a");
+    /// assert_eq!(pipeline.run()?, [kvio_client::Reply::Found("1".into())]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn run(&mut self) -> Result<Vec<Reply>, Error> {
         self.client.run_queue()
     }

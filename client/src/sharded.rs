@@ -43,6 +43,13 @@ impl Rendezvous {
     /// write it the same way) decides which keys the server gets; the
     /// order of the list does not matter.
     ///
+    /// ```
+    /// let servers = kvio_client::Rendezvous::new(vec!["db1:7878".to_string(), "db2:7878".to_string()]);
+    /// let same = kvio_client::Rendezvous::new(["db2:7878", "db1:7878"]);
+    /// // The order of the list does not matter, only the names.
+    /// assert_eq!(servers.name(servers.server_for("k")), same.name(same.server_for("k")));
+    /// ```
+    ///
     /// # Panics
     ///
     /// If `names` is empty.
@@ -95,6 +102,10 @@ impl Rendezvous {
     }
 
     /// Always false: there is at least one server.
+    ///
+    /// ```
+    /// assert!(!kvio_client::Rendezvous::new(["a:1"]).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         false
     }
@@ -153,6 +164,13 @@ impl ShardedClient {
     }
 
     /// The placement of keys on the servers.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let servers = kvio_client::ShardedClient::new(["127.0.0.1:7001", "127.0.0.1:7002"], Duration::from_secs(5));
+    /// let index = servers.placement().server_for("k");
+    /// assert_eq!(servers.placement().name(index), servers.server_for("k"));
+    /// ```
     pub fn placement(&self) -> &Rendezvous {
         &self.placement
     }
@@ -193,11 +211,35 @@ impl ShardedClient {
     }
 
     /// Stores `value` under `key` on its server.
+    ///
+    /// ```
+    /// # include!("../tests/support/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let (a, b) = (TestServer::start(), TestServer::start());
+    /// # let addrs = [a.addr().to_string(), b.addr().to_string()];
+    /// let mut servers = kvio_client::ShardedClient::new(&addrs, std::time::Duration::from_secs(5));
+    /// servers.put("user:1", "Ada")?;
+    /// servers.put("user:2", "Grace")?;
+    /// assert_eq!(servers.get("user:2")?.as_deref(), Some("Grace"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn put(&mut self, key: &str, value: &str) -> Result<(), Error> {
         self.with_client(key, |c| c.put(key, value))
     }
 
     /// The value under `key` on its server, `None` if there is none.
+    ///
+    /// ```
+    /// # include!("../tests/support/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let (a, b) = (TestServer::start(), TestServer::start());
+    /// # let addrs = [a.addr().to_string(), b.addr().to_string()];
+    /// let mut servers = kvio_client::ShardedClient::new(&addrs, std::time::Duration::from_secs(5));
+    /// assert_eq!(servers.get("never put")?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn get(&mut self, key: &str) -> Result<Option<String>, Error> {
         self.with_client(key, |c| c.get(key))
     }
