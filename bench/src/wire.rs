@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use kvio_proto::{KeyValueMessage, Kind, Status, encode_response};
+use kvio_proto::{KeyValueMessage, Kind, Status};
 use prost::Message;
 
 use crate::reply::Reply;
@@ -55,9 +55,9 @@ pub fn value_of(out: &mut String, conn: u32, key: u32, version: u32, size: usize
 
 /// Appends a request frame to `out`.
 pub fn encode_request(out: &mut Vec<u8>, kind: Kind, key: &str, value: &str) {
-    // A request is a message like any other; the in-place encoder writes it
-    // byte for byte as prost would. Vec output never runs out of room.
-    let _ = encode_response(out, key.as_bytes(), value.as_bytes(), kind, Status::Ok);
+    // The in-place encoder writes it byte for byte as prost would, with no
+    // allocation past `out`'s growth. Vec output never runs out of room.
+    let _ = kvio_proto::encode_request(out, key.as_bytes(), value.as_bytes(), kind);
 }
 
 /// Checks one response payload; `scratch` keeps its strings' capacity

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::client::{Client, ClientError};
 use crate::config::{
     Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE_ENTRIES, Flavor, MIN_MAX_FRAME_LEN, check_addr,
     resolve,
@@ -29,6 +28,7 @@ use crate::repl::{self, Line};
 use crate::shutdown::Shutdown;
 use crate::size::{self, size_at_least};
 use crate::stats;
+use kvio_client::{Client, Error as ClientError};
 
 /// Exit code of `kvio get` when the key is absent.
 pub const EXIT_NOT_FOUND: u8 = 1;
@@ -440,12 +440,12 @@ fn put(args: &PutArgs) -> ExitCode {
     };
     match connect(&args.conn).and_then(|mut c| c.put(&args.key, &value)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(ClientError::Refused(reason)) => {
+        Err(ClientError::Refused { reason, .. }) => {
             let why = refusal(&reason, &args.key, &value);
             report("put", format_args!("{} refused to store {}: {why}", args.conn.addr, shorten(&args.key)));
             ExitCode::from(EXIT_FAILURE)
         }
-        Err(ClientError::Server(reason)) if reason == kvio_core::frame::FrameError::TooLong.as_str() => {
+        Err(ClientError::Server { reason, .. }) if reason == kvio_core::frame::FrameError::TooLong.as_str() => {
             let why = refusal("value too long", &args.key, &value);
             report("put", format_args!("{} refused the request as too long ({reason}): {why}", args.conn.addr));
             ExitCode::from(EXIT_FAILURE)
@@ -461,13 +461,7 @@ fn put(args: &PutArgs) -> ExitCode {
 /// described, not dumped (it may hold a megabyte of value).
 fn client_error(e: &ClientError) -> String {
     match e {
-        ClientError::Unexpected(m) => format!(
-            "unexpected response: kind {}, status {}, key {}, value {}",
-            m.kind,
-            m.status,
-            shorten(&m.key),
-            shorten(&m.value)
-        ),
+        ClientError::Unexpected { what, .. } => format!("unexpected response: {}", shorten(what)),
         other => other.to_string(),
     }
 }
@@ -509,8 +503,8 @@ fn answer(client: &mut Client, line: &Line) -> Result<(String, bool), ClientErro
         Line::Get(key) => Ok((client.get(key)?.unwrap_or_else(|| "(nil)".to_owned()), false)),
         Line::Put(key, value) => match client.put(key, value) {
             Ok(()) => Ok(("OK".to_owned(), false)),
-            Err(ClientError::Refused(reason)) if reason.is_empty() => Ok(("ERR refused".to_owned(), true)),
-            Err(ClientError::Refused(reason)) => Ok((format!("ERR {reason}"), true)),
+            Err(ClientError::Refused { reason, .. }) if reason.is_empty() => Ok(("ERR refused".to_owned(), true)),
+            Err(ClientError::Refused { reason, .. }) => Ok((format!("ERR {reason}"), true)),
             Err(e) => Err(e),
         },
     }
@@ -557,11 +551,11 @@ fn cli(args: &ConnArgs) -> ExitCode {
         }
         let reply = match answer(&mut client, &line) {
             Ok(reply) => reply,
-            Err(ClientError::Server(reason)) => (format!("ERR server error: {reason}"), true),
+            Err(ClientError::Server { reason, .. }) => (format!("ERR server error: {reason}"), true),
             // A server may close a connection that sat idle (the blocking
             // flavor after 200 ms): reconnect once and ask again (a get or
             // the same put twice changes nothing more than once).
-            Err(ClientError::Closed | ClientError::Io { .. }) => {
+            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
                 match connect(args).and_then(|mut c| answer(&mut c, &line).map(|r| (c, r))) {
                     Ok((fresh, reply)) => {
                         client = fresh;
@@ -641,7 +635,7 @@ fn bench(args: Vec<OsString>) -> ExitCode {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::client::DEFAULT_TIMEOUT;
+    use kvio_client::DEFAULT_TIMEOUT;
 
     fn serve_args(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from(["kvio", "serve"].iter().chain(args)).unwrap();

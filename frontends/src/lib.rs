@@ -1,7 +1,7 @@
 //! kvio's Linux frontends: the four servers of "Many flavors of Networking
 //! IO" on rustix and a fifth on io_uring, all driving the same `kvio_core::Connection` so that they
-//! differ only in how bytes move, plus a blocking client and the `kvio`
-//! command line.
+//! differ only in how bytes move, plus the `kvio` command line (its client
+//! commands use the `kvio-client` crate).
 //!
 //! - [`blocking`], [`threaded`], [`busy_poll`], [`epoll`] (readiness and
 //!   blocking models) and [`uring`] (completions): one file per flavor, one
@@ -13,13 +13,12 @@
 //!   a socket and a session), [`net`] (listener, accept, socket calls),
 //!   [`config`] (limits, store), [`shutdown`], [`stats`] (counters and the
 //!   lines printed).
-//! - [`client`] and [`cli`] (with `size`, the one rule for byte counts,
-//!   and `repl`, what a line of `kvio cli` means).
+//! - [`cli`] (with `size`, the one rule for byte counts, and `repl`, what
+//!   a line of `kvio cli` means); the client commands use `kvio-client`.
 
 pub mod blocking;
 pub mod busy_poll;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod driver;
 pub mod epoll;
@@ -58,7 +57,7 @@ pub fn serve(flavor: Flavor, listener: Listener, config: &Config, shutdown: &Shu
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::client::{Client, ClientError};
+    use kvio_client::{Client, Error as ClientError};
     use std::time::Duration;
 
     /// Every flavor in-process: client put/get, an error frame, then a stop with the right totals.
@@ -82,7 +81,7 @@ mod test {
             Ok(m) => assert_eq!((m.kind, m.status, m.value.as_str()), (0, 1, "frame length below 5")),
             Err(e) => panic!("{e}"),
         }
-        assert!(matches!(broken.read_frame(), Err(ClientError::Closed)), "closed after the error frame");
+        assert!(matches!(broken.read_response(), Err(ClientError::Closed { .. })), "closed after the error frame");
         stop.trigger();
         let stats = server.join().unwrap().unwrap();
         assert_eq!(stats, Stats { connections: 2, requests: 3, errors: 1 });

@@ -5,7 +5,8 @@
 //! The request path needs no allocator: [`MessageView`] decodes a request
 //! in place, its key and value borrowed from the frame's payload, and
 //! [`encode_response`] writes each response straight into the connection's
-//! output. So the handler allocates nothing, not even on the first request,
+//! output. Its twin [`encode_request`] writes requests the same way, for
+//! clients (a firmware included) that have no allocator either. So the handler allocates nothing, not even on the first request,
 //! and a firmware can use it with no heap at all.
 //!
 //! Features:
@@ -31,7 +32,9 @@ pub mod wire;
 
 #[cfg(feature = "alloc")]
 pub use handler::merge_request;
-pub use handler::{KeyValueHandler, MALFORMED_REASON, encode_response, response_payload_len};
+pub use handler::{
+    KeyValueHandler, MALFORMED_REASON, encode_request, encode_response, request_payload_len, response_payload_len,
+};
 pub use view::MessageView;
 pub use wire::DecodeError;
 

@@ -23,13 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use kvio_client::Reply as ClientReply;
 use kvio_proto::KeyValueMessage;
 
 use crate::Ctx;
 use crate::tally::Tally;
-use crate::wire::{
-    CLIENT_MEMORY, Conn, GET, GET_RESPONSE, NOT_OK, OK, PUT, Reply, Rng, get_frame, msg, msg_frame, put_frame,
-};
+use crate::wire::{CLIENT_MEMORY, Conn, GET_RESPONSE, NOT_OK, OK, PUT, Reply, Rng, get_frame, put_frame};
 
 /// Keys each honest client owns.
 const OWN_KEYS: usize = 200;
@@ -448,28 +447,15 @@ pub fn probe(ctx: &Ctx, mut rng: Rng) {
         let key = format!("probe/{}", n % 16);
         let value = format!("p{}", rng.next());
         let start = Instant::now();
+        // The probe is what any user's program does: kvio-client's pipeline.
         let outcome = (|| -> Result<(), String> {
-            let mut c =
-                Conn::connect(ctx.addr, ctx.probe_bound, ctx.max_frame_len).map_err(|e| format!("connect: {e}"))?;
-            let mut bytes = msg_frame(&msg(PUT, &key, &value));
-            bytes.extend(get_frame(&key));
-            c.send(&bytes).map_err(|e| format!("send: {e}"))?;
-            for want in [PUT, GET] {
-                match c.read_reply() {
-                    Reply::Msg(m) => {
-                        t.checked();
-                        let right = if want == PUT {
-                            m.kind == PUT && m.status == OK
-                        } else {
-                            m.kind == GET_RESPONSE && m.status == OK && m.key == key && m.value == value
-                        };
-                        if !right {
-                            t.wrong(format!("probe {n}: {}", show(&m)));
-                            return Err("wrong answer".into());
-                        }
-                    }
-                    other => return Err(format!("{other:?}")),
-                }
+            let mut c = kvio_client::Client::connect(ctx.addr, ctx.probe_bound).map_err(|e| e.to_string())?;
+            let replies = c.pipeline().put(&key, &value).get(&key).run().map_err(|e| e.to_string())?;
+            t.checked();
+            t.checked();
+            if replies != [ClientReply::Stored, ClientReply::Found(value.clone())] {
+                t.wrong(format!("probe {n}: put then get of {key:?} = {value:?} answered {replies:?}"));
+                return Err("wrong answer".into());
             }
             Ok(())
         })();
@@ -495,12 +481,9 @@ pub fn probe(ctx: &Ctx, mut rng: Rng) {
 
 /// Puts `key` = `value` on a fresh connection before the run (setup).
 pub fn setup_put(ctx: &Ctx, key: &str, value: &str) -> Result<(), String> {
-    let mut c = Conn::connect(ctx.addr, ctx.io_timeout, ctx.max_frame_len).map_err(|e| format!("connect: {e}"))?;
-    c.send(&put_frame(key, value)).map_err(|e| format!("send: {e}"))?;
-    match c.read_reply() {
-        Reply::Msg(m) if m.kind == PUT && m.status == OK => Ok(()),
-        other => Err(format!("setup put {key:?}: {other:?}")),
-    }
+    let mut c =
+        kvio_client::Client::connect(ctx.addr, ctx.io_timeout).map_err(|e| format!("setup put {key:?}: {e}"))?;
+    c.put(key, value).map_err(|e| format!("setup put {key:?}: {e}"))
 }
 
 pub fn shared_keys() -> Arc<SharedKeys> {
