@@ -653,13 +653,13 @@ where
         let h = hash(key);
         let (mut i, found) = self.find(key, h);
         let cost = record::HEADER_LEN + key.len() + value.len();
-        if let Some(record) = found {
-            if record.value_len == value.len() {
-                let start = record.at + record::HEADER_LEN + key.len();
-                self.arena.as_mut()[start..start + value.len()].copy_from_slice(value);
-                self.mark_used(record.at);
-                return Ok(());
-            }
+        if let Some(record) = found
+            && record.value_len == value.len()
+        {
+            let start = record.at + record::HEADER_LEN + key.len();
+            self.arena.as_mut()[start..start + value.len()].copy_from_slice(value);
+            self.mark_used(record.at);
+            return Ok(());
         }
         let refused = match self.when_full {
             WhenFull::Refuse => {
@@ -716,10 +716,8 @@ where
         let (mut moves, mut moved) = (0, 0);
         loop {
             let over = evict && (self.live + cost > budget || self.len >= limits.max_entries);
-            if !over {
-                if let Some(at) = self.reserve(cost) {
-                    return at;
-                }
+            if !over && let Some(at) = self.reserve(cost) {
+                return at;
             }
             let Some(tail) = self.tail_record() else {
                 // Nothing is stored, so the whole arena is free: reserve succeeds.
