@@ -51,11 +51,14 @@ enum Command {
     Put(PutArgs),
     /// Print the value under a key (exit 0 found, 1 not found, 2 failed).
     Get(GetArgs),
+    /// Delete a key (exit 0 deleted, 1 not found, 2 failed).
+    Del(DelArgs),
     /// Send many commands over one connection, from stdin or a terminal.
     ///
     /// Commands are read line by line and answered in order, one line each:
     /// `get KEY` prints the value or `(nil)`; `put KEY VALUE` (VALUE is the
-    /// rest of the line, spaces included) prints `OK` or `ERR <reason>`.
+    /// rest of the line, spaces included) prints `OK` or `ERR <reason>`;
+    /// `del KEY` prints `OK` (deleted) or `(nil)` (it was not there).
     /// Blank lines are skipped; an unknown command gets `ERR <what is expected>`.
     /// If the server closed the idle connection, it reconnects once.
     Cli(ConnArgs),
@@ -111,6 +114,24 @@ struct GetArgs {
     conn: ConnArgs,
 }
 
+/// `kvio del` arguments.
+#[derive(Debug, Args)]
+struct DelArgs {
+    /// The key.
+    key: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// `--when-full`: what a full store does with a put that does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WhenFullArg {
+    /// Refuse it (`store full`); nothing stored is lost.
+    Refuse,
+    /// Evict entries not used recently (CLOCK) to make room.
+    Evict,
+}
+
 /// `kvio serve` options (the protocol's limits; docs/protocol.md).
 #[derive(Debug, Args)]
 struct ServeArgs {
@@ -150,6 +171,9 @@ struct ServeArgs {
     /// Pin loop i to the i-th CPU the process may use (epoll only).
     #[arg(long)]
     pin: bool,
+    /// What a full store does with a put that does not fit: refuse it, or evict entries not used recently.
+    #[arg(long, value_enum, default_value = "refuse")]
+    when_full: WhenFullArg,
 }
 
 impl ServeArgs {
@@ -165,6 +189,10 @@ impl ServeArgs {
             idle_timeout: idle,
             output_limit: self.output_limit,
             max_client_memory: self.max_client_memory,
+            when_full: match self.when_full {
+                WhenFullArg::Refuse => kvio_core::WhenFull::Refuse,
+                WhenFullArg::Evict => kvio_core::WhenFull::Evict,
+            },
         }
     }
 }
@@ -212,6 +240,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Put(args) => put(&args),
         Command::Get(args) => get(&args),
+        Command::Del(args) => del(&args),
         Command::Cli(args) => cli(&args),
         Command::Bench { args } => bench(args),
     }
@@ -354,16 +383,31 @@ fn get(args: &GetArgs) -> ExitCode {
     }
 }
 
+fn del(args: &DelArgs) -> ExitCode {
+    match connect(&args.conn).and_then(|mut c| c.delete(&args.key)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("kvio del: {}: not found", args.key);
+            ExitCode::from(EXIT_NOT_FOUND)
+        }
+        Err(e) => {
+            eprintln!("kvio del: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 /// One line of `kvio cli` input.
 #[derive(Debug, PartialEq, Eq)]
 enum Line<'a> {
     Blank,
     Get(&'a str),
     Put(&'a str, &'a str),
+    Del(&'a str),
     Invalid(&'static str),
 }
 
-const CLI_USAGE: &str = "expected `get KEY` or `put KEY VALUE`";
+const CLI_USAGE: &str = "expected `get KEY`, `put KEY VALUE` or `del KEY`";
 
 /// `get KEY`, `put KEY VALUE` (VALUE: the rest of the line after one space),
 /// commands in any case; the line has no newline left.
@@ -377,6 +421,12 @@ fn parse_line(line: &str) -> Line<'_> {
             "" => Line::Invalid("get needs a KEY"),
             key if key.contains(' ') => Line::Invalid("get takes one KEY (keys have no spaces here)"),
             key => Line::Get(key),
+        }
+    } else if command.eq_ignore_ascii_case("del") {
+        match rest {
+            "" => Line::Invalid("del needs a KEY"),
+            key if key.contains(' ') => Line::Invalid("del takes one KEY (keys have no spaces here)"),
+            key => Line::Del(key),
         }
     } else if command.eq_ignore_ascii_case("put") {
         match rest.split_once(' ') {
@@ -400,6 +450,7 @@ fn answer(client: &mut Client, line: &Line<'_>) -> Result<String, ClientError> {
             Err(ClientError::Refused(reason)) => Ok(format!("ERR {reason}")),
             Err(e) => Err(e),
         },
+        Line::Del(key) => Ok(if client.delete(key)? { "OK" } else { "(nil)" }.to_owned()),
     }
 }
 
@@ -568,8 +619,12 @@ mod test {
         assert_eq!(parse_line("put k "), Line::Put("k", ""));
         assert!(matches!(parse_line("put k"), Line::Invalid(_)));
         assert!(matches!(parse_line("get"), Line::Invalid(_)));
+        assert_eq!(parse_line("del k"), Line::Del("k"));
+        assert_eq!(parse_line("DEL k"), Line::Del("k"));
+        assert!(matches!(parse_line("del"), Line::Invalid(_)));
+        assert!(matches!(parse_line("del a b"), Line::Invalid(_)));
         assert!(matches!(parse_line("get a b"), Line::Invalid(_)));
-        assert_eq!(parse_line("del k"), Line::Invalid(CLI_USAGE));
+        assert_eq!(parse_line("rm k"), Line::Invalid(CLI_USAGE));
     }
 
     #[test]

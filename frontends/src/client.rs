@@ -173,6 +173,17 @@ impl Client {
         }
     }
 
+    /// Deletes `key`: true when it was there, false when it was not (or
+    /// the server predates `Delete`, which it answers as an unknown kind:
+    /// docs/protocol.md, "Delete and older servers").
+    pub fn delete(&mut self, key: &str) -> Result<bool, ClientError> {
+        let response = self.request(&message(Kind::Delete, key, ""))?;
+        match Kind::from(response.kind) {
+            Kind::Delete => Ok(response.status == Status::Ok as i32),
+            _ => Err(ClientError::Unexpected(response)),
+        }
+    }
+
     /// Sends `request` and reads its response (an error frame becomes [`ClientError::Server`]).
     pub fn request(&mut self, request: &KeyValueMessage) -> Result<KeyValueMessage, ClientError> {
         let mut frame = Vec::new();

@@ -345,19 +345,19 @@ fn cli_answers_a_thousand_piped_commands_in_order_on_one_connection() {
             format!("value {} with spaces\n", i - i % 50 + 1)
         });
     }
-    input.push_str("del k1\n");
-    expected.push_str("ERR expected `get KEY` or `put KEY VALUE`\n");
+    input.push_str("del k1\ndel k1\nget k1\nrm k1\n");
+    expected.push_str("OK\n(nil)\n(nil)\nERR expected `get KEY`, `put KEY VALUE` or `del KEY`\n");
     let run = kvio_with_stdin(&["cli", "--addr", &addr], input.as_bytes());
     assert_eq!(run.code(), Some(0), "{}", run.stderr);
     let got = run.stdout_text();
-    assert_eq!(got.lines().count(), 1_001);
+    assert_eq!(got.lines().count(), 1_004);
     assert!(
         got == expected,
         "first difference at line {:?}",
         got.lines().zip(expected.lines()).position(|(a, b)| a != b)
     );
-    // 1,000 requests (the unknown command is answered by the cli), one connection.
-    assert_eq!(server.terminate().stopped_counts(), [1, 1_000, 0]);
+    // 1,003 requests (the unknown command is answered by the cli), one connection.
+    assert_eq!(server.terminate().stopped_counts(), [1, 1_003, 0]);
 }
 
 #[test]
