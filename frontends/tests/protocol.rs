@@ -30,6 +30,7 @@ per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll:
     client_vanishing_mid_frame_leaves_others_served,
     value_over_the_limit_is_refused_without_losing_the_old_one,
     full_store_refuses_new_keys_and_keeps_old_ones,
+    full_store_evicts_under_when_full_evict,
     acknowledged_put_is_visible_on_another_connection,
     golden_frames_byte_for_byte,
     large_values_round_trip,
@@ -326,6 +327,23 @@ fn full_store_refuses_new_keys_and_keeps_old_ones(flavor: Flavor) {
     let (key, _) = &stored[0];
     client.put_ok(key, "updated");
     assert_eq!(client.get(key).as_deref(), Some("updated"));
+}
+
+fn full_store_evicts_under_when_full_evict(flavor: Flavor) {
+    let server = Server::start(flavor, &["--store-entries", "8", "--store-bytes", "4096", "--when-full", "evict"]);
+    let mut client = server.connect();
+    for i in 0..100 {
+        client.put_ok(&format!("k{i}"), &format!("v{i}"));
+        assert_eq!(client.get(&format!("k{i}")), Some(format!("v{i}")), "a put is read back at once");
+    }
+    let mut held = 0;
+    for i in 0..100 {
+        if let Some(value) = client.get(&format!("k{i}")) {
+            assert_eq!(value, format!("v{i}"), "k{i}");
+            held += 1;
+        }
+    }
+    assert!((1..=8).contains(&held), "{held} entries held of 8");
 }
 
 fn acknowledged_put_is_visible_on_another_connection(flavor: Flavor) {
