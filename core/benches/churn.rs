@@ -101,12 +101,13 @@ impl Times {
     }
 }
 
-fn apply(store: &mut BoxStore, op: Op, value: &[u8], times: Option<&mut Vec<u64>>) -> u64 {
+/// Applies `op`; for a put, the bytes it moved and the entries it evicted.
+fn apply(store: &mut BoxStore, op: Op, value: &[u8], times: Option<&mut Vec<u64>>) -> (u64, u64) {
     let mut buf = [0u8; 16];
     match op {
         Op::Put { k, len } => {
             let key = key(k, &mut buf);
-            let moved = store.bytes_moved();
+            let (moved, evicted) = (store.bytes_moved(), store.evictions());
             let start = Instant::now();
             let put = store.put(key, &value[..len as usize]);
             let took = start.elapsed().as_nanos() as u64;
@@ -114,7 +115,7 @@ fn apply(store: &mut BoxStore, op: Op, value: &[u8], times: Option<&mut Vec<u64>
             if let Some(times) = times {
                 times.push(took);
             }
-            return store.bytes_moved() - moved;
+            return (store.bytes_moved() - moved, store.evictions() - evicted);
         }
         Op::Get { k } => {
             let key = key(k, &mut buf);
@@ -124,7 +125,7 @@ fn apply(store: &mut BoxStore, op: Op, value: &[u8], times: Option<&mut Vec<u64>
             black_box(store.delete(key(k, &mut buf)));
         }
     }
-    0
+    (0, 0)
 }
 
 fn main() {
@@ -137,14 +138,15 @@ fn main() {
     let mut churning = store(1_000_000, STORE_BYTES, WhenFull::Evict);
     let mut roomy = store(KEYS + 1, written + (1 << 20), WhenFull::Refuse);
     let (mut full_times, mut roomy_times) = (Vec::with_capacity(puts), Vec::with_capacity(puts));
-    let mut most_moved = 0;
+    let (mut most_moved, mut most_evicted) = (0, 0);
     let mut seen = 0;
     for op in ops {
         let measure = seen >= WARM_UP_PUTS;
         if let Op::Put { .. } = op {
             seen += 1;
         }
-        most_moved = most_moved.max(apply(&mut churning, op, &value, measure.then_some(&mut full_times)));
+        let (moved, evicted) = apply(&mut churning, op, &value, measure.then_some(&mut full_times));
+        (most_moved, most_evicted) = (most_moved.max(moved), most_evicted.max(evicted));
         apply(&mut roomy, op, &value, measure.then_some(&mut roomy_times));
     }
     assert_eq!(roomy.evictions() + roomy.bytes_moved(), 0, "the roomy store never reclaims");
@@ -162,7 +164,7 @@ fn main() {
         full[3] as f64 / never[3] as f64
     );
     println!(
-        "churning store: {} entries, {} evictions, {} compactions, most bytes one put moved: {most_moved}",
+        "churning store: {} entries, {} evictions, {} compactions; one put moved at most {most_moved} bytes and evicted at most {most_evicted} entries",
         churning.len(),
         churning.evictions(),
         churning.compactions()
