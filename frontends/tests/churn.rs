@@ -204,6 +204,6 @@ fn an_evicting_store_serves_churn_over_four_times_its_keys_without_a_wrong_answe
         .find_map(|f| f.strip_prefix("evictions="))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("store line: {line}"));
-    assert!(counted >= evicted.min(1), "the server counted {counted} evictions: {line}");
+    eprintln!("churn: the server counted {counted} evictions ({line})");
     assert!(counted > 0, "{line}");
 }
