@@ -153,8 +153,11 @@ pub enum Reply {
     Refused(String),
     /// A get: the key's value.
     Found(String),
-    /// A get: the key has no value.
+    /// A get: the key has no value. A delete: the key was not there (an
+    /// older server without `Delete` answers a delete this way too).
     NotFound,
+    /// A delete: the key was there and is gone.
+    Deleted,
 }
 
 impl Client {
@@ -255,6 +258,30 @@ impl Client {
             Reply::Found(value) => Ok(Some(value)),
             Reply::NotFound => Ok(None),
             other => Err(self.unexpected(format!("{other:?} to a get"))),
+        }
+    }
+
+    /// Deletes `key`: `true` when it was there and is gone, `false` when it
+    /// was not there (or the server predates `Delete`, which it answers as
+    /// an unknown kind: docs/protocol.md, "Delete and older servers").
+    ///
+    /// ```
+    /// # include!("../tests/support/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let server = TestServer::start();
+    /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
+    /// client.put("colour", "blue")?;
+    /// assert!(client.delete("colour")?);
+    /// assert!(!client.delete("colour")?, "already gone");
+    /// assert_eq!(client.get("colour")?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delete(&mut self, key: &str) -> Result<bool, Error> {
+        match self.pipeline().delete(key).one()? {
+            Reply::Deleted => Ok(true),
+            Reply::NotFound => Ok(false),
+            other => Err(self.unexpected(format!("{other:?} to a delete"))),
         }
     }
 
@@ -445,6 +472,9 @@ fn answer(kind: Kind, key: &str, m: MessageView<'_>) -> Result<Result<Reply, Str
         }
         (Kind::Get, Kind::GetResponse) if ok => Ok(Ok(Reply::Found(m.value.to_owned()))),
         (Kind::Get, Kind::GetResponse) => Ok(Ok(Reply::NotFound)),
+        // The answer to a delete carries no key (docs/protocol.md).
+        (Kind::Delete, Kind::Delete) if ok => Ok(Ok(Reply::Deleted)),
+        (Kind::Delete, Kind::Delete) => Ok(Ok(Reply::NotFound)),
         (asked, got) => Err(format!("a response of kind {got:?} (status {}) to a {asked:?}", m.status)),
     }
 }
@@ -545,6 +575,26 @@ impl Pipeline<'_> {
         self
     }
 
+    /// Queues a delete of `key`; its reply is [`Reply::Deleted`] or
+    /// [`Reply::NotFound`].
+    ///
+    /// ```
+    /// # include!("../tests/support/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let server = TestServer::start();
+    /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
+    /// use kvio_client::Reply;
+    ///
+    /// let replies = client.pipeline().put("k", "v").delete("k").delete("k").run()?;
+    /// assert_eq!(replies, [Reply::Stored, Reply::Deleted, Reply::NotFound]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delete(&mut self, key: &str) -> &mut Self {
+        self.client.queue.push(Kind::Delete, key, "");
+        self
+    }
+
     /// Requests queued and not yet run.
     ///
     /// ```
@@ -625,6 +675,9 @@ mod test {
         assert!(answer(Kind::Get, "other", hit).unwrap_err().contains("\"other\""));
         assert!(answer(Kind::Get, "k", stored).is_err());
         assert!(answer(Kind::PutOrUpdate, "k", hit).is_err());
+        assert_eq!(answer(Kind::Delete, "k", view("", "", Kind::Delete, Status::Ok)), Ok(Ok(Reply::Deleted)));
+        assert_eq!(answer(Kind::Delete, "k", view("", "", Kind::Delete, Status::NotOk)), Ok(Ok(Reply::NotFound)));
+        assert!(answer(Kind::Delete, "k", stored).is_err());
     }
 
     #[test]

@@ -244,6 +244,24 @@ impl ShardedClient {
         self.with_client(key, |c| c.get(key))
     }
 
+    /// Deletes `key` on its server: `true` when it was there.
+    ///
+    /// ```
+    /// # include!("../tests/support/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let (a, b) = (TestServer::start(), TestServer::start());
+    /// # let addrs = [a.addr().to_string(), b.addr().to_string()];
+    /// let mut servers = kvio_client::ShardedClient::new(&addrs, std::time::Duration::from_secs(5));
+    /// servers.put("colour", "blue")?;
+    /// assert!(servers.delete("colour")?);
+    /// assert_eq!(servers.get("colour")?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn delete(&mut self, key: &str) -> Result<bool, Error> {
+        self.with_client(key, |c| c.delete(key))
+    }
+
     /// Runs `f` on `key`'s connection; drops the connection after an error
     /// that leaves it unusable, so that the next request connects afresh.
     fn with_client<R>(&mut self, key: &str, f: impl FnOnce(&mut Client) -> Result<R, Error>) -> Result<R, Error> {

@@ -70,11 +70,14 @@ enum Command {
     Put(PutArgs),
     /// Print the value under a key (exit 0 found, 1 not found, 2 failed).
     Get(GetArgs),
+    /// Delete a key (exit 0 deleted, 1 not found, 2 failed).
+    Del(DelArgs),
     /// Send many commands over one connection, from stdin or a terminal.
     ///
     /// Commands are read line by line and answered in order, one line each:
     /// `get KEY` prints the value or `(nil)`; `put KEY VALUE` prints `OK` or
-    /// `ERR <reason>`; `help` lists the commands. Words are split as a shell
+    /// `ERR <reason>`; `del KEY` prints `OK` (deleted) or `(nil)` (it was not
+    /// there); `help` lists the commands. Words are split as a shell
     /// splits them: quote a key or a value with spaces (`put "a key" "a
     /// value"`). Blank lines and lines starting with `#` are skipped. If the
     /// server closed the idle connection, it reconnects once. Exit status:
@@ -147,6 +150,24 @@ struct GetArgs {
     conn: ConnArgs,
 }
 
+/// `kvio del` arguments.
+#[derive(Debug, Args)]
+struct DelArgs {
+    /// The key.
+    key: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// `--when-full`: what a full store does with a put that does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WhenFullArg {
+    /// Refuse it (`store full`); nothing stored is lost.
+    Refuse,
+    /// Evict entries not used recently (CLOCK) to make room.
+    Evict,
+}
+
 /// `kvio serve` options (the protocol's limits; docs/protocol.md). Byte
 /// counts take plain numbers or K, M, G, KiB, MiB, GiB (powers of 1024).
 #[derive(Debug, Args)]
@@ -190,6 +211,9 @@ struct ServeArgs {
     /// Pin loop i to the i-th CPU the process may use (epoll only).
     #[arg(long)]
     pin: bool,
+    /// What a full store does with a put that does not fit: refuse it, or evict entries not used recently.
+    #[arg(long, value_enum, default_value = "refuse")]
+    when_full: WhenFullArg,
 }
 
 impl ServeArgs {
@@ -205,6 +229,10 @@ impl ServeArgs {
             idle_timeout: idle,
             output_limit: self.output_limit,
             max_client_memory: self.max_client_memory,
+            when_full: match self.when_full {
+                WhenFullArg::Refuse => kvio_core::WhenFull::Refuse,
+                WhenFullArg::Evict => kvio_core::WhenFull::Evict,
+            },
         }
     }
 }
@@ -234,6 +262,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::Put(args) => put(&args),
         Command::Get(args) => get(&args),
+        Command::Del(args) => del(&args),
         Command::Cli(args) => cli(&args),
         Command::Bench { args } => bench(args),
         Command::Completions { shell } => completions(shell),
@@ -493,6 +522,20 @@ fn get(args: &GetArgs) -> ExitCode {
     }
 }
 
+fn del(args: &DelArgs) -> ExitCode {
+    match connect(&args.conn).and_then(|mut c| c.delete(&args.key)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            report("del", format_args!("{} not found", shorten(&args.key)));
+            ExitCode::from(EXIT_NOT_FOUND)
+        }
+        Err(e) => {
+            report("del", client_error(&e));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 /// Runs one command: the reply line and whether the command failed;
 /// `Err` when the connection failed.
 fn answer(client: &mut Client, line: &Line) -> Result<(String, bool), ClientError> {
@@ -507,6 +550,7 @@ fn answer(client: &mut Client, line: &Line) -> Result<(String, bool), ClientErro
             Err(ClientError::Refused { reason, .. }) => Ok((format!("ERR {reason}"), true)),
             Err(e) => Err(e),
         },
+        Line::Del(key) => Ok((if client.delete(key)? { "OK" } else { "(nil)" }.to_owned(), false)),
     }
 }
 
@@ -710,7 +754,7 @@ mod test {
 
     #[test]
     fn every_subcommand_has_version() {
-        for sub in ["serve", "put", "get", "cli", "completions", "man"] {
+        for sub in ["serve", "put", "get", "del", "cli", "completions", "man"] {
             let e = Cli::try_parse_from(["kvio", sub, "--version"]).unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion, "{sub}");
         }

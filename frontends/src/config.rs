@@ -11,7 +11,7 @@ use std::time::Duration;
 use kvio_core::store::Slot;
 /// The slot-table rule is the store's own (`kvio_core::store::slots_for`).
 pub use kvio_core::store::slots_for;
-use kvio_core::{Store, StoreLimits};
+use kvio_core::{Store, StoreLimits, WhenFull};
 
 use crate::sharded::ShardedStore;
 
@@ -129,6 +129,8 @@ pub struct Config {
     pub output_limit: usize,
     /// Bytes all connections may hold together (see [`crate::memory`]).
     pub max_client_memory: usize,
+    /// What a full store does with a put that does not fit (`--when-full`).
+    pub when_full: WhenFull,
 }
 
 impl Config {
@@ -142,6 +144,7 @@ impl Config {
             idle_timeout: Some(flavor.default_idle_timeout()),
             output_limit: kvio_core::connection::DEFAULT_OUTPUT_LIMIT,
             max_client_memory: DEFAULT_MAX_CLIENT_MEMORY,
+            when_full: WhenFull::Refuse,
         }
     }
 
@@ -158,7 +161,8 @@ impl Config {
     /// The sharded store these limits call for, with shards for `loops`
     /// loops (see [`ShardedStore::shard_count`]); allocated now and never again.
     pub fn sharded_store(&self, loops: usize) -> ShardedStore {
-        ShardedStore::new(self.store_limits(), loops)
+        let limits = self.store_limits();
+        ShardedStore::with_policy(limits, ShardedStore::shard_count(limits, loops), self.when_full)
     }
 
     /// The store these limits call for, allocated now and never again.
@@ -170,6 +174,7 @@ impl Config {
             vec![0u8; self.store_bytes].into_boxed_slice(),
             self.store_limits(),
         )
+        .when_full(self.when_full)
     }
 
     /// The start-up line's fields after the flavor and address.

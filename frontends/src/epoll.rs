@@ -189,7 +189,9 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
     let (counters, places) = (Counters::default(), Places::default());
     let memory = ClientMemory::new(config.max_client_memory);
     let run = Loop { index: 0, config, shutdown, counters: &counters, places: &places, memory: &memory };
-    serve_loop(listener, run, config.store())?;
+    let mut store = config.store();
+    serve_loop(listener, run, &mut store)?;
+    crate::stats::store_line(config, store.len(), store.evictions());
     Ok(counters.snapshot())
 }
 

@@ -149,7 +149,10 @@ pub fn serve(
         });
     }
     let store = config.sharded_store(listeners.len());
-    run(listeners, config, shutdown, loops, |listener, run| crate::epoll::serve_loop(listener, run, &store))
+    let stats =
+        run(listeners, config, shutdown, loops, |listener, run| crate::epoll::serve_loop(listener, run, &store))?;
+    crate::stats::store_line(config, store.len(), store.evictions());
+    Ok(stats)
 }
 
 /// Runs `serve_one(listener, loop)` on a thread per listener (pinned if

@@ -14,6 +14,8 @@ pub(crate) enum Line {
     Get(String),
     /// `put KEY VALUE`.
     Put(String, String),
+    /// `del KEY`.
+    Del(String),
     /// Not a command; the reason, a whole sentence.
     Invalid(String),
 }
@@ -22,11 +24,12 @@ pub(crate) enum Line {
 pub(crate) const HELP: &str = "\
 get KEY          print the value stored under KEY, or (nil)
 put KEY VALUE    store VALUE under KEY; prints OK, or ERR and the reason
+del KEY          delete KEY; prints OK, or (nil) if it was not there
 help             this list
 Quote words with spaces as in a shell: put \"a key\" 'a value'. Lines starting with # are skipped.";
 
 /// The commands, for an unknown one's error.
-const USAGE: &str = "expected get KEY, put KEY VALUE or help.";
+const USAGE: &str = "expected get KEY, put KEY VALUE, del KEY or help.";
 
 /// Reads one line (without its newline).
 pub(crate) fn parse_line(line: &str) -> Line {
@@ -51,6 +54,10 @@ pub(crate) fn parse_line(line: &str) -> Line {
             Ok([key, value]) => Line::Put(key, value),
             Err(rest) => Line::Invalid(wrong_count("put", "KEY VALUE", 2, rest.len())),
         },
+        "del" => match <[String; 1]>::try_from(rest) {
+            Ok([key]) => Line::Del(key),
+            Err(rest) => Line::Invalid(wrong_count("del", "KEY", 1, rest.len())),
+        },
         _ => Line::Invalid(format!("unknown command {}: {USAGE}", crate::cli::shorten(&command))),
     }
 }
@@ -73,6 +80,7 @@ mod test {
     fn words_split_as_in_a_shell() {
         assert_eq!(parse_line("get k"), Line::Get("k".into()));
         assert_eq!(parse_line("  GET   k  "), Line::Get("k".into()), "extra spaces change nothing");
+        assert_eq!(parse_line("DEL 'a key'"), Line::Del("a key".into()));
         assert_eq!(parse_line(r#"put "a key" "a value with spaces""#), put("a key", "a value with spaces"));
         assert_eq!(parse_line("put k 'it''s'"), put("k", "its"));
         assert_eq!(parse_line(r#"put k "say \"hi\"""#), put("k", r#"say "hi""#));
@@ -103,11 +111,15 @@ mod test {
         assert_eq!(invalid("put k v w"), "put takes 2 words (KEY VALUE), not 3; quote a word with spaces.");
         assert_eq!(invalid("put 'k v"), "the line has an unclosed quote.");
         assert_eq!(invalid("help me"), "help takes no arguments.");
-        assert_eq!(invalid("del k"), "unknown command \"del\": expected get KEY, put KEY VALUE or help.");
+        assert_eq!(invalid("del"), "del takes 1 word (KEY), not 0; quote a word with spaces.");
+        assert_eq!(invalid("rm k"), "unknown command \"rm\": expected get KEY, put KEY VALUE, del KEY or help.");
         let long = "x".repeat(100);
         assert_eq!(
             invalid(&long),
-            format!("unknown command \"{}…\" (100 bytes): expected get KEY, put KEY VALUE or help.", "x".repeat(64))
+            format!(
+                "unknown command \"{}…\" (100 bytes): expected get KEY, put KEY VALUE, del KEY or help.",
+                "x".repeat(64)
+            )
         );
     }
 }

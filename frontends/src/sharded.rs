@@ -31,6 +31,15 @@
 //! keeps the value's size (the common update) does not touch the global
 //! count at all.
 //!
+//! # When full, evicting
+//!
+//! Under [`WhenFull::Evict`] nothing is refused for being full, so no global
+//! reservation is needed: each shard holds exactly its even share of both
+//! limits (no slack; at least one largest record) and evicts within it, so
+//! the shards together stay within `--store-entries` and `--store-bytes`
+//! (bar that rounding). The global count follows each put and delete by
+//! what the shard holds after it, evictions included.
+//!
 //! # Visibility
 //!
 //! Every operation on a key takes its shard's lock, so operations on one
@@ -44,7 +53,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use kvio_core::store::{RECORD_HEADER_LEN, Slot};
-use kvio_core::{KeyValueStore, Store, StoreError, StoreLimits};
+use kvio_core::{KeyValueStore, Store, StoreError, StoreLimits, WhenFull};
 
 use crate::config::{HostStore, slots_for};
 
@@ -97,7 +106,7 @@ impl ShardedStore {
     /// [`ShardedStore::shard_count`]). Entries and bytes are capped at
     /// `u32::MAX - 1`, as a single store's arena is.
     pub fn new(limits: StoreLimits, loops: usize) -> ShardedStore {
-        ShardedStore::with_shards(limits, Self::shard_count(limits, loops))
+        ShardedStore::with_policy(limits, Self::shard_count(limits, loops), WhenFull::Refuse)
     }
 
     /// `loops × SHARDS_PER_LOOP` rounded up to a power of two, halved while
@@ -117,6 +126,12 @@ impl ShardedStore {
 
     /// A store of exactly `shards` shards (a power of two).
     pub fn with_shards(limits: StoreLimits, shards: usize) -> ShardedStore {
+        ShardedStore::with_policy(limits, shards, WhenFull::Refuse)
+    }
+
+    /// A store of exactly `shards` shards (a power of two) doing `when_full`
+    /// when full (see the [module docs](self)).
+    pub fn with_policy(limits: StoreLimits, shards: usize, when_full: WhenFull) -> ShardedStore {
         assert!(shards.is_power_of_two(), "shards must be a power of two");
         let cap = (u32::MAX - 1) as usize;
         let limits = StoreLimits {
@@ -125,17 +140,22 @@ impl ShardedStore {
             ..limits
         };
         let largest = RECORD_HEADER_LEN + limits.max_key_len + limits.max_value_len;
-        let entries = (limits.max_entries.div_ceil(shards) * SHARD_SLACK).clamp(1, limits.max_entries.max(1));
-        let bytes = (limits.byte_budget.div_ceil(shards) * SHARD_SLACK).max(largest).min(limits.byte_budget);
+        // An evicting shard holds its even share exactly (module docs).
+        let slack = if when_full == WhenFull::Evict { 1 } else { SHARD_SLACK };
+        let entries = (limits.max_entries.div_ceil(shards) * slack).clamp(1, limits.max_entries.max(1));
+        let bytes = (limits.byte_budget.div_ceil(shards) * slack).max(largest).min(limits.byte_budget);
         let shard_limits = StoreLimits { max_entries: entries, byte_budget: bytes, ..limits };
         let shards = (0..shards)
             .map(|_| {
                 // vec![0; n] is calloc: pages nobody writes cost no memory.
-                Shard(Mutex::new(Store::with_storage(
-                    vec![Slot::EMPTY; slots_for(entries)].into_boxed_slice(),
-                    vec![0u8; bytes].into_boxed_slice(),
-                    shard_limits,
-                )))
+                Shard(Mutex::new(
+                    Store::with_storage(
+                        vec![Slot::EMPTY; slots_for(entries)].into_boxed_slice(),
+                        vec![0u8; bytes].into_boxed_slice(),
+                        shard_limits,
+                    )
+                    .when_full(when_full),
+                ))
             })
             .collect::<Box<[Shard]>>();
         ShardedStore { shift: 64 - shards.len().trailing_zeros(), shards, limits, used: AtomicU64::new(0) }
@@ -185,6 +205,12 @@ impl ShardedStore {
             return Err(StoreError::ValueTooLong);
         }
         let mut shard = self.shards[self.shard_of(key)].lock();
+        if shard.policy() == WhenFull::Evict {
+            let before = (shard.len(), shard.bytes_used());
+            let put = shard.put(key, value);
+            self.follow(before, (shard.len(), shard.bytes_used()));
+            return put;
+        }
         let old_len = shard.get(key).map(<[u8]>::len);
         if old_len == Some(value.len()) {
             // Written in place: no count changes, and it cannot fail.
@@ -215,7 +241,37 @@ impl ShardedStore {
 
     /// Calls `f` with the value under `key`, the key's shard locked for the call.
     pub fn get<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        f(self.shards[self.shard_of(key)].lock().get(key))
+        f(self.shards[self.shard_of(key)].lock().fetch(key))
+    }
+
+    /// Removes `key`; true when it was there.
+    pub fn delete(&self, key: &[u8]) -> bool {
+        let mut shard = self.shards[self.shard_of(key)].lock();
+        let before = (shard.len(), shard.bytes_used());
+        let deleted = shard.delete(key);
+        if deleted {
+            self.follow(before, (shard.len(), shard.bytes_used()));
+        }
+        deleted
+    }
+
+    /// Entries evicted over all shards (0 unless evicting).
+    pub fn evictions(&self) -> u64 {
+        self.shards.iter().map(|shard| shard.lock().evictions()).sum()
+    }
+
+    /// Moves the global count by what a shard holds now against before
+    /// (entries, budget bytes), under that shard's lock.
+    fn follow(&self, before: (usize, usize), after: (usize, usize)) {
+        if before == after {
+            return;
+        }
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            let (entries, bytes) = unpack(used);
+            let entries = entries + after.0 as u64 - before.0 as u64;
+            let bytes = bytes + after.1 as u64 - before.1 as u64;
+            Some(pack(entries, bytes))
+        });
     }
 }
 
@@ -226,6 +282,10 @@ impl KeyValueStore for &ShardedStore {
 
     fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         ShardedStore::get(self, key, f)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> bool {
+        ShardedStore::delete(self, key)
     }
 }
 

@@ -155,6 +155,16 @@ pub fn startup_line(flavor: Flavor, addr: SocketAddr, config: &Config, threads: 
     format!("kvio serve: flavor={flavor} addr={addr} {} threads={threads}", config.describe())
 }
 
+/// Under `--when-full evict`, a stopping epoll server's line on its store,
+/// on stdout before the final line: `kvio serve: store entries=N
+/// evictions=N` (the other flavors keep the count in their store,
+/// `Store::evictions`, until the metrics export it).
+pub fn store_line(config: &Config, entries: usize, evictions: u64) {
+    if config.when_full == kvio_core::WhenFull::Evict {
+        let _ = announce(&format!("kvio serve: store entries={entries} evictions={evictions}"));
+    }
+}
+
 /// The final line.
 pub fn stopped_line(stats: &Stats) -> String {
     format!("kvio serve: stopped connections={} requests={} errors={}", stats.connections, stats.requests, stats.errors)

@@ -408,20 +408,21 @@ fn cli_answers_a_thousand_piped_commands_in_order_on_one_connection() {
             format!("value {} with spaces\n", i - i % 50 + 1)
         });
     }
-    input.push_str("del k1\n");
-    expected.push_str("ERR unknown command \"del\": expected get KEY, put KEY VALUE or help.\n");
+    input.push_str("del k1\ndel k1\nget k1\nrm k1\n");
+    expected
+        .push_str("OK\n(nil)\n(nil)\nERR unknown command \"rm\": expected get KEY, put KEY VALUE, del KEY or help.\n");
     let run = kvio_with_stdin(&["cli", "--addr", &addr], input.as_bytes());
     assert_eq!(run.code(), Some(1), "the unknown command failed: {}", run.stderr);
-    assert_eq!(run.stderr, "kvio cli: 1 of 1001 commands failed.\n");
+    assert_eq!(run.stderr, "kvio cli: 1 of 1004 commands failed.\n");
     let got = run.stdout_text();
-    assert_eq!(got.lines().count(), 1_001);
+    assert_eq!(got.lines().count(), 1_004);
     assert!(
         got == expected,
         "first difference at line {:?}",
         got.lines().zip(expected.lines()).position(|(a, b)| a != b)
     );
-    // 1,000 requests (the unknown command is answered by the cli), one connection.
-    assert_eq!(server.terminate().stopped_counts(), [1, 1_000, 0]);
+    // 1,003 requests (the unknown command is answered by the cli), one connection.
+    assert_eq!(server.terminate().stopped_counts(), [1, 1_003, 0]);
 }
 
 #[test]
@@ -484,6 +485,7 @@ fn cli_help_quoting_and_comments() {
         run.stdout_text(),
         "get KEY          print the value stored under KEY, or (nil)\n\
          put KEY VALUE    store VALUE under KEY; prints OK, or ERR and the reason\n\
+         del KEY          delete KEY; prints OK, or (nil) if it was not there\n\
          help             this list\n\
          Quote words with spaces as in a shell: put \"a key\" 'a value'. Lines starting with # are skipped.\n\
          OK\na value with spaces\na value with spaces\nOK\nits \"quoted\"\n\

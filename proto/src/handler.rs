@@ -47,6 +47,10 @@ impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
                 Some(value) => encode_response(out, key, value, Kind::GetResponse, Status::Ok),
                 None => encode_response(out, key, b"", Kind::GetResponse, Status::NotOk),
             }),
+            Kind::Delete => {
+                let status = if self.store.delete(key) { Status::Ok } else { Status::NotOk };
+                encode_response(out, b"", b"", Kind::Delete, status)
+            }
             other => encode_response(out, b"", b"", other, Status::NotOk),
         }
     }
@@ -228,7 +232,12 @@ mod test {
         assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "", 2, Status::NotOk)), "miss");
         assert_eq!(answer(&mut h, &msg("k", "v", 3, Status::Ok)), frame_of(&msg("", "", 3, Status::Ok)), "put");
         assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "v", 2, Status::Ok)), "hit");
-        for kind in [0, 2, 4, 7, u32::MAX] {
+        let delete = msg("k", "", 4, Status::Ok);
+        assert_eq!(answer(&mut h, &delete), frame_of(&msg("", "", 4, Status::Ok)), "deleted");
+        assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "", 2, Status::NotOk)), "gone");
+        assert_eq!(answer(&mut h, &delete), frame_of(&msg("", "", 4, Status::NotOk)), "already absent");
+        h.store().put(b"k", b"v").unwrap();
+        for kind in [0, 2, 5, 7, u32::MAX] {
             let r = answer(&mut h, &msg("k", "x", kind, Status::Ok));
             assert_eq!(r, frame_of(&msg("", "", kind, Status::NotOk)), "kind {kind}");
         }

@@ -110,6 +110,9 @@ pub enum Kind {
     GetResponse,
     /// 3: store a value.
     PutOrUpdate,
+    /// 4: remove a key (answered with the same kind; an older server
+    /// answers it `NotOk` as an unknown kind, a clean refusal).
+    Delete,
     /// Any other number.
     Unknown(u32),
 }
@@ -121,6 +124,7 @@ impl From<u32> for Kind {
             1 => Kind::Get,
             2 => Kind::GetResponse,
             3 => Kind::PutOrUpdate,
+            4 => Kind::Delete,
             n => Kind::Unknown(n),
         }
     }
@@ -133,6 +137,7 @@ impl From<Kind> for u32 {
             Kind::Get => 1,
             Kind::GetResponse => 2,
             Kind::PutOrUpdate => 3,
+            Kind::Delete => 4,
             Kind::Unknown(n) => n,
         }
     }
@@ -144,9 +149,11 @@ mod test {
 
     #[test]
     fn every_kind_round_trips() {
-        for n in [0, 1, 2, 3, 4, 7, u32::MAX] {
+        for n in [0, 1, 2, 3, 4, 5, 7, u32::MAX] {
             assert_eq!(u32::from(Kind::from(n)), n);
         }
+        assert_eq!(Kind::from(4), Kind::Delete);
+        assert_eq!(Kind::from(5), Kind::Unknown(5));
         assert_eq!(Kind::from(7), Kind::Unknown(7));
     }
 

@@ -56,8 +56,8 @@ fn the_documented_refusal_frames_are_the_encoders() {
 }
 
 #[test]
-fn there_are_fourteen_vectors() {
-    assert_eq!(vectors().len(), 14);
+fn there_are_seventeen_vectors() {
+    assert_eq!(vectors().len(), 17);
 }
 
 #[test]

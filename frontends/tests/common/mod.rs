@@ -33,6 +33,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const GET: u32 = 1;
 pub const GET_RESPONSE: u32 = 2;
 pub const PUT: u32 = 3;
+pub const DELETE: u32 = 4;
 pub const OK: i32 = 0;
 /// The reasons a refused put carries in its `value` (docs/protocol.md).
 pub const PUT_REFUSALS: [&str; 3] = ["key too long", "value too long", "store full"];
@@ -446,6 +447,15 @@ impl Client {
     pub fn get(&mut self, key: &str) -> Option<String> {
         let response = self.request(&msg(GET, key, ""));
         check_get_response(&response, key)
+    }
+
+    /// `Delete`; true when the key was there, after checking the response's
+    /// shape: kind 4, no key, no value.
+    pub fn delete(&mut self, key: &str) -> bool {
+        let response = self.request(&msg(DELETE, key, ""));
+        assert_eq!((response.kind, response.key.as_str(), response.value.as_str()), (DELETE, "", ""), "{response:?}");
+        assert!(response.status == OK || response.status == NOT_OK, "{response:?}");
+        response.status == OK
     }
 
     /// Asserts the server closed the connection cleanly (FIN, no more bytes).
