@@ -86,7 +86,7 @@ fn in_place_encoding_matches_every_vector() {
         }
         assert_eq!(frame, v.frame, "{}", v.name);
     }
-    assert_eq!(requests, 8, "the golden request frames");
+    assert_eq!(requests, 9, "the golden request frames (delete_request among them)");
 }
 
 #[test]
