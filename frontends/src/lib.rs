@@ -15,22 +15,18 @@
 //!   lines printed).
 //! - [`client`] and [`cli`].
 
-pub mod blocking;
-pub mod busy_poll;
-pub mod cli;
+pub mod app;
 pub mod client;
-pub mod config;
-pub mod driver;
-pub mod epoll;
-pub mod loops;
-pub mod memory;
-pub mod net;
-pub mod session;
-pub mod sharded;
-pub mod shutdown;
-pub mod stats;
-pub mod threaded;
-pub mod uring;
+pub mod drivers;
+pub mod host;
+pub mod sansio;
+
+// The flat paths of before the layer folders, kept for users of the crate.
+pub use app::{cli, config};
+pub use drivers::pump as driver;
+pub use drivers::{blocking, busy_poll, epoll, threaded, uring};
+pub use host::{loops, net, sharded, shutdown};
+pub use sansio::{memory, session, stats};
 
 use std::io;
 

@@ -1,0 +1,7 @@
+//! The application: the `kvio` command and what a server is told at start-up.
+//!
+//! - [`cli`]: `kvio serve | put | get | cli | bench`.
+//! - [`config`]: the flavor, the limits and their defaults.
+
+pub mod cli;
+pub mod config;
