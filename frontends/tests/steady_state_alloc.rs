@@ -7,7 +7,7 @@
 //! allocation anywhere in the process during that window fails the test. One
 //! `#[test]` only, so the test harness runs nothing else meanwhile.
 //!
-//! Epoll with two loops (`kvio::loops::serve`, the sharded store) is
+//! Epoll with two loops (`kvio::serve_loops`, the sharded store) is
 //! measured too, with the client's requests alternating between a
 //! connection on each loop.
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -119,7 +119,7 @@ fn allocations_while_serving_two_loops() -> usize {
     let stop = shutdown.clone();
     let loops = std::sync::Arc::new(Loops::new(2, false));
     let shared = std::sync::Arc::clone(&loops);
-    let server = std::thread::spawn(move || kvio::loops::serve(Flavor::Epoll, listeners, &config, &shutdown, &shared));
+    let server = std::thread::spawn(move || kvio::serve_loops(Flavor::Epoll, listeners, &config, &shutdown, &shared));
 
     let requests: Vec<Vec<u8>> = (0..WARM_UP + MEASURED).map(request).collect();
     let connections = |loops: &Loops| [loops.stats(0).connections, loops.stats(1).connections];

@@ -31,7 +31,7 @@ pub mod wire;
 
 #[cfg(feature = "alloc")]
 pub use handler::merge_request;
-pub use handler::{KeyValueHandler, MALFORMED_REASON, encode_response, response_payload_len};
+pub use handler::{KeyValueHandler, MALFORMED_REASON, MEMORY_LIMIT_REASON, encode_response, response_payload_len};
 pub use view::MessageView;
 pub use wire::DecodeError;
 

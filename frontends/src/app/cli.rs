@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::lines as stats;
 use crate::client::{Client, ClientError};
 use crate::config::{
     Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE_BYTES, DEFAULT_STORE_ENTRIES, Flavor,
@@ -21,7 +22,6 @@ use crate::config::{
 use crate::loops::{self, Loops};
 use crate::net::{self, Listener};
 use crate::shutdown::Shutdown;
-use crate::stats;
 
 /// Exit code of `kvio get` when the key is absent.
 pub const EXIT_NOT_FOUND: u8 = 1;
@@ -144,10 +144,10 @@ struct ServeArgs {
     /// Bytes all connections may hold together in partial frames and unsent responses (K/M/G, KiB/MiB/GiB suffixes); past it the connection holding the most is closed.
     #[arg(long, default_value = "256MiB", value_parser = bytes)]
     max_client_memory: usize,
-    /// Event loops, one thread each, on SO_REUSEPORT listeners over a sharded store; 0: one per CPU (epoll only).
+    /// Event loops, one thread each, on SO_REUSEPORT listeners over a sharded store; 0: one per CPU (epoll, uring, busy-poll).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Pin loop i to the i-th CPU the process may use (epoll only).
+    /// Pin loop i to the i-th CPU the process may use (epoll, uring, busy-poll).
     #[arg(long)]
     pin: bool,
 }
@@ -220,14 +220,13 @@ pub fn main() -> ExitCode {
 fn serve(args: &ServeArgs) -> ExitCode {
     let config = args.config();
     let threads = loops::resolve_threads(args.threads);
-    if (args.threads != 1 || args.pin) && !loops::supports_threads(args.flavor) {
+    if (args.threads != 1 || args.pin) && !crate::supports_threads(args.flavor) {
         eprintln!(
-            "kvio serve: --threads and --pin apply to --flavor epoll only: {} {}",
+            "kvio serve: --threads and --pin apply to --flavor epoll, uring and busy-poll only: {} {}",
             args.flavor,
             match args.flavor {
                 Flavor::Threaded => "already serves each connection on its own thread",
-                Flavor::Uring => "runs one loop (a loop per core is not built for it yet)",
-                _ => "is a single-thread model",
+                _ => "is the one-connection-at-a-time model",
             }
         );
         return ExitCode::from(EXIT_FAILURE);
@@ -254,7 +253,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let served = if threads == 1 && !args.pin {
             crate::serve(args.flavor, listeners.remove(0), &config, &shutdown)
         } else {
-            loops::serve(args.flavor, listeners, &config, &shutdown, &Loops::new(threads, args.pin))
+            crate::serve_loops(args.flavor, listeners, &config, &shutdown, &Loops::new(threads, args.pin))
         };
         served.map_err(|e| e.to_string())
     };

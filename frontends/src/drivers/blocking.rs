@@ -7,7 +7,7 @@
 //! - Limits: one connection at a time. The idle timeout is on by default
 //!   (200 ms) so that one silent client holds everybody else for at most
 //!   that long, and the session's frame deadline is on
-//!   ([`Timing::with_frame_deadline`]): a client trickling a byte at a time
+//!   ([`Timing::with_frame_deadline`](crate::sansio::session::Timing::with_frame_deadline)): a client trickling a byte at a time
 //!   cannot hold the server either. A client that stops reading its
 //!   responses stalls the writes and is dropped the same way.
 //! - Closing after a framing error lingers in this one thread: the next
@@ -24,19 +24,19 @@ use std::time::Instant;
 
 use kvio_proto::KeyValueHandler;
 
-use crate::config::Config;
-use crate::driver::{self, BlockingServer, READ_CHUNK, ReadWait, Scratch, TICK};
-use crate::memory::{ClientMemory, Share};
-use crate::net::{self, Accepted, Listener};
-use crate::session::{Session, Timing};
-use crate::shutdown::Shutdown;
-use crate::stats::{Counters, Stats};
+use crate::app::config::{Config, Flavor};
+use crate::drivers::pump::{self as driver, BlockingServer, READ_CHUNK, ReadWait, Scratch, TICK};
+use crate::host::net::{self, Accepted, Listener};
+use crate::host::shutdown::Shutdown;
+use crate::sansio::memory::{ClientMemory, Share};
+use crate::sansio::session::Session;
+use crate::sansio::stats::{Counters, Stats};
 
 /// Serves until `shutdown` is requested.
 pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
     let counters = Counters::default();
     let memory = ClientMemory::new(config.max_client_memory);
-    let timing = Timing::new(config).with_frame_deadline();
+    let limits = config.limits(Flavor::Blocking);
     let mut handler = KeyValueHandler::new(config.store());
     let mut scratch = Scratch::new(READ_CHUNK);
     // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
@@ -45,7 +45,7 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
         match listener.accept(false) {
             Ok(Accepted::Connection(fd, peer)) => {
                 counters.connection();
-                let mut session = Session::new(config, timing, Instant::now());
+                let mut session = Session::new(limits.framing, limits.timing, Instant::now());
                 let share = Share::default();
                 // One connection at a time: the biggest is this one.
                 let evict_itself = || true;

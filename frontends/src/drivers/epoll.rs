@@ -3,41 +3,38 @@
 //! - Model: level-triggered epoll over the listener, the shutdown wake-up
 //!   socket and every connection. `match token { LISTENER => accept until
 //!   EAGAIN, SHUTDOWN => stop, token => serve(token) }`. Serving is one
-//!   [`driver::pump`] of the connection's [`Session`]; its interest is read
-//!   while the session [wants to read](Session::wants_read) (not under
-//!   back-pressure) and write only while a write is pending.
-//! - Time: the loop sleeps in `epoll_wait` until the earliest deadline it
-//!   knows of ([`Session::poll_timeout`] of each session it served), and
-//!   then sweeps every session's [`Session::handle_timeout`]. A deadline
-//!   that moved later (the connection was active) costs one early sweep.
-//! - Tokens: connections live in a `Slab`; a token is the slot's index and
-//!   its generation, bumped when the slot is freed, so an event queued for
-//!   a connection that closed in the same batch (whose fd number may already
-//!   be reused) finds a different generation and is dropped.
+//!   [`pump`] of the connection; its interest is what the
+//!   [`Server`] says ([`Server::poll_io`]): read while the session wants
+//!   to (not under back-pressure), write only while a write is pending.
+//! - Time: the loop sleeps in `epoll_wait` until [`Server::poll_timeout`],
+//!   then calls [`Server::handle_timeout`].
+//! - Tokens: a token is the server's [`Handle`] (slot and generation), so
+//!   an event queued for a connection that closed in the same batch (whose
+//!   fd number may already be reused) names another generation and finds
+//!   nothing.
 //! - Threads: 1 per loop; `--threads N` runs N of these loops
-//!   ([`crate::loops`]), each with its own SO_REUSEPORT listener, over a
+//!   ([`crate::host::loops`]), each with its own SO_REUSEPORT listener, over a
 //!   shared sharded store, sharing the connection limit, the client-memory
 //!   count and the stop.
 //! - Memory: an idle connection holds no user-space buffer, only its slab
 //!   entry: reads go into one 64 KiB buffer per loop, and responses into an
 //!   output buffer borrowed from the loop while they are unsent.
-//! - Limits: `--max-connections`, counted across every loop (the next one
+//! - Limits (the server's): `--max-connections`, counted across every loop (the next one
 //!   is accepted and closed at once); `--max-client-memory`, counted across
 //!   every loop too (a loop that sees the total over the cap evicts its own
-//!   biggest connections); EMFILE on accept closes that connection with a
+//!   biggest connections). EMFILE on accept closes that connection with a
 //!   spare descriptor, or if even that fails pauses accepting for 100 ms instead
 //!   of spinning on a listener that stays readable; an fd is removed from
 //!   epoll before it is closed.
-//! - Stop: the listener closes, every session [begins its
-//!   shutdown](Session::begin_shutdown) and the loop goes on until the last
-//!   one has closed (idle ones at once, the others within grace + linger).
+//! - Stop: the listener closes, the server [begins the
+//!   stop](Server::begin_stop) and the loop goes on until the last
+//!   connection has closed (idle ones at once, the others within grace + linger).
 //! - Syscalls: per wake-up one `epoll_wait` and one clock read (vDSO); per
 //!   ready connection one `recvfrom` (a short read means drained) and one
 //!   `sendto` for all its answers; `epoll_ctl` only when a connection's
 //!   interest changes. Measured figures: `frontends/README.md`.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -48,16 +45,13 @@ use rustix::event::Timespec;
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::io::Errno;
 
-use crate::config::Config;
-use crate::driver::{self, Conn, READ_CHUNK, Scratch};
-use crate::loops::{Loop, Places};
-use crate::memory::ClientMemory;
-use crate::net::{self, Accepted, Listener};
-use crate::session::{Phase, Session, Timing};
-use crate::shutdown::Shutdown;
-use crate::stats::{Counters, Stats};
+use crate::drivers::pump::{READ_CHUNK, pump, shut_write_if_asked};
+use crate::drivers::{Driver, Loop};
+use crate::host::net::{self, Accepted, Listener};
+use crate::host::shutdown::Shutdown;
+use crate::sansio::server::{Handle, Io, Server};
 
-/// The listening socket's token.
+/// The listening socket's token (a handle fits in 56 bits).
 const LISTENER: u64 = u64::MAX;
 /// The shutdown wake-up socket's token.
 const SHUTDOWN: u64 = u64::MAX - 1;
@@ -66,205 +60,124 @@ const EVENTS_PER_WAIT: usize = 1024;
 /// How long accepting pauses when the process is out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
-/// One connection.
+/// The epoll driver.
+#[derive(Debug, Clone, Copy)]
+pub struct Epoll;
+
+impl Driver for Epoll {
+    fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+        serve_loop(listener, run, store)
+    }
+}
+
+/// A connection's descriptor and the interest registered for it.
 #[derive(Debug)]
-struct Client {
-    conn: Conn,
+struct Socket {
+    handle: Handle,
+    fd: OwnedFd,
     interest: EventFlags,
 }
 
-#[derive(Debug, Default)]
-struct Entry {
-    generation: u32,
-    client: Option<Client>,
-}
-
-/// Connections by token: slot index in the low 32 bits, the slot's
-/// generation in the high 32 bits.
-#[derive(Debug, Default)]
-struct Slab {
-    entries: Vec<Entry>,
-    free: Vec<u32>,
-    len: usize,
-}
-
-impl Slab {
-    /// Most slots: the two top indexes would collide with [`LISTENER`] and [`SHUTDOWN`].
-    const MAX_SLOTS: usize = u32::MAX as usize - 1;
-
-    fn token(index: u32, generation: u32) -> u64 {
-        (u64::from(generation) << 32) | u64::from(index)
-    }
-
-    fn split(token: u64) -> (usize, u32) {
-        ((token & u64::from(u32::MAX)) as usize, (token >> 32) as u32)
-    }
-
-    /// The token the next [`Slab::insert`] will use.
-    fn vacant_token(&self) -> Option<u64> {
-        match self.free.last() {
-            Some(&index) => Some(Self::token(index, self.entries[index as usize].generation)),
-            None if self.entries.len() < Self::MAX_SLOTS => Some(Self::token(self.entries.len() as u32, 0)),
-            None => None,
-        }
-    }
-
-    fn insert(&mut self, client: Client) -> u64 {
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                self.entries.push(Entry::default());
-                (self.entries.len() - 1) as u32
-            }
-        };
-        let entry = &mut self.entries[index as usize];
-        entry.client = Some(client);
-        self.len += 1;
-        Self::token(index, entry.generation)
-    }
-
-    fn get_mut(&mut self, token: u64) -> Option<&mut Client> {
-        let (index, generation) = Self::split(token);
-        let entry = self.entries.get_mut(index)?;
-        if entry.generation != generation {
-            return None;
-        }
-        entry.client.as_mut()
-    }
-
-    fn remove(&mut self, token: u64) -> Option<Client> {
-        let (index, generation) = Self::split(token);
-        let entry = self.entries.get_mut(index)?;
-        if entry.generation != generation {
-            return None;
-        }
-        let client = entry.client.take()?;
-        entry.generation = entry.generation.wrapping_add(1);
-        self.free.push(index as u32);
-        self.len -= 1;
-        Some(client)
-    }
-
-    /// The token of slot `index`, if a connection lives there.
-    fn token_at(&self, index: usize) -> Option<u64> {
-        let entry = self.entries.get(index)?;
-        entry.client.as_ref().map(|_| Self::token(index as u32, entry.generation))
-    }
-}
-
-/// The interest a session needs now.
-fn interest(session: &Session) -> EventFlags {
+fn flags(io: &Io) -> EventFlags {
     let mut flags = EventFlags::empty();
-    if session.wants_read() {
+    if io.read {
         flags |= EventFlags::IN;
     }
-    if session.wants_write() {
+    if io.write {
         flags |= EventFlags::OUT;
     }
     flags
 }
 
-struct Server<'a, S> {
-    config: &'a Config,
-    timing: Timing,
+struct EpollLoop<'a, S> {
     epoll: OwnedFd,
     /// `None` once stopping.
     listener: Option<Listener>,
     listener_paused_until: Option<Instant>,
-    slab: Slab,
-    handler: KeyValueHandler<S>,
-    scratch: Scratch,
-    counters: &'a Counters,
-    /// Connections open across every loop of the server.
-    places: &'a Places,
-    /// What every connection of every loop holds, against `--max-client-memory`.
-    memory: &'a ClientMemory,
-    /// The earliest session deadline seen since the last sweep (maybe
-    /// earlier than any real one: deadlines only move later).
-    next_sweep: Option<Instant>,
+    /// By handle index.
+    sockets: Vec<Option<Socket>>,
+    server: Server<'a, KeyValueHandler<S>>,
+    read: Box<[u8]>,
 }
 
-/// Serves until `shutdown` is requested and every connection has closed.
-pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let (counters, places) = (Counters::default(), Places::default());
-    let memory = ClientMemory::new(config.max_client_memory);
-    let run = Loop { index: 0, config, shutdown, counters: &counters, places: &places, memory: &memory };
-    serve_loop(listener, run, config.store())?;
-    Ok(counters.snapshot())
-}
-
-/// One loop of a server over `store`, counting into `run.counters`:
-/// returns once `run.shutdown` is requested and its last connection has closed.
+/// One loop over `store`: returns once `run.shutdown` is requested and its
+/// last connection has closed.
 pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
-    let (config, shutdown) = (run.config, run.shutdown);
+    let shutdown = run.shutdown;
     net::set_nonblocking(listener.as_fd(), true)?;
     let epoll = epoll::create(CreateFlags::CLOEXEC)?;
     epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN)?;
     epoll::add(&epoll, shutdown.wake_fd(), EventData::new_u64(SHUTDOWN), EventFlags::IN)?;
-    let mut server = Server {
-        config,
-        timing: Timing::new(config),
+    let mut lp = EpollLoop {
         epoll,
         listener: Some(listener),
         listener_paused_until: None,
-        slab: Slab::default(),
-        handler: KeyValueHandler::new(store),
-        scratch: Scratch::new(READ_CHUNK),
-        counters: run.counters,
-        places: run.places,
-        memory: run.memory,
-        next_sweep: None,
+        sockets: Vec::new(),
+        server: Server::new(run.limits, run.shared, KeyValueHandler::new(store)),
+        read: vec![0u8; READ_CHUNK].into_boxed_slice(),
     };
     let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
     let mut now = Instant::now();
     if shutdown.is_requested() {
-        server.begin_shutdown(shutdown, now);
+        lp.begin_stop(shutdown, now);
     }
-    while server.listener.is_some() || server.slab.len > 0 {
-        let wake_at = [server.next_sweep, server.listener_paused_until].into_iter().flatten().min();
+    while lp.listener.is_some() || !lp.server.is_empty() {
+        let wake_at = [lp.server.poll_timeout(), lp.listener_paused_until].into_iter().flatten().min();
         // From the clock read after the last wait: a deadline is at most one
         // batch's work late, and a wake-up reads the clock once, not twice.
         let timeout = wake_at.map(|at| {
             let wait = at.saturating_duration_since(now);
             Timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ }
         });
-        match epoll::wait(&server.epoll, spare_capacity(&mut events), timeout.as_ref()) {
+        match epoll::wait(&lp.epoll, spare_capacity(&mut events), timeout.as_ref()) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
         now = Instant::now();
         for event in events.drain(..) {
             match event.data.u64() {
-                LISTENER => server.accept_all(now),
-                SHUTDOWN => server.begin_shutdown(shutdown, now),
-                token => server.serve(token, event.flags, now),
+                LISTENER => lp.accept_all(now),
+                SHUTDOWN => lp.begin_stop(shutdown, now),
+                token => lp.serve(Handle::from_bits(token), event.flags, now),
             }
-            // At once, not once per batch: a batch could bring every client's first megabyte.
-            if server.memory.is_over() {
-                server.evict_biggest();
-            }
+            lp.apply();
         }
-        if server.listener_paused_until.is_some_and(|at| now >= at) {
-            server.resume_accepting();
+        if lp.listener_paused_until.is_some_and(|at| now >= at) {
+            lp.resume_accepting();
         }
-        if server.next_sweep.is_some_and(|at| now >= at) {
-            server.sweep(now);
-        }
+        lp.server.handle_timeout(now);
+        lp.apply();
     }
     Ok(())
 }
 
-impl<S: KeyValueStore> Server<'_, S> {
+impl<S: KeyValueStore> EpollLoop<'_, S> {
+    fn socket(&self, handle: Handle) -> Option<&Socket> {
+        self.sockets.get(handle.index())?.as_ref().filter(|s| s.handle == handle)
+    }
+
     /// Accepts until EAGAIN.
     fn accept_all(&mut self, now: Instant) {
+        let counters = self.server.counters();
         while let Some(listener) = &mut self.listener {
             match listener.accept(true) {
-                Ok(Accepted::Connection(fd, peer)) => self.admit(fd, peer, now),
-                Ok(Accepted::Refused(e)) => self.counters.refused(None, format_args!("out of file descriptors: {e}")),
+                Ok(Accepted::Connection(fd, peer)) => {
+                    // A refusal is counted by the server; dropping `fd` closes it.
+                    let Ok(handle) = self.server.accept(peer, now) else { continue };
+                    let added = epoll::add(&self.epoll, &fd, EventData::new_u64(handle.to_bits()), EventFlags::IN);
+                    if self.sockets.len() <= handle.index() {
+                        self.sockets.resize_with(handle.index() + 1, || None);
+                    }
+                    self.sockets[handle.index()] = Some(Socket { handle, fd, interest: EventFlags::IN });
+                    if let Err(e) = added {
+                        self.server.socket_error(handle, e.into());
+                    }
+                }
+                Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
                 Ok(Accepted::Nothing) => return,
                 Err(e) if net::out_of_descriptors(&e) => {
                     // Not even the spare descriptor could be had: stop listening for a while.
-                    self.counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
+                    counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
                     if epoll::modify(&self.epoll, &*listener, EventData::new_u64(LISTENER), EventFlags::empty()).is_ok()
                     {
                         self.listener_paused_until = Some(now + ACCEPT_PAUSE);
@@ -272,7 +185,7 @@ impl<S: KeyValueStore> Server<'_, S> {
                     return;
                 }
                 Err(e) => {
-                    self.counters.error(format_args!("accept: {e}"));
+                    counters.error(format_args!("accept: {e}"));
                     return;
                 }
             }
@@ -283,150 +196,60 @@ impl<S: KeyValueStore> Server<'_, S> {
         self.listener_paused_until = None;
         let Some(listener) = &self.listener else { return };
         if let Err(e) = epoll::modify(&self.epoll, listener, EventData::new_u64(LISTENER), EventFlags::IN) {
-            self.counters.error(format_args!("resume accepting: {e}"));
+            self.server.counters().error(format_args!("resume accepting: {e}"));
         }
-    }
-
-    fn admit(&mut self, fd: OwnedFd, peer: Option<SocketAddr>, now: Instant) {
-        if !self.places.take(self.config.max_connections) {
-            self.counters.refused(peer, format_args!("max connections ({}) reached", self.config.max_connections));
-            return;
-        }
-        let Some(token) = self.slab.vacant_token() else {
-            self.places.release();
-            self.counters.refused(peer, "no free token");
-            return;
-        };
-        if let Err(e) = epoll::add(&self.epoll, &fd, EventData::new_u64(token), EventFlags::IN) {
-            self.places.release();
-            self.counters.refused(peer, format_args!("epoll add: {e}"));
-            return;
-        }
-        let session = Session::new(self.config, self.timing, now);
-        self.next_sweep = earliest(self.next_sweep, session.poll_timeout());
-        let inserted = self.slab.insert(Client { conn: Conn::new(fd, peer, session), interest: EventFlags::IN });
-        debug_assert_eq!(inserted, token);
-        self.counters.connection();
     }
 
     /// Serves one connection's event; stale tokens find nothing.
-    fn serve(&mut self, token: u64, flags: EventFlags, now: Instant) {
-        let Some(Client { conn, .. }) = self.slab.get_mut(token) else { return };
-        let moved = conn.pump(&mut self.scratch, &mut self.handler, now);
-        if !moved && flags.intersects(EventFlags::ERR | EventFlags::HUP) && conn.session.phase() != Phase::Closed {
-            // Level-triggered ERR/HUP would fire forever on a socket that can do nothing more.
-            conn.session.io_error(io::Error::from(io::ErrorKind::ConnectionReset));
-        }
-        self.settle(token);
-    }
-
-    /// After a session moved on: counts, closes it, or sets its interest
-    /// and notes its next deadline.
-    fn settle(&mut self, token: u64) {
-        let Some(Client { conn, interest: current }) = self.slab.get_mut(token) else { return };
-        let wanted = interest(&conn.session);
-        if wanted != *current && conn.session.phase() != Phase::Closed {
-            match epoll::modify(&self.epoll, &conn.fd, EventData::new_u64(token), wanted) {
-                Ok(()) => *current = wanted,
-                Err(e) => conn.session.io_error(e.into()),
-            }
-        }
-        if conn.settle(&mut self.scratch, self.counters, self.memory) {
-            self.discard(token);
+    fn serve(&mut self, handle: Handle, flags: EventFlags, now: Instant) {
+        let Some(socket) = self.sockets.get(handle.index()).and_then(Option::as_ref).filter(|s| s.handle == handle)
+        else {
             return;
-        }
-        self.next_sweep = earliest(self.next_sweep, conn.session.poll_timeout());
-    }
-
-    /// Closes a connection already counted as ended.
-    fn discard(&mut self, token: u64) {
-        if let Some(client) = self.slab.remove(token) {
-            // Out of the interest list before the fd number can be reused.
-            let _ = epoll::delete(&self.epoll, &client.conn.fd);
-            drop(client);
-            self.places.release();
+        };
+        let moved = pump(socket.fd.as_fd(), &mut self.server, handle, &mut self.read, now);
+        if !moved && flags.intersects(EventFlags::ERR | EventFlags::HUP) && !self.server.is_closed(handle) {
+            // Level-triggered ERR/HUP would fire forever on a socket that can do nothing more.
+            self.server.socket_error(handle, io::Error::from(io::ErrorKind::ConnectionReset));
         }
     }
 
-    /// Every session acts on its passed deadlines; the next sweep is at the earliest one left.
-    fn sweep(&mut self, now: Instant) {
-        self.next_sweep = None;
-        self.for_every_conn(|conn| conn.session.handle_timeout(now));
-    }
-
-    /// Applies `f` to every connection, then settles it.
-    fn for_every_conn(&mut self, mut f: impl FnMut(&mut Conn)) {
-        for index in 0..self.slab.entries.len() {
-            let Some(token) = self.slab.token_at(index) else { continue };
-            if let Some(client) = self.slab.get_mut(token) {
-                f(&mut client.conn);
+    /// Does what the server says for every handle it touched: shut the
+    /// writing side, change the interest, or close.
+    fn apply(&mut self) {
+        while let Some(io) = self.server.poll_io() {
+            let Some(socket) = self.socket(io.handle) else { continue };
+            if io.close {
+                let socket = self.sockets[io.handle.index()].take().expect("found above");
+                // Out of the interest list before the fd number can be reused.
+                let _ = epoll::delete(&self.epoll, &socket.fd);
+                drop(socket);
+                self.server.release(io.handle);
+                continue;
             }
-            self.settle(token);
+            shut_write_if_asked(socket.fd.as_fd(), io.shut_write);
+            let wanted = flags(&io);
+            if wanted != socket.interest {
+                match epoll::modify(&self.epoll, &socket.fd, EventData::new_u64(io.handle.to_bits()), wanted) {
+                    Ok(()) => self.sockets[io.handle.index()].as_mut().expect("found above").interest = wanted,
+                    Err(e) => self.server.socket_error(io.handle, e.into()),
+                }
+            }
         }
     }
 
-    /// Evicts the connections holding the most until all together are
-    /// under the client-memory cap (each at most once).
-    fn evict_biggest(&mut self) {
-        for _ in 0..self.slab.len {
-            if !self.memory.is_over() {
-                return;
-            }
-            let slab = &self.slab;
-            let live = (0..slab.entries.len()).filter_map(|i| slab.token_at(i));
-            let conns =
-                live.filter_map(|token| Some((token, &slab.entries[Slab::split(token).0].client.as_ref()?.conn)));
-            let Some(token) = driver::biggest(conns) else { return };
-            if let Some(client) = self.slab.get_mut(token) {
-                client.conn.session.evict(&mut self.scratch.spare);
-            }
-            self.settle(token);
-        }
-    }
-
-    /// Stops accepting; every session begins its shutdown.
-    fn begin_shutdown(&mut self, shutdown: &Shutdown, now: Instant) {
+    /// Stops accepting; the server fans the stop out.
+    fn begin_stop(&mut self, shutdown: &Shutdown, now: Instant) {
         // Level-triggered: the wake-up socket stays readable.
         let _ = epoll::delete(&self.epoll, shutdown.wake_fd());
         if let Some(listener) = self.listener.take() {
             let _ = epoll::delete(&self.epoll, &listener);
         }
         self.listener_paused_until = None;
-        self.for_every_conn(|conn| conn.begin_shutdown(now));
-    }
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    [a, b].into_iter().flatten().min()
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    #[test]
-    fn stale_tokens_never_reach_a_reused_slot() {
-        let mut slab = Slab::default();
-        let (a, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
-        let client = |fd: std::os::unix::net::UnixStream| Client {
-            conn: {
-                let config = Config::for_flavor(crate::config::Flavor::Epoll);
-                Conn::new(fd.into(), None, Session::new(&config, Timing::new(&config), Instant::now()))
-            },
-            interest: EventFlags::IN,
+        let sockets = &self.sockets;
+        let waiting = |handle: Handle| {
+            sockets.get(handle.index()).and_then(Option::as_ref).is_some_and(|s| net::has_unread(s.fd.as_fd()))
         };
-        let first = slab.insert(client(a));
-        assert!(slab.get_mut(first).is_some());
-        assert!(slab.remove(first).is_some());
-        let (b, _keep_b) = std::os::unix::net::UnixStream::pair().unwrap();
-        assert_eq!(slab.vacant_token().map(Slab::split), Some((0, 1)));
-        let second = slab.insert(client(b));
-        assert_eq!(Slab::split(second), (0, 1), "same slot, next generation");
-        assert!(slab.get_mut(first).is_none(), "stale token finds nothing");
-        assert!(slab.remove(first).is_none());
-        assert!(slab.get_mut(second).is_some());
-        assert_eq!(slab.len, 1);
-        assert_ne!(second, LISTENER);
-        assert_ne!(second, SHUTDOWN);
+        self.server.begin_stop(now, waiting);
+        self.apply();
     }
 }

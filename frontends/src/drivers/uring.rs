@@ -63,19 +63,19 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use kvio_core::KeyValueStore;
 use kvio_proto::KeyValueHandler;
 use rustix::io::Errno;
 use rustix::io_uring::{IoringOp, io_uring_buf, io_uring_ptr};
 use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 use rustix_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use crate::config::{Config, HostStore};
-use crate::driver::{self, Conn, Scratch};
-use crate::memory::ClientMemory;
-use crate::net::{self, Accepted, Listener};
-use crate::session::{OutBuf, Session, Timing};
-use crate::shutdown::Shutdown;
-use crate::stats::{Counters, Stats};
+use crate::drivers::pump::shut_write_if_asked;
+use crate::drivers::{Driver, Loop};
+use crate::host::net::{self, Accepted, Listener};
+use crate::host::shutdown::Shutdown;
+use crate::sansio::server::{Handle, Server};
+use crate::sansio::session::OutBuf;
 
 /// Submission queue entries (the completion queue has [`CQ_ENTRIES`]).
 const SQ_ENTRIES: u32 = 4096;
@@ -118,31 +118,26 @@ impl Op {
     }
 }
 
-/// `user_data`: the operation in the top 8 bits, the slot's generation in
-/// the next 24, the slot index in the low 32.
+/// `user_data`: the operation in the top 8 bits, the server's [`Handle`]
+/// (slot generation and index) in the low 56.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Token {
     op: Op,
-    index: u32,
-    generation: u32,
+    handle: Handle,
 }
 
 impl Token {
-    const GENERATION_MASK: u32 = (1 << 24) - 1;
-
     fn loop_op(op: Op) -> Token {
-        Token { op, index: 0, generation: 0 }
+        Token { op, handle: Handle::from_bits(0) }
     }
 
     fn encode(self) -> u64 {
-        (u64::from(self.op as u8) << 56)
-            | (u64::from(self.generation & Self::GENERATION_MASK) << 32)
-            | u64::from(self.index)
+        (u64::from(self.op as u8) << 56) | self.handle.to_bits()
     }
 
     fn decode(data: u64) -> Option<Token> {
         let op = Op::from_bits((data >> 56) as u8)?;
-        Some(Token { op, index: data as u32, generation: (data >> 32) as u32 & Self::GENERATION_MASK })
+        Some(Token { op, handle: Handle::from_bits(data & ((1 << 56) - 1)) })
     }
 
     fn with_op(self, op: Op) -> Token {
@@ -188,7 +183,7 @@ fn setup_refused(e: Errno) -> Unsupported {
 /// receive (Linux 6.0, tried on a socket pair). `kvio serve` calls it
 /// before it prints its start-up line, and the tests to say why they skip.
 pub fn probe() -> Result<(), Unsupported> {
-    Uring::new().map(drop)
+    Ring::new().map(drop)
 }
 
 /// The receive buffers and the ring of free ones the kernel picks from.
@@ -278,7 +273,7 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with these layouts. The ring that used
-        // them is dropped first (field order of `Uring`), with no receive
+        // them is dropped first (field order of `Ring`), with no receive
         // in flight: the loop ends only once every connection has closed,
         // and a loop that fails is leaked whole (see `serve`).
         unsafe {
@@ -289,7 +284,7 @@ impl Drop for BufRing {
 }
 
 /// The ring and its buffers.
-struct Uring {
+struct Ring {
     /// Declared first: dropped (closed) before the buffers it used.
     ring: IoUring,
     bufs: BufRing,
@@ -297,9 +292,9 @@ struct Uring {
     cqes: Vec<cqueue::Entry>,
 }
 
-impl Uring {
+impl Ring {
     /// Sets up the ring, registers the buffer ring and tries a multishot receive.
-    fn new() -> Result<Uring, Unsupported> {
+    fn new() -> Result<Ring, Unsupported> {
         let build = |deferred: bool| {
             let mut builder = IoUring::builder();
             builder.setup_cqsize(CQ_ENTRIES).setup_clamp();
@@ -339,7 +334,7 @@ impl Uring {
         // ring is dropped (`bufs` is dropped after `ring`).
         unsafe { ring.submitter().register_buf_ring(bufs.entries.as_ptr().cast(), RECV_BUFFERS, BUFFER_GROUP) }
             .map_err(|e| Unsupported(format!("no provided-buffer rings (Linux 5.19): {e}")))?;
-        let mut uring = Uring { ring, bufs, cqes: Vec::with_capacity(CQE_BATCH) };
+        let mut uring = Ring { ring, bufs, cqes: Vec::with_capacity(CQE_BATCH) };
         uring.try_multishot_recv()?;
         Ok(uring)
     }
@@ -423,7 +418,7 @@ impl Uring {
     }
 }
 
-impl Drop for Uring {
+impl Drop for Ring {
     fn drop(&mut self) {
         // Closing the ring unregisters it too; this says it before the buffers go.
         let _ = self.ring.submitter().unregister_buf_ring(BUFFER_GROUP);
@@ -453,127 +448,72 @@ enum Accepting {
     Polling,
 }
 
-/// One connection, and what of it is in the kernel.
+/// One connection's descriptor, and what of it is in the kernel.
 #[derive(Debug)]
-struct Client {
-    conn: Conn,
+struct Socket {
+    handle: Handle,
+    fd: OwnedFd,
     recv: Recv,
     /// The buffer of the send in flight: the kernel reads it until the send completes.
     sending: Option<OutBuf>,
-    /// Ended and counted: only waiting for its operations to complete.
+    /// The server closed it: only waiting for its operations to complete.
     closing: bool,
 }
 
-impl Client {
-    fn new(conn: Conn) -> Client {
-        Client { conn, recv: Recv::Idle, sending: None, closing: false }
-    }
-
+impl Socket {
     fn in_flight(&self) -> bool {
         self.recv != Recv::Idle || self.sending.is_some()
     }
 }
 
-/// Connections by slot, each slot with a generation bumped when it is freed.
-#[derive(Debug, Default)]
-struct Slots {
-    slots: Vec<(u32, Option<Client>)>,
-    vacant: Vec<u32>,
-    len: usize,
-}
+/// The uring driver.
+#[derive(Debug, Clone, Copy)]
+pub struct Uring;
 
-impl Slots {
-    fn get(&mut self, token: Token) -> Option<&mut Client> {
-        match self.slots.get_mut(token.index as usize)? {
-            (generation, Some(conn)) if *generation == token.generation => Some(conn),
-            _ => None,
-        }
-    }
-
-    /// Stores `client`; returns its token (for `op`).
-    fn insert(&mut self, client: Client, op: Op) -> Token {
-        let index = self.vacant.pop().unwrap_or_else(|| {
-            self.slots.push((0, None));
-            (self.slots.len() - 1) as u32
-        });
-        let (generation, slot) = &mut self.slots[index as usize];
-        *slot = Some(client);
-        self.len += 1;
-        Token { op, index, generation: *generation }
-    }
-
-    /// Frees the slot of `token`; later tokens of the old generation find nothing.
-    fn free(&mut self, token: Token) -> Option<Client> {
-        let (generation, slot) = self.slots.get_mut(token.index as usize)?;
-        if *generation != token.generation {
-            return None;
-        }
-        let client = slot.take()?;
-        *generation = generation.wrapping_add(1) & Token::GENERATION_MASK;
-        self.vacant.push(token.index);
-        self.len -= 1;
-        Some(client)
-    }
-
-    /// The token of slot `index` if a connection lives there.
-    fn token_at(&self, index: usize, op: Op) -> Option<Token> {
-        match self.slots.get(index)? {
-            (generation, Some(_)) => Some(Token { op, index: index as u32, generation: *generation }),
-            _ => None,
-        }
+impl Driver for Uring {
+    fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+        serve_loop(listener, run, store)
     }
 }
 
-struct Server<'a> {
-    config: &'a Config,
-    timing: Timing,
-    uring: Uring,
+struct UringLoop<'a, S> {
+    uring: Ring,
     /// `None` once stopped and the accept has ended.
     listener: Option<Listener>,
     accepting: Accepting,
     accept_paused_until: Option<Instant>,
     stopping: bool,
-    conns: Slots,
-    handler: KeyValueHandler<HostStore>,
-    scratch: Scratch,
-    counters: Counters,
-    memory: ClientMemory,
-    /// The earliest session deadline seen since the last sweep.
-    next_sweep: Option<Instant>,
+    /// By handle index.
+    sockets: Vec<Option<Socket>>,
+    server: Server<'a, KeyValueHandler<S>>,
 }
 
-/// Serves until `shutdown` is requested and every connection has closed.
-pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let uring = Uring::new()?;
-    let mut server = Server {
-        config,
-        timing: Timing::new(config),
+/// One loop over `store`: returns once `run.shutdown` is requested and its
+/// last connection has closed.
+pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+    let uring = Ring::new()?;
+    let mut lp = UringLoop {
         uring,
         listener: Some(listener),
         accepting: Accepting::Idle,
         accept_paused_until: None,
         stopping: false,
-        conns: Slots::default(),
-        handler: KeyValueHandler::new(config.store()),
-        // Receives land in the ring's buffers: the loop needs no read buffer of its own.
-        scratch: Scratch::new(0),
-        counters: Counters::default(),
-        memory: ClientMemory::new(config.max_client_memory),
-        next_sweep: None,
+        sockets: Vec::new(),
+        server: Server::new(run.limits, run.shared, KeyValueHandler::new(store)),
     };
-    match server.run(shutdown) {
-        Ok(()) => Ok(server.counters.snapshot()),
+    match lp.run(run.shutdown) {
+        Ok(()) => Ok(()),
         Err(e) => {
             // Operations may still be in the kernel, reading send buffers
             // and writing receive buffers: leak them all rather than free
             // memory the kernel may touch.
-            mem::forget(server);
+            mem::forget(lp);
             Err(e)
         }
     }
 }
 
-impl Server<'_> {
+impl<S: KeyValueStore> UringLoop<'_, S> {
     fn run(&mut self, shutdown: &Shutdown) -> io::Result<()> {
         self.arm_accept()?;
         let wake = opcode::PollAdd::new(types::Fd(shutdown.wake_fd().as_raw_fd()), POLL_IN)
@@ -583,11 +523,11 @@ impl Server<'_> {
         unsafe { self.uring.push(&wake)? };
         let mut now = Instant::now();
         if shutdown.is_requested() {
-            self.begin_shutdown(now)?;
+            self.begin_stop(now)?;
         }
-        while self.listener.is_some() || self.conns.len > 0 {
+        while self.listener.is_some() || !self.server.is_empty() {
             self.uring.bufs.publish();
-            let wake_at = [self.next_sweep, self.accept_paused_until].into_iter().flatten().min();
+            let wake_at = [self.server.poll_timeout(), self.accept_paused_until].into_iter().flatten().min();
             // From the clock read after the last wait, as in the epoll flavor.
             self.uring.wait(wake_at.map(|at| at.saturating_duration_since(now)))?;
             now = Instant::now();
@@ -595,10 +535,6 @@ impl Server<'_> {
                 let mut cqes = mem::take(&mut self.uring.cqes);
                 for cqe in cqes.drain(..) {
                     self.complete(&cqe, now)?;
-                    // At once, not once per batch: a batch could bring every client's first megabyte.
-                    if self.memory.is_over() {
-                        self.evict_biggest()?;
-                    }
                 }
                 self.uring.cqes = cqes;
             }
@@ -606,9 +542,8 @@ impl Server<'_> {
                 self.accept_paused_until = None;
                 self.arm_accept()?;
             }
-            if self.next_sweep.is_some_and(|at| now >= at) {
-                self.sweep(now)?;
-            }
+            self.server.handle_timeout(now);
+            self.apply()?;
         }
         Ok(())
     }
@@ -616,16 +551,26 @@ impl Server<'_> {
     fn complete(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
         let Some(token) = Token::decode(cqe.user_data_u64()) else { return Ok(()) };
         match token.op {
-            Op::Accept => self.accepted(cqe, now),
+            Op::Accept => self.accepted(cqe, now)?,
             Op::Listen => {
                 self.accepting = Accepting::Idle;
-                self.listener_idle()
+                self.listener_idle()?;
             }
-            Op::Wake => self.begin_shutdown(now),
-            Op::Recv => self.received(token, cqe, now),
-            Op::Send => self.sent(token, cqe, now),
-            Op::Cancel | Op::Probe => Ok(()),
+            Op::Wake => self.begin_stop(now)?,
+            Op::Recv => self.received(token.handle, cqe, now),
+            Op::Send => self.sent(token.handle, cqe, now),
+            Op::Cancel | Op::Probe => {}
         }
+        self.apply()?;
+        if matches!(token.op, Op::Recv | Op::Send) {
+            // The completion changed what is in the kernel, maybe not the session.
+            self.sync(token.handle)?;
+        }
+        Ok(())
+    }
+
+    fn socket(&mut self, handle: Handle) -> Option<&mut Socket> {
+        self.sockets.get_mut(handle.index())?.as_mut().filter(|s| s.handle == handle)
     }
 
     fn arm_accept(&mut self) -> io::Result<()> {
@@ -662,12 +607,12 @@ impl Server<'_> {
                 // SAFETY: an accept's result is a new descriptor, installed in
                 // this process's table for this completion and owned by no one else.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-                self.admit(fd, now)?;
+                self.admit(fd, now);
             }
             Err(Errno::CANCELED) => {}
             Err(e) if net::out_of_descriptors(&e.into()) => self.refuse_one(now)?,
             Err(e) => {
-                self.counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
+                self.server.counters().error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
                 self.accept_paused_until = Some(now + ACCEPT_PAUSE);
             }
         }
@@ -680,6 +625,7 @@ impl Server<'_> {
     /// Out of descriptors: the connection waiting is taken off the queue
     /// with the spare descriptor and closed, as the other flavors do.
     fn refuse_one(&mut self, now: Instant) -> io::Result<()> {
+        let counters = self.server.counters();
         let Some(listener) = &mut self.listener else { return Ok(()) };
         // Non-blocking for this one accept only: the queue may be empty.
         let accepted = net::set_nonblocking(listener.as_fd(), true).and_then(|()| {
@@ -687,10 +633,10 @@ impl Server<'_> {
             net::set_nonblocking(listener.as_fd(), false).and(accepted)
         });
         match accepted {
-            Ok(Accepted::Refused(e)) => self.counters.refused(None, format_args!("out of file descriptors: {e}")),
+            Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
             Ok(Accepted::Connection(fd, peer)) => {
                 drop(fd);
-                self.counters.refused(peer, "out of file descriptors");
+                counters.refused(peer, "out of file descriptors");
             }
             Ok(Accepted::Nothing) if !self.stopping => {
                 // Linux reserves the descriptor before it looks at the queue:
@@ -705,91 +651,113 @@ impl Server<'_> {
             }
             Ok(Accepted::Nothing) => {}
             Err(e) => {
-                self.counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
+                counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
                 self.accept_paused_until = Some(now + ACCEPT_PAUSE);
             }
         }
         Ok(())
     }
 
-    fn admit(&mut self, fd: OwnedFd, now: Instant) -> io::Result<()> {
+    fn admit(&mut self, fd: OwnedFd, now: Instant) {
         let peer = rustix::net::getpeername(&fd).ok().flatten().and_then(|a| SocketAddr::try_from(a).ok());
-        if self.conns.len >= self.config.max_connections {
-            self.counters.refused(peer, format_args!("max connections ({}) reached", self.config.max_connections));
-            return Ok(());
-        }
         // Responses are written whole; Nagle would only delay them.
         if let Err(e) = rustix::net::sockopt::set_tcp_nodelay(&fd, true) {
-            self.counters.refused(peer, format_args!("TCP_NODELAY: {e}"));
-            return Ok(());
+            self.server.counters().refused(peer, format_args!("TCP_NODELAY: {e}"));
+            return;
         }
-        let mut conn = Conn::new(fd, peer, Session::new(self.config, self.timing, now));
-        if self.stopping {
-            conn.begin_shutdown(now);
+        // A refusal is counted by the server; dropping `fd` closes it.
+        let Ok(handle) = self.server.accept(peer, now) else { return };
+        if self.sockets.len() <= handle.index() {
+            self.sockets.resize_with(handle.index() + 1, || None);
         }
-        let token = self.conns.insert(Client::new(conn), Op::Recv);
-        self.counters.connection();
-        self.settle(token)
+        self.sockets[handle.index()] = Some(Socket { handle, fd, recv: Recv::Idle, sending: None, closing: false });
     }
 
-    fn received(&mut self, token: Token, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
+    fn received(&mut self, handle: Handle, cqe: &cqueue::Entry, now: Instant) {
         let flags = cqe.flags();
         let bid = cqueue::buffer_select(flags);
-        if let Some(client) = self.conns.get(token) {
+        if let Some(socket) = self.socket(handle) {
             if !cqueue::more(flags) {
-                client.recv = Recv::Idle;
+                socket.recv = Recv::Idle;
             }
-            let session = &mut client.conn.session;
             match cqe.result() {
-                Ok(0) => session.peer_closed(now),
+                Ok(0) => self.server.peer_closed(handle, now),
                 Ok(n) => {
                     let bid = bid.expect("a receive of some bytes names its buffer");
                     let data = self.uring.bufs.data(bid, n as usize);
-                    session.receive(data, now, &mut self.handler, &mut self.scratch.spare);
+                    self.server.received(handle, data, now);
                 }
                 // The ring ran dry, or the receive was cancelled: armed again if the session wants.
                 Err(Errno::NOBUFS) | Err(Errno::CANCELED) => {}
-                Err(e) => session.io_error(e.into()),
+                Err(e) => self.server.socket_error(handle, e.into()),
             }
         }
         if let Some(bid) = bid {
             self.uring.bufs.give_back(bid);
         }
-        self.settle(token)
     }
 
-    fn sent(&mut self, token: Token, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
-        if let Some(client) = self.conns.get(token) {
-            let buf = client.sending.take().expect("a send completes the buffer it was given");
-            let (session, spare, handler) = (&mut client.conn.session, &mut self.scratch.spare, &mut self.handler);
-            match cqe.result() {
-                Ok(n) => session.transmitted(buf, n as usize, now, handler, spare),
-                Err(e) => {
-                    session.transmitted(buf, 0, now, handler, spare);
-                    if e != Errno::CANCELED {
-                        session.io_error(e.into());
-                    }
+    fn sent(&mut self, handle: Handle, cqe: &cqueue::Entry, now: Instant) {
+        let Some(socket) = self.socket(handle) else { return };
+        let buf = socket.sending.take().expect("a send completes the buffer it was given");
+        match cqe.result() {
+            Ok(n) => self.server.transmitted(handle, buf, n as usize, now),
+            Err(e) => {
+                self.server.transmitted(handle, buf, 0, now);
+                if e != Errno::CANCELED {
+                    self.server.socket_error(handle, e.into());
                 }
             }
         }
-        self.settle(token)
     }
 
-    /// After a session moved on: sends what it has, arms or cancels its
-    /// receive, counts it, and once it is closed and nothing of it is in
-    /// the kernel, closes it.
-    fn settle(&mut self, token: Token) -> io::Result<()> {
-        let Some(client) = self.conns.get(token) else { return Ok(()) };
-        if client.closing {
-            if !client.in_flight() {
+    /// Does what the server says for every handle it touched.
+    fn apply(&mut self) -> io::Result<()> {
+        while let Some(io) = self.server.poll_io() {
+            if io.shut_write
+                && let Some(socket) = self.socket(io.handle)
+            {
+                shut_write_if_asked(socket.fd.as_fd(), true);
+            }
+            self.sync(io.handle)?;
+        }
+        Ok(())
+    }
+
+    /// Brings what `handle` has in the kernel in line with its session:
+    /// sends what it has, arms or cancels its receive; once it is closed,
+    /// cancels what is in flight, and once nothing is, closes the
+    /// descriptor and releases the handle.
+    fn sync(&mut self, handle: Handle) -> io::Result<()> {
+        let closed = self.server.is_closed(handle);
+        let Some(socket) = self.sockets.get_mut(handle.index()).and_then(Option::as_mut).filter(|s| s.handle == handle)
+        else {
+            return Ok(());
+        };
+        let token = Token { op: Op::Recv, handle };
+        if closed {
+            if !socket.closing {
+                socket.closing = true;
+                let (recv, sending) = (socket.recv == Recv::Armed, socket.sending.is_some());
+                if recv {
+                    socket.recv = Recv::Cancelling;
+                    self.cancel(token.with_op(Op::Recv))?;
+                }
+                if sending {
+                    // A send to a peer that reads nothing would wait for ever.
+                    self.cancel(token.with_op(Op::Send))?;
+                }
+            }
+            if !self.socket(handle).is_some_and(|s| s.in_flight()) {
                 // Nothing of it left in the kernel: its number may be reused now.
-                self.conns.free(token);
+                self.sockets[handle.index()] = None;
+                self.server.release(handle);
             }
             return Ok(());
         }
-        let fd = client.conn.fd.as_raw_fd();
-        if client.sending.is_none()
-            && let Some(buf) = client.conn.session.take_transmit(&mut self.scratch.spare)
+        let fd = socket.fd.as_raw_fd();
+        if socket.sending.is_none()
+            && let Some(buf) = self.server.take_transmit(handle)
         {
             let unsent = buf.unsent();
             let len = u32::try_from(unsent.len()).unwrap_or(u32::MAX);
@@ -797,52 +765,31 @@ impl Server<'_> {
                 .flags(SendFlags::NOSIGNAL)
                 .build()
                 .user_data(token.with_op(Op::Send).encode());
-            // The buffer moves into the connection; its heap bytes do not move.
-            client.sending = Some(buf);
-            // SAFETY: the bytes are `client.sending`'s, which is left alone
-            // until this send's completion takes it back (`sent`), and the
-            // slot is not freed while it is set.
+            // The buffer moves into the socket's entry; its heap bytes do not move.
+            self.socket(handle).expect("found above").sending = Some(buf);
+            // SAFETY: the bytes are `sending`'s, which is left alone until
+            // this send's completion takes it back (`sent`), and the entry
+            // is not dropped while it is set.
             unsafe { self.uring.push(&send)? };
         }
-        let Some(client) = self.conns.get(token) else { return Ok(()) };
-        if client.conn.settle(&mut self.scratch, &self.counters, &self.memory) {
-            client.closing = true;
-            return self.retire(token);
-        }
-        match (client.conn.session.wants_read(), client.recv) {
+        let wants_read = self.server.wants_read(handle);
+        let socket = self.socket(handle).expect("found above");
+        match (wants_read, socket.recv) {
             (true, Recv::Idle) => {
                 let recv = opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
                     .build()
                     .user_data(token.with_op(Op::Recv).encode());
-                client.recv = Recv::Armed;
+                socket.recv = Recv::Armed;
                 // SAFETY: it writes only into the registered buffer ring, which outlives the loop.
                 unsafe { self.uring.push(&recv)? };
             }
             (false, Recv::Armed) => {
-                client.recv = Recv::Cancelling;
+                socket.recv = Recv::Cancelling;
                 self.cancel(token.with_op(Op::Recv))?;
             }
             _ => {}
         }
-        let deadline = self.conns.get(token).and_then(|c| c.conn.session.poll_timeout());
-        self.next_sweep = [self.next_sweep, deadline].into_iter().flatten().min();
         Ok(())
-    }
-
-    /// A closed connection: cancels what it has in the kernel, and frees it
-    /// at once if nothing is (else when the last completion comes).
-    fn retire(&mut self, token: Token) -> io::Result<()> {
-        let Some(client) = self.conns.get(token) else { return Ok(()) };
-        let (recv, sending) = (client.recv == Recv::Armed, client.sending.is_some());
-        if recv {
-            client.recv = Recv::Cancelling;
-            self.cancel(token.with_op(Op::Recv))?;
-        }
-        if sending {
-            // A send to a peer that reads nothing would wait for ever.
-            self.cancel(token.with_op(Op::Send))?;
-        }
-        self.settle(token)
     }
 
     fn cancel(&mut self, target: Token) -> io::Result<()> {
@@ -852,51 +799,8 @@ impl Server<'_> {
         unsafe { self.uring.push(&cancel) }
     }
 
-    /// Every session acts on its passed deadlines; the next sweep is at the earliest one left.
-    fn sweep(&mut self, now: Instant) -> io::Result<()> {
-        self.next_sweep = None;
-        self.for_every_conn(|conn| conn.session.handle_timeout(now))
-    }
-
-    /// Applies `f` to every connection not yet closed, then settles it.
-    fn for_every_conn(&mut self, mut f: impl FnMut(&mut Conn)) -> io::Result<()> {
-        for index in 0..self.conns.slots.len() {
-            let Some(token) = self.conns.token_at(index, Op::Recv) else { continue };
-            if let Some(client) = self.conns.get(token)
-                && !client.closing
-            {
-                f(&mut client.conn);
-            }
-            self.settle(token)?;
-        }
-        Ok(())
-    }
-
-    /// Evicts the connections holding the most until all together are
-    /// under the client-memory cap (each at most once).
-    fn evict_biggest(&mut self) -> io::Result<()> {
-        for _ in 0..self.conns.len {
-            if !self.memory.is_over() {
-                break;
-            }
-            let slots = &self.conns.slots;
-            let open = slots.iter().enumerate().filter_map(|(index, (generation, client))| match client {
-                Some(client) if !client.closing => {
-                    Some((Token { op: Op::Recv, index: index as u32, generation: *generation }, &client.conn))
-                }
-                _ => None,
-            });
-            let Some(token) = driver::biggest(open) else { break };
-            if let Some(client) = self.conns.get(token) {
-                client.conn.session.evict(&mut self.scratch.spare);
-            }
-            self.settle(token)?;
-        }
-        Ok(())
-    }
-
-    /// Stops accepting; every session begins its shutdown.
-    fn begin_shutdown(&mut self, now: Instant) -> io::Result<()> {
+    /// Stops accepting; the server fans the stop out.
+    fn begin_stop(&mut self, now: Instant) -> io::Result<()> {
         if self.stopping {
             return Ok(());
         }
@@ -908,7 +812,12 @@ impl Server<'_> {
             Accepting::Polling => self.cancel(Token::loop_op(Op::Listen))?,
             Accepting::Idle => self.listener = None,
         }
-        self.for_every_conn(|conn| conn.begin_shutdown(now))
+        let sockets = &self.sockets;
+        let waiting = |handle: Handle| {
+            sockets.get(handle.index()).and_then(Option::as_ref).is_some_and(|s| net::has_unread(s.fd.as_fd()))
+        };
+        self.server.begin_stop(now, waiting);
+        self.apply()
     }
 }
 
@@ -917,25 +826,11 @@ mod test {
     use super::*;
 
     #[test]
-    fn tokens_round_trip_and_stale_generations_find_nothing() {
-        let token = Token { op: Op::Send, index: u32::MAX, generation: Token::GENERATION_MASK };
+    fn tokens_round_trip() {
+        let handle = Handle::from_bits((1 << 56) - 1);
+        let token = Token { op: Op::Send, handle };
         assert_eq!(Token::decode(token.encode()), Some(token));
         assert_eq!(Token::decode(0), None, "user_data 0 is no operation of ours");
-
-        let config = Config::for_flavor(crate::config::Flavor::Uring);
-        let conn = || {
-            let (a, _) = std::os::unix::net::UnixStream::pair().unwrap();
-            Client::new(Conn::new(a.into(), None, Session::new(&config, Timing::new(&config), Instant::now())))
-        };
-        let mut slots = Slots::default();
-        let first = slots.insert(conn(), Op::Recv);
-        assert!(slots.get(first).is_some());
-        assert!(slots.free(first).is_some());
-        let second = slots.insert(conn(), Op::Recv);
-        assert_eq!((second.index, second.generation), (first.index, 1), "same slot, next generation");
-        assert!(slots.get(first).is_none(), "a completion for the old connection finds nothing");
-        assert!(slots.free(first).is_none());
-        assert_eq!(slots.len, 1);
     }
 
     #[test]

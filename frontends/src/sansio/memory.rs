@@ -9,7 +9,8 @@
 //!
 //! Each connection's charge is also readable from other threads
 //! ([`Share`]), so the threaded flavor can pick the biggest connection
-//! whichever thread serves it.
+//! whichever thread serves it. Whoever picks, picks with [`victim`]: one
+//! rule for every flavor.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -29,12 +30,15 @@ impl ClientMemory {
     /// Moves a connection's charge from `share`'s to `bytes`; true when the
     /// total is now over the cap.
     pub fn charge(&self, share: &Share, bytes: usize) -> bool {
-        let before = share.held.swap(bytes, Ordering::Relaxed);
+        // Only the connection's own thread writes its charge (others read
+        // it): a load and a store, no locked read-modify-write per request.
+        let before = share.held.load(Ordering::Relaxed);
         if bytes == before {
             // The common case (nothing held before or after a request): no
             // write to the total, a line that N loops would bounce.
             return self.is_over();
         }
+        share.held.store(bytes, Ordering::Relaxed);
         let total = if bytes >= before {
             self.total.fetch_add(bytes - before, Ordering::Relaxed) + (bytes - before)
         } else {
@@ -84,9 +88,23 @@ impl Share {
     }
 }
 
+/// The one victim rule: of the connections still candidates (not already
+/// evicted), the one charged the most, if any holds anything. Evicting it
+/// frees the most with one connection lost.
+pub fn victim<K>(candidates: impl Iterator<Item = (K, usize)>) -> Option<K> {
+    candidates.filter(|&(_, held)| held > 0).max_by_key(|&(_, held)| held).map(|(key, _)| key)
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn the_victim_is_the_biggest_holder() {
+        assert_eq!(victim([("a", 10), ("b", 30), ("c", 20)].into_iter()), Some("b"));
+        assert_eq!(victim([("a", 0), ("b", 0)].into_iter()), None, "nobody holds anything");
+        assert_eq!(victim(std::iter::empty::<((), usize)>()), None);
+    }
 
     #[test]
     fn charges_add_up_and_moving_one_updates_the_total() {

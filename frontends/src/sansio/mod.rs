@@ -4,9 +4,16 @@
 //! drivers, the host or the application.
 //!
 //! - [`session`]: one connection's rules about time and closing.
+//! - [`server`]: the rules about the set of connections: handles,
+//!   admission, the memory cap and its eviction, the stop, the timers.
 //! - [`memory`]: what all connections hold together, and the one victim rule.
 //! - [`stats`]: the counters, and why a connection ended.
+//! - `model` (tests, and the `model` feature): a deterministic simulation
+//!   of the server that checks its invariants after every step.
 
 pub mod memory;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
+pub mod server;
 pub mod session;
 pub mod stats;

@@ -6,13 +6,11 @@
 //! single-thread flavors pay an uncontended add.
 
 use std::fmt;
-use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kvio_core::FrameError;
-
-use crate::config::{Config, Flavor};
+/// Why a connection ended: the session decides it.
+pub use crate::sansio::session::End;
 
 /// Totals over a server's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,65 +76,6 @@ impl Counters {
     }
 }
 
-/// Why a connection was closed.
-#[derive(Debug)]
-pub enum End {
-    /// The client closed its side and every response was written.
-    Eof,
-    /// The byte stream broke; the error frame was sent.
-    Framing(FrameError),
-    /// A response did not fit the output buffer.
-    OutputFull,
-    /// Nothing moved for the idle timeout.
-    Idle,
-    /// A frame begun was not complete within the frame deadline (blocking flavor).
-    SlowFrame(std::time::Duration),
-    /// The server is stopping.
-    Shutdown,
-    /// Evicted: all connections together held more than
-    /// `--max-client-memory`, and this one held the most (bytes).
-    MemoryLimit(usize),
-    /// A socket error (reset, broken pipe...).
-    Io(io::Error),
-    /// The connection's thread panicked (threaded flavor).
-    Panic,
-}
-
-impl End {
-    /// Counted in [`Stats::errors`].
-    pub fn is_error(&self) -> bool {
-        matches!(self, End::Framing(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_))
-    }
-
-    fn is_logged(&self) -> bool {
-        !matches!(self, End::Eof | End::Shutdown)
-    }
-}
-
-impl fmt::Display for End {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            End::Eof => f.write_str("end of stream"),
-            End::Framing(e) => write!(f, "framing error: {e}"),
-            End::OutputFull => f.write_str("response larger than the output buffer"),
-            End::Idle => f.write_str("idle timeout"),
-            End::SlowFrame(limit) => write!(f, "frame not complete within {} ms of its first byte", limit.as_millis()),
-            End::Shutdown => f.write_str("server stopping"),
-            End::MemoryLimit(held) => {
-                write!(f, "client memory limit reached; this connection held the most ({held} bytes)")
-            }
-            End::Io(e) => write!(f, "io error: {e}"),
-            End::Panic => f.write_str("connection thread panicked"),
-        }
-    }
-}
-
-impl From<io::Error> for End {
-    fn from(e: io::Error) -> End {
-        End::Io(e)
-    }
-}
-
 struct Peer(Option<SocketAddr>);
 
 impl fmt::Display for Peer {
@@ -148,38 +87,14 @@ impl fmt::Display for Peer {
     }
 }
 
-/// The start-up line: the first line on stdout, flushed, once the socket
-/// listens; `threads` is the number of loops (1 for every single-loop
-/// flavor, and for `threaded`, whose threads are per connection).
-pub fn startup_line(flavor: Flavor, addr: SocketAddr, config: &Config, threads: usize) -> String {
-    format!("kvio serve: flavor={flavor} addr={addr} {} threads={threads}", config.describe())
-}
-
-/// The final line.
-pub fn stopped_line(stats: &Stats) -> String {
-    format!("kvio serve: stopped connections={} requests={} errors={}", stats.connections, stats.requests, stats.errors)
-}
-
-/// Prints `line` on stdout and flushes (tests and the bench wait for it).
-pub fn announce(line: &str) -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()
-}
-
 #[cfg(test)]
 mod test {
     use super::*;
 
+    use kvio_core::FrameError;
+
     #[test]
-    fn lines_match_the_contract() {
-        let config = Config::for_flavor(Flavor::Epoll);
-        assert_eq!(
-            startup_line(Flavor::BusyPoll, "127.0.0.1:7878".parse().unwrap(), &config, 1),
-            "kvio serve: flavor=busy-poll addr=127.0.0.1:7878 max_frame_len=1048576 store_entries=100000 \
-             store_bytes=67108864 max_connections=10000 idle_timeout_ms=300000 output_limit=65536 \
-             max_client_memory=268435456 threads=1"
-        );
+    fn counters_count_errors_but_not_normal_ends() {
         let counters = Counters::default();
         counters.connection();
         counters.requests(3);
@@ -187,6 +102,5 @@ mod test {
         counters.ended(None, &End::Eof);
         counters.ended(None, &End::Idle);
         assert_eq!(counters.snapshot(), Stats { connections: 1, requests: 3, errors: 1 });
-        assert_eq!(stopped_line(&counters.snapshot()), "kvio serve: stopped connections=1 requests=3 errors=1");
     }
 }
