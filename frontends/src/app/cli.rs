@@ -1,7 +1,7 @@
 //! The `kvio` command line: `serve`, `put`, `get`, `cli`, and `bench`
 //! (which runs the separate `kvio-bench` binary found beside this one, so
 //! the server never links the benchmark). Exit codes: `serve` 0 after a
-//! signal-requested stop (130 after a second signal forced it); `get` 0
+//! signal-requested stop (130 after a second Ctrl-C, a second or more after the first, forced it); `get` 0
 //! found, 1 not found; `cli` 0 at the end of its input; 2 on any failure,
 //! settings refused at start-up included.
 
@@ -46,6 +46,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a server until SIGINT or SIGTERM.
+    ///
+    /// A stop answers what was received, then closes every connection
+    /// (within 2 s of grace and 2 s of linger), and exits 0. Repeated
+    /// signals are the same stop: several SIGTERMs, or a SIGINT after a
+    /// SIGTERM, still exit 0. A second Ctrl-C (SIGINT) at least 1 s after
+    /// the first exits at once, with status 130.
     Serve(ServeArgs),
     /// Store a value under a key (exit 0 stored, 2 refused or failed).
     Put(PutArgs),
