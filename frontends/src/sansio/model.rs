@@ -10,6 +10,8 @@
 //! - the client memory is never above the cap once the eviction step has
 //!   run (unless everyone holding any is already evicted), and the total
 //!   is the sum of the charges;
+//! - the connections evicted by one event held at least as much as every
+//!   connection left (the victim is the biggest holder);
 //! - no more connections than the limit are served;
 //! - a stop ends within grace + linger of fake time, and until then the
 //!   server always names a deadline no later than that;
@@ -35,8 +37,8 @@ use crate::sansio::stats::Counters;
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 4;
-/// The client-memory cap: a few big partial frames pass it.
-const MEMORY_CAP: usize = 6 * 1024;
+/// The client-memory cap: two or three big partial frames pass it.
+const MEMORY_CAP: usize = 4 * 1024;
 /// Bytes a fake socket holds for a peer that does not read.
 const WINDOW: usize = 700;
 /// Largest frame accepted.
@@ -134,6 +136,8 @@ struct Peer {
     eof_delivered: bool,
     /// The client wrote garbage or a big partial frame: no more requests.
     broken: bool,
+    /// The client wrote garbage: a framing error frame is its due.
+    garbage: bool,
     /// An error frame came: nothing may follow it.
     error_frame: bool,
     /// Something besides the client may have ended it: a socket error, a
@@ -161,6 +165,7 @@ impl Peer {
             shut: false,
             eof_delivered: false,
             broken: false,
+            garbage: false,
             error_frame: false,
             excused: false,
             checked: false,
@@ -179,7 +184,7 @@ impl Peer {
             let msg = KeyValueMessage::decode(payload).expect("the server encodes well");
             assert!(!self.error_frame, "a frame after the error frame: {msg:?}");
             if msg.kind == u32::from(Kind::Error) {
-                let known = msg.value == MEMORY_LIMIT_REASON || msg.value.starts_with("frame length");
+                let known = msg.value == MEMORY_LIMIT_REASON || (self.garbage && msg.value == "frame length below 5");
                 assert!(known, "an unexpected error frame: {msg:?}");
                 self.error_frame = true;
                 continue;
@@ -223,9 +228,10 @@ impl Model<'_> {
     fn step(&mut self, input: &mut Input<'_>) {
         let op = input.u8();
         let pick = input.u8();
-        match op % 11 {
-            0 => self.accept(pick & 1 == 1),
-            1 => {
+        // Accepts, requests and big frames twice as likely as the rest.
+        match op % 14 {
+            0 | 11 => self.accept(pick & 1 == 1),
+            1 | 12 => {
                 let n = pick % 4 + 1;
                 let (get, k) = (input.u8(), input.u8());
                 if let Some(peer) = self.peer(pick).filter(|p| !p.shut && !p.broken && p.rest.is_empty()) {
@@ -252,12 +258,13 @@ impl Model<'_> {
                     }
                 }
             }
-            3 => {
+            3 | 13 => {
                 // Most of a big frame: memory held until the rest comes (it never does).
-                let len = 3000 + usize::from(input.u16() % 1000);
+                let len = 900 + usize::from(input.u16() % 2000);
                 if let Some(peer) = self.peer(pick).filter(|p| !p.shut && !p.broken && p.rest.is_empty()) {
                     peer.broken = true;
-                    peer.outbox.extend((len as u32 + 4).to_be_bytes());
+                    // The frame's `len` counts the payload and the 5-byte footer.
+                    peer.outbox.extend((len as u32 + 5).to_le_bytes());
                     peer.outbox.extend(std::iter::repeat_n(7u8, len - 200));
                 }
             }
@@ -271,7 +278,12 @@ impl Model<'_> {
                     peer.shut = true;
                 }
             }
-            6 => self.pass(Duration::from_millis(u64::from(input.u16() % 1500))),
+            6 => {
+                // Mostly short steps; one in eight long enough for idle timeouts and the stop's bounds.
+                let ms = input.u16();
+                let ms = if pick % 8 == 0 { ms % 1500 } else { ms % 150 };
+                self.pass(Duration::from_millis(u64::from(ms)));
+            }
             7 => {
                 if self.stopped_at.is_none() {
                     self.stopped_at = Some(self.now);
@@ -290,6 +302,7 @@ impl Model<'_> {
             9 => {
                 if let Some(peer) = self.peer(pick).filter(|p| !p.shut && !p.broken && p.rest.is_empty()) {
                     peer.broken = true;
+                    peer.garbage = true;
                     peer.outbox.extend([0, 0, 0, 0]);
                 }
             }
@@ -377,14 +390,14 @@ impl Model<'_> {
             let out = self.server.transmit(handle);
             let n = out.len().min(WINDOW - peer.inbox.len());
             peer.inbox.extend_from_slice(&out[..n]);
-            self.server.advance(handle, n, now);
+            evicting(&mut self.server, handle, |server| server.advance(handle, n, now));
             moved = true;
         }
         self.server.take_shut_write(handle);
         if self.server.wants_read(handle) {
             if !peer.outbox.is_empty() {
                 let input = std::mem::take(&mut peer.outbox);
-                self.server.received(handle, &input, now);
+                evicting(&mut self.server, handle, |server| server.received(handle, &input, now));
                 moved = true;
             } else if peer.shut && !peer.eof_delivered {
                 peer.eof_delivered = true;
@@ -418,6 +431,28 @@ impl Model<'_> {
                 assert!(next.is_some_and(|next| next <= bound), "stopping, next deadline {next:?} past {bound:?}");
             }
         }
+    }
+}
+
+/// Calls `event`, an event on `handle` that may grow its charge and so
+/// evict, and checks the victim rule: every connection it evicted (but
+/// `handle`, whose charge during the call is unseen) held, before, at
+/// least as much as every other connection left unevicted.
+fn evicting<H: kvio_core::Handler>(server: &mut Server<'_, H>, handle: Handle, event: impl FnOnce(&mut Server<'_, H>)) {
+    let before: Vec<(Handle, usize, bool)> = server.charges().collect();
+    event(server);
+    let evicted_now = |h: Handle| server.charges().any(|(c, _, evicted)| c == h && evicted);
+    let others = before.iter().filter(|(h, _, evicted)| *h != handle && !evicted);
+    let (mut victims, mut spared) = (Vec::new(), Vec::new());
+    for &(h, held, _) in others {
+        if evicted_now(h) {
+            victims.push(held)
+        } else if server.charges().any(|(c, ..)| c == h) {
+            spared.push(held)
+        }
+    }
+    if let (Some(least), Some(most)) = (victims.iter().min(), spared.iter().max()) {
+        assert!(least >= most, "evicted a connection holding {least} bytes, spared one holding {most}");
     }
 }
 
