@@ -281,7 +281,7 @@ impl Model<'_> {
             6 => {
                 // Mostly short steps; one in eight long enough for idle timeouts and the stop's bounds.
                 let ms = input.u16();
-                let ms = if pick % 8 == 0 { ms % 1500 } else { ms % 150 };
+                let ms = if pick.is_multiple_of(8) { ms % 1500 } else { ms % 150 };
                 self.pass(Duration::from_millis(u64::from(ms)));
             }
             7 => {
