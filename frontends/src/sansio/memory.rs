@@ -47,6 +47,33 @@ impl ClientMemory {
         total > self.cap
     }
 
+    /// Sets a connection's charge to `bytes` without touching the total,
+    /// and returns the change, for [`ClientMemory::add`] later: a loop adds
+    /// its changes once per turn, so a request whose output is sent and
+    /// freed in the same turn writes nothing shared.
+    pub fn recharge(&self, share: &Share, bytes: usize) -> isize {
+        let before = share.held.load(Ordering::Relaxed);
+        if bytes == before {
+            return 0;
+        }
+        share.held.store(bytes, Ordering::Relaxed);
+        bytes as isize - before as isize
+    }
+
+    /// Adds `delta` (changes from [`ClientMemory::recharge`]) to the total.
+    pub fn add(&self, delta: isize) {
+        if delta > 0 {
+            self.total.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else if delta < 0 {
+            self.total.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the total, with `pending` changes not added yet, is over the cap.
+    pub fn is_over_with(&self, pending: isize) -> bool {
+        self.total.load(Ordering::Relaxed) as isize + pending > self.cap as isize
+    }
+
     /// Whether the total is over the cap.
     pub fn is_over(&self) -> bool {
         self.total.load(Ordering::Relaxed) > self.cap

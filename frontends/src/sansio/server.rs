@@ -37,6 +37,7 @@
 //! per idle timeout. A deadline that moved later costs one early sweep.
 
 use std::fmt;
+use std::mem;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -188,6 +189,9 @@ pub struct Server<'a, H> {
     next_sweep: Option<Instant>,
     /// Handles whose [`Io`] may have changed since the driver last asked.
     touched: Vec<Handle>,
+    /// Charges changed since the shared total was last written (at the end
+    /// of [`Server::poll_io`]); counted in every cap check meanwhile.
+    unpublished: isize,
 }
 
 impl<'a, H: Handler> Server<'a, H> {
@@ -204,6 +208,7 @@ impl<'a, H: Handler> Server<'a, H> {
             stopping: false,
             next_sweep: None,
             touched: Vec::new(),
+            unpublished: 0,
         }
     }
 
@@ -396,7 +401,22 @@ impl<'a, H: Handler> Server<'a, H> {
             let (read, write, shut_write) = (session.wants_read(), session.wants_write(), session.take_shut_write());
             return Some(Io { handle, read, write, shut_write, close: false });
         }
+        if self.unpublished != 0 {
+            self.shared.memory.add(mem::take(&mut self.unpublished));
+        }
         None
+    }
+
+    /// Something of `handle` changed on the driver's side only (a
+    /// completion came that the session did not see): [`Server::poll_io`]
+    /// names it again.
+    pub fn touch(&mut self, handle: Handle) {
+        if let Some(conn) = self.conn(handle)
+            && !conn.touched
+        {
+            conn.touched = true;
+            self.touched.push(handle);
+        }
     }
 
     /// The driver let `handle`'s descriptor go (nothing of it is left in
@@ -474,13 +494,14 @@ impl<'a, H: Handler> Server<'a, H> {
             self.touched.push(handle);
         }
         if conn.session.phase() == Phase::Closed {
-            memory.charge(&conn.share, 0);
+            self.unpublished += memory.recharge(&conn.share, 0);
             counters.ended(conn.peer, &conn.session.take_end());
             conn.closed = true;
             return false;
         }
         conn.session.release_buffers(&mut self.spare);
-        let over = memory.charge(&conn.share, conn.session.buffered());
+        self.unpublished += memory.recharge(&conn.share, conn.session.buffered());
+        let over = memory.is_over_with(self.unpublished);
         if let Some(at) = conn.session.poll_timeout() {
             self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
         }
@@ -491,7 +512,7 @@ impl<'a, H: Handler> Server<'a, H> {
     /// are under the cap (each connection at most once).
     fn evict_over_cap(&mut self) {
         for _ in 0..self.held {
-            if !self.shared.memory.is_over() {
+            if !self.shared.memory.is_over_with(self.unpublished) {
                 return;
             }
             let candidates = self.slots.iter().enumerate().filter_map(|(index, slot)| {
