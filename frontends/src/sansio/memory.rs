@@ -71,7 +71,8 @@ impl ClientMemory {
 
     /// Whether the total, with `pending` changes not added yet, is over the cap.
     pub fn is_over_with(&self, pending: isize) -> bool {
-        self.total.load(Ordering::Relaxed) as isize + pending > self.cap as isize
+        // i128: a cap near usize::MAX (no cap) is no negative isize.
+        self.total.load(Ordering::Relaxed) as i128 + pending as i128 > self.cap as i128
     }
 
     /// Whether the total is over the cap.
@@ -144,6 +145,11 @@ mod test {
         assert!(memory.is_over());
         assert!(!memory.charge(&b, 0));
         assert_eq!((memory.total(), a.held(), b.held()), (61, 61, 0));
+        assert_eq!(memory.recharge(&b, 30), 30, "a change, not yet in the total");
+        assert!(memory.is_over_with(40) && !memory.is_over_with(30));
+        memory.add(30);
+        assert_eq!(memory.total(), 91);
+        assert!(!ClientMemory::new(usize::MAX).is_over_with(isize::MAX), "no cap is never passed");
         assert!(!a.is_evicting());
         a.ask_to_evict();
         assert!(a.is_evicting());

@@ -32,9 +32,10 @@
 //! Timers: one lazily kept earliest deadline, and a sweep over every
 //! session when it passes. A request moves its session's idle deadline
 //! later; a heap or a wheel would be updated on every request for that,
-//! this costs nothing on the request path, and a sweep of 10,000 sessions
-//! (a few tens of µs, measured in `frontends/README.md`) happens about once
-//! per idle timeout. A deadline that moved later costs one early sweep.
+//! this costs one comparison on the request path, and a sweep of 10,000
+//! sessions (~0.3 ms, `benches/server.rs`, against ~90 ns for a request)
+//! happens about once per idle timeout. A deadline that moved later costs
+//! one early sweep.
 
 use std::fmt;
 use std::mem;
