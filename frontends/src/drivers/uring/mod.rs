@@ -73,7 +73,7 @@ use crate::drivers::pump::shut_write_if_asked;
 use crate::drivers::{Driver, Loop};
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
-use crate::sansio::server::{Handle, Server};
+use crate::sansio::server::{Handle, Io, Server};
 use crate::sansio::session::OutBuf;
 
 /// How long accepting pauses when the process is out of descriptors.
@@ -369,12 +369,7 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
     /// Does what the server says for every handle it touched.
     fn apply(&mut self) -> io::Result<()> {
         while let Some(io) = self.server.poll_io() {
-            if io.shut_write
-                && let Some(socket) = self.socket(io.handle)
-            {
-                shut_write_if_asked(socket.fd.as_fd(), true);
-            }
-            self.sync(io.handle)?;
+            self.sync(io)?;
         }
         Ok(())
     }
@@ -383,14 +378,14 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
     /// sends what it has, arms or cancels its receive; once it is closed,
     /// cancels what is in flight, and once nothing is, closes the
     /// descriptor and releases the handle.
-    fn sync(&mut self, handle: Handle) -> io::Result<()> {
-        let closed = self.server.is_closed(handle);
+    fn sync(&mut self, io: Io) -> io::Result<()> {
+        let handle = io.handle;
         let Some(socket) = self.sockets.get_mut(handle.index()).and_then(Option::as_mut).filter(|s| s.handle == handle)
         else {
             return Ok(());
         };
         let token = Token { op: Op::Recv, handle };
-        if closed {
+        if io.close {
             if !socket.closing {
                 socket.closing = true;
                 let (recv, sending) = (socket.recv == Recv::Armed, socket.sending.is_some());
@@ -410,8 +405,10 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
             }
             return Ok(());
         }
+        shut_write_if_asked(socket.fd.as_fd(), io.shut_write);
         let fd = socket.fd.as_raw_fd();
-        if socket.sending.is_none()
+        if io.write
+            && socket.sending.is_none()
             && let Some(buf) = self.server.take_transmit(handle)
         {
             let unsent = buf.unsent();
@@ -427,9 +424,8 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
             // is not dropped while it is set.
             unsafe { self.uring.push(&send)? };
         }
-        let wants_read = self.server.wants_read(handle);
         let socket = self.socket(handle).expect("found above");
-        match (wants_read, socket.recv) {
+        match (io.read, socket.recv) {
             (true, Recv::Idle) => {
                 let recv = opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
                     .build()
