@@ -7,17 +7,17 @@
 //!   and one send per connection with responses waiting. Each loop turn is
 //!   one `io_uring_enter` that submits everything queued and waits for at
 //!   least one completion; then every completion is handed to its
-//!   connection's [`Session`], exactly as the readiness drivers hand it
+//!   connection's session through the [`Server`], exactly as the readiness drivers hand it
 //!   the bytes of a `recv`.
 //! - Buffers: received bytes land in one of [`RECV_BUFFERS`] buffers of
 //!   [`RECV_BUFFER_LEN`] bytes the kernel picks from the ring; the buffer
-//!   goes back to the ring as soon as [`Session::receive`] has copied what
+//!   goes back to the ring as soon as [`Server::received`] has copied what
 //!   it keeps, so an idle connection holds none. A send hands the kernel
-//!   the session's output buffer ([`Session::take_transmit`]), which stays
+//!   the session's output buffer ([`Server::take_transmit`]), which stays
 //!   in the connection, untouched, until its completion gives it back
-//!   ([`Session::transmitted`]); a partial send is resubmitted from there.
+//!   ([`Server::transmitted`]); a partial send is resubmitted from there.
 //! - Back-pressure: while a session does not [want to
-//!   read](Session::wants_read) its multishot receive is cancelled (bytes
+//!   read](Server::wants_read) its multishot receive is cancelled (bytes
 //!   the kernel posted before the cancel took effect go to the session,
 //!   which holds them, or drops them if it reads nothing more); it is
 //!   armed again once the session wants to read.
@@ -28,7 +28,7 @@
 //!   most is evicted, as in the `epoll` flavor.
 //! - Time: the wait carries a timeout (`IORING_ENTER_EXT_ARG`) to the
 //!   earliest deadline the loop knows of, then every session's
-//!   [`Session::handle_timeout`] is swept, as in the `epoll` flavor.
+//!   [`Server::handle_timeout`] sweeps the sessions due, as in the `epoll` flavor.
 //! - Tokens: a completion's `user_data` holds the operation, the
 //!   connection's slab slot and the slot's generation. A slot is freed only
 //!   once every operation on its descriptor has completed (the receive and
@@ -47,7 +47,7 @@
 //!   `kernel.io_uring_disabled`: otherwise `kvio serve` refuses to start
 //!   and names what is missing ([`probe`]).
 //! - Stop: a poll on the shutdown wake-up socket completes; the accept is
-//!   cancelled, every session [begins its shutdown](Session::begin_shutdown)
+//!   cancelled, the server [begins the stop](Server::begin_stop)
 //!   and the loop goes on until the last one has closed.
 //! - Syscalls: per loop turn one `io_uring_enter` and one clock read (vDSO),
 //!   however many connections moved; `shutdown(SHUT_WR)` for a lingering
