@@ -7,8 +7,11 @@
 //! - [`busy_poll`], [`epoll`] (readiness) and [`uring`] (completions):
 //!   single-thread loops behind the one [`Driver`] trait, so the
 //!   loop-per-core runner ([`crate::host::loops`]) runs any of them N times.
-//! - [`blocking`] and [`threaded`]: blocking sockets, one connection per
-//!   thread ([`pump::run_blocking`]).
+//! - [`blocking`]: one connection at a time on a blocking socket, over
+//!   a [`Server`](crate::sansio::server::Server) too ([`pump::serve_blocking`]).
+//! - [`threaded`]: a thread per connection, each running one session
+//!   ([`pump::run_blocking`]) with the same shared policy objects
+//!   (admission count, client memory, the one victim rule).
 //! - [`pump`]: what the readiness and blocking drivers share.
 
 use std::io;

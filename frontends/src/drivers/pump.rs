@@ -249,6 +249,58 @@ pub fn run_blocking<H: Handler + ?Sized>(
     }
 }
 
+/// Serves `handle` of `server` on the blocking socket `fd` until the
+/// server closes it (the blocking flavor: one connection at a time). The
+/// thread sleeps in `send` while responses are queued, else in `recv`,
+/// with socket timeouts from [`Server::poll_timeout`] capped at a
+/// [`TICK`], so a stop requested from another thread is seen within a
+/// tick (a signal interrupts the wait sooner). Every rule is the server's.
+pub fn serve_blocking<H: Handler>(
+    fd: BorrowedFd<'_>,
+    server: &mut Server<'_, H>,
+    handle: Handle,
+    read: &mut [u8],
+    shutdown: &Shutdown,
+) {
+    let mut timeouts = Timeouts::default();
+    loop {
+        let now = Instant::now();
+        if shutdown.is_requested() && !server.is_stopping() {
+            server.begin_stop(now, |_| net::has_unread(fd));
+        }
+        server.handle_timeout(now);
+        while let Some(io) = server.poll_io() {
+            if io.close {
+                return;
+            }
+            shut_write_if_asked(fd, io.shut_write);
+        }
+        let until = server.poll_timeout().map(|at| at.saturating_duration_since(now));
+        let limit = Some(until.map_or(TICK, |until| until.min(TICK)));
+        let result = if server.wants_write(handle) {
+            timeouts
+                .set(fd, Kind::Send, limit)
+                .and_then(|()| net::send(fd, server.transmit(handle)))
+                .map(|n| server.advance(handle, n, Instant::now()))
+        } else if server.wants_read(handle) {
+            timeouts.set(fd, Kind::Recv, limit).and_then(|()| net::recv_once(fd, read)).map(|n| match n {
+                0 => server.peer_closed(handle, Instant::now()),
+                n => server.received(handle, &read[..n], Instant::now()),
+            })
+        } else {
+            // Only a deadline can move this session on: sleep until it.
+            let nothing: &mut [rustix::event::PollFd<'_>] = &mut [];
+            rustix::event::poll(nothing, Some(&timespec(until.unwrap_or(TICK).min(TICK)))).map(drop).map_err(Into::into)
+        };
+        match result {
+            Ok(()) => {}
+            // A timeout, or a signal: the loop looks at the clock and the stop flag.
+            Err(e) if net::would_block(&e) || net::interrupted(&e) => {}
+            Err(e) => server.socket_error(handle, e),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Recv,
