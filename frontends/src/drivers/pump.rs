@@ -70,7 +70,9 @@ pub fn pump<H: Handler>(
     let mut reads = 0;
     loop {
         let mut moved = false;
-        if server.wants_write(handle) {
+        let Some(wants) = server.wants(handle) else { return moved_any };
+        shut_write_if_asked(fd, wants.shut_write);
+        if wants.write {
             match net::send(fd, server.transmit(handle)) {
                 Ok(n) => {
                     moved = n > 0;
@@ -80,29 +82,32 @@ pub fn pump<H: Handler>(
                 Err(e) => server.socket_error(handle, e),
             }
         }
-        shut_write_if_asked(fd, server.take_shut_write(handle));
-        if reads < READS_PER_TURN && server.wants_read(handle) {
-            reads += 1;
-            match net::recv(fd, read, RecvFlags::DONTWAIT) {
-                Ok(0) => {
-                    moved = true;
-                    server.peer_closed(handle, now);
-                }
-                Ok(n) => {
-                    moved = true;
-                    if n < read.len() {
-                        // A short read drained the socket: another recv now would only say EAGAIN.
-                        reads = READS_PER_TURN;
+        if reads < READS_PER_TURN {
+            let Some(wants) = server.wants(handle) else { return moved_any || moved };
+            shut_write_if_asked(fd, wants.shut_write);
+            if wants.read {
+                reads += 1;
+                match net::recv(fd, read, RecvFlags::DONTWAIT) {
+                    Ok(0) => {
+                        moved = true;
+                        server.peer_closed(handle, now);
                     }
-                    server.received(handle, &read[..n], now);
+                    Ok(n) => {
+                        moved = true;
+                        if n < read.len() {
+                            // A short read drained the socket: another recv now would only say EAGAIN.
+                            reads = READS_PER_TURN;
+                        }
+                        server.received(handle, &read[..n], now);
+                    }
+                    Err(e) if net::would_block(&e) => {}
+                    Err(e) => server.socket_error(handle, e),
                 }
-                Err(e) if net::would_block(&e) => {}
-                Err(e) => server.socket_error(handle, e),
             }
         }
-        shut_write_if_asked(fd, server.take_shut_write(handle));
         moved_any |= moved;
-        if !moved || server.is_closed(handle) {
+        if !moved {
+            // A shut asked for by this turn's last move comes out of Server::poll_io.
             return moved_any;
         }
     }

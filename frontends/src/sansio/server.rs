@@ -156,6 +156,17 @@ pub struct Io {
     pub close: bool,
 }
 
+/// What a session wants now ([`Server::wants`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wants {
+    /// Input.
+    pub read: bool,
+    /// To send what [`Server::transmit`] holds.
+    pub write: bool,
+    /// The socket's writing side shut, now.
+    pub shut_write: bool,
+}
+
 #[derive(Debug)]
 struct Conn {
     session: Session,
@@ -297,6 +308,14 @@ impl<'a, H: Handler> Server<'a, H> {
         let Some(conn) = self.open(handle) else { return };
         conn.session.stop_reading();
         self.settle(handle);
+    }
+
+    /// What `handle`'s session wants now, in one look (a readiness
+    /// driver's turn asks this between its syscalls); taking `shut_write`.
+    /// `None` once the session is over, or for a stale handle.
+    pub fn wants(&mut self, handle: Handle) -> Option<Wants> {
+        let session = &mut find_open(&mut self.slots, handle)?.session;
+        Some(Wants { read: session.wants_read(), write: session.wants_write(), shut_write: session.take_shut_write() })
     }
 
     /// Whether `handle`'s session wants input now.
