@@ -1,45 +1,47 @@
-//! kvio's Linux frontends: the four servers of "Many flavors of Networking
-//! IO" on rustix and a fifth on io_uring, all driving the same `kvio_core::Connection` so that they
-//! differ only in how bytes move, plus the `kvio` command line (its client
+//! kvio's Linux frontends: five IO models (the four servers of "Many
+//! flavors of Networking IO" on rustix and a fifth on io_uring) over one
+//! sans-IO server, plus the `kvio` command line (its client
 //! commands use the `kvio-client` crate).
+//! The folders are the layers, each importing only from those below it:
 //!
-//! - [`blocking`], [`threaded`], [`busy_poll`], [`epoll`] (readiness and
-//!   blocking models) and [`uring`] (completions): one file per flavor, one
-//!   entry point each: `serve(listener, &config, &shutdown) -> io::Result<Stats>`.
-//! - [`loops`]: `--threads N`, N copies of a flavor's loop on SO_REUSEPORT
-//!   listeners over the [`sharded`] store (the threaded flavor's store too).
-//! - Shared by all: [`session`] (the sans-IO connection state machine:
-//!   every rule about time and closing), [`driver`] (moving bytes between
-//!   a socket and a session), [`net`] (listener, accept, socket calls),
-//!   [`config`] (limits, store), [`shutdown`], [`stats`] (counters and the
-//!   lines printed).
-//! - [`cli`] (with `size`, the one rule for byte counts, and `repl`, what
-//!   a line of `kvio cli` means); the client commands use `kvio-client`.
+//! - [`sansio`]: every rule, no IO: [`session`] (one connection: time and
+//!   closing), [`sansio::server`] (the set of connections: handles,
+//!   admission, client memory and eviction, the stop, timers, counters),
+//!   [`memory`], [`stats`].
+//! - [`drivers`]: [`blocking`], [`threaded`], [`busy_poll`], [`epoll`],
+//!   [`uring`]: each only moves bytes; the single-thread ones share the
+//!   [`drivers::Driver`] trait.
+//! - [`host`]: [`net`], [`shutdown`] (signals), [`sharded`] (the store),
+//!   [`loops`] (any single-thread driver N times).
+//! - [`app`]: [`cli`] (with `size`, the one rule for byte counts, and
+//!   `repl`, what a line of `kvio cli` means), [`config`], and [`serve`] / [`serve_loops`] here,
+//!   which pick the driver for a [`Flavor`].
 
-pub mod blocking;
-pub mod busy_poll;
-pub mod cli;
-pub mod config;
-pub mod driver;
-pub mod epoll;
-pub mod loops;
-pub mod memory;
-pub mod net;
-mod repl;
-pub mod session;
-pub mod sharded;
-pub mod shutdown;
-mod size;
-pub mod stats;
-pub mod threaded;
-pub mod uring;
+pub mod app;
+pub mod drivers;
+pub mod host;
+pub mod sansio;
+
+// The flat paths of before the layer folders, kept for users of the crate.
+pub use app::{cli, config};
+pub use drivers::pump as driver;
+pub use drivers::{blocking, busy_poll, epoll, threaded, uring};
+pub use host::{loops, net, sharded, shutdown};
+pub use sansio::{memory, session, stats};
 
 use std::io;
 
 pub use config::{Config, Flavor};
+use drivers::busy_poll::BusyPoll;
+use drivers::epoll::Epoll;
+use drivers::uring::Uring;
+use drivers::{Driver, Loop};
 pub use loops::Loops;
+use memory::ClientMemory;
 pub use net::Listener;
+use sansio::server::{Places, Shared};
 pub use shutdown::Shutdown;
+use stats::Counters;
 pub use stats::Stats;
 
 /// Serves `listener` with `flavor` until `shutdown` is requested; then
@@ -48,10 +50,75 @@ pub fn serve(flavor: Flavor, listener: Listener, config: &Config, shutdown: &Shu
     match flavor {
         Flavor::Blocking => blocking::serve(listener, config, shutdown),
         Flavor::Threaded => threaded::serve(listener, config, shutdown),
-        Flavor::BusyPoll => busy_poll::serve(listener, config, shutdown),
-        Flavor::Epoll => epoll::serve(listener, config, shutdown),
-        Flavor::Uring => uring::serve(listener, config, shutdown),
+        Flavor::BusyPoll => serve_one::<BusyPoll>(flavor, listener, config, shutdown),
+        Flavor::Epoll => serve_one::<Epoll>(flavor, listener, config, shutdown),
+        Flavor::Uring => serve_one::<Uring>(flavor, listener, config, shutdown),
     }
+}
+
+/// Whether `flavor` runs N loops (`--threads`): every single-thread
+/// driver. `blocking` is the article's one-connection model, and
+/// `threaded` already serves every connection on its own thread.
+pub fn supports_threads(flavor: Flavor) -> bool {
+    matches!(flavor, Flavor::BusyPoll | Flavor::Epoll | Flavor::Uring)
+}
+
+/// Serves `flavor` with one loop per listener (from
+/// [`Listener::bind_many`]) until the stop, then returns the totals. One
+/// loop serves the plain store, as the single-loop server does; more
+/// share a [`ShardedStore`](sharded::ShardedStore).
+pub fn serve_loops(
+    flavor: Flavor,
+    listeners: Vec<Listener>,
+    config: &Config,
+    shutdown: &Shutdown,
+    loops: &Loops,
+) -> io::Result<Stats> {
+    match flavor {
+        Flavor::BusyPoll => loops_of::<BusyPoll>(flavor, listeners, config, shutdown, loops),
+        Flavor::Epoll => loops_of::<Epoll>(flavor, listeners, config, shutdown, loops),
+        Flavor::Uring => loops_of::<Uring>(flavor, listeners, config, shutdown, loops),
+        Flavor::Blocking | Flavor::Threaded => {
+            Err(io::Error::new(io::ErrorKind::Unsupported, format!("flavor {flavor} runs a single loop")))
+        }
+    }
+}
+
+/// One loop of driver `D` on the calling thread.
+fn serve_one<D: Driver>(flavor: Flavor, listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
+    let (counters, places) = (Counters::default(), Places::default());
+    let memory = ClientMemory::new(config.max_client_memory);
+    let shared = Shared { places: &places, memory: &memory, counters: &counters };
+    let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared };
+    let mut store = config.store();
+    D::serve_loop(listener, run, &mut store)?;
+    app::lines::store_line(config, store.len(), store.evictions());
+    Ok(counters.snapshot())
+}
+
+fn loops_of<D: Driver>(
+    flavor: Flavor,
+    listeners: Vec<Listener>,
+    config: &Config,
+    shutdown: &Shutdown,
+    loops: &Loops,
+) -> io::Result<Stats> {
+    let (limits, memory) = (config.limits(flavor), config.max_client_memory);
+    if listeners.len() == 1 {
+        let store = std::sync::Mutex::new(config.store());
+        let stats = loops::run(listeners, limits, memory, shutdown, loops, |listener, run| {
+            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+            D::serve_loop(listener, run, &mut *store)
+        })?;
+        let store = store.into_inner().unwrap_or_else(|p| p.into_inner());
+        app::lines::store_line(config, store.len(), store.evictions());
+        return Ok(stats);
+    }
+    let store = config.sharded_store(listeners.len());
+    let stats =
+        loops::run(listeners, limits, memory, shutdown, loops, |listener, run| D::serve_loop(listener, run, &store))?;
+    app::lines::store_line(config, store.len(), store.evictions());
+    Ok(stats)
 }
 
 #[cfg(test)]
@@ -109,7 +176,10 @@ mod test {
 
     #[test]
     fn uring_serves_then_stops() {
-        if let Err(why) = uring::probe() {
+        // Probed on a thread of its own: the probe's ring, torn down, may
+        // still run task work on the thread that made it, which interrupts
+        // that thread's blocking client calls (EINTR).
+        if let Err(why) = std::thread::spawn(uring::probe).join().unwrap() {
             eprintln!("skipped uring_serves_then_stops: {why}");
             return;
         }

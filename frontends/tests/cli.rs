@@ -425,24 +425,51 @@ fn cli_answers_a_thousand_piped_commands_in_order_on_one_connection() {
     assert_eq!(server.terminate().stopped_counts(), [1, 1_003, 0]);
 }
 
-#[test]
-fn a_second_signal_while_stopping_exits_130_with_a_line() {
-    let mut server = Server::start(Flavor::Epoll, &[]);
+/// A server whose stop waits its 2 s grace: one connection owed more than
+/// the socket buffers hold, never read.
+fn server_with_a_slow_stop() -> (Server, common::Client, rustix::process::Pid) {
+    let server = Server::start(Flavor::Epoll, &[]);
     let mut client = server.connect();
-    // A connection owed more than the socket buffers hold, never read:
-    // the stop waits its 2 s grace for it.
     client.put_ok("big", &"x".repeat(500_000));
     for _ in 0..40 {
         client.send(&get_frame("big"));
     }
     let pid = rustix::process::Pid::from_raw(server.pid() as i32).unwrap();
-    // Two different signals cannot merge into one while pending, as two SIGINTs could.
+    (server, client, pid)
+}
+
+#[test]
+fn repeated_sigterms_and_a_sigint_after_them_are_one_stop() {
+    let (mut server, _client, pid) = server_with_a_slow_stop();
+    // As GNU timeout, a supervisor signalling the group, or an impatient script do.
+    for signal in [Signal::TERM, Signal::TERM, Signal::INT] {
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+    let exit = server.wait_exit();
+    assert_eq!(exit.status.code(), Some(0), "{:?}", server.stderr_lines());
+    assert_eq!(exit.stopped_counts()[0], 1, "the stopped line is printed");
+}
+
+#[test]
+fn two_sigterms_back_to_back_exit_0() {
+    let (mut server, _client, pid) = server_with_a_slow_stop();
     rustix::process::kill_process(pid, Signal::TERM).unwrap();
+    rustix::process::kill_process(pid, Signal::TERM).unwrap();
+    let exit = server.wait_exit();
+    assert_eq!(exit.status.code(), Some(0), "{:?}", server.stderr_lines());
+}
+
+#[test]
+fn a_second_ctrl_c_a_second_later_exits_130_with_a_line() {
+    let (mut server, _client, pid) = server_with_a_slow_stop();
+    rustix::process::kill_process(pid, Signal::INT).unwrap();
+    // The rule itself is about time: a person pressing Ctrl-C again, not a duplicate.
+    std::thread::sleep(kvio::shutdown::FORCE_AFTER + Duration::from_millis(100));
     rustix::process::kill_process(pid, Signal::INT).unwrap();
     let exit = server.wait_exit();
     assert_eq!(exit.status.code(), Some(130));
     let stderr = server.stderr_lines();
-    assert!(stderr.iter().any(|l| l.contains("second signal while stopping")), "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("second Ctrl-C while stopping")), "{stderr:?}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use kvio_proto::KeyValueMessage;
 
-per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring] [
+per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring, uring_threads2: UringLoops, busy_poll_threads2: BusyPollLoops] [
     startup_line_reports_the_defaults,
     startup_line_reports_the_flags,
     put_then_get_hit_and_miss,

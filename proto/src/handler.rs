@@ -8,6 +8,10 @@ use crate::{Kind, MessageView, Status};
 
 /// The `value` of the error response to a payload that is not a valid `KeyValueMessage`.
 pub const MALFORMED_REASON: &str = "payload is not a valid KeyValueMessage";
+/// The `value` of the error response to a connection its host evicted:
+/// all connections together held more than the host's client-memory cap,
+/// and this one held the most.
+pub const MEMORY_LIMIT_REASON: &str = "client memory limit reached";
 
 /// Answers kvio requests against a store `S` (owned, `&mut`, or a
 /// `&Shared` store). See the [crate docs](crate).
@@ -57,6 +61,10 @@ impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
 
     fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
         encode_response(out, b"", error.as_str().as_bytes(), Kind::Error, Status::NotOk)
+    }
+
+    fn evicted<O: Output + ?Sized>(&mut self, out: &mut O) -> Result<(), OutputFull> {
+        encode_response(out, b"", MEMORY_LIMIT_REASON.as_bytes(), Kind::Error, Status::NotOk)
     }
 }
 

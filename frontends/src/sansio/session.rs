@@ -60,10 +60,10 @@
 use std::mem;
 use std::time::{Duration, Instant};
 
-use kvio_core::{Connection, Handler, Outcome, Output, OutputFull};
+use std::fmt;
+use std::io;
 
-use crate::config::{Config, SHUTDOWN_GRACE};
-use crate::stats::End;
+use kvio_core::{Connection, FrameError, Handler, Outcome, Output, OutputFull};
 
 /// Longest a lingering close waits for the peer's end of stream. Long
 /// enough for a client to read a few MB of responses still queued and
@@ -83,8 +83,12 @@ pub const FRAME_DEADLINE_IDLE_TIMEOUTS: u32 = 10;
 /// stops sending cannot keep the stop going.
 pub const STOP_READ_BUDGET: usize = 64 * 1024;
 /// The `value` of the error frame sent to a connection evicted because all
-/// connections together hold more than `--max-client-memory`.
-pub const MEMORY_LIMIT_REASON: &str = "client memory limit reached";
+/// connections together hold more than `--max-client-memory` (the
+/// handler's [`Handler::evicted`] writes it).
+pub use kvio_proto::MEMORY_LIMIT_REASON;
+/// How long a stopping server keeps trying to deliver responses to
+/// requests it had already received.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Spare output buffers a loop keeps for its sessions.
 const SPARE_BUFFERS: usize = 8;
 /// A spare buffer larger than this is freed rather than kept (a 1 MB
@@ -108,11 +112,20 @@ pub struct Timing {
     pub stop_read_budget: usize,
 }
 
+/// The framing limits of a session's connection (docs/protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// Largest frame `len` accepted.
+    pub max_frame_len: u32,
+    /// Unsent response bytes at which the session stops reading.
+    pub output_limit: usize,
+}
+
 impl Timing {
-    /// `config`'s idle timeout and the server's grace and linger; no frame deadline.
-    pub fn new(config: &Config) -> Timing {
+    /// Closes after `idle` without a byte moved; the server's grace and linger; no frame deadline.
+    pub fn new(idle: Option<Duration>) -> Timing {
         Timing {
-            idle: config.idle_timeout,
+            idle,
             frame: None,
             grace: SHUTDOWN_GRACE,
             linger: LINGER_TIME,
@@ -300,10 +313,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new connection at `now`, with `config`'s frame and output limits.
-    pub fn new(config: &Config, timing: Timing, now: Instant) -> Session {
+    /// A new connection at `now`.
+    pub fn new(framing: Framing, timing: Timing, now: Instant) -> Session {
         Session {
-            conn: config.connection(),
+            conn: Connection::new(framing.max_frame_len, framing.output_limit),
             timing,
             state: State::Open,
             end: None,
@@ -488,7 +501,7 @@ impl Session {
     }
 
     /// The socket failed: the connection is over (the first reason to end is kept).
-    pub fn io_error(&mut self, error: std::io::Error) {
+    pub fn io_error(&mut self, error: io::Error) {
         self.end.get_or_insert(End::Io(error));
         self.state = State::Closed;
     }
@@ -501,7 +514,7 @@ impl Session {
     /// the output limit (back-pressure: its peer is not reading them) is
     /// closed at once, as an error frame would only queue behind them.
     /// Calling it again changes nothing.
-    pub fn evict(&mut self, spare: &mut Spare) {
+    pub fn evict<H: Handler + ?Sized>(&mut self, handler: &mut H, spare: &mut Spare) {
         if self.is_evicted() || !matches!(self.state, State::Open | State::Draining { .. }) {
             return;
         }
@@ -516,10 +529,8 @@ impl Session {
         if self.out.capacity() == 0 {
             self.out = spare.take();
         }
-        let reason = MEMORY_LIMIT_REASON.as_bytes();
         // A growable output always has room.
-        let _ =
-            kvio_proto::encode_response(&mut self.out, b"", reason, kvio_proto::Kind::Error, kvio_proto::Status::NotOk);
+        let _ = handler.evicted(&mut self.out);
         self.drain_then_linger(End::MemoryLimit(held));
     }
 
@@ -715,6 +726,66 @@ impl Session {
     }
 }
 
+/// Why a connection was closed.
+#[derive(Debug)]
+pub enum End {
+    /// The client closed its side and every response was written.
+    Eof,
+    /// The byte stream broke; the error frame was sent.
+    Framing(FrameError),
+    /// A response did not fit the output buffer.
+    OutputFull,
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// A frame begun was not complete within the frame deadline (blocking flavor).
+    SlowFrame(Duration),
+    /// The server is stopping.
+    Shutdown,
+    /// Evicted: all connections together held more than
+    /// `--max-client-memory`, and this one held the most (bytes).
+    MemoryLimit(usize),
+    /// A socket error (reset, broken pipe...).
+    Io(io::Error),
+    /// The connection's thread panicked (threaded flavor).
+    Panic,
+}
+
+impl End {
+    /// Counted in the errors of the server's stats.
+    pub fn is_error(&self) -> bool {
+        matches!(self, End::Framing(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_))
+    }
+
+    /// Worth a log line (not a normal end).
+    pub fn is_logged(&self) -> bool {
+        !matches!(self, End::Eof | End::Shutdown)
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Eof => f.write_str("end of stream"),
+            End::Framing(e) => write!(f, "framing error: {e}"),
+            End::OutputFull => f.write_str("response larger than the output buffer"),
+            End::Idle => f.write_str("idle timeout"),
+            End::SlowFrame(limit) => write!(f, "frame not complete within {} ms of its first byte", limit.as_millis()),
+            End::Shutdown => f.write_str("server stopping"),
+            End::MemoryLimit(held) => {
+                write!(f, "client memory limit reached; this connection held the most ({held} bytes)")
+            }
+            End::Io(e) => write!(f, "io error: {e}"),
+            End::Panic => f.write_str("connection thread panicked"),
+        }
+    }
+}
+
+impl From<io::Error> for End {
+    fn from(e: io::Error) -> End {
+        End::Io(e)
+    }
+}
+
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -725,16 +796,24 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::config::{Flavor, HostStore};
-    use kvio_core::FrameError;
     use kvio_core::frame::{FrameParser, Parse, encode_frame};
+    use kvio_core::store::Slot;
+    use kvio_core::{Store, StoreLimits};
     use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind};
     use prost::Message;
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn config() -> Config {
-        Config { store_entries: 1000, store_bytes: 1 << 20, output_limit: 1024, ..Config::for_flavor(Flavor::Epoll) }
+    type TestStore = Store<Box<[Slot]>, Box<[u8]>>;
+
+    fn framing() -> Framing {
+        Framing { max_frame_len: kvio_core::DEFAULT_MAX_FRAME_LEN, output_limit: 1024 }
+    }
+
+    fn store() -> TestStore {
+        let limits = StoreLimits::for_frame(kvio_core::DEFAULT_MAX_FRAME_LEN, 1000, 1 << 20);
+        let slots = kvio_core::store::slots_for(1000);
+        Store::with_storage(vec![Slot::EMPTY; slots].into_boxed_slice(), vec![0u8; 1 << 20].into_boxed_slice(), limits)
     }
 
     fn timing() -> Timing {
@@ -776,19 +855,18 @@ mod test {
     struct Rig {
         t0: Instant,
         session: Session,
-        handler: KeyValueHandler<HostStore>,
+        handler: KeyValueHandler<TestStore>,
         spare: Spare,
         wire: Vec<u8>,
     }
 
     impl Rig {
         fn new(timing: Timing) -> Rig {
-            let config = config();
             let t0 = Instant::now();
             Rig {
                 t0,
-                session: Session::new(&config, timing, t0),
-                handler: KeyValueHandler::new(config.store()),
+                session: Session::new(framing(), timing, t0),
+                handler: KeyValueHandler::new(store()),
                 spare: Spare::default(),
                 wire: Vec::new(),
             }
@@ -1093,7 +1171,7 @@ mod test {
         rig.receive(0, &frame[..10]);
         rig.receive(1, &frame[10..4000]);
         assert!(rig.session.buffered() >= 4000, "the partial payload is held");
-        rig.session.evict(&mut rig.spare);
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
         assert!(rig.session.buffered() < 1000, "dropped at once: {}", rig.session.buffered());
         assert!(!rig.session.wants_read());
         rig.send(2, usize::MAX);
@@ -1109,7 +1187,7 @@ mod test {
         let mut rig = Rig::new(timing());
         let frame = request(Kind::PutOrUpdate, "k", &"v".repeat(5000));
         rig.receive(0, &frame[..4000]);
-        rig.session.evict(&mut rig.spare);
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
         let after = rig.session.buffered();
         // A completion driver's receive posted the rest before its cancel took effect.
         rig.receive(1, &frame[4000..]);
@@ -1128,7 +1206,7 @@ mod test {
         burst.extend_from_slice(&big[..3000]);
         rig.receive(0, &burst);
         assert!(rig.session.pending() > 0, "two answers unsent");
-        rig.session.evict(&mut rig.spare);
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
         assert!(rig.session.is_evicted());
         rig.send(1, usize::MAX);
         let got = responses(&rig.wire);
@@ -1145,7 +1223,7 @@ mod test {
         rig.send(0, usize::MAX);
         rig.receive(1, &request(Kind::Get, "k", "").repeat(5));
         assert!(rig.session.pending() > 0);
-        rig.session.evict(&mut rig.spare);
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
         assert_eq!(rig.session.phase(), Phase::Closed);
         assert_eq!(rig.session.buffered(), 0);
     }

@@ -2,28 +2,28 @@
 //! [`Session`]. The rules (time, closing) are the session's; this only does
 //! the syscalls it asks for.
 //!
-//! - [`pump`]: one turn on a non-blocking socket, for the readiness
-//!   flavors (`epoll`, `busy-poll`): send what is queued, read what has
-//!   arrived (at most [`READS_PER_TURN`] reads, none after a short one),
-//!   answer, send, until nothing moves.
+//! - [`pump`]: one turn on a non-blocking socket of a [`Server`], for the
+//!   readiness flavors (`epoll`, `busy-poll`): send what is queued, read
+//!   what has arrived (at most [`READS_PER_TURN`] reads, none after a
+//!   short one), answer, send, until nothing moves.
 //! - [`run_blocking`]: a whole connection on a blocking socket, for the
 //!   `blocking` and `threaded` flavors: it sleeps in `recv` or `send` with
 //!   SO_RCVTIMEO/SO_SNDTIMEO derived from [`Session::poll_timeout`].
 //! - [`Scratch`]: the buffers a loop lends to whichever session it serves.
 
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use kvio_core::Handler;
 use rustix::net::RecvFlags;
 
-use crate::memory::{ClientMemory, Share};
-use crate::net::{self, Listener};
-use crate::session::{Phase, Session, Spare};
-use crate::shutdown::Shutdown;
-use crate::stats::{Counters, End};
+use crate::host::net::{self, Listener};
+use crate::host::shutdown::Shutdown;
+use crate::sansio::memory::{ClientMemory, Share};
+use crate::sansio::server::{Handle, Server};
+use crate::sansio::session::{End, Phase, Session, Spare};
+use crate::sansio::stats::Counters;
 
 /// Bytes read per `recv` by the single-thread flavors (one buffer per loop).
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -56,116 +56,66 @@ impl Scratch {
     }
 }
 
-/// One turn on a non-blocking socket at `now`. Returns whether any byte
-/// moved. Afterwards the session's [`Phase`] says whether to close `fd`,
-/// and its interest what to wait for.
-pub fn pump<H: Handler + ?Sized>(
+/// One turn on `handle`'s non-blocking socket `fd` at `now`, reads into
+/// `read`. Returns whether any byte moved. Afterwards [`Server::poll_io`]
+/// says whether to close `fd`, and what to wait for.
+pub fn pump<H: Handler>(
     fd: BorrowedFd<'_>,
-    session: &mut Session,
-    scratch: &mut Scratch,
-    handler: &mut H,
+    server: &mut Server<'_, H>,
+    handle: Handle,
+    read: &mut [u8],
     now: Instant,
 ) -> bool {
     let mut moved_any = false;
     let mut reads = 0;
     loop {
         let mut moved = false;
-        if session.wants_write() {
-            match net::send(fd, session.transmit()) {
+        let Some(wants) = server.wants(handle) else { return moved_any };
+        shut_write_if_asked(fd, wants.shut_write);
+        if wants.write {
+            match net::send(fd, server.transmit(handle)) {
                 Ok(n) => {
                     moved = n > 0;
-                    session.advance(n, now, handler);
+                    server.advance(handle, n, now);
                 }
                 Err(e) if net::would_block(&e) => {}
-                Err(e) => session.io_error(e),
+                Err(e) => server.socket_error(handle, e),
             }
         }
-        shut_write_if_asked(fd, session);
-        if reads < READS_PER_TURN && session.wants_read() {
-            reads += 1;
-            match net::recv(fd, &mut scratch.read, RecvFlags::DONTWAIT) {
-                Ok(0) => {
-                    moved = true;
-                    session.peer_closed(now);
-                }
-                Ok(n) => {
-                    moved = true;
-                    if n < scratch.read.len() {
-                        // A short read drained the socket: another recv now would only say EAGAIN.
-                        reads = READS_PER_TURN;
+        if reads < READS_PER_TURN {
+            let Some(wants) = server.wants(handle) else { return moved_any || moved };
+            shut_write_if_asked(fd, wants.shut_write);
+            if wants.read {
+                reads += 1;
+                match net::recv(fd, read, RecvFlags::DONTWAIT) {
+                    Ok(0) => {
+                        moved = true;
+                        server.peer_closed(handle, now);
                     }
-                    session.receive(&scratch.read[..n], now, handler, &mut scratch.spare);
+                    Ok(n) => {
+                        moved = true;
+                        if n < read.len() {
+                            // A short read drained the socket: another recv now would only say EAGAIN.
+                            reads = READS_PER_TURN;
+                        }
+                        server.received(handle, &read[..n], now);
+                    }
+                    Err(e) if net::would_block(&e) => {}
+                    Err(e) => server.socket_error(handle, e),
                 }
-                Err(e) if net::would_block(&e) => {}
-                Err(e) => session.io_error(e),
             }
         }
-        shut_write_if_asked(fd, session);
         moved_any |= moved;
-        if !moved || session.phase() == Phase::Closed {
+        if !moved {
+            // A shut asked for by this turn's last move comes out of Server::poll_io.
             return moved_any;
         }
     }
 }
 
-/// A connection as a single-thread loop holds it.
-#[derive(Debug)]
-pub struct Conn {
-    /// Its socket.
-    pub fd: OwnedFd,
-    /// Who it is, for the log lines.
-    pub peer: Option<SocketAddr>,
-    /// Its state.
-    pub session: Session,
-    /// What it is charged against the client-memory cap.
-    pub share: Share,
-}
-
-impl Conn {
-    /// A connection accepted at `now`.
-    pub fn new(fd: OwnedFd, peer: Option<SocketAddr>, session: Session) -> Conn {
-        Conn { fd, peer, session, share: Share::default() }
-    }
-
-    /// The server stops: the session is told whether requests wait in the socket.
-    pub fn begin_shutdown(&mut self, now: Instant) {
-        let waiting = self.session.phase() == Phase::Open && net::has_unread(self.fd.as_fd());
-        self.session.begin_shutdown(now, waiting);
-    }
-
-    /// One [`pump`] of its socket.
-    pub fn pump<H: Handler + ?Sized>(&mut self, scratch: &mut Scratch, handler: &mut H, now: Instant) -> bool {
-        pump(self.fd.as_fd(), &mut self.session, scratch, handler, now)
-    }
-
-    /// After its session moved on (served, timed out, told to stop,
-    /// evicted): shuts the writing side if the session asks, counts the
-    /// requests it answered, frees the buffers it no longer needs and
-    /// charges what it still holds. Once it is closed, counts how it ended
-    /// and returns true: the caller drops it (which closes the socket).
-    pub fn settle(&mut self, scratch: &mut Scratch, counters: &Counters, memory: &ClientMemory) -> bool {
-        shut_write_if_asked(self.fd.as_fd(), &mut self.session);
-        counters.requests(self.session.take_requests());
-        if self.session.phase() == Phase::Closed {
-            memory.charge(&self.share, 0);
-            counters.ended(self.peer, &self.session.take_end());
-            return true;
-        }
-        self.session.release_buffers(&mut scratch.spare);
-        memory.charge(&self.share, self.session.buffered());
-        false
-    }
-}
-
-/// The key of the connection charged the most, if any holds anything: the
-/// one to evict when the client-memory cap is passed.
-pub fn biggest<'a, K>(conns: impl Iterator<Item = (K, &'a Conn)>) -> Option<K> {
-    let candidates = conns.filter(|(_, c)| c.share.held() > 0 && !c.session.is_evicted());
-    candidates.max_by_key(|(_, c)| c.share.held()).map(|(key, _)| key)
-}
-
-fn shut_write_if_asked(fd: BorrowedFd<'_>, session: &mut Session) {
-    if session.take_shut_write() {
+/// Shuts `fd`'s writing side if the session asked (a lingering close begins).
+pub fn shut_write_if_asked(fd: BorrowedFd<'_>, asked: bool) {
+    if asked {
         // ENOTCONN: the peer already reset; the next read ends on the error.
         let _ = net::shutdown_write(fd);
     }
@@ -235,10 +185,10 @@ pub fn run_blocking<H: Handler + ?Sized>(
         }
         if share.is_evicting() {
             read_shut |= wait == ReadWait::UntilWoken;
-            session.evict(&mut scratch.spare);
+            session.evict(handler, &mut scratch.spare);
         }
         session.handle_timeout(now);
-        shut_write_if_asked(fd, session);
+        shut_write_if_asked(fd, session.take_shut_write());
         counters.requests(session.take_requests());
         if session.phase() == Phase::Closed {
             memory.charge(share, 0);
@@ -246,7 +196,7 @@ pub fn run_blocking<H: Handler + ?Sized>(
         }
         session.release_buffers(&mut scratch.spare);
         if memory.charge(share, session.buffered()) && (server.evict_biggest)() {
-            session.evict(&mut scratch.spare);
+            session.evict(handler, &mut scratch.spare);
             memory.charge(share, session.buffered());
         }
         let until = session.poll_timeout().map(|at| at.saturating_duration_since(now));
@@ -269,7 +219,7 @@ pub fn run_blocking<H: Handler + ?Sized>(
                     0 => {
                         if share.is_evicting() {
                             read_shut |= wait == ReadWait::UntilWoken;
-                            session.evict(&mut scratch.spare);
+                            session.evict(handler, &mut scratch.spare);
                         }
                         if shutdown.is_requested() {
                             read_shut |= wait == ReadWait::UntilWoken;
@@ -300,6 +250,58 @@ pub fn run_blocking<H: Handler + ?Sized>(
             // A timeout, or a signal: the loop looks at the clock and the stop flag.
             Err(e) if net::would_block(&e) || net::interrupted(&e) => {}
             Err(e) => session.io_error(e),
+        }
+    }
+}
+
+/// Serves `handle` of `server` on the blocking socket `fd` until the
+/// server closes it (the blocking flavor: one connection at a time). The
+/// thread sleeps in `send` while responses are queued, else in `recv`,
+/// with socket timeouts from [`Server::poll_timeout`] capped at a
+/// [`TICK`], so a stop requested from another thread is seen within a
+/// tick (a signal interrupts the wait sooner). Every rule is the server's.
+pub fn serve_blocking<H: Handler>(
+    fd: BorrowedFd<'_>,
+    server: &mut Server<'_, H>,
+    handle: Handle,
+    read: &mut [u8],
+    shutdown: &Shutdown,
+) {
+    let mut timeouts = Timeouts::default();
+    loop {
+        let now = Instant::now();
+        if shutdown.is_requested() && !server.is_stopping() {
+            server.begin_stop(now, |_| net::has_unread(fd));
+        }
+        server.handle_timeout(now);
+        while let Some(io) = server.poll_io() {
+            if io.close {
+                return;
+            }
+            shut_write_if_asked(fd, io.shut_write);
+        }
+        let until = server.poll_timeout().map(|at| at.saturating_duration_since(now));
+        let limit = Some(until.map_or(TICK, |until| until.min(TICK)));
+        let result = if server.wants_write(handle) {
+            timeouts
+                .set(fd, Kind::Send, limit)
+                .and_then(|()| net::send(fd, server.transmit(handle)))
+                .map(|n| server.advance(handle, n, Instant::now()))
+        } else if server.wants_read(handle) {
+            timeouts.set(fd, Kind::Recv, limit).and_then(|()| net::recv_once(fd, read)).map(|n| match n {
+                0 => server.peer_closed(handle, Instant::now()),
+                n => server.received(handle, &read[..n], Instant::now()),
+            })
+        } else {
+            // Only a deadline can move this session on: sleep until it.
+            let nothing: &mut [rustix::event::PollFd<'_>] = &mut [];
+            rustix::event::poll(nothing, Some(&timespec(until.unwrap_or(TICK).min(TICK)))).map(drop).map_err(Into::into)
+        };
+        match result {
+            Ok(()) => {}
+            // A timeout, or a signal: the loop looks at the clock and the stop flag.
+            Err(e) if net::would_block(&e) || net::interrupted(&e) => {}
+            Err(e) => server.socket_error(handle, e),
         }
     }
 }

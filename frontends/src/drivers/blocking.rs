@@ -1,13 +1,13 @@
 //! Flavor `blocking`: the article's first server.
 //!
 //! - Model: accept one connection, serve it with blocking reads and writes
-//!   ([`driver::run_blocking`]) until it ends, then accept the next. Others
-//!   wait in the listen backlog.
+//!   ([`driver::serve_blocking`]) until the [`Server`] closes it, then
+//!   accept the next. Others wait in the listen backlog.
 //! - Threads: 1.
 //! - Limits: one connection at a time. The idle timeout is on by default
 //!   (200 ms) so that one silent client holds everybody else for at most
 //!   that long, and the session's frame deadline is on
-//!   ([`Timing::with_frame_deadline`]): a client trickling a byte at a time
+//!   ([`Timing::with_frame_deadline`](crate::sansio::session::Timing::with_frame_deadline)): a client trickling a byte at a time
 //!   cannot hold the server either. A client that stops reading its
 //!   responses stalls the writes and is dropped the same way.
 //! - Closing after a framing error lingers in this one thread: the next
@@ -15,8 +15,8 @@
 //!   client closes its side first.
 //! - Stop: the thread waits for a connection in `poll` on the listener and
 //!   the stop's wake-up socket; a connection being served sees the stop
-//!   when a signal interrupts its wait, or within a tick
-//!   ([`ReadWait::Tick`]), and finishes as its session says.
+//!   when a signal interrupts its wait, or within a tick ([`TICK`]), and
+//!   finishes as the server says.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -24,42 +24,31 @@ use std::time::Instant;
 
 use kvio_proto::KeyValueHandler;
 
-use crate::config::Config;
-use crate::driver::{self, BlockingServer, READ_CHUNK, ReadWait, Scratch, TICK};
-use crate::memory::{ClientMemory, Share};
-use crate::net::{self, Accepted, Listener};
-use crate::session::{Session, Timing};
-use crate::shutdown::Shutdown;
-use crate::stats::{Counters, Stats};
+use crate::app::config::{Config, Flavor};
+use crate::drivers::pump::{self as driver, READ_CHUNK, TICK};
+use crate::host::net::{self, Accepted, Listener};
+use crate::host::shutdown::Shutdown;
+use crate::sansio::memory::ClientMemory;
+use crate::sansio::server::{Places, Server, Shared};
+use crate::sansio::stats::{Counters, Stats};
 
 /// Serves until `shutdown` is requested.
 pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let counters = Counters::default();
+    let (counters, places) = (Counters::default(), Places::default());
     let memory = ClientMemory::new(config.max_client_memory);
-    let timing = Timing::new(config).with_frame_deadline();
-    let mut handler = KeyValueHandler::new(config.store());
-    let mut scratch = Scratch::new(READ_CHUNK);
+    let shared = Shared { places: &places, memory: &memory, counters: &counters };
+    let mut server = Server::new(config.limits(Flavor::Blocking), shared, KeyValueHandler::new(config.store()));
+    let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
     // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
     while driver::wait_for_connection(&listener, shutdown)? {
         match listener.accept(false) {
             Ok(Accepted::Connection(fd, peer)) => {
-                counters.connection();
-                let mut session = Session::new(config, timing, Instant::now());
-                let share = Share::default();
-                // One connection at a time: the biggest is this one.
-                let evict_itself = || true;
-                let wait = ReadWait::Tick;
-                let server = BlockingServer {
-                    wait,
-                    shutdown,
-                    counters: &counters,
-                    memory: &memory,
-                    share: &share,
-                    evict_biggest: &evict_itself,
-                };
-                let end = driver::run_blocking(fd.as_fd(), &mut session, &server, &mut scratch, &mut handler);
-                counters.ended(peer, &end);
+                // A refusal is counted by the server; dropping `fd` closes it.
+                let Ok(handle) = server.accept(peer, Instant::now()) else { continue };
+                driver::serve_blocking(fd.as_fd(), &mut server, handle, &mut read, shutdown);
+                drop(fd);
+                server.release(handle);
             }
             Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
             Ok(Accepted::Nothing) => {}

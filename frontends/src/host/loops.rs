@@ -1,10 +1,11 @@
-//! `--threads N`: N copies of a single-thread flavor's loop, one thread
+//! `--threads N`: N copies of a single-thread driver's loop, one thread
 //! each, each on its own SO_REUSEPORT listener bound to the same address
 //! (the kernel spreads connections over them), over one shared
-//! [`ShardedStore`](crate::sharded::ShardedStore).
+//! [`ShardedStore`](crate::host::sharded::ShardedStore), the way monoio and
+//! glommio run one driver per core.
 //!
-//! What the loops share, and nothing else: the [`Config`], the stop
-//! ([`Shutdown`]: one wake-up socket in every loop's epoll set, so one
+//! What the loops share, and nothing else: the server's limits, the stop
+//! ([`Shutdown`]: one wake-up socket that every loop waits on, so one
 //! SIGTERM stops them all), the count of open connections ([`Places`]:
 //! `--max-connections` is for the whole server), the bytes all connections
 //! hold ([`ClientMemory`]: `--max-client-memory` is for the whole server; a
@@ -13,62 +14,22 @@
 //! keeps its own [`Counters`] (no cache line bounces between cores on the
 //! request path); the stopped line is their sum ([`Loops::totals`]).
 //!
-//! [`run`] is flavor-agnostic: it takes a flavor's per-loop entry point, so
-//! a completion flavor (io_uring) gets `--threads` by passing its own. Only
-//! `epoll` does today; the others refuse `--threads` other than 1
-//! ([`supports_threads`]): `blocking` and `busy-poll` are the article's
-//! single-thread models, and `threaded` already serves every connection on
-//! its own thread (it uses the sharded store too, for its shard locks).
+//! [`run`] is driver-agnostic: it takes a per-loop entry point, in practice
+//! [`Driver::serve_loop`](crate::drivers::Driver::serve_loop) of any
+//! single-thread driver (`epoll`, `busy-poll`, `uring`).
 //!
 //! `--pin` puts loop i on the i-th CPU the process may run on.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use crate::config::{Config, Flavor};
-use crate::memory::ClientMemory;
-use crate::net::Listener;
-use crate::shutdown::Shutdown;
-use crate::stats::{Counters, Stats};
-
-/// What one loop is given: its index, what all loops share, and its own counters.
-#[derive(Debug, Clone, Copy)]
-pub struct Loop<'a> {
-    /// 0..N.
-    pub index: usize,
-    /// The limits.
-    pub config: &'a Config,
-    /// The stop, shared by every loop.
-    pub shutdown: &'a Shutdown,
-    /// This loop's counters.
-    pub counters: &'a Counters,
-    /// Connections open across every loop.
-    pub places: &'a Places,
-    /// What every connection of every loop holds.
-    pub memory: &'a ClientMemory,
-}
-
-/// Connections open across every loop, against `--max-connections`.
-#[derive(Debug, Default)]
-pub struct Places(AtomicUsize);
-
-impl Places {
-    /// Takes a place if fewer than `max` are taken.
-    pub fn take(&self, max: usize) -> bool {
-        self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max).then_some(open + 1)).is_ok()
-    }
-
-    /// Gives a place back (a connection taken with [`Places::take`] closed).
-    pub fn release(&self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Places taken.
-    pub fn taken(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
-}
+pub use crate::drivers::Loop;
+use crate::host::net::Listener;
+use crate::host::shutdown::Shutdown;
+use crate::sansio::memory::ClientMemory;
+pub use crate::sansio::server::Places;
+use crate::sansio::server::{Limits, Shared};
+use crate::sansio::stats::{Counters, Stats};
 
 /// The state of N loops that outlives them: built before the server
 /// starts, readable while it runs (tests see which loop served what),
@@ -124,43 +85,13 @@ pub fn resolve_threads(threads: usize) -> usize {
     }
 }
 
-/// Whether `flavor` runs N loops.
-pub fn supports_threads(flavor: Flavor) -> bool {
-    flavor == Flavor::Epoll
-}
-
-/// Serves `flavor` with one loop per listener (from
-/// [`Listener::bind_many`]) until the stop, then returns the totals. One
-/// loop serves the plain store, as the single-thread flavor does; more
-/// share a [`ShardedStore`](crate::sharded::ShardedStore).
-pub fn serve(
-    flavor: Flavor,
-    listeners: Vec<Listener>,
-    config: &Config,
-    shutdown: &Shutdown,
-    loops: &Loops,
-) -> io::Result<Stats> {
-    if !supports_threads(flavor) {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, format!("flavor {flavor} runs a single loop")));
-    }
-    if listeners.len() == 1 {
-        return run(listeners, config, shutdown, loops, |listener, run| {
-            crate::epoll::serve_loop(listener, run, config.store())
-        });
-    }
-    let store = config.sharded_store(listeners.len());
-    let stats =
-        run(listeners, config, shutdown, loops, |listener, run| crate::epoll::serve_loop(listener, run, &store))?;
-    crate::stats::store_line(config, store.len(), store.evictions());
-    Ok(stats)
-}
-
 /// Runs `serve_one(listener, loop)` on a thread per listener (pinned if
 /// `loops` says so) and waits for them all. If one fails or panics, the
 /// stop is requested so the others end too, and the first error returned.
 pub fn run<F>(
     listeners: Vec<Listener>,
-    config: &Config,
+    limits: Limits,
+    max_client_memory: usize,
     shutdown: &Shutdown,
     loops: &Loops,
     serve_one: F,
@@ -171,14 +102,14 @@ where
     assert_eq!(listeners.len(), loops.len(), "one listener per loop");
     let cpus = if loops.pin { allowed_cpus()? } else { Vec::new() };
     let serve_one = &serve_one;
-    let memory = ClientMemory::new(config.max_client_memory);
+    let memory = ClientMemory::new(max_client_memory);
     let memory = &memory;
     let result = thread::scope(|scope| {
         let mut first_error = None;
         let mut running = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
             let (counters, places) = (&loops.counters[index], &loops.places);
-            let run = Loop { index, config, shutdown, counters, places, memory };
+            let run = Loop { index, limits, shutdown, shared: Shared { places, memory, counters } };
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
             let spawned = thread::Builder::new().name(format!("kvio-loop-{index}")).spawn_scoped(scope, move || {
                 if let Some(cpu) = cpu {
@@ -228,6 +159,10 @@ fn pin_current_thread(cpu: usize) -> io::Result<()> {
 mod test {
     use super::*;
 
+    use crate::app::config::{Config, Flavor};
+    use crate::drivers::Driver;
+    use crate::drivers::epoll::Epoll;
+
     #[test]
     fn places_are_counted_against_the_limit() {
         let places = Places::default();
@@ -252,11 +187,12 @@ mod test {
         let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let shutdown = Shutdown::new().unwrap();
         let loops = Loops::new(2, false);
-        let result = run(listeners, &config, &shutdown, &loops, |listener, run| {
+        let (limits, memory) = (config.limits(Flavor::Epoll), config.max_client_memory);
+        let result = run(listeners, limits, memory, &shutdown, &loops, |listener, run| {
             if run.index == 0 {
                 return Err(io::Error::other("loop 0 fails"));
             }
-            crate::epoll::serve_loop(listener, run, config.store())
+            Epoll::serve_loop(listener, run, config.store())
         });
         assert_eq!(result.unwrap_err().to_string(), "loop 0 fails");
         assert!(shutdown.is_requested());
@@ -270,7 +206,8 @@ mod test {
         let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), n).unwrap();
         let shutdown = Shutdown::new().unwrap();
         let seen = std::sync::Mutex::new(Vec::new());
-        run(listeners, &config, &shutdown, &Loops::new(n, true), |_, run| {
+        let (limits, memory) = (config.limits(Flavor::Epoll), config.max_client_memory);
+        run(listeners, limits, memory, &shutdown, &Loops::new(n, true), |_, run| {
             let set = rustix::thread::sched_getaffinity(None)?;
             let mine: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
             seen.lock().unwrap().push((run.index, mine));

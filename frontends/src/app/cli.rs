@@ -1,8 +1,8 @@
 //! The `kvio` command line: `serve`, `put`, `get`, `cli`, `bench` (which
 //! runs the separate `kvio-bench` binary found beside this one, so the
 //! server never links the benchmark), `completions` and `man`. Exit codes:
-//! `serve` 0 after a signal-requested stop (130 after a second signal
-//! forced it); `get` 0 found, 1 not found; `cli` 0 at the end of its input
+//! `serve` 0 after a signal-requested stop, however many SIGTERMs arrive
+//! (130 when a second Ctrl-C, a second or more after the first, forced it); `get` 0 found, 1 not found; `cli` 0 at the end of its input
 //! (1 when piped commands failed); 2 on any failure, settings refused at
 //! start-up included.
 //!
@@ -18,16 +18,16 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::app::lines as stats;
+use crate::app::repl::{self, Line};
+use crate::app::size::{self, size_at_least};
 use crate::config::{
     Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE_ENTRIES, Flavor, MIN_MAX_FRAME_LEN, check_addr,
     resolve,
 };
 use crate::loops::{self, Loops};
 use crate::net::{self, Listener};
-use crate::repl::{self, Line};
 use crate::shutdown::Shutdown;
-use crate::size::{self, size_at_least};
-use crate::stats;
 use kvio_client::{Client, Error as ClientError};
 
 /// Exit code of `kvio get` when the key is absent.
@@ -65,6 +65,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a server until SIGINT or SIGTERM.
+    ///
+    /// A stop answers what was received, then closes every connection
+    /// (within 2 s of grace and 2 s of linger), and exits 0. Repeated
+    /// signals are the same stop: several SIGTERMs, or a SIGINT after a
+    /// SIGTERM, still exit 0. A second Ctrl-C (SIGINT) at least 1 s after
+    /// the first exits at once, with status 130.
     Serve(ServeArgs),
     /// Store a value under a key (exit 0 stored, 2 refused or failed).
     Put(PutArgs),
@@ -205,10 +211,10 @@ struct ServeArgs {
     /// the most is closed.
     #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = size_at_least::<usize>(1))]
     max_client_memory: usize,
-    /// Event loops, one thread each, on SO_REUSEPORT listeners over a sharded store; 0: one per CPU (epoll only).
+    /// Event loops, one thread each, on SO_REUSEPORT listeners over a sharded store; 0: one per CPU (epoll, uring, busy-poll).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Pin loop i to the i-th CPU the process may use (epoll only).
+    /// Pin loop i to the i-th CPU the process may use (epoll, uring, busy-poll).
     #[arg(long)]
     pin: bool,
     /// What a full store does with a put that does not fit: refuse it, or evict entries not used recently.
@@ -329,14 +335,13 @@ fn man() -> ExitCode {
 fn serve(args: &ServeArgs) -> ExitCode {
     let config = args.config();
     let threads = loops::resolve_threads(args.threads);
-    if (args.threads != 1 || args.pin) && !loops::supports_threads(args.flavor) {
+    if (args.threads != 1 || args.pin) && !crate::supports_threads(args.flavor) {
         eprintln!(
-            "kvio serve: --threads and --pin apply to --flavor epoll only: {} {}.",
+            "kvio serve: --threads and --pin apply to --flavor epoll, uring and busy-poll only: {} {}.",
             args.flavor,
             match args.flavor {
                 Flavor::Threaded => "already serves each connection on its own thread",
-                Flavor::Uring => "runs one loop (a loop per core is not built for it yet)",
-                _ => "is a single-thread model",
+                _ => "is the one-connection-at-a-time model",
             }
         );
         return ExitCode::from(EXIT_FAILURE);
@@ -363,7 +368,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let served = if threads == 1 && !args.pin {
             crate::serve(args.flavor, listeners.remove(0), &config, &shutdown)
         } else {
-            loops::serve(args.flavor, listeners, &config, &shutdown, &Loops::new(threads, args.pin))
+            crate::serve_loops(args.flavor, listeners, &config, &shutdown, &Loops::new(threads, args.pin))
         };
         served.map_err(|e| e.to_string())
     };

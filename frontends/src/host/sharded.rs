@@ -52,10 +52,22 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use kvio_core::store::{RECORD_HEADER_LEN, Slot};
+use kvio_core::store::{RECORD_HEADER_LEN, Slot, slots_for};
 use kvio_core::{KeyValueStore, Store, StoreError, StoreLimits, WhenFull};
 
-use crate::config::{HostStore, slots_for};
+/// The store of a Linux server: its slot table and arena are boxed slices.
+pub type HostStore = Store<Box<[Slot]>, Box<[u8]>>;
+
+/// A store of `entries` entries and `bytes` bytes under `limits`,
+/// allocated now and never again.
+pub fn host_store(limits: StoreLimits, entries: usize, bytes: usize) -> HostStore {
+    // vec![0; n] is calloc: pages nobody writes cost no memory.
+    Store::with_storage(
+        vec![Slot::EMPTY; slots_for(entries)].into_boxed_slice(),
+        vec![0u8; bytes].into_boxed_slice(),
+        limits,
+    )
+}
 
 /// Shards per loop (or per CPU for the threaded flavor): enough that two
 /// loops rarely want the same lock at once.

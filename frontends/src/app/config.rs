@@ -8,12 +8,18 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use kvio_core::store::Slot;
+use kvio_core::StoreLimits;
+use kvio_core::WhenFull;
 /// The slot-table rule is the store's own (`kvio_core::store::slots_for`).
 pub use kvio_core::store::slots_for;
-use kvio_core::{Store, StoreLimits, WhenFull};
 
-use crate::sharded::ShardedStore;
+/// The store of a Linux server (its home is the host layer).
+pub use crate::host::sharded::HostStore;
+use crate::host::sharded::ShardedStore;
+use crate::sansio::server::Limits;
+/// How long a stopping server keeps delivering responses (the session's rule).
+pub use crate::sansio::session::SHUTDOWN_GRACE;
+use crate::sansio::session::{Framing, Timing};
 
 /// Default `--addr`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
@@ -63,9 +69,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// one byte cost 256 MiB, not 10 GiB. Four times the default store budget:
 /// the server's total stays a few hundred MiB.
 pub const DEFAULT_MAX_CLIENT_MEMORY: usize = 256 << 20;
-/// How long a stopping server keeps trying to deliver responses to
-/// requests it had already received.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The IO model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -153,6 +156,15 @@ impl Config {
         kvio_core::Connection::new(self.max_frame_len, self.output_limit)
     }
 
+    /// The sans-IO server's limits: these, with the idle timeout and the
+    /// server's grace and linger (and the frame deadline if `flavor` is `blocking`).
+    pub fn limits(&self, flavor: Flavor) -> Limits {
+        let timing = Timing::new(self.idle_timeout);
+        let timing = if flavor == Flavor::Blocking { timing.with_frame_deadline() } else { timing };
+        let framing = Framing { max_frame_len: self.max_frame_len, output_limit: self.output_limit };
+        Limits { framing, timing, max_connections: self.max_connections }
+    }
+
     /// The store limits these settings call for.
     pub fn store_limits(&self) -> StoreLimits {
         StoreLimits::for_frame(self.max_frame_len, self.store_entries, self.store_bytes)
@@ -167,14 +179,8 @@ impl Config {
 
     /// The store these limits call for, allocated now and never again.
     pub fn store(&self) -> HostStore {
-        let slots = slots_for(self.store_entries);
-        // vec![0; n] is calloc: pages nobody writes cost no memory.
-        Store::with_storage(
-            vec![Slot::EMPTY; slots].into_boxed_slice(),
-            vec![0u8; self.store_bytes].into_boxed_slice(),
-            self.store_limits(),
-        )
-        .when_full(self.when_full)
+        crate::host::sharded::host_store(self.store_limits(), self.store_entries, self.store_bytes)
+            .when_full(self.when_full)
     }
 
     /// The start-up line's fields after the flavor and address.
@@ -192,9 +198,6 @@ impl Config {
         )
     }
 }
-
-/// The store of a Linux server: its slot table and arena are boxed slices.
-pub type HostStore = Store<Box<[Slot]>, Box<[u8]>>;
 
 #[cfg(test)]
 mod test {

@@ -42,13 +42,13 @@ use std::time::Instant;
 use kvio_core::Handler;
 use kvio_proto::KeyValueHandler;
 
-use crate::config::Config;
-use crate::driver::{self, BlockingServer, ReadWait, Scratch, TICK};
-use crate::memory::{ClientMemory, Share};
-use crate::net::{self, Accepted, Listener};
-use crate::session::{Session, Timing};
-use crate::shutdown::Shutdown;
-use crate::stats::{Counters, End, Stats};
+use crate::app::config::{Config, Flavor};
+use crate::drivers::pump::{self as driver, BlockingServer, ReadWait, Scratch, TICK};
+use crate::host::net::{self, Accepted, Listener};
+use crate::host::shutdown::Shutdown;
+use crate::sansio::memory::{self, ClientMemory, Share};
+use crate::sansio::session::{End, Session};
+use crate::sansio::stats::{Counters, Stats};
 
 /// Stack of a connection thread (see the [module docs](self) for the measurement).
 pub const STACK_SIZE: usize = 64 * 1024;
@@ -129,8 +129,9 @@ impl Registry {
         if memory.total().saturating_sub(leaving) <= memory.cap() {
             return false;
         }
-        let staying = sockets.live.values().filter(|e| e.share.held() > 0 && !e.share.is_evicting());
-        match staying.max_by_key(|e| e.share.held()) {
+        // The one victim rule, over every thread's connections.
+        let staying = sockets.live.values().filter(|e| !e.share.is_evicting()).map(|e| (e, e.share.held()));
+        match memory::victim(staying) {
             Some(biggest) if biggest.share.held() > me.held() => {
                 biggest.share.ask_to_evict();
                 wake(biggest);
@@ -216,7 +217,8 @@ fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'
     ctx.counters.connection();
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scratch = Scratch::new(READ_CHUNK);
-        let mut session = Session::new(ctx.config, Timing::new(ctx.config), Instant::now());
+        let limits = ctx.config.limits(Flavor::Threaded);
+        let mut session = Session::new(limits.framing, limits.timing, Instant::now());
         let evict_biggest = || ctx.registry.evict_biggest(ctx.memory, &entry.share);
         let server = BlockingServer {
             wait: ReadWait::UntilWoken,
@@ -236,8 +238,7 @@ fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::config::Flavor;
-    use crate::sharded::ShardedStore;
+    use crate::host::sharded::ShardedStore;
     use kvio_core::frame::{FrameError, encode_frame};
     use kvio_core::{Output, OutputFull};
     use std::io::{Read, Write};
