@@ -26,18 +26,24 @@ use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
 use crate::driver::{self, BlockingServer, READ_CHUNK, ReadWait, Scratch, TICK};
-use crate::memory::{ClientMemory, Share};
+use crate::loops::{self, Loop};
+use crate::memory::Share;
 use crate::net::{self, Accepted, Listener};
+use crate::observed::Observed;
 use crate::session::{Session, Timing};
 use crate::shutdown::Shutdown;
-use crate::stats::{Counters, Stats};
+use crate::stats::Stats;
 
 /// Serves until `shutdown` is requested.
-pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let counters = Counters::default();
-    let memory = ClientMemory::new(config.max_client_memory);
+pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
+    loops::single(listener, config, shutdown, serve_loop)
+}
+
+/// The server as one loop of [`loops`], counting into `run.counters`.
+pub fn serve_loop(mut listener: Listener, run: Loop<'_>) -> io::Result<()> {
+    let Loop { config, shutdown, counters, memory, .. } = run;
     let timing = Timing::new(config).with_frame_deadline();
-    let mut handler = KeyValueHandler::new(config.store());
+    let mut handler = KeyValueHandler::new(Observed::new(config.store(), counters, run.fill));
     let mut scratch = Scratch::new(READ_CHUNK);
     // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
@@ -50,21 +56,15 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                 // One connection at a time: the biggest is this one.
                 let evict_itself = || true;
                 let wait = ReadWait::Tick;
-                let server = BlockingServer {
-                    wait,
-                    shutdown,
-                    counters: &counters,
-                    memory: &memory,
-                    share: &share,
-                    evict_biggest: &evict_itself,
-                };
+                let server =
+                    BlockingServer { wait, shutdown, counters, memory, share: &share, evict_biggest: &evict_itself };
                 let end = driver::run_blocking(fd.as_fd(), &mut session, &server, &mut scratch, &mut handler);
                 counters.ended(peer, &end);
             }
             Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
             Ok(Accepted::Nothing) => {}
-            Err(e) => driver::accept_failed(&counters, &e),
+            Err(e) => driver::accept_failed(counters, &e),
         }
     }
-    Ok(counters.snapshot())
+    Ok(())
 }

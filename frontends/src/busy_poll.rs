@@ -23,21 +23,26 @@ use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
 use crate::driver::{self, Conn, READ_CHUNK, Scratch};
-use crate::memory::ClientMemory;
+use crate::loops::{self, Loop};
 use crate::net::{self, Accepted, Listener};
+use crate::observed::Observed;
 use crate::session::{Session, Timing};
 use crate::shutdown::Shutdown;
-use crate::stats::{Counters, Stats};
+use crate::stats::Stats;
 
 /// Accepts per pass at most, so a connection storm cannot starve the open connections.
 const ACCEPTS_PER_PASS: usize = 256;
 
 /// Serves until `shutdown` is requested and every connection has closed.
 pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let counters = Counters::default();
-    let memory = ClientMemory::new(config.max_client_memory);
+    loops::single(listener, config, shutdown, serve_loop)
+}
+
+/// The server as one loop of [`loops`], counting into `run.counters`.
+pub fn serve_loop(listener: Listener, run: Loop<'_>) -> io::Result<()> {
+    let Loop { config, shutdown, counters, memory, .. } = run;
     let timing = Timing::new(config);
-    let mut handler = KeyValueHandler::new(config.store());
+    let mut handler = KeyValueHandler::new(Observed::new(config.store(), counters, run.fill));
     let mut scratch = Scratch::new(READ_CHUNK);
     let mut conns: Vec<Conn> = Vec::new();
     net::set_nonblocking(listener.as_fd(), true)?;
@@ -77,7 +82,7 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
             let conn = &mut conns[i];
             moved |= conn.pump(&mut scratch, &mut handler, now);
             conn.session.handle_timeout(now);
-            if conn.settle(&mut scratch, &counters, &memory) {
+            if conn.settle(&mut scratch, counters, memory) {
                 conns.swap_remove(i);
             } else {
                 i += 1;
@@ -90,7 +95,7 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
                 }
                 let Some(victim) = driver::biggest(conns.iter().enumerate()) else { break };
                 conns[victim].session.evict(&mut scratch.spare);
-                if conns[victim].settle(&mut scratch, &counters, &memory) {
+                if conns[victim].settle(&mut scratch, counters, memory) {
                     conns.swap_remove(victim);
                     // The connection at `i` may have moved: serve the pass's rest from the start.
                     i = i.min(victim);
@@ -101,5 +106,5 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
             std::thread::yield_now();
         }
     }
-    Ok(counters.snapshot())
+    Ok(())
 }

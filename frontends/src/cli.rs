@@ -1,9 +1,10 @@
-//! The `kvio` command line: `serve`, `put`, `get`, `cli`, and `bench`
+//! The `kvio` command line: `serve`, `put`, `get`, `cli`, `stats`, and `bench`
 //! (which runs the separate `kvio-bench` binary found beside this one, so
 //! the server never links the benchmark). Exit codes: `serve` 0 after a
 //! signal-requested stop (130 after a second signal forced it); `get` 0
-//! found, 1 not found; `cli` 0 at the end of its input; 2 on any failure,
-//! settings refused at start-up included.
+//! found, 1 not found; `cli` 0 at the end of its input; `stats` 0; 2 on
+//! any failure (for `stats`: nothing answers), settings refused at
+//! start-up included.
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
@@ -19,9 +20,10 @@ use crate::config::{
     MIN_MAX_FRAME_LEN, check_addr, resolve,
 };
 use crate::loops::{self, Loops};
+use crate::metrics::{self, DEFAULT_METRICS_ADDR};
 use crate::net::{self, Listener};
 use crate::shutdown::Shutdown;
-use crate::stats;
+use crate::{log, stats, stats_command};
 
 /// Exit code of `kvio get` when the key is absent.
 pub const EXIT_NOT_FOUND: u8 = 1;
@@ -59,6 +61,12 @@ enum Command {
     /// Blank lines are skipped; an unknown command gets `ERR <what is expected>`.
     /// If the server closed the idle connection, it reconnects once.
     Cli(ConnArgs),
+    /// Show what a running server is doing (read from its `--metrics` endpoint).
+    ///
+    /// Prints the figures as a table; with --watch, one line per interval
+    /// with rates (requests/s, hit ratio, connections, store fill, memory).
+    /// Exit 2 when nothing answers at the address.
+    Stats(StatsArgs),
     /// Load a server, or compare every flavor (runs `kvio-bench`).
     ///
     /// Runs the `kvio-bench` binary that sits beside `kvio` (build it with
@@ -78,6 +86,23 @@ struct ConnArgs {
     #[arg(long, value_name = "HOST:PORT", env = ADDR_ENV, hide_env_values = true, default_value = DEFAULT_ADDR, value_parser = check_addr)]
     addr: String,
     /// Seconds to wait for the connection and for each answer (fractions allowed, e.g. 0.5).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
+    timeout: Duration,
+}
+
+/// `kvio stats` arguments.
+#[derive(Debug, Args)]
+struct StatsArgs {
+    /// The server's metrics address, as given to `kvio serve --metrics`.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_METRICS_ADDR, value_parser = check_addr)]
+    metrics: String,
+    /// Print one line every SECONDS, with rates, instead of the table.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    watch: Option<Duration>,
+    /// With --watch: stop after N lines (default: until interrupted).
+    #[arg(long, value_name = "N", requires = "watch", value_parser = at_least::<1>)]
+    count: Option<usize>,
+    /// Seconds to wait for the connection and the answer.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
     timeout: Duration,
 }
@@ -150,6 +175,16 @@ struct ServeArgs {
     /// Pin loop i to the i-th CPU the process may use (epoll only).
     #[arg(long)]
     pin: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default;
+    /// `--metrics` alone: 127.0.0.1:9878). A second stdout line after the
+    /// start-up line says where: `kvio serve: metrics=http://HOST:PORT/metrics`.
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = DEFAULT_METRICS_ADDR,
+          value_parser = check_addr)]
+    metrics: Option<String>,
+    /// Log level on stderr: error, warn, info, debug or trace, or an
+    /// EnvFilter directive such as `kvio=debug` [default: RUST_LOG, else info].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 impl ServeArgs {
@@ -213,6 +248,7 @@ pub fn main() -> ExitCode {
         Command::Put(args) => put(&args),
         Command::Get(args) => get(&args),
         Command::Cli(args) => cli(&args),
+        Command::Stats(args) => stats(&args),
         Command::Bench { args } => bench(args),
     }
 }
@@ -239,27 +275,47 @@ fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("kvio serve: {why}");
         return ExitCode::from(EXIT_FAILURE);
     }
+    if let Err(e) = log::init(args.log_level.as_deref()) {
+        eprintln!("kvio serve: {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let run = || -> Result<stats::Stats, String> {
         let addrs = resolve(&args.addr)?;
         if let Err(e) = net::raise_fd_limit() {
-            eprintln!("kvio serve: cannot raise RLIMIT_NOFILE: {e}");
+            tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
         }
-        let mut listeners = Listener::bind_many(addrs[0], threads)
+        let listeners = Listener::bind_many(addrs[0], threads)
             .map_err(|e| format!("cannot listen on {}: {e}", named(&args.addr, addrs[0])))?;
+        let addr = listeners[0].local_addr();
+        log::warn_if_exposed("kvio serve", addr.ip());
+        let metrics_listener = match &args.metrics {
+            Some(given) => {
+                let at = resolve(given)?[0];
+                let listener = metrics::bind(at)
+                    .map_err(|e| format!("cannot listen on {} for --metrics: {e}", named(given, at)))?;
+                log::warn_if_exposed("--metrics", at.ip());
+                Some(listener)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose().map_err(|e| e.to_string())?;
         let shutdown = Shutdown::new().map_err(|e| e.to_string())?;
         // Before the start-up line: whoever reads it may signal at once.
         shutdown.on_signals().map_err(|e| e.to_string())?;
-        let addr = listeners[0].local_addr();
+        let loops = std::sync::Arc::new(Loops::new(threads, args.pin));
+        let source = metrics::Source { loops: loops.clone(), config, flavor: args.flavor };
+        metrics::spawn(metrics_listener, source, shutdown.clone())
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
         stats::announce(&stats::startup_line(args.flavor, addr, &config, threads)).map_err(|e| e.to_string())?;
-        let served = if threads == 1 && !args.pin {
-            crate::serve(args.flavor, listeners.remove(0), &config, &shutdown)
-        } else {
-            loops::serve(args.flavor, listeners, &config, &shutdown, &Loops::new(threads, args.pin))
-        };
-        served.map_err(|e| e.to_string())
+        if let Some(at) = metrics_addr {
+            stats::announce(&format!("kvio serve: metrics=http://{at}{}", metrics::PATH)).map_err(|e| e.to_string())?;
+        }
+        tracing::info!("serving: flavor={} addr={addr} threads={threads}", args.flavor);
+        loops::serve(args.flavor, listeners, &config, &shutdown, &loops).map_err(|e| e.to_string())
     };
     match run() {
         Ok(stats) => {
+            log::flush_suppressed();
             let _ = stats::announce(&stats::stopped_line(&stats));
             ExitCode::SUCCESS
         }
@@ -472,6 +528,11 @@ fn cli(args: &ConnArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     }
+}
+
+fn stats(args: &StatsArgs) -> ExitCode {
+    let count = args.count.map(|n| n as u64);
+    ExitCode::from(stats_command::run(&args.metrics, args.watch, count, args.timeout))
 }
 
 /// Replaces this process with `kvio-bench` from this executable's directory.

@@ -146,6 +146,7 @@ impl Conn {
     pub fn settle(&mut self, scratch: &mut Scratch, counters: &Counters, memory: &ClientMemory) -> bool {
         shut_write_if_asked(self.fd.as_fd(), &mut self.session);
         counters.requests(self.session.take_requests());
+        counters.traffic(self.session.take_traffic());
         if self.session.phase() == Phase::Closed {
             memory.charge(&self.share, 0);
             counters.ended(self.peer, &self.session.take_end());
@@ -240,6 +241,7 @@ pub fn run_blocking<H: Handler + ?Sized>(
         session.handle_timeout(now);
         shut_write_if_asked(fd, session);
         counters.requests(session.take_requests());
+        counters.traffic(session.take_traffic());
         if session.phase() == Phase::Closed {
             memory.charge(share, 0);
             return session.take_end();

@@ -50,9 +50,10 @@ use rustix::io::Errno;
 
 use crate::config::Config;
 use crate::driver::{self, Conn, READ_CHUNK, Scratch};
-use crate::loops::{Loop, Places};
+use crate::loops::{self, Loop, Places};
 use crate::memory::ClientMemory;
 use crate::net::{self, Accepted, Listener};
+use crate::observed::{Fill, Observed};
 use crate::session::{Phase, Session, Timing};
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, Stats};
@@ -172,7 +173,7 @@ struct Server<'a, S> {
     listener: Option<Listener>,
     listener_paused_until: Option<Instant>,
     slab: Slab,
-    handler: KeyValueHandler<S>,
+    handler: KeyValueHandler<Observed<'a, S>>,
     scratch: Scratch,
     counters: &'a Counters,
     /// Connections open across every loop of the server.
@@ -186,16 +187,12 @@ struct Server<'a, S> {
 
 /// Serves until `shutdown` is requested and every connection has closed.
 pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let (counters, places) = (Counters::default(), Places::default());
-    let memory = ClientMemory::new(config.max_client_memory);
-    let run = Loop { index: 0, config, shutdown, counters: &counters, places: &places, memory: &memory };
-    serve_loop(listener, run, config.store())?;
-    Ok(counters.snapshot())
+    loops::single(listener, config, shutdown, |listener, run| serve_loop(listener, run, config.store()))
 }
 
 /// One loop of a server over `store`, counting into `run.counters`:
 /// returns once `run.shutdown` is requested and its last connection has closed.
-pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+pub fn serve_loop<S: KeyValueStore + Fill>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
     let (config, shutdown) = (run.config, run.shutdown);
     net::set_nonblocking(listener.as_fd(), true)?;
     let epoll = epoll::create(CreateFlags::CLOEXEC)?;
@@ -208,7 +205,7 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
         listener: Some(listener),
         listener_paused_until: None,
         slab: Slab::default(),
-        handler: KeyValueHandler::new(store),
+        handler: KeyValueHandler::new(Observed::new(store, run.counters, run.fill)),
         scratch: Scratch::new(READ_CHUNK),
         counters: run.counters,
         places: run.places,
@@ -254,7 +251,7 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
     Ok(())
 }
 
-impl<S: KeyValueStore> Server<'_, S> {
+impl<S: KeyValueStore + Fill> Server<'_, S> {
     /// Accepts until EAGAIN.
     fn accept_all(&mut self, now: Instant) {
         while let Some(listener) = &mut self.listener {

@@ -12,7 +12,10 @@
 //!   every rule about time and closing), [`driver`] (moving bytes between
 //!   a socket and a session), [`net`] (listener, accept, socket calls),
 //!   [`config`] (limits, store), [`shutdown`], [`stats`] (counters and the
-//!   lines printed).
+//!   lines printed), [`observed`] (the store as the handler sees it: gets,
+//!   puts and fill counted).
+//! - For operators: [`log`] (levels, the rate limit), [`metrics`] (the
+//!   `/metrics` endpoint and what `kvio stats` reads from it).
 //! - [`client`] and [`cli`].
 
 pub mod blocking;
@@ -22,13 +25,17 @@ pub mod client;
 pub mod config;
 pub mod driver;
 pub mod epoll;
+pub mod log;
 pub mod loops;
 pub mod memory;
+pub mod metrics;
 pub mod net;
+pub mod observed;
 pub mod session;
 pub mod sharded;
 pub mod shutdown;
 pub mod stats;
+pub mod stats_command;
 pub mod threaded;
 pub mod uring;
 

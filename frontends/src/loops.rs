@@ -14,8 +14,10 @@
 //! request path); the stopped line is their sum ([`Loops::totals`]).
 //!
 //! [`run`] is flavor-agnostic: it takes a flavor's per-loop entry point, so
-//! a completion flavor (io_uring) gets `--threads` by passing its own. Only
-//! `epoll` does today; the others refuse `--threads` other than 1
+//! a completion flavor (io_uring) gets `--threads` by passing its own. Every
+//! flavor has one (`serve_loop`), so every flavor runs as one loop of a
+//! [`Loops`] whose figures the metrics thread reads while it runs. Only
+//! `epoll` runs several today; the others refuse `--threads` other than 1
 //! ([`supports_threads`]): `blocking` and `busy-poll` are the article's
 //! single-thread models, and `threaded` already serves every connection on
 //! its own thread (it uses the sharded store too, for its shard locks).
@@ -23,14 +25,16 @@
 //! `--pin` puts loop i on the i-th CPU the process may run on.
 
 use std::io;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use crate::config::{Config, Flavor};
 use crate::memory::ClientMemory;
 use crate::net::Listener;
+use crate::observed::StoreFill;
 use crate::shutdown::Shutdown;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, Figures, Stats};
 
 /// What one loop is given: its index, what all loops share, and its own counters.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +51,8 @@ pub struct Loop<'a> {
     pub places: &'a Places,
     /// What every connection of every loop holds.
     pub memory: &'a ClientMemory,
+    /// How full the store is (one store for every loop).
+    pub fill: &'a StoreFill,
 }
 
 /// Connections open across every loop, against `--max-connections`.
@@ -77,13 +83,37 @@ impl Places {
 pub struct Loops {
     counters: Box<[Counters]>,
     places: Places,
+    /// Made by [`run`] from the config's cap.
+    memory: OnceLock<ClientMemory>,
+    fill: StoreFill,
     pin: bool,
 }
 
 impl Loops {
     /// `n` loops (at least 1); `pin`: loop i on the i-th allowed CPU.
     pub fn new(n: usize, pin: bool) -> Loops {
-        Loops { counters: (0..n.max(1)).map(|_| Counters::default()).collect(), places: Places::default(), pin }
+        Loops {
+            counters: (0..n.max(1)).map(|_| Counters::default()).collect(),
+            places: Places::default(),
+            memory: OnceLock::new(),
+            fill: StoreFill::default(),
+            pin,
+        }
+    }
+
+    /// Loop `i`'s figures so far (for `/metrics`).
+    pub fn figures(&self, i: usize) -> Figures {
+        self.counters[i].figures()
+    }
+
+    /// Bytes all connections hold now, and the cap (0, 0 before the start).
+    pub fn client_memory(&self) -> (usize, usize) {
+        self.memory.get().map_or((0, 0), |m| (m.total(), m.cap()))
+    }
+
+    /// Entries and budget bytes the store holds now.
+    pub fn store_fill(&self) -> (u64, u64) {
+        self.fill.get()
     }
 
     /// How many loops.
@@ -140,16 +170,35 @@ pub fn serve(
     shutdown: &Shutdown,
     loops: &Loops,
 ) -> io::Result<Stats> {
+    if listeners.len() == 1 {
+        return match flavor {
+            Flavor::Blocking => run(listeners, config, shutdown, loops, crate::blocking::serve_loop),
+            Flavor::Threaded => run(listeners, config, shutdown, loops, crate::threaded::serve_loop),
+            Flavor::BusyPoll => run(listeners, config, shutdown, loops, crate::busy_poll::serve_loop),
+            Flavor::Uring => run(listeners, config, shutdown, loops, crate::uring::serve_loop),
+            Flavor::Epoll => run(listeners, config, shutdown, loops, |listener, run| {
+                crate::epoll::serve_loop(listener, run, config.store())
+            }),
+        };
+    }
     if !supports_threads(flavor) {
         return Err(io::Error::new(io::ErrorKind::Unsupported, format!("flavor {flavor} runs a single loop")));
     }
-    if listeners.len() == 1 {
-        return run(listeners, config, shutdown, loops, |listener, run| {
-            crate::epoll::serve_loop(listener, run, config.store())
-        });
-    }
     let store = config.sharded_store(listeners.len());
     run(listeners, config, shutdown, loops, |listener, run| crate::epoll::serve_loop(listener, run, &store))
+}
+
+/// One loop of a single-loop server, on this thread: `serve_one` is given
+/// a [`Loop`] over fresh counters, and the totals are returned.
+pub fn single<F>(listener: Listener, config: &Config, shutdown: &Shutdown, serve_one: F) -> io::Result<Stats>
+where
+    F: FnOnce(Listener, Loop<'_>) -> io::Result<()>,
+{
+    let loops = Loops::new(1, false);
+    let memory = loops.memory.get_or_init(|| ClientMemory::new(config.max_client_memory));
+    let (counters, places, fill) = (&loops.counters[0], &loops.places, &loops.fill);
+    serve_one(listener, Loop { index: 0, config, shutdown, counters, places, memory, fill })?;
+    Ok(loops.totals())
 }
 
 /// Runs `serve_one(listener, loop)` on a thread per listener (pinned if
@@ -168,14 +217,14 @@ where
     assert_eq!(listeners.len(), loops.len(), "one listener per loop");
     let cpus = if loops.pin { allowed_cpus()? } else { Vec::new() };
     let serve_one = &serve_one;
-    let memory = ClientMemory::new(config.max_client_memory);
-    let memory = &memory;
+    let memory = loops.memory.get_or_init(|| ClientMemory::new(config.max_client_memory));
+    let fill = &loops.fill;
     let result = thread::scope(|scope| {
         let mut first_error = None;
         let mut running = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
             let (counters, places) = (&loops.counters[index], &loops.places);
-            let run = Loop { index, config, shutdown, counters, places, memory };
+            let run = Loop { index, config, shutdown, counters, places, memory, fill };
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
             let spawned = thread::Builder::new().name(format!("kvio-loop-{index}")).spawn_scoped(scope, move || {
                 if let Some(cpu) = cpu {

@@ -44,8 +44,10 @@ use kvio_proto::KeyValueHandler;
 
 use crate::config::Config;
 use crate::driver::{self, BlockingServer, ReadWait, Scratch, TICK};
+use crate::loops::{self, Loop};
 use crate::memory::{ClientMemory, Share};
 use crate::net::{self, Accepted, Listener};
+use crate::observed::Observed;
 use crate::session::{Session, Timing};
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, End, Stats};
@@ -159,13 +161,17 @@ impl Drop for Registered<'_> {
 }
 
 /// Serves until `shutdown` is requested, then waits for every connection thread.
-pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let counters = Counters::default();
+pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
+    loops::single(listener, config, shutdown, serve_loop)
+}
+
+/// The server as one loop of [`loops`] (its connection threads count into `run.counters`).
+pub fn serve_loop(mut listener: Listener, run: Loop<'_>) -> io::Result<()> {
+    let Loop { config, shutdown, counters, memory, fill, .. } = run;
     let active = AtomicUsize::new(0);
     let store = config.sharded_store(thread::available_parallelism().map_or(1, |n| n.get()));
     let registry = Registry::default();
-    let memory = ClientMemory::new(config.max_client_memory);
-    let ctx = Context { config, shutdown, counters: &counters, active: &active, registry: &registry, memory: &memory };
+    let ctx = Context { config, shutdown, counters, active: &active, registry: &registry, memory };
     // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
     thread::scope(|scope| {
@@ -181,7 +187,10 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                     let spawned = thread::Builder::new()
                         .name("kvio-connection".into())
                         .stack_size(STACK_SIZE)
-                        .spawn_scoped(scope, move || connection(fd, peer, ctx, KeyValueHandler::new(store)));
+                        .spawn_scoped(scope, move || {
+                            let store = Observed::new(store, ctx.counters, fill);
+                            connection(fd, peer, ctx, KeyValueHandler::new(store))
+                        });
                     if let Err(e) = spawned {
                         active.fetch_sub(1, Ordering::AcqRel);
                         counters.refused(peer, format_args!("cannot start a thread: {e}"));
@@ -189,15 +198,14 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                 }
                 Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
                 Ok(Accepted::Nothing) => {}
-                Err(e) => driver::accept_failed(&counters, &e),
+                Err(e) => driver::accept_failed(counters, &e),
             }
         }
         // Stop accepting before the connections finish, then wake the ones asleep in recv.
         drop(listener);
         registry.wake_all();
         Ok::<(), io::Error>(())
-    })?;
-    Ok(counters.snapshot())
+    })
 }
 
 /// A connection thread's body: serves `fd` and counts how it ended, panics included.

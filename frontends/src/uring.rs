@@ -71,8 +71,10 @@ use rustix_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use crate::config::{Config, HostStore};
 use crate::driver::{self, Conn, Scratch};
+use crate::loops::{self, Loop};
 use crate::memory::ClientMemory;
 use crate::net::{self, Accepted, Listener};
+use crate::observed::Observed;
 use crate::session::{OutBuf, Session, Timing};
 use crate::shutdown::Shutdown;
 use crate::stats::{Counters, Stats};
@@ -534,16 +536,22 @@ struct Server<'a> {
     accept_paused_until: Option<Instant>,
     stopping: bool,
     conns: Slots,
-    handler: KeyValueHandler<HostStore>,
+    handler: KeyValueHandler<Observed<'a, HostStore>>,
     scratch: Scratch,
-    counters: Counters,
-    memory: ClientMemory,
+    counters: &'a Counters,
+    memory: &'a ClientMemory,
     /// The earliest session deadline seen since the last sweep.
     next_sweep: Option<Instant>,
 }
 
 /// Serves until `shutdown` is requested and every connection has closed.
 pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
+    loops::single(listener, config, shutdown, serve_loop)
+}
+
+/// The server as one loop of [`loops`], counting into `run.counters`.
+pub fn serve_loop(listener: Listener, run: Loop<'_>) -> io::Result<()> {
+    let Loop { config, shutdown, counters, memory, fill, .. } = run;
     let uring = Uring::new()?;
     let mut server = Server {
         config,
@@ -554,15 +562,15 @@ pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Re
         accept_paused_until: None,
         stopping: false,
         conns: Slots::default(),
-        handler: KeyValueHandler::new(config.store()),
+        handler: KeyValueHandler::new(Observed::new(config.store(), counters, fill)),
         // Receives land in the ring's buffers: the loop needs no read buffer of its own.
         scratch: Scratch::new(0),
-        counters: Counters::default(),
-        memory: ClientMemory::new(config.max_client_memory),
+        counters,
+        memory,
         next_sweep: None,
     };
     match server.run(shutdown) {
-        Ok(()) => Ok(server.counters.snapshot()),
+        Ok(()) => Ok(()),
         Err(e) => {
             // Operations may still be in the kernel, reading send buffers
             // and writing receive buffers: leak them all rather than free
