@@ -189,9 +189,12 @@ impl Counters {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         self.closed[end.close() as usize].fetch_add(1, Ordering::Relaxed);
-        if let End::MemoryLimit(_) = end {
-            log::EVICTED.warn(format_args!("evicting clients at the memory cap: {}: {end}", Peer(peer)));
-        } else if end.is_logged() {
+        if let End::MemoryLimit(held) = end {
+            log::EVICTED.warn(format_args!(
+                "evicting clients at the memory cap (--max-client-memory): closed the one holding the most, {held} bytes"
+            ));
+        }
+        if end.is_logged() {
             tracing::debug!("closed {}: {end}", Peer(peer));
         }
     }
