@@ -315,6 +315,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     match run() {
         Ok(stats) => {
+            log::stopping();
             log::flush_suppressed();
             let _ = stats::announce(&stats::stopped_line(&stats));
             ExitCode::SUCCESS

@@ -123,6 +123,16 @@ impl Limited {
     }
 }
 
+/// Says once that the server is stopping: the thread watching for the
+/// signal says it at once, and the exit path says it if that thread had
+/// not yet been scheduled; either way it comes before the totals.
+pub fn stopping() {
+    static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !TOLD.swap(true, Ordering::Relaxed) {
+        tracing::info!("stopping: answering what was received, then closing every connection");
+    }
+}
+
 /// At exit: one `info` line per kind with lines still unprinted, with the count.
 pub fn flush_suppressed() {
     for kind in KINDS {

@@ -85,7 +85,7 @@ fn watch(listener: Option<&TcpListener>, source: &Source, shutdown: &Shutdown) {
         drop(fds);
         if !told && shutdown.is_requested() {
             told = true;
-            tracing::info!("stopping: answering what was received, then closing every connection");
+            crate::log::stopping();
         }
         if let (true, Some(listener)) = (ready, listener) {
             match listener.accept() {
