@@ -120,7 +120,7 @@ mod test {
         let too_long = vec![b'k'; 2000];
         assert_eq!(store.put(&too_long, b"v"), Err(StoreError::KeyTooLong));
         assert_eq!(store.get(b"a", |v| v.map(<[u8]>::to_vec)), Some(b"1".to_vec()));
-        assert_eq!(store.get(b"z", |v| v.is_some()), false);
+        assert!(!store.get(b"z", |v| v.is_some()));
         let figures = counters.figures();
         assert_eq!((figures.get_hits, figures.get_misses), (1, 1));
         assert_eq!(figures.puts, [2, 1, 1, 0], "stored, too big, store full, other");

@@ -145,20 +145,6 @@ impl Figures {
     pub fn open(&self) -> u64 {
         self.accepted.saturating_sub(self.closed.iter().sum())
     }
-
-    /// `self + other`, figure by figure (the server's total over its loops).
-    pub fn add(mut self, other: &Figures) -> Figures {
-        self.accepted += other.accepted;
-        self.refused += other.refused;
-        self.closed.iter_mut().zip(other.closed).for_each(|(a, b)| *a += b);
-        self.requests += other.requests;
-        self.get_hits += other.get_hits;
-        self.get_misses += other.get_misses;
-        self.puts.iter_mut().zip(other.puts).for_each(|(a, b)| *a += b);
-        self.bytes_read += other.bytes_read;
-        self.bytes_written += other.bytes_written;
-        self
-    }
 }
 
 impl Counters {

@@ -813,7 +813,7 @@ impl Server<'_> {
             unsafe { self.uring.push(&send)? };
         }
         let Some(client) = self.conns.get(token) else { return Ok(()) };
-        if client.conn.settle(&mut self.scratch, &self.counters, &self.memory) {
+        if client.conn.settle(&mut self.scratch, self.counters, self.memory) {
             client.closing = true;
             return self.retire(token);
         }
