@@ -232,8 +232,12 @@ fn ten_thousand_connections_print_no_line_each() {
 }
 
 fn kvio_stats(args: &[&str]) -> (Option<i32>, String, String) {
+    kvio(&[&["stats"], args].concat())
+}
+
+/// `kvio ARGS`, killed (and the test failed) if it does not exit in time.
+fn kvio(args: &[&str]) -> (Option<i32>, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kvio"))
-        .arg("stats")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -244,7 +248,7 @@ fn kvio_stats(args: &[&str]) -> (Option<i32>, String, String) {
     if poll_until(PROCESS_TIMEOUT, Duration::from_millis(20), || child.try_wait().unwrap()).is_none() {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("kvio stats {args:?} did not exit within {PROCESS_TIMEOUT:?}");
+        panic!("kvio {args:?} did not exit within {PROCESS_TIMEOUT:?}");
     }
     let output = child.wait_with_output().unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -295,4 +299,12 @@ fn kvio_stats_with_no_server_exits_2() {
     assert!(err.contains(&format!("kvio stats: nothing answers at {free}")), "{err}");
     let (code, _, err) = kvio_stats(&["--metrics", &free, "--watch", "1", "--count", "1", "--timeout", "2"]);
     assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn a_bad_log_level_is_refused_before_listening() {
+    let (code, stdout, stderr) = kvio(&["serve", "--addr", "127.0.0.1:0", "--log-level", "[nonsense"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.starts_with("kvio serve: invalid --log-level \"[nonsense\""), "{stderr}");
+    assert!(stdout.is_empty(), "no start-up line: {stdout:?}");
 }
