@@ -64,12 +64,19 @@ pub fn init(level: Option<&str>) -> Result<(), String> {
 /// Warns once that `ip` is not a loopback address: kvio has no
 /// authentication, so anyone who can reach the port can read and write.
 pub fn warn_if_exposed(what: &str, ip: IpAddr) {
-    if !ip.is_loopback() {
-        tracing::warn!(
+    if let Some(warning) = exposure(what, ip) {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// The warning for `what` listening on `ip`, if it is outside loopback.
+fn exposure(what: &str, ip: IpAddr) -> Option<String> {
+    (!ip.is_loopback()).then(|| {
+        format!(
             "{what} listens on {ip}, outside loopback: kvio has no authentication, so anyone who can reach \
              this port can read and write every key; keep it behind a firewall or on a private network"
-        );
-    }
+        )
+    })
 }
 
 /// One kind of operator condition: printed at most once per [`WINDOW`],
@@ -163,6 +170,18 @@ mod test {
         assert_eq!(limited.admit(5_001), None);
         assert_eq!(limited.admit(20_000), Some(1));
         assert_eq!(limited.suppressed(), 0);
+    }
+
+    #[test]
+    fn a_bind_outside_loopback_is_warned_about() {
+        for loopback in ["127.0.0.1", "127.8.9.10", "::1"] {
+            assert_eq!(exposure("kvio serve", loopback.parse().unwrap()), None, "{loopback}");
+        }
+        for exposed in ["0.0.0.0", "::", "10.0.0.7", "192.168.1.2"] {
+            let warning = exposure("kvio serve", exposed.parse().unwrap()).unwrap();
+            assert!(warning.starts_with(&format!("kvio serve listens on {exposed}, outside loopback")), "{warning}");
+            assert!(warning.contains("no authentication") && warning.contains("firewall"), "{warning}");
+        }
     }
 
     #[test]
