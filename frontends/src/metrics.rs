@@ -304,7 +304,8 @@ impl Collector for Scrape {
         )?;
         let budget = limits.byte_budget as u64;
         gauge(&mut e, "kvio_store_bytes_capacity", "Store budget bytes (--store-bytes).", &one(budget))?;
-        let (held, cap) = self.client_memory;
+        // The cap from the config: the loops make their ClientMemory a moment after the start-up line.
+        let (held, cap) = (self.client_memory.0, self.config.max_client_memory);
         gauge(
             &mut e,
             "kvio_client_memory_bytes",

@@ -174,7 +174,8 @@ fn metrics_count_exactly_what_the_clients_did(flavor: Flavor) {
     assert_eq!(exit.status.code(), Some(0));
     let [connections, requests, _] = exit.stopped_counts();
     assert_eq!((connections, requests), (CLIENTS as u64 + 1, did.requests));
-    let stderr = server.stderr_lines();
+    // The test reads stderr on a thread of its own: wait (bounded) for the last lines to come through.
+    let stderr = settled_stderr(&server, "not shown");
     assert!(stderr.iter().any(|l| l.contains("INFO") && l.contains("stopping")), "{stderr:?}");
     // The burst takes well under the 5 s window; a slow machine may see a second line.
     let full_lines: Vec<&String> =
@@ -184,6 +185,15 @@ fn metrics_count_exactly_what_the_clients_did(flavor: Flavor) {
         let summary = format!("{} more puts refused: store full not shown", did.full - 1);
         assert!(stderr.iter().any(|l| l.contains(&summary)), "the count at exit ({summary:?}): {stderr:?}");
     }
+}
+
+/// The server's stderr once a line containing `last` has been read (bounded).
+fn settled_stderr(server: &Server, last: &str) -> Vec<String> {
+    let seen = poll_until(IO_TIMEOUT, Duration::from_millis(10), || {
+        let lines = server.stderr_lines();
+        lines.iter().any(|l| l.contains(last)).then_some(lines)
+    });
+    seen.unwrap_or_else(|| server.stderr_lines())
 }
 
 /// The endpoint answers GET /metrics only, and answers promptly whatever the client sends.
@@ -226,7 +236,8 @@ fn ten_thousand_connections_print_no_line_each() {
     assert_eq!(after.sum("kvio_connections_accepted_total", ""), 10_000.0);
     assert_eq!(after.sum("kvio_connections_open", ""), 0.0);
     server.terminate();
-    let stderr = server.stderr_lines();
+    // Any line per connection would come before `stopping`.
+    let stderr = settled_stderr(&server, "stopping");
     assert!(stderr.len() <= 3, "start, stopping (and nothing per connection): {stderr:?}");
     assert!(!stderr.iter().any(|l| l.contains("127.0.0.1:") && l.contains("closed")), "{stderr:?}");
 }
