@@ -20,9 +20,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use crate::load::{self, Load, LoadConfig, LoadReport};
+use crate::progress::Progress;
 use crate::report::{self, IdleResult, Results, RunResult};
 use crate::sys;
 use crate::wire::Check;
@@ -129,6 +128,10 @@ pub struct CompareArgs {
     /// rounds of 0.5 s + 2 s.
     #[arg(long)]
     pub short: bool,
+    /// Also judge the run against the project's own performance goals (issue 5's, 12's and 14's), in a table after the
+    /// results.
+    #[arg(long)]
+    pub goals: bool,
     /// Where results.json, results.csv, results.md and the SVG plots go.
     #[arg(long, default_value = "kvio-bench-results")]
     pub out: PathBuf,
@@ -195,7 +198,7 @@ impl Target {
 
 /// The program that runs a server: the `kvio` binary beside this one for
 /// a flavor (`kvio`), this binary (`kvio-bench`) for a baseline.
-fn program(kvio: bool) -> Result<PathBuf, String> {
+pub(crate) fn program(kvio: bool) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     if !kvio {
         return Ok(exe);
@@ -213,18 +216,18 @@ fn program(kvio: bool) -> Result<PathBuf, String> {
 }
 
 /// A server child process, its address, and its stdout lines.
-struct Running {
+pub(crate) struct Running {
     child: std::process::Child,
-    pid: u32,
-    addr: SocketAddrV4,
-    lines: Receiver<Option<String>>,
+    pub(crate) pid: u32,
+    pub(crate) addr: SocketAddrV4,
+    pub(crate) lines: Receiver<Option<String>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
 /// Which cores the server and the load run on, when there are two; `None`
 /// for both: anywhere (the first two of) `all` allows.
 #[derive(Clone, Copy, Debug)]
-struct Cores {
+pub(crate) struct Cores {
     server: Option<usize>,
     load: Option<usize>,
     /// The CPUs the lab itself was allowed (at most 64 tracked).
@@ -232,12 +235,23 @@ struct Cores {
 }
 
 impl Cores {
+    /// Server on the first allowed CPU, load on the second, when there are two.
+    pub(crate) fn pinned() -> Cores {
+        let cpus = sys::allowed_cpus();
+        let all = cpus.iter().filter(|&&c| c < 64).fold(0u64, |m, &c| m | (1 << c));
+        if cpus.len() >= 2 {
+            Cores { server: Some(cpus[0]), load: Some(cpus[1]), all }
+        } else {
+            Cores { server: None, load: None, all }
+        }
+    }
+
     fn all_cpus(&self) -> Vec<usize> {
         (0..64).filter(|c| self.all & (1 << c) != 0).collect()
     }
 
     /// `server on CPU 0, load on CPU 1`, or why nothing is pinned.
-    fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         match (self.server, self.load) {
             (Some(s), Some(l)) => format!("server on CPU {s}, load on CPU {l}"),
             _ => "no pinning (fewer than 2 CPUs allowed)".to_owned(),
@@ -246,19 +260,44 @@ impl Cores {
 }
 
 fn start(target: &Target) -> Result<Running, String> {
-    let cores = target.cores;
     let exe = program(target.kvio)?;
+    let mut running = spawn(&exe, &target.args, target.cores)?;
+    let first = match running.lines.recv_timeout(SERVER_WAIT) {
+        Ok(Some(line)) => line,
+        Ok(None) | Err(_) => {
+            let why = running.stderr();
+            running.kill();
+            return Err(format!("{} printed no start-up line: {why}", target.name));
+        }
+    };
+    let addr = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("no addr= in the start-up line {first:?}"));
+    match addr {
+        Ok(addr) => {
+            running.addr = addr;
+            Ok(running)
+        }
+        Err(e) => {
+            running.kill();
+            Err(e)
+        }
+    }
+}
+
+/// Starts `exe args` with the server's affinity (the load thread keeps the
+/// load's), its stdout lines sent to `lines` and its first stderr lines
+/// kept; `addr` is left unspecified for the caller to fill in.
+pub(crate) fn spawn(exe: &std::path::Path, args: &[String], cores: Cores) -> Result<Running, String> {
     // The child inherits the affinity of the thread that spawns it.
     match cores.server {
         Some(c) => sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?,
         None => sys::pin_current_thread(&cores.all_cpus()).map_err(|e| format!("unpin: {e}"))?,
     }
-    let spawned = Command::new(&exe)
-        .args(&target.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
+    let spawned =
+        Command::new(exe).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
     if let Some(c) = cores.load {
         sys::pin_current_thread(&[c]).map_err(|e| format!("pin to CPU {c}: {e}"))?;
     }
@@ -286,33 +325,19 @@ fn start(target: &Target) -> Result<Running, String> {
             }
         }
     });
-    let first = match lines.recv_timeout(SERVER_WAIT) {
-        Ok(Some(line)) => line,
-        Ok(None) | Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let why = stderr.lock().map(|l| l.join(" | ")).unwrap_or_default();
-            return Err(format!("{} printed no start-up line: {why}", target.name));
-        }
-    };
-    let addr = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("no addr= in the start-up line {first:?}"));
-    match addr {
-        Ok(addr) => Ok(Running { child, pid, addr, lines, stderr }),
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(e)
-        }
-    }
+    let addr = SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
+    Ok(Running { child, pid, addr, lines, stderr })
 }
 
 impl Running {
+    /// SIGKILL and reap: for a server that never became ready.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then waits (bounded) for the exit; SIGKILL if it does not come.
-    fn stop(mut self) -> Option<String> {
+    pub(crate) fn stop(mut self) -> Option<String> {
         let _ = rustix::process::kill_process(
             rustix::process::Pid::from_raw(self.pid as i32).expect("child PIDs are positive"),
             rustix::process::Signal::TERM,
@@ -333,7 +358,8 @@ impl Running {
         last
     }
 
-    fn stderr(&self) -> String {
+    /// The first lines the server wrote to stderr, joined.
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().map(|l| l.join(" | ")).unwrap_or_default()
     }
 }
@@ -342,12 +368,7 @@ impl Running {
 pub fn run(args: CompareArgs) -> i32 {
     let nofile = sys::raise_nofile_limit();
     let cpus = sys::allowed_cpus();
-    let all = cpus.iter().filter(|&&c| c < 64).fold(0u64, |m, &c| m | (1 << c));
-    let cores = if cpus.len() >= 2 {
-        Cores { server: Some(cpus[0]), load: Some(cpus[1]), all }
-    } else {
-        Cores { server: None, load: None, all }
-    };
+    let cores = Cores::pinned();
     let single = if args.servers.is_empty() { Server::ALL.to_vec() } else { args.servers.clone() };
     let single = if args.multicore_only { Vec::new() } else { single };
     let mut targets: Vec<Target> = single.iter().map(|s| s.target(cores)).collect();
@@ -383,12 +404,11 @@ pub fn run(args: CompareArgs) -> i32 {
         if ti < single_count { points.clone() } else { MULTICORE_POINTS.to_vec() }
     };
     let runs: usize = (0..targets.len()).map(|ti| points_of(ti).len()).sum();
-    let bar = ProgressBar::new((rounds * runs + idle_servers.len()) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:32} {pos}/{len} [{elapsed_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.println(format!(
+    // A step is a server start, its warm-up and its measured window.
+    let planned = warmup + duration + Duration::from_millis(500);
+    let mut bar = Progress::new("kvio bench compare", (rounds * runs + idle_servers.len()) as u64, planned);
+    let mut step = 0;
+    bar.println(&format!(
         "kvio bench compare: {} mode, {rounds} round(s), warm-up {warmup:?}, measured {duration:?}, single-core servers: {}, multi-core points (loops {loops:?}) unpinned, RLIMIT_NOFILE {nofile}",
         if args.short { "short" } else { "full" },
         cores.describe(),
@@ -425,8 +445,8 @@ pub fn run(args: CompareArgs) -> i32 {
             for (si, target) in targets.iter().enumerate() {
                 let Some(pi) = points_of(si).iter().position(|&p| p == (connections, pipeline)) else { continue };
                 let server = single.get(si).copied().filter(|_| si < single_count);
-                bar.set_message(format!("round {}/{rounds}: {} {connections}x{pipeline}", round + 1, target.name));
-                bar.inc(1);
+                bar.set(step, &format!("round {}/{rounds}: {} {connections}x{pipeline}", round + 1, target.name));
+                step += 1;
                 let (result, samples) = &mut cells[si][pi];
                 if result.status != "ok" {
                     continue;
@@ -476,7 +496,7 @@ pub fn run(args: CompareArgs) -> i32 {
                     }
                 }
                 if let Some(why) = &result.reason {
-                    bar.println(format!("{} {connections}x{pipeline}: {} ({why})", target.name, result.status));
+                    bar.println(&format!("{} {connections}x{pipeline}: {} ({why})", target.name, result.status));
                 }
             }
         }
@@ -488,16 +508,19 @@ pub fn run(args: CompareArgs) -> i32 {
         results.runs.push(result);
     }
     for &server in &idle_servers {
-        bar.set_message(format!("{} idle {IDLE_CONNECTIONS}", server.name()));
+        bar.set(step, &format!("{} idle {IDLE_CONNECTIONS}", server.name()));
+        step += 1;
         let idle = idle_memory(server, cores, IDLE_CONNECTIONS, duration);
         if let Some(why) = &idle.reason {
-            bar.println(format!("{} idle memory: {} ({why})", server.name(), idle.status));
+            bar.println(&format!("{} idle memory: {} ({why})", server.name(), idle.status));
         }
         results.idle.push(idle);
-        bar.inc(1);
     }
-    bar.finish_and_clear();
-    results.evaluate_goals();
+    bar.set(step, "writing the results");
+    bar.finish();
+    if args.goals {
+        results.evaluate_goals();
+    }
     match report::write_all(&results, &args.out) {
         Ok(table) => {
             println!("{table}");

@@ -2,7 +2,9 @@
 //! the load generator ([`load`]), the comparison of the four flavors against
 //! two baselines ([`compare`]), the baselines themselves ([`floor`],
 //! [`tokio_server`], bench-only code), and the results as a table, JSON, CSV
-//! and SVG plots ([`report`]). The servers under test are the `kvio` binary
+//! and SVG plots ([`report`]); and kvio against Redis and memcached
+//! ([`peers`]), spoken to over their own protocols ([`resp`], [`memcache`],
+//! decoded into a [`reply::Reply`]). The servers under test are the `kvio` binary
 //! found beside `kvio-bench` (`kvio serve`), started as child processes; the
 //! baselines are `kvio-bench` itself. The dependency points this way only:
 //! the server never links tokio, plotters or the rest of the lab.
@@ -11,7 +13,13 @@
 pub mod compare;
 pub mod floor;
 pub mod load;
+pub mod memcache;
+pub(crate) mod peer_server;
+pub mod peers;
+pub mod progress;
+pub mod reply;
 pub mod report;
+pub mod resp;
 pub mod sys;
 pub mod tokio_server;
 pub mod wire;
@@ -44,6 +52,10 @@ pub enum BenchSubcommand {
     /// Start every flavor and baseline on a free loopback port, run the
     /// connection matrix and the idle-memory test, write JSON, CSV and SVG.
     Compare(compare::CompareArgs),
+    /// kvio (epoll, uring) against Redis and memcached, each over its own
+    /// protocol, with the same workload; then bytes per entry after
+    /// loading 1,000,000 small keys into each.
+    Peers(peers::PeersArgs),
     /// The floor baseline server (fixed answers, no decoding): bench-only.
     #[command(hide = true)]
     FloorServer(BaselineArgs),
@@ -79,6 +91,9 @@ pub struct LoadArgs {
     /// Measured time (ms).
     #[arg(long, default_value_t = 3000)]
     pub duration_ms: u64,
+    /// A short run: 0.2 s warm-up, 1 s measured (as `compare --short`).
+    #[arg(long, conflicts_with_all = ["warmup_ms", "duration_ms"])]
+    pub short: bool,
     /// How answers are checked (`framing` for the floor server).
     #[arg(long, value_enum, default_value_t = Check::Full)]
     pub check: Check,
@@ -130,6 +145,7 @@ pub struct TokioArgs {
 pub fn run(cmd: BenchCommand) -> i32 {
     match cmd.command {
         Some(BenchSubcommand::Compare(args)) => compare::run(args),
+        Some(BenchSubcommand::Peers(args)) => peers::run(args),
         Some(BenchSubcommand::FloorServer(a)) => exit_code(floor::serve(a.addr, a.max_frame_len)),
         Some(BenchSubcommand::TokioServer(a)) => {
             let cfg = tokio_server::TokioConfig {
@@ -155,6 +171,27 @@ fn exit_code(r: std::io::Result<()>) -> i32 {
     }
 }
 
+/// Runs `run` (a load run of `warmup_ms` + `duration_ms`) while a thread
+/// shows its progress in milliseconds, ETA included.
+fn with_progress<T>(warmup_ms: u64, duration_ms: u64, run: impl FnOnce() -> T) -> T {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let ticker = std::thread::spawn(move || {
+        let mut progress = progress::Progress::timed("kvio bench", Duration::from_millis(warmup_ms + duration_ms));
+        let start = std::time::Instant::now();
+        progress.set(0, "warm-up");
+        // Until the run ends (the sender drops); the tick only paces the bar.
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(250)) {
+            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            progress.set(ms, if ms < warmup_ms { "warm-up" } else { "measuring" });
+        }
+        progress.finish();
+    });
+    let result = run();
+    drop(stop);
+    let _ = ticker.join();
+    result
+}
+
 /// Exit code of a run whose answers were wrong or missing.
 pub const EXIT_WRONG_ANSWERS: i32 = 1;
 /// Exit code of a run that could not be made.
@@ -165,14 +202,15 @@ fn run_load(a: LoadArgs) -> i32 {
         eprintln!("kvio bench: --connections and --pipeline must be at least 1");
         return EXIT_CANNOT_RUN;
     }
+    let (warmup_ms, duration_ms) = if a.short { (200, 1000) } else { (a.warmup_ms, a.duration_ms) };
     let cfg = LoadConfig {
         connections: a.connections,
         pipeline: a.pipeline,
         put_ratio: a.put_ratio,
         keys: a.keys,
         value_size: a.value_size,
-        warmup: Duration::from_millis(a.warmup_ms),
-        duration: Duration::from_millis(a.duration_ms),
+        warmup: Duration::from_millis(warmup_ms),
+        duration: Duration::from_millis(duration_ms),
         check: a.check,
         server_pid: a.server_pid,
         spin: a.spin,
@@ -182,7 +220,7 @@ fn run_load(a: LoadArgs) -> i32 {
     sys::raise_nofile_limit();
     let r = match load::Load::new(cfg) {
         Ok(mut load) => match load.connect() {
-            Ok(()) => load.run(),
+            Ok(()) => with_progress(warmup_ms, duration_ms, || load.run()),
             Err(why) => {
                 eprintln!("kvio bench: could not connect to {addr}: {why}");
                 return EXIT_CANNOT_RUN;

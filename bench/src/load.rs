@@ -24,8 +24,9 @@ use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
 
-use crate::sys;
+use crate::reply::Decoded;
 use crate::wire::{Check, Checker, Expect, encode_request, key_of, value_of};
+use crate::{memcache, resp, sys};
 
 /// Connections being set up at once: more would overflow the server's
 /// accept backlog and stall on SYN retransmits.
@@ -36,6 +37,47 @@ const READ_CHUNK: usize = 64 * 1024;
 const MAX_WAIT: Duration = Duration::from_millis(50);
 /// Histogram range: 1 ns to 100 s at 3 significant digits.
 const MAX_LATENCY_NS: u64 = 100_000_000_000;
+
+/// The wire protocol the load generator speaks: kvio's own, or a peer's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// kvio's length-prefixed protobuf frames.
+    #[default]
+    Kvio,
+    /// Redis's RESP (`SET` / `GET`).
+    Resp,
+    /// memcached's text protocol (`set` / `get`).
+    Memcache,
+}
+
+impl Protocol {
+    fn encode_set(self, out: &mut Vec<u8>, key: &str, value: &str) {
+        match self {
+            Protocol::Kvio => encode_request(out, Kind::PutOrUpdate, key, value),
+            Protocol::Resp => resp::encode_set(out, key.as_bytes(), value.as_bytes()),
+            Protocol::Memcache => memcache::encode_set(out, key.as_bytes(), value.as_bytes()),
+        }
+    }
+
+    fn encode_get(self, out: &mut Vec<u8>, key: &str) {
+        match self {
+            Protocol::Kvio => encode_request(out, Kind::Get, key, ""),
+            Protocol::Resp => resp::encode_get(out, key.as_bytes()),
+            Protocol::Memcache => memcache::encode_get(out, key.as_bytes()),
+        }
+    }
+
+    /// The decoder of a text protocol; `None` for kvio's frames, which go
+    /// through `FrameParser`.
+    fn decoder(self) -> Option<fn(&[u8]) -> Decoded<'_>> {
+        match self {
+            Protocol::Kvio => None,
+            Protocol::Resp => Some(resp::decode),
+            Protocol::Memcache => Some(memcache::decode),
+        }
+    }
+}
 
 /// What one load run does.
 #[derive(Clone, Debug)]
@@ -70,6 +112,12 @@ pub struct LoadConfig {
     pub max_frame_len: u32,
     /// Poll epoll without sleeping (the load generator's core stays busy).
     pub spin: bool,
+    /// The protocol spoken.
+    pub protocol: Protocol,
+    /// Fill mode: every request is a put, each connection puts each of its
+    /// keys once, in order, then stops (loads a store with exactly `keys`
+    /// keys when `connections` divides it).
+    pub fill: bool,
 }
 
 impl LoadConfig {
@@ -91,6 +139,8 @@ impl LoadConfig {
             requests_per_connection: None,
             max_frame_len: kvio_core::DEFAULT_MAX_FRAME_LEN,
             spin: false,
+            protocol: Protocol::Kvio,
+            fill: false,
         }
     }
 }
@@ -140,6 +190,8 @@ struct Conn {
     id: u32,
     parser: FrameParser,
     payload: Vec<u8>,
+    /// Received bytes not yet decoded (text protocols).
+    inbuf: Vec<u8>,
     out: Vec<u8>,
     written: usize,
     wants_out: bool,
@@ -148,6 +200,8 @@ struct Conn {
     versions: Vec<u32>,
     rng: u64,
     left_to_send: u64,
+    /// Fill mode: the next key to put.
+    next_key: u32,
 }
 
 /// A load run in progress: connections, once [`Load::connect`] succeeded,
@@ -260,13 +314,19 @@ impl Load {
                     id: i as u32,
                     parser: FrameParser::new(self.cfg.max_frame_len),
                     payload: Vec::new(),
+                    inbuf: Vec::new(),
                     out: Vec::new(),
                     written: 0,
                     wants_out: false,
                     inflight: VecDeque::with_capacity(self.cfg.pipeline),
                     versions: vec![0; keys_per_conn],
                     rng: 0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
-                    left_to_send: self.cfg.requests_per_connection.unwrap_or(u64::MAX).max(1),
+                    left_to_send: if self.cfg.fill {
+                        keys_per_conn as u64
+                    } else {
+                        self.cfg.requests_per_connection.unwrap_or(u64::MAX).max(1)
+                    },
+                    next_key: 0,
                 });
                 connecting += 1;
                 self.unfinished += 1;
@@ -304,16 +364,21 @@ impl Load {
         c.rng ^= c.rng << 13;
         c.rng ^= c.rng >> 7;
         c.rng ^= c.rng << 17;
-        let k = ((c.rng >> 32) % c.versions.len() as u64) as u32;
+        let k = if cfg.fill {
+            c.next_key += 1;
+            c.next_key - 1
+        } else {
+            ((c.rng >> 32) % c.versions.len() as u64) as u32
+        };
         key_of(key, c.id, k);
-        let expect = if (c.rng & 0xffff) < *put_threshold {
+        let expect = if cfg.fill || (c.rng & 0xffff) < *put_threshold {
             let version = c.versions[k as usize].wrapping_add(1).max(1);
             c.versions[k as usize] = version;
             value_of(value, c.id, k, version, cfg.value_size);
-            encode_request(&mut c.out, Kind::PutOrUpdate, key, value);
+            cfg.protocol.encode_set(&mut c.out, key, value);
             Expect::PutAck
         } else {
-            encode_request(&mut c.out, Kind::Get, key, "");
+            cfg.protocol.encode_get(&mut c.out, key);
             Expect::Get { key: k, version: c.versions[k as usize] }
         };
         c.inflight.push_back((now, expect));
@@ -390,7 +455,9 @@ impl Load {
         let mut pos = 0;
         let mut hist = hist;
         let mut failure = None;
-        {
+        if let Some(decode) = self.cfg.protocol.decoder() {
+            (answers, failure) = self.take_replies(i, n, now, hist, decode);
+        } else {
             let Load { conns, rbuf, checker, errors, first_error, outstanding, .. } = self;
             let c = &mut conns[i];
             while pos < n {
@@ -438,6 +505,50 @@ impl Load {
             self.close(i);
         }
         answers
+    }
+
+    /// Decodes and checks the text-protocol replies in the `n` bytes just
+    /// read (after any partial reply left from the last read); returns the
+    /// answers taken, and why the stream is broken if it is.
+    fn take_replies(
+        &mut self,
+        i: usize,
+        n: usize,
+        now: Instant,
+        mut hist: Option<&mut Histogram<u64>>,
+        decode: fn(&[u8]) -> Decoded<'_>,
+    ) -> (u64, Option<String>) {
+        let Load { conns, rbuf, checker, errors, first_error, outstanding, .. } = self;
+        let c = &mut conns[i];
+        c.inbuf.extend_from_slice(&rbuf[..n]);
+        let (mut pos, mut answers, mut failure) = (0, 0, None);
+        loop {
+            let (reply, used) = match decode(&c.inbuf[pos..]) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(format!("connection {i}: bad reply: {e}"));
+                    break;
+                }
+            };
+            pos += used;
+            let Some((sent, expect)) = c.inflight.pop_front() else {
+                failure = Some(format!("connection {i}: an answer nobody asked for"));
+                break;
+            };
+            *outstanding -= 1;
+            answers += 1;
+            if let Err(why) = checker.check_reply(c.id, expect, &reply) {
+                *errors += 1;
+                first_error.get_or_insert(why);
+            }
+            if let Some(h) = hist.as_deref_mut() {
+                let ns = now.saturating_duration_since(sent).as_nanos() as u64;
+                h.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+            }
+        }
+        c.inbuf.drain(..pos);
+        (answers, failure)
     }
 
     /// Runs the closed loops: warm-up, measured window, drain.

@@ -76,6 +76,16 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
     field("smaps_rollup", "Rss:").or_else(|_| field("status", "VmRSS:"))
 }
 
+/// Peak resident set size of `pid` in KiB (`VmHWM` of `/proc/PID/status`).
+pub fn peak_rss_kib(pid: u32) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no VmHWM in /proc/{pid}/status")))
+}
+
 /// Threads of `pid` (`Threads` of `/proc/PID/status`).
 pub fn threads(pid: u32) -> io::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -93,12 +103,15 @@ mod test {
     #[test]
     fn reads_own_process() {
         let me = std::process::id();
+        // Burn CPU until a tick (10 ms) is counted: on a busy machine 30 ms of
+        // wall clock may hold less than one tick of this process's CPU.
         let spin = std::time::Instant::now();
-        while spin.elapsed().as_millis() < 30 {
+        while cpu_seconds(me).unwrap() == 0.0 && spin.elapsed().as_secs() < 10 {
             std::hint::black_box(0u64);
         }
         assert!(cpu_seconds(me).unwrap() > 0.0);
         assert!(rss_kib(me).unwrap() > 100);
+        assert!(peak_rss_kib(me).unwrap() >= rss_kib(me).unwrap() / 2);
         assert!(threads(me).unwrap() >= 1);
         assert!(!allowed_cpus().is_empty());
     }

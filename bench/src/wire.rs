@@ -4,8 +4,10 @@
 
 use std::fmt::Write as _;
 
-use kvio_proto::{KeyValueMessage, Kind, Status, encode_response};
+use kvio_proto::{KeyValueMessage, Kind, Status};
 use prost::Message;
+
+use crate::reply::Reply;
 
 /// How strictly responses are checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -53,9 +55,9 @@ pub fn value_of(out: &mut String, conn: u32, key: u32, version: u32, size: usize
 
 /// Appends a request frame to `out`.
 pub fn encode_request(out: &mut Vec<u8>, kind: Kind, key: &str, value: &str) {
-    // A request is a message like any other; the in-place encoder writes it
-    // byte for byte as prost would. Vec output never runs out of room.
-    let _ = encode_response(out, key.as_bytes(), value.as_bytes(), kind, Status::Ok);
+    // The in-place encoder writes it byte for byte as prost would, with no
+    // allocation past `out`'s growth. Vec output never runs out of room.
+    let _ = kvio_proto::encode_request(out, key.as_bytes(), value.as_bytes(), kind);
 }
 
 /// Checks one response payload; `scratch` keeps its strings' capacity
@@ -117,6 +119,46 @@ impl Checker {
         }
         Ok(())
     }
+
+    /// `Ok` when a peer's `reply` (RESP or memcached, see [`Reply`])
+    /// answers `expect` on connection `conn`, else why not. The same rules
+    /// as [`Checker::check`]: a get returns the last value this connection
+    /// put, or a miss if it has put none yet.
+    pub fn check_reply(&mut self, conn: u32, expect: Expect, reply: &Reply<'_>) -> Result<(), String> {
+        if self.check == Check::Framing {
+            return Ok(());
+        }
+        let shown = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(80)]).into_owned();
+        match (expect, reply) {
+            (Expect::PutAck, Reply::Stored) => Ok(()),
+            (Expect::PutAck, other) => Err(format!("connection {conn}: set answered {other}")),
+            (Expect::Get { key, version }, reply) => {
+                key_of(&mut self.key, conn, key);
+                match reply {
+                    Reply::Miss if version == 0 => Ok(()),
+                    Reply::Value { key: Some(k), .. } if *k != self.key.as_bytes() => {
+                        Err(format!("connection {conn}: get {} answered for key {}", self.key, shown(k)))
+                    }
+                    Reply::Value { .. } if version == 0 => Ok(()),
+                    Reply::Value { value, .. } => {
+                        value_of(&mut self.value, conn, key, version, self.value_size);
+                        if *value == self.value.as_bytes() {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "connection {conn}: get {} returned {:?}, expected {:?}",
+                                self.key,
+                                shown(value),
+                                self.value
+                            ))
+                        }
+                    }
+                    Reply::Miss => Err(format!("connection {conn}: get {} missed a value it put", self.key)),
+                    other => Err(format!("connection {conn}: get {} answered {other}", self.key)),
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +188,29 @@ mod test {
         let mut framing = Checker::new(Check::Framing, 16);
         assert!(framing.check(3, Expect::Get { key: 7, version: 2 }, &payload("", "", 3, Status::Ok)).is_ok());
         assert!(framing.check(3, Expect::PutAck, &[0xff]).is_err());
+    }
+
+    #[test]
+    fn checks_peer_replies_by_the_same_rules() {
+        let mut c = Checker::new(Check::Full, 16);
+        let mut v = String::new();
+        value_of(&mut v, 3, 7, 2, 16);
+        let get = |version| Expect::Get { key: 7, version };
+        assert!(c.check_reply(3, Expect::PutAck, &Reply::Stored).is_ok());
+        assert!(c.check_reply(3, Expect::PutAck, &Reply::Error(b"-OOM")).is_err());
+        assert!(c.check_reply(3, Expect::PutAck, &Reply::Miss).is_err());
+        let resp_hit = Reply::Value { key: None, value: v.as_bytes() };
+        let mc_hit = Reply::Value { key: Some(b"c3k7"), value: v.as_bytes() };
+        assert!(c.check_reply(3, get(2), &resp_hit).is_ok());
+        assert!(c.check_reply(3, get(2), &mc_hit).is_ok());
+        assert!(c.check_reply(3, get(1), &resp_hit).is_err(), "stale version");
+        assert!(c.check_reply(4, get(2), &resp_hit).is_err(), "other connection's value");
+        let misrouted = Reply::Value { key: Some(b"c3k8"), value: v.as_bytes() };
+        assert!(c.check_reply(3, get(2), &misrouted).is_err(), "memcached named another key");
+        assert!(c.check_reply(3, get(0), &Reply::Miss).is_ok());
+        assert!(c.check_reply(3, get(2), &Reply::Miss).is_err(), "lost put");
+        assert!(c.check_reply(3, get(0), &Reply::Stored).is_err());
+        assert!(Checker::new(Check::Framing, 16).check_reply(3, get(2), &Reply::Miss).is_ok());
     }
 
     #[test]

@@ -83,3 +83,25 @@ fn wrong_answers_exit_1_and_right_ones_0() {
     assert_eq!(right.status.code(), Some(0), "{}", String::from_utf8_lossy(&right.stderr));
     assert!(String::from_utf8_lossy(&right.stdout).contains("requests"), "a result line");
 }
+
+#[test]
+fn a_run_into_a_file_writes_progress_lines_with_an_eta() {
+    let floor = Floor::start();
+    let log = std::env::temp_dir().join(format!("kvio-bench-progress-{}.log", std::process::id()));
+    // As `kvio bench --short 2>log </dev/null`: stderr a file, not a terminal.
+    let status = Command::new(BENCH)
+        .args(["--short", "--addr", &floor.addr, "-c", "2", "--check", "framing"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .expect("run kvio-bench");
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    assert!(status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let first = lines.first().unwrap_or(&"");
+    // 0.2 s of warm-up and 1 s measured: the first line comes at the start, its ETA as planned.
+    assert!(first.starts_with("kvio bench: 0:00/0:01 (0%), elapsed 0:00, ETA 0:01: warm-up"), "{text}");
+    assert!(lines.last().unwrap().starts_with("kvio bench: done in 0:0"), "{text}");
+}

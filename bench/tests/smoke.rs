@@ -72,6 +72,13 @@ fn tokio_baseline_serves_the_protocol() {
     };
     // The runtime thread lives until the test process exits.
     std::thread::spawn(move || tokio_server::serve_listener(listener, cfg));
+    // The protocol table through the client crate first: put, hit, miss, a refused put.
+    let mut client = kvio_client::Client::connect(addr, Duration::from_secs(5)).unwrap();
+    client.put("k", "v").unwrap();
+    assert_eq!(client.get("k").unwrap().as_deref(), Some("v"));
+    assert_eq!(client.get("absent").unwrap(), None);
+    let refused = client.put(&"k".repeat(2000), "v").unwrap_err();
+    assert!(matches!(&refused, kvio_client::Error::Refused { reason, .. } if reason == "key too long"), "{refused}");
     let r = load::run(LoadConfig { put_ratio: 0.5, keys: 64, ..quick(addr, Check::Full) });
     assert_sane(&r);
 }

@@ -29,6 +29,14 @@ pub trait Handler {
 
     /// Appends the error frame that tells the client why the connection closes.
     fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull>;
+
+    /// Appends the error frame that tells a client its host evicted it (all
+    /// its connections together held more memory than the host allows).
+    /// Nothing by default: a host without such a cap never calls it.
+    fn evicted<O: Output + ?Sized>(&mut self, out: &mut O) -> Result<(), OutputFull> {
+        let _ = out;
+        Ok(())
+    }
 }
 
 /// What the frontend should do after [`Connection::receive`].

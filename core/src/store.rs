@@ -8,8 +8,12 @@
 //! microcontroller, boxed slices on a host).
 //!
 //! Layout: an open-addressing table of [`Slot`]s (hash + arena offset,
-//! linear probing; keys are never removed, so no tombstones) and a byte
-//! arena of records `[slot: u32][key_len: u32][value_len: u32][key][value]`.
+//! linear probing) and a byte arena of records
+//! `[meta: u32][key_len: u32][value_len: u32][key][value]`, `meta` being the
+//! record's slot index plus a "recently used" bit, or all ones for a dead
+//! record. A delete empties its slot by backward shift (the entries after
+//! it in the probe run move back), so there are no tombstones and probes
+//! stay as short as the load allows.
 //!
 //! A lookup touches the arena only where it must. Each slot holds the key's
 //! full 32-bit hash, and a probe reads a record only when that hash matches:
@@ -18,14 +22,36 @@
 //! are 8 bytes, eight to a cache line, and the table stays under 7/8 full, so
 //! a probe is nearly always one line of a table several times smaller than
 //! the arena: the record is the one access expected to miss the cache.
-//! An update of the same size is written in place; any other update appends
-//! a new record and marks the old one dead. When the arena's end is reached,
-//! live records slide down over dead ones (one pass, in arena order) — the
-//! cost of a tight budget; give the arena slack beyond the budget to make
-//! that rare.
 //!
-//! When full, a put is refused and hands the error back; nothing stored is
-//! lost, and a refused update keeps the old value.
+//! # The arena is a ring, reclaimed at its tail
+//!
+//! An update of the same size is written in place. Any other put appends a
+//! record at the ring's head; the record it replaces, like a deleted one, is
+//! marked dead. Space comes back at the tail, the oldest record, one record
+//! at a time, only as a put needs it: a dead record is passed over, a live
+//! one is moved to the head (or, under [`WhenFull::Evict`], evicted). So no
+//! put pays for more than a bounded slice of reclaiming: it moves at most
+//! [`MAX_MOVES`] records and [`move_budget`]`(cost)` bytes (log-structured
+//! cleaning, as in Segcache or a log-structured file system, with the
+//! segment shrunk to one record). A refusing store whose tail is packed
+//! with live records beyond that slice falls back to sliding every live
+//! record down in one pass: give such an arena slack beyond its budget.
+//!
+//! # When full
+//!
+//! [`WhenFull::Refuse`] (the default): a put that does not fit is refused
+//! and hands the error back; nothing stored is lost, and a refused update
+//! keeps the old value.
+//!
+//! [`WhenFull::Evict`]: the tail is also a CLOCK hand. A get or a put marks
+//! its record used (one bit in `meta`); a new entry starts unmarked. When a
+//! put needs room, the live record at the tail is given a second chance if
+//! it is marked (moved to the head, mark cleared) and evicted if not. CLOCK
+//! rather than sampled LRU because the hand is the reclaiming cursor the
+//! ring needs anyway: eviction frees bytes exactly where the next record
+//! goes, with no per-entry timestamp (one bit, in a header already there)
+//! and no random sampling of the table. Evictions are counted
+//! ([`Store::evictions`]).
 //!
 //! [`Shared`] wraps any store in a `critical_section::Mutex<RefCell<_>>`
 //! reachable from a `static`: threads or interrupt handlers reach it only
@@ -73,6 +99,9 @@ pub trait KeyValueStore {
     /// Calls `f` with the value stored under `key` (the borrow lasts only
     /// for the call, so a shared store's lock cannot outlive it).
     fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R;
+
+    /// Removes `key`; true when it was there.
+    fn delete(&mut self, key: &[u8]) -> bool;
 }
 
 impl<T: KeyValueStore + ?Sized> KeyValueStore for &mut T {
@@ -83,6 +112,32 @@ impl<T: KeyValueStore + ?Sized> KeyValueStore for &mut T {
     fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         (**self).get(key, f)
     }
+
+    fn delete(&mut self, key: &[u8]) -> bool {
+        (**self).delete(key)
+    }
+}
+
+/// What a store does with a put that does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum WhenFull {
+    /// Refuse it with [`StoreError::Full`]; nothing stored is lost.
+    #[default]
+    Refuse,
+    /// Evict entries not used recently (CLOCK, see the [module docs](self))
+    /// until it fits. Only an entry bigger than the whole budget is refused.
+    Evict,
+}
+
+/// Most live records one put moves from the tail to the head.
+pub const MAX_MOVES: usize = 16;
+
+/// Most bytes one put of `cost` budget bytes moves from the tail to the
+/// head: a fixed slice (a few cache lines' worth of memmove) plus twice
+/// its own size, so a large put may give a large record its second chance.
+pub const fn move_budget(cost: usize) -> usize {
+    4096 + 2 * cost
 }
 
 /// The most bytes any single response adds around a key and a value
@@ -180,13 +235,22 @@ impl Slot {
 mod record {
     use core::ops::Range;
 
-    pub const SLOT: Range<usize> = 0..4;
+    /// The slot index, the used bit, or [`DEAD`].
+    pub const META: Range<usize> = 0..4;
     pub const KEY_LEN: Range<usize> = 4..8;
     pub const VALUE_LEN: Range<usize> = 8..12;
     pub const HEADER_LEN: usize = VALUE_LEN.end;
-    /// Marks a record whose entry moved on.
+    /// Marks a record whose entry was deleted or moved on.
     pub const DEAD: u32 = u32::MAX;
+    /// Set when the entry was read or written since the CLOCK hand last passed.
+    pub const USED: u32 = 1 << 31;
+    /// The slot index bits.
+    pub const SLOT: u32 = USED - 1;
 }
+
+/// Largest slot table: a slot index must fit `meta` beside the used bit
+/// (and never be all ones, the dead mark).
+const MAX_TABLE: usize = 1 << 30;
 
 #[inline]
 fn read_u32(arena: &[u8], at: usize, field: core::ops::Range<usize>) -> usize {
@@ -198,6 +262,16 @@ fn read_u32(arena: &[u8], at: usize, field: core::ops::Range<usize>) -> usize {
 #[inline]
 fn write_u32(arena: &mut [u8], at: usize, field: core::ops::Range<usize>, value: usize) {
     arena[at + field.start..at + field.end].copy_from_slice(&(value as u32).to_le_bytes());
+}
+
+#[inline]
+fn read_meta(arena: &[u8], at: usize) -> u32 {
+    read_u32(arena, at, record::META) as u32
+}
+
+#[inline]
+fn write_meta(arena: &mut [u8], at: usize, meta: u32) {
+    write_u32(arena, at, record::META, meta as usize);
 }
 
 /// A word-at-a-time multiply-rotate hash (FxHash's step, with a final
@@ -295,10 +369,24 @@ pub struct Store<S, A, L = Limits> {
     limits: L,
     /// Entries stored.
     len: usize,
-    /// End of the used part of the arena (live and dead records).
-    top: usize,
     /// Budget in use by live records (headers included).
     live: usize,
+    /// Where the next record goes.
+    head: usize,
+    /// The oldest record: where space is reclaimed, and the CLOCK hand.
+    tail: usize,
+    /// While wrapped, the end of the records above the tail.
+    end: usize,
+    /// Whether the head has wrapped to the arena's start and the tail not
+    /// yet: the records are `tail..end` then `0..head`, else `tail..head`.
+    wrapped: bool,
+    when_full: WhenFull,
+    /// Entries evicted since the store was built.
+    evictions: u64,
+    /// Bytes moved by reclaiming since the store was built.
+    moved: u64,
+    /// One-pass compactions since the store was built.
+    compactions: u64,
 }
 
 /// A store in arrays with compile-time limits, buildable in a `static`:
@@ -311,10 +399,26 @@ impl<const SLOTS: usize, const BYTES: usize, const MAX_FRAME_LEN: u32> ArrayStor
     /// A store in arrays: at most `SLOTS - SLOTS / 8 - 1` entries (`SLOTS`
     /// must be a power of two), a byte budget of `BYTES`, and key and value
     /// limits for frames of `MAX_FRAME_LEN` as in [`Limits::for_frame`].
+    /// It refuses puts when full.
     pub const fn new() -> Self {
         assert!(SLOTS.is_power_of_two(), "SLOTS must be a power of two");
+        assert!(SLOTS <= MAX_TABLE, "slot indices are 30 bits");
         assert!(BYTES < u32::MAX as usize, "arena offsets are u32");
-        Store { slots: [Slot::EMPTY; SLOTS], arena: [0; BYTES], limits: FrameLimits, len: 0, top: 0, live: 0 }
+        Store {
+            slots: [Slot::EMPTY; SLOTS],
+            arena: [0; BYTES],
+            limits: FrameLimits,
+            len: 0,
+            live: 0,
+            head: 0,
+            tail: 0,
+            end: 0,
+            wrapped: false,
+            when_full: WhenFull::Refuse,
+            evictions: 0,
+            moved: 0,
+            compactions: 0,
+        }
     }
 }
 
@@ -332,18 +436,33 @@ where
     A: AsRef<[u8]> + AsMut<[u8]>,
 {
     /// A store over the given storage. `slots` is filled with empty slots;
-    /// only the largest power-of-two prefix of it is used, under 7/8 full.
-    /// `limits` are lowered to what the storage can hold.
+    /// only the largest power-of-two prefix of it is used (at most 2^30),
+    /// under 7/8 full. `limits` are lowered to what the storage can hold.
+    /// It refuses puts when full (see [`Store::when_full`]).
     pub fn with_storage(mut slots: S, arena: A, limits: Limits) -> Self {
         slots.as_mut().fill(Slot::EMPTY);
-        let table = prev_power_of_two(slots.as_ref().len());
+        let table = table_len(slots.as_ref().len());
         let arena_len = arena.as_ref().len().min(u32::MAX as usize - 1);
         let limits = Limits {
             max_entries: limits.max_entries.min(max_entries_for(table)),
             byte_budget: limits.byte_budget.min(arena_len),
             ..limits
         };
-        Store { slots, arena, limits, len: 0, top: 0, live: 0 }
+        Store {
+            slots,
+            arena,
+            limits,
+            len: 0,
+            live: 0,
+            head: 0,
+            tail: 0,
+            end: 0,
+            wrapped: false,
+            when_full: WhenFull::Refuse,
+            evictions: 0,
+            moved: 0,
+            compactions: 0,
+        }
     }
 }
 
@@ -353,10 +472,20 @@ where
     A: AsRef<[u8]> + AsMut<[u8]>,
     L: LimitsSource,
 {
+    /// The same store, doing `policy` when full.
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// What the store does when full.
+    pub fn policy(&self) -> WhenFull {
+        self.when_full
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> Limits {
-        let table = prev_power_of_two(self.slots.as_ref().len());
-        self.limits.limits(table, self.arena.as_ref().len())
+        self.limits.limits(table_len(self.slots.as_ref().len()), self.arena_len())
     }
 
     /// Entries stored.
@@ -374,8 +503,31 @@ where
         self.live
     }
 
+    /// Entries evicted to make room since the store was built (always 0
+    /// under [`WhenFull::Refuse`]).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Bytes moved by reclaiming (records given a second chance, or slid
+    /// down by a compaction) since the store was built.
+    pub fn bytes_moved(&self) -> u64 {
+        self.moved
+    }
+
+    /// One-pass compactions of the whole arena since the store was built:
+    /// never under [`WhenFull::Evict`]; under [`WhenFull::Refuse`] only when
+    /// a tail packed with live records leaves no room (see the module docs).
+    pub fn compactions(&self) -> u64 {
+        self.compactions
+    }
+
+    fn arena_len(&self) -> usize {
+        self.arena.as_ref().len().min(u32::MAX as usize - 1)
+    }
+
     fn mask(&self) -> usize {
-        prev_power_of_two(self.slots.as_ref().len()) - 1
+        table_len(self.slots.as_ref().len()).wrapping_sub(1)
     }
 
     /// The slot holding `key` and its record, or the empty slot where it
@@ -406,13 +558,87 @@ where
         }
     }
 
-    /// The value stored under `key`.
+    /// The value stored under `key`, without marking it used (a peek: the
+    /// CLOCK hand does not see it). Requests go through [`Store::fetch`].
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         if key.len() > self.limits().max_key_len {
             return None;
         }
         let (_, record) = self.find(key, hash(key));
         Some(record?.value(self.arena.as_ref()))
+    }
+
+    /// The value stored under `key`, marked used so an evicting store keeps
+    /// it over entries nobody asked for.
+    pub fn fetch(&mut self, key: &[u8]) -> Option<&[u8]> {
+        if key.len() > self.limits().max_key_len {
+            return None;
+        }
+        let record = self.find(key, hash(key)).1?;
+        self.mark_used(record.at);
+        Some(record.value(self.arena.as_ref()))
+    }
+
+    /// Sets the used bit (an evicting store only; the line is written only
+    /// when the bit changes, so a hot key's record stays clean in the cache).
+    #[inline]
+    fn mark_used(&mut self, at: usize) {
+        if self.when_full == WhenFull::Evict {
+            let meta = read_meta(self.arena.as_ref(), at);
+            if meta & record::USED == 0 {
+                write_meta(self.arena.as_mut(), at, meta | record::USED);
+            }
+        }
+    }
+
+    /// Removes `key`; true when it was there. Its record's bytes are dead
+    /// (reclaimed when the tail reaches them) and its slot is emptied by
+    /// backward shift.
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        if key.len() > self.limits().max_key_len {
+            return false;
+        }
+        match self.find(key, hash(key)) {
+            (i, Some(record)) => {
+                self.forget(i, record);
+                true
+            }
+            (_, None) => false,
+        }
+    }
+
+    /// Drops the entry in slot `i`, whose record is `record`.
+    fn forget(&mut self, i: usize, record: Record) {
+        write_meta(self.arena.as_mut(), record.at, record::DEAD);
+        self.live -= record.cost();
+        self.len -= 1;
+        self.empty_slot(i);
+    }
+
+    /// Empties slot `hole` by backward shift: each later entry of the probe
+    /// run whose home is not between the hole and itself moves back into
+    /// the hole (its record learns its new index), and the hole moves on.
+    fn empty_slot(&mut self, mut hole: usize) {
+        let mask = self.mask();
+        let slots = self.slots.as_mut();
+        let arena = self.arena.as_mut();
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let slot = slots[j];
+            if slot.is_empty() {
+                break;
+            }
+            let home = slot.hash as usize & mask;
+            // The hole is on slot j's probe path when it lies cyclically in home..j.
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                slots[hole] = slot;
+                let meta = read_meta(arena, slot.offset());
+                write_meta(arena, slot.offset(), (meta & record::USED) | hole as u32);
+                hole = j;
+            }
+        }
+        slots[hole] = Slot::EMPTY;
     }
 
     /// Stores `value` under `key`. See [`StoreError`] for refusals.
@@ -425,67 +651,193 @@ where
             return Err(StoreError::ValueTooLong);
         }
         let h = hash(key);
-        let (i, found) = self.find(key, h);
+        let (mut i, found) = self.find(key, h);
         let cost = record::HEADER_LEN + key.len() + value.len();
-        let old = match found {
-            Some(record) if record.value_len == value.len() => {
-                let start = record.at + record::HEADER_LEN + key.len();
-                self.arena.as_mut()[start..start + value.len()].copy_from_slice(value);
-                return Ok(());
+        if let Some(record) = found
+            && record.value_len == value.len()
+        {
+            let start = record.at + record::HEADER_LEN + key.len();
+            self.arena.as_mut()[start..start + value.len()].copy_from_slice(value);
+            self.mark_used(record.at);
+            return Ok(());
+        }
+        let refused = match self.when_full {
+            WhenFull::Refuse => {
+                let freed = found.map_or(0, |old| old.cost());
+                self.live - freed + cost > limits.byte_budget || (found.is_none() && self.len >= limits.max_entries)
             }
-            Some(record) => Some((record.at, record.cost())),
-            None => None,
+            WhenFull::Evict => cost > self.evict_budget(limits) || limits.max_entries == 0,
         };
-        let freed = old.map_or(0, |(_, old_cost)| old_cost);
-        if self.live - freed + cost > limits.byte_budget {
+        if refused {
             return Err(StoreError::Full);
         }
-        if old.is_none() && self.len >= limits.max_entries {
-            return Err(StoreError::Full);
+        // From here the put cannot fail: the old entry may be given up.
+        let evictions = self.evictions;
+        if let Some(old) = found {
+            self.forget(i, old);
         }
-        // From here the put cannot fail: the old record may be given up.
-        if let Some((at, _)) = old {
-            write_u32(self.arena.as_mut(), at, record::SLOT, record::DEAD as usize);
-            self.live -= freed;
+        let at = self.make_room(cost, limits);
+        if found.is_some() || self.evictions != evictions {
+            // Backward shifts may have moved the key's place in the table.
+            i = self.find(key, h).0;
         }
-        if self.top + cost > self.arena.as_ref().len() {
-            self.compact();
-        }
-        let at = self.top;
         let arena = self.arena.as_mut();
-        write_u32(arena, at, record::SLOT, i);
+        // An update is a use; a new entry waits for one (CLOCK's insertion rule).
+        let used = if found.is_some() && self.when_full == WhenFull::Evict { record::USED } else { 0 };
+        write_meta(arena, at, used | i as u32);
         write_u32(arena, at, record::KEY_LEN, key.len());
         write_u32(arena, at, record::VALUE_LEN, value.len());
         let start = at + record::HEADER_LEN;
         arena[start..start + key.len()].copy_from_slice(key);
         arena[start + key.len()..start + key.len() + value.len()].copy_from_slice(value);
-        self.top += cost;
         self.live += cost;
+        self.len += 1;
         self.slots.as_mut()[i] = Slot::new(h, at);
-        if old.is_none() {
-            self.len += 1;
-        }
         Ok(())
     }
 
-    /// Slides live records down over dead ones, in arena order.
+    /// The budget an evicting store fills up to: its byte budget, less
+    /// 1/16 of the arena kept free so a second chance has room to move into
+    /// even when the budget is the whole arena.
+    fn evict_budget(&self, limits: Limits) -> usize {
+        let arena = self.arena_len();
+        limits.byte_budget.min(arena - arena / 16)
+    }
+
+    /// Reserves `cost` bytes at the head for a new record, reclaiming at
+    /// the tail first as far as needed: dead records are passed over, live
+    /// ones moved to the head (at most [`MAX_MOVES`] records and
+    /// [`move_budget`] bytes) or, under [`WhenFull::Evict`], evicted
+    /// unless used since the hand last passed. The caller checked the put
+    /// may proceed, so this cannot fail.
+    fn make_room(&mut self, cost: usize, limits: Limits) -> usize {
+        let evict = self.when_full == WhenFull::Evict;
+        let budget = if evict { self.evict_budget(limits) } else { limits.byte_budget };
+        let (mut moves, mut moved) = (0, 0);
+        loop {
+            let over = evict && (self.live + cost > budget || self.len >= limits.max_entries);
+            if !over && let Some(at) = self.reserve(cost) {
+                return at;
+            }
+            let Some(tail) = self.tail_record() else {
+                // Nothing is stored, so the whole arena is free: reserve succeeds.
+                debug_assert!(!over);
+                continue;
+            };
+            let meta = read_meta(self.arena.as_ref(), tail.at);
+            if meta == record::DEAD {
+                self.tail += tail.cost();
+                continue;
+            }
+            let second_chance = !evict || !over || meta & record::USED != 0;
+            let may_move = moves < MAX_MOVES && moved + tail.cost() <= move_budget(cost);
+            if second_chance && may_move && self.move_tail(tail, meta) {
+                moves += 1;
+                moved += tail.cost();
+            } else if evict {
+                self.evict_tail(tail, meta);
+            } else {
+                // A refusing store whose tail is packed with live records.
+                self.compact();
+            }
+        }
+    }
+
+    /// The record at the tail, the tail first following a wrap; `None`
+    /// when the ring is empty.
+    fn tail_record(&mut self) -> Option<Record> {
+        if self.wrapped && self.tail >= self.end {
+            self.tail = 0;
+            self.wrapped = false;
+        }
+        if !self.wrapped && self.tail == self.head {
+            return None;
+        }
+        Some(Record::read(self.arena.as_ref(), self.tail))
+    }
+
+    /// Takes `cost` contiguous bytes at the head if they are free.
+    fn reserve(&mut self, cost: usize) -> Option<usize> {
+        if self.wrapped {
+            let at = self.head;
+            (at + cost <= self.tail).then(|| {
+                self.head += cost;
+                at
+            })
+        } else {
+            if self.tail == self.head {
+                // Empty: start over at the arena's start.
+                (self.tail, self.head) = (0, 0);
+            }
+            if self.head + cost <= self.arena_len() {
+                let at = self.head;
+                self.head += cost;
+                Some(at)
+            } else if cost <= self.tail {
+                // Wrap: the records above end where the head is now.
+                (self.end, self.head, self.wrapped) = (self.head, cost, true);
+                Some(0)
+            } else {
+                None
+            }
+        }
+    }
+
+    /// Moves the live record at the tail to the head (its used bit
+    /// cleared); false when no room is free for it.
+    fn move_tail(&mut self, tail: Record, meta: u32) -> bool {
+        let size = tail.cost();
+        let Some(to) = self.reserve(size) else { return false };
+        let i = (meta & record::SLOT) as usize;
+        let arena = self.arena.as_mut();
+        arena.copy_within(tail.at..tail.at + size, to);
+        write_meta(arena, to, i as u32);
+        let slots = self.slots.as_mut();
+        slots[i] = Slot::new(slots[i].hash, to);
+        self.tail += size;
+        self.moved += size as u64;
+        true
+    }
+
+    /// Evicts the live record at the tail.
+    fn evict_tail(&mut self, tail: Record, meta: u32) {
+        self.forget((meta & record::SLOT) as usize, tail);
+        self.evictions += 1;
+        self.tail += tail.cost();
+    }
+
+    /// Slides every live record down to the arena's start, in one pass:
+    /// the fallback of a refusing store with no room to reclaim a record
+    /// at a time (its tail packed with live records and its head at the
+    /// arena's end). The newer records (`0..head` when wrapped) go first.
     fn compact(&mut self) {
-        debug!("store compaction: {} live of {} used", self.live, self.top);
+        debug!("store compaction: {} live", self.live);
+        let (newer, older) =
+            if self.wrapped { ((0, self.head), (self.tail, self.end)) } else { ((self.tail, self.head), (0, 0)) };
+        let top = self.slide(newer, 0);
+        let top = self.slide(older, top);
+        self.compactions += 1;
+        self.moved += top as u64;
+        (self.tail, self.head, self.end, self.wrapped) = (0, top, 0, false);
+    }
+
+    /// Moves the live records of `from.0..from.1` down to `to` on (never
+    /// past the ones still to move); where they end.
+    fn slide(&mut self, (mut read, end): (usize, usize), mut to: usize) -> usize {
         let arena = self.arena.as_mut();
         let slots = self.slots.as_mut();
-        let (mut read, mut write) = (0, 0);
-        while read < self.top {
-            let size =
-                record::HEADER_LEN + read_u32(arena, read, record::KEY_LEN) + read_u32(arena, read, record::VALUE_LEN);
-            let slot = read_u32(arena, read, record::SLOT);
-            if slot != record::DEAD as usize {
-                arena.copy_within(read..read + size, write);
-                slots[slot] = Slot::new(slots[slot].hash, write);
-                write += size;
+        while read < end {
+            let record = Record::read(arena, read);
+            let meta = read_meta(arena, read);
+            if meta != record::DEAD {
+                arena.copy_within(read..read + record.cost(), to);
+                let i = (meta & record::SLOT) as usize;
+                slots[i] = Slot::new(slots[i].hash, to);
+                to += record.cost();
             }
-            read += size;
+            read += record.cost();
         }
-        self.top = write;
+        to
     }
 }
 
@@ -500,8 +852,18 @@ where
     }
 
     fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        f(Store::get(self, key))
+        f(Store::fetch(self, key))
     }
+
+    fn delete(&mut self, key: &[u8]) -> bool {
+        Store::delete(self, key)
+    }
+}
+
+/// Slots in use of a table of `n`: the largest power of two, at most 2^30.
+const fn table_len(n: usize) -> usize {
+    let t = prev_power_of_two(n);
+    if t > MAX_TABLE { MAX_TABLE } else { t }
 }
 
 /// Entries a table of `table` slots may hold: at least one slot always
@@ -555,6 +917,10 @@ impl<T: KeyValueStore> KeyValueStore for &Shared<T> {
     fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         self.with(|store| store.get(key, f))
     }
+
+    fn delete(&mut self, key: &[u8]) -> bool {
+        self.with(|store| store.delete(key))
+    }
 }
 
 #[cfg(test)]
@@ -564,6 +930,177 @@ mod test {
     use std::vec::Vec;
 
     type Small = ArrayStore<16, 128, 1024>;
+
+    impl<S, A, L> Store<S, A, L>
+    where
+        S: AsRef<[Slot]> + AsMut<[Slot]>,
+        A: AsRef<[u8]> + AsMut<[u8]>,
+        L: LimitsSource,
+    {
+        /// Walks the ring and the table: every live record and its slot
+        /// point at each other, and the counts add up.
+        fn check(&self) {
+            let (arena, slots) = (self.arena.as_ref(), self.slots.as_ref());
+            let (mut entries, mut bytes) = (0, 0);
+            let mut walk = |from: usize, to: usize| {
+                let mut at = from;
+                while at < to {
+                    let record = Record::read(arena, at);
+                    let meta = read_meta(arena, at);
+                    if meta != record::DEAD {
+                        let slot = slots[(meta & record::SLOT) as usize];
+                        assert_eq!(slot.offset(), at, "slot of the record at {at}");
+                        assert_eq!(slot.hash, hash(record.key(arena)));
+                        entries += 1;
+                        bytes += record.cost();
+                    }
+                    at += record.cost();
+                }
+                assert_eq!(at, to, "records end where the ring part ends");
+            };
+            if self.wrapped {
+                walk(self.tail, self.end);
+                walk(0, self.head);
+            } else {
+                walk(self.tail, self.head);
+            }
+            assert_eq!((entries, bytes), (self.len, self.live));
+            assert_eq!(slots.iter().filter(|s| !s.is_empty()).count(), self.len);
+            for (i, slot) in slots.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+                assert_eq!(read_meta(arena, slot.offset()) & record::SLOT, i as u32);
+            }
+        }
+    }
+
+    #[test]
+    fn delete_removes_the_entry_and_its_bytes() {
+        let mut s = Small::new();
+        s.put(b"k", b"one").unwrap();
+        s.put(b"j", b"two").unwrap();
+        assert!(s.delete(b"k"));
+        assert!(!s.delete(b"k"), "already gone");
+        assert!(!s.delete(b"never"));
+        assert_eq!(s.get(b"k"), None);
+        assert_eq!(s.get(b"j"), Some(&b"two"[..]));
+        assert_eq!((s.len(), s.bytes_used()), (1, 12 + 1 + 3));
+        s.check();
+        s.put(b"k", b"again").unwrap();
+        assert_eq!(s.get(b"k"), Some(&b"again"[..]));
+        s.check();
+    }
+
+    #[test]
+    fn backward_shift_keeps_every_probe_run_reachable() {
+        // 16 slots, 13 keys: long runs that wrap around the table's end.
+        let keys: Vec<[u8; 2]> = (0..13u8).map(|i| [b'k', i]).collect();
+        for first in 0..13 {
+            let mut s = ArrayStore::<16, 1024, 1024>::new();
+            for k in &keys {
+                s.put(k, k).unwrap();
+            }
+            for step in 0..13 {
+                let gone = &keys[(first + step * 5) % 13];
+                assert!(s.delete(gone));
+                s.check();
+                assert_eq!(s.get(gone), None);
+                for k in &keys {
+                    let deleted = (0..=step).any(|d| keys[(first + d * 5) % 13] == *k);
+                    assert_eq!(s.get(k), if deleted { None } else { Some(&k[..]) });
+                }
+            }
+            assert!(s.slots.iter().all(|slot| slot.is_empty()), "no tombstones");
+        }
+    }
+
+    #[test]
+    fn an_evicting_store_never_refuses_and_counts_what_it_drops() {
+        let mut s = ArrayStore::<16, 256, 1024>::new().when_full(WhenFull::Evict);
+        for i in 0..200u32 {
+            s.put(&i.to_le_bytes(), &[i as u8; 9]).unwrap();
+            s.check();
+            assert!(s.len() <= s.limits().max_entries);
+            assert_eq!(s.get(&i.to_le_bytes()), Some(&[i as u8; 9][..]), "the newest entry stays");
+        }
+        assert_eq!(s.evictions(), 200 - s.len() as u64);
+        assert_eq!(s.compactions(), 0);
+        assert_eq!(s.put(b"k", &[0; 600]), Err(StoreError::ValueTooLong));
+        let mut tiny = ArrayStore::<16, 64, 1024>::new().when_full(WhenFull::Evict);
+        assert_eq!(tiny.put(b"k", &[0; 60]), Err(StoreError::Full), "bigger than the whole budget");
+    }
+
+    #[test]
+    fn clock_gives_a_used_entry_a_second_chance() {
+        let mut s = ArrayStore::<4, 1024, 1024>::new().when_full(WhenFull::Evict); // 3 entries
+        for k in [b"a", b"b", b"c"] {
+            s.put(k, b"v").unwrap();
+        }
+        assert!(KeyValueStore::get(&mut s, b"a", |v| v.is_some()));
+        s.put(b"d", b"v").unwrap(); // the hand passes a (used), evicts b
+        assert_eq!((s.get(b"a"), s.get(b"b")), (Some(&b"v"[..]), None));
+        s.put(b"e", b"v").unwrap(); // c, the oldest unused, goes
+        assert_eq!((s.get(b"c"), s.get(b"d"), s.get(b"e")), (None, Some(&b"v"[..]), Some(&b"v"[..])));
+        assert_eq!(s.evictions(), 2);
+        s.check();
+    }
+
+    #[test]
+    fn a_refusing_store_reclaims_without_compacting_when_the_tail_is_dead() {
+        // An arena with slack: updates that change size leave their old
+        // records dead behind them, and the tail passes over them.
+        let mut s = Store::with_storage([Slot::EMPTY; 64], [0u8; 4096], Limits::for_frame(1024, 40, 1024));
+        for round in 0..2000usize {
+            let k = [(round % 40) as u8];
+            s.put(&k, &[round as u8; 20][..round % 17]).unwrap();
+            if round % 7 == 0 {
+                s.delete(&[(round * 3 % 40) as u8]);
+            }
+        }
+        s.check();
+        assert_eq!(s.compactions(), 0);
+    }
+
+    /// The pause bound, in work: whatever the churn, one put moves at most
+    /// [`MAX_MOVES`] records and [`move_budget`] bytes for reclaiming, and
+    /// an evicting store never compacts.
+    #[test]
+    fn one_put_moves_a_bounded_slice() {
+        let slots = std::vec![Slot::EMPTY; 1 << 12].into_boxed_slice();
+        let arena = std::vec![0u8; 1 << 16].into_boxed_slice();
+        let mut s =
+            Store::with_storage(slots, arena, Limits::for_frame(1 << 14, 3000, 1 << 16)).when_full(WhenFull::Evict);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut worst = 0;
+        for _ in 0..200_000 {
+            let r = next();
+            let key = (r % 12_000).to_le_bytes();
+            match r >> 60 {
+                0 => {
+                    s.delete(&key);
+                }
+                1..=5 => {
+                    KeyValueStore::get(&mut s, &key, |_| ());
+                }
+                _ => {
+                    let len = [0, 8, 16, 100, 1000, 4000][(r >> 32) as usize % 6];
+                    let before = s.bytes_moved();
+                    s.put(&key, &std::vec![r as u8; len]).unwrap();
+                    let moved = s.bytes_moved() - before;
+                    assert!(moved as usize <= move_budget(RECORD_HEADER_LEN + 8 + len), "{moved} for {len}");
+                    worst = worst.max(moved);
+                }
+            }
+        }
+        s.check();
+        assert_eq!(s.compactions(), 0);
+        assert!(s.evictions() > 10_000, "the churn overflowed the store");
+        assert!(worst > 0, "second chances were given");
+    }
 
     #[test]
     fn put_get_update() {
@@ -634,7 +1171,8 @@ mod test {
         let s = Small::new();
         assert!(s.slots.iter().all(|slot| *slot == Slot { hash: 0, record: 0 }));
         assert!(s.arena.iter().all(|&b| b == 0));
-        assert_eq!((s.len, s.top, s.live), (0, 0, 0));
+        assert_eq!((s.len, s.live, s.head, s.tail, s.end, s.wrapped), (0, 0, 0, 0, 0, false));
+        assert_eq!((s.when_full, s.evictions, s.moved, s.compactions), (WhenFull::Refuse, 0, 0, 0));
         assert_eq!(s.limits(), Limits::for_frame(1024, 13, 128));
     }
 
@@ -698,12 +1236,17 @@ mod test {
         enum Op {
             Put(Vec<u8>, Vec<u8>),
             Get(Vec<u8>),
+            Delete(Vec<u8>),
         }
 
         fn op() -> impl Strategy<Value = Op> {
             let key = prop::collection::vec(0u8..4, 0..4); // few keys: many updates
             let value = prop::collection::vec(any::<u8>(), 0..30);
-            prop_oneof![(key.clone(), value).prop_map(|(k, v)| Op::Put(k, v)), key.prop_map(Op::Get),]
+            prop_oneof![
+                3 => (key.clone(), value).prop_map(|(k, v)| Op::Put(k, v)),
+                2 => key.clone().prop_map(Op::Get),
+                1 => key.prop_map(Op::Delete),
+            ]
         }
 
         /// The same limits over a BTreeMap.
@@ -746,11 +1289,49 @@ mod test {
                     match op {
                         Op::Put(k, v) => prop_assert_eq!(store.put(&k, &v), model.put(&k, &v)),
                         Op::Get(k) => prop_assert_eq!(store.get(&k), model.map.get(&k).map(|v| &v[..])),
+                        Op::Delete(k) => prop_assert_eq!(store.delete(&k), model.map.remove(&k).is_some()),
                     }
                     prop_assert_eq!(store.len(), model.map.len());
+                    store.check();
                 }
                 for (k, v) in &model.map {
                     prop_assert_eq!(store.get(k), Some(&v[..]));
+                }
+            }
+
+            /// Under eviction: a get returns the last value put under its
+            /// key or a miss, never another key's value or an old one; no
+            /// put is refused; a deleted key stays gone.
+            #[test]
+            fn evicting_store_returns_the_last_value_or_a_miss(ops in prop::collection::vec(op(), 0..300)) {
+                let mut store = ArrayStore::<16, 160, 70>::new().when_full(WhenFull::Evict);
+                let mut last: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+                for op in ops {
+                    match op {
+                        Op::Put(k, v) if v.len() > store.limits().max_value_len => {
+                            prop_assert_eq!(store.put(&k, &v), Err(StoreError::ValueTooLong));
+                        }
+                        Op::Put(k, v) => {
+                            prop_assert_eq!(store.put(&k, &v), Ok(()));
+                            prop_assert_eq!(store.get(&k), Some(&v[..]), "a put is seen at once");
+                            last.insert(k, v);
+                        }
+                        Op::Get(k) => {
+                            let got = KeyValueStore::get(&mut store, &k, |v| v.map(<[u8]>::to_vec));
+                            if let Some(got) = got {
+                                prop_assert_eq!(Some(&got), last.get(&k));
+                            }
+                        }
+                        Op::Delete(k) => {
+                            let was = store.delete(&k);
+                            prop_assert!(!was || last.contains_key(&k));
+                            last.remove(&k);
+                            prop_assert_eq!(store.get(&k), None);
+                        }
+                    }
+                    store.check();
+                    prop_assert!(store.bytes_used() <= store.limits().byte_budget);
+                    prop_assert!(store.len() <= store.limits().max_entries);
                 }
             }
         }

@@ -136,7 +136,11 @@ fn a_value_that_is_not_utf8_is_refused_before_connecting() {
     // Nothing listens at this address: the error must come from the value, first.
     let run = kvio_with_stdin(&["put", "k", "-", "--addr", &unused_addr().to_string()], b"ok \xff\xfe");
     assert_eq!(run.code(), Some(2));
-    assert!(run.stderr.contains("stdin is not valid UTF-8 (byte 3)"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        "kvio put: the value from stdin is not valid UTF-8 (byte 3 is not); kvio values are protobuf strings, \
+         which must be UTF-8.\n"
+    );
     let run = kvio(&["put", "k", "--value-file", "/nonexistent/kvio-value"]);
     assert_eq!(run.code(), Some(2));
     assert!(run.stderr.contains("cannot read the value from /nonexistent/kvio-value"), "{}", run.stderr);
@@ -201,20 +205,67 @@ fn a_refused_put_says_why() {
     let put = |key: &str, value: &str| kvio(&["put", key, value, "--addr", &addr]);
     let run = put(&"k".repeat(40), "v");
     assert_eq!(run.code(), Some(2));
-    assert!(run.stderr.ends_with(": key too long\n"), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("{addr} refused to store")), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "kvio put: {addr} refused to store \"{}\": key too long: the key is 40 bytes; a server with the default \
+             --max-frame-len (1,048,576 bytes (1 MiB)) takes keys up to 1,024 bytes (1 KiB).\n",
+            "k".repeat(40)
+        )
+    );
     let run = put("k", &"v".repeat(40));
-    assert!(run.stderr.ends_with(" refused to store k: value too long\n"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "kvio put: {addr} refused to store \"k\": value too long: the value is 40 bytes; a server with the \
+             default --max-frame-len (1,048,576 bytes (1 MiB)) takes values up to 1,047,527 bytes (1023 KiB).\n"
+        )
+    );
     assert_eq!(put("k", "v").code(), Some(0));
     let run = put("other", "v");
     assert_eq!(run.code(), Some(2));
-    assert!(run.stderr.ends_with(" refused to store other: store full\n"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "kvio put: {addr} refused to store \"other\": store full: its --store-entries or --store-bytes is used up.\n"
+        )
+    );
     // The same reasons in `kvio cli`, and the old value kept.
     let cli = kvio_with_stdin(
         &["cli", "--addr", &addr],
         format!("put other v\nput k {}\nget k\n", "v".repeat(40)).as_bytes(),
     );
     assert_eq!(cli.stdout_text(), "ERR store full\nERR value too long\nv\n");
+    assert_eq!(cli.code(), Some(1));
+    assert_eq!(cli.stderr, "kvio cli: 2 of 3 commands failed.\n");
+}
+
+#[test]
+fn a_value_over_the_frame_limit_says_its_size_and_the_limit() {
+    let server = Server::start(Flavor::Epoll, &["--max-frame-len", "64KiB"]);
+    let addr = server.addr().to_string();
+    let run = kvio(&["put", "k", &"v".repeat(100_000), "--addr", &addr]);
+    assert_eq!(run.code(), Some(2));
+    assert_eq!(
+        run.stderr,
+        format!(
+            "kvio put: {addr} refused the request as too long (frame length over maximum): value too long: the \
+             value is 100,000 bytes (97.7 KiB); a server with the default --max-frame-len (1,048,576 bytes (1 MiB)) \
+             takes values up to 1,047,527 bytes (1023 KiB).\n"
+        )
+    );
+}
+
+#[test]
+fn a_long_key_is_echoed_cut_with_its_length() {
+    let server = Server::start(Flavor::Epoll, &[]);
+    let addr = server.addr().to_string();
+    let key = "k".repeat(100 * 1024);
+    let run = kvio(&["get", &key, "--addr", &addr]);
+    assert_eq!(run.code(), Some(1));
+    assert_eq!(run.stderr, format!("kvio get: \"{}…\" (102,400 bytes) not found.\n", "k".repeat(64)));
+    let run = kvio(&["get", "short", "--addr", &addr]);
+    assert_eq!(run.stderr, "kvio get: \"short\" not found.\n");
 }
 
 #[test]
@@ -259,16 +310,16 @@ fn nonsense_settings_are_refused_at_start_up() {
     for (flag, value, lowest) in [
         ("--max-connections", "0", "1"),
         ("--store-entries", "0", "1"),
-        ("--store-bytes", "0", "12"),
-        ("--store-bytes", "11", "12"),
-        ("--output-limit", "0", "1"),
+        ("--store-bytes", "0", "12 (12 bytes)"),
+        ("--store-bytes", "11", "12 (12 bytes)"),
+        ("--output-limit", "0", "1 (1 byte)"),
     ] {
         let run = kvio(&["serve", "--addr", "127.0.0.1:0", flag, value]);
         assert_eq!(run.code(), Some(2), "{flag} {value}");
         assert!(run.stdout.is_empty(), "no start-up line for {flag} {value}");
         let first = run.stderr.lines().next().unwrap_or("");
         assert!(first.contains(&format!("'{value}' for '{flag}")), "{}", run.stderr);
-        assert!(first.ends_with(&format!("must be at least {lowest}")), "{}", run.stderr);
+        assert!(first.ends_with(&format!("must be at least {lowest}.")), "{}", run.stderr);
     }
     // The smallest accepted values give a server that answers.
     let mut server =
@@ -313,7 +364,7 @@ fn help_describes_the_arguments() {
         ),
         ("get", &["<KEY>", "--raw", "--addr <HOST:PORT>", "KVIO_ADDR", "exit 0 found, 1 not found"]),
         ("cli", &["(nil)", "ERR <reason>", "--addr <HOST:PORT>"]),
-        ("serve", &["--addr <HOST:PORT>", "at least 12"]),
+        ("serve", &["--addr <HOST:PORT>", "at least 12", "KVIO_LISTEN", "all powers of 1024 (64K = 64KiB = 65536)"]),
     ] {
         let run = kvio(&[command, "--help"]);
         assert_eq!(run.code(), Some(0));
@@ -322,6 +373,18 @@ fn help_describes_the_arguments() {
             assert!(help.contains(word), "`kvio {command} --help` lacks {word:?}:\n{help}");
         }
     }
+}
+
+#[test]
+fn top_level_help_states_the_environment_and_size_rules() {
+    let help = kvio(&["--help"]).stdout_text();
+    assert!(
+        help.contains(
+            "Environment: KVIO_ADDR is the default --addr of put, get and cli; KVIO_LISTEN is kvio serve's. Byte counts \
+             take K, M, G, KiB, MiB or GiB, all powers of 1024."
+        ),
+        "{help}"
+    );
 }
 
 #[test]
@@ -335,7 +398,7 @@ fn cli_answers_a_thousand_piped_commands_in_order_on_one_connection() {
             input.push_str("get never-put\n\n");
             expected.push_str("(nil)\n");
         } else {
-            input.push_str(&format!("put k{i} value {i} with spaces\n"));
+            input.push_str(&format!("put k{i} \"value {i} with spaces\"\n"));
             expected.push_str("OK\n");
         }
         input.push_str(&format!("get k{}\n", i - i % 50 + 1));
@@ -345,39 +408,68 @@ fn cli_answers_a_thousand_piped_commands_in_order_on_one_connection() {
             format!("value {} with spaces\n", i - i % 50 + 1)
         });
     }
-    input.push_str("del k1\n");
-    expected.push_str("ERR expected `get KEY` or `put KEY VALUE`\n");
+    input.push_str("del k1\ndel k1\nget k1\nrm k1\n");
+    expected
+        .push_str("OK\n(nil)\n(nil)\nERR unknown command \"rm\": expected get KEY, put KEY VALUE, del KEY or help.\n");
     let run = kvio_with_stdin(&["cli", "--addr", &addr], input.as_bytes());
-    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert_eq!(run.code(), Some(1), "the unknown command failed: {}", run.stderr);
+    assert_eq!(run.stderr, "kvio cli: 1 of 1004 commands failed.\n");
     let got = run.stdout_text();
-    assert_eq!(got.lines().count(), 1_001);
+    assert_eq!(got.lines().count(), 1_004);
     assert!(
         got == expected,
         "first difference at line {:?}",
         got.lines().zip(expected.lines()).position(|(a, b)| a != b)
     );
-    // 1,000 requests (the unknown command is answered by the cli), one connection.
-    assert_eq!(server.terminate().stopped_counts(), [1, 1_000, 0]);
+    // 1,003 requests (the unknown command is answered by the cli), one connection.
+    assert_eq!(server.terminate().stopped_counts(), [1, 1_003, 0]);
 }
 
-#[test]
-fn a_second_signal_while_stopping_exits_130_with_a_line() {
-    let mut server = Server::start(Flavor::Epoll, &[]);
+/// A server whose stop waits its 2 s grace: one connection owed more than
+/// the socket buffers hold, never read.
+fn server_with_a_slow_stop() -> (Server, common::Client, rustix::process::Pid) {
+    let server = Server::start(Flavor::Epoll, &[]);
     let mut client = server.connect();
-    // A connection owed more than the socket buffers hold, never read:
-    // the stop waits its 2 s grace for it.
     client.put_ok("big", &"x".repeat(500_000));
     for _ in 0..40 {
         client.send(&get_frame("big"));
     }
     let pid = rustix::process::Pid::from_raw(server.pid() as i32).unwrap();
-    // Two different signals cannot merge into one while pending, as two SIGINTs could.
+    (server, client, pid)
+}
+
+#[test]
+fn repeated_sigterms_and_a_sigint_after_them_are_one_stop() {
+    let (mut server, _client, pid) = server_with_a_slow_stop();
+    // As GNU timeout, a supervisor signalling the group, or an impatient script do.
+    for signal in [Signal::TERM, Signal::TERM, Signal::INT] {
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+    let exit = server.wait_exit();
+    assert_eq!(exit.status.code(), Some(0), "{:?}", server.stderr_lines());
+    assert_eq!(exit.stopped_counts()[0], 1, "the stopped line is printed");
+}
+
+#[test]
+fn two_sigterms_back_to_back_exit_0() {
+    let (mut server, _client, pid) = server_with_a_slow_stop();
     rustix::process::kill_process(pid, Signal::TERM).unwrap();
+    rustix::process::kill_process(pid, Signal::TERM).unwrap();
+    let exit = server.wait_exit();
+    assert_eq!(exit.status.code(), Some(0), "{:?}", server.stderr_lines());
+}
+
+#[test]
+fn a_second_ctrl_c_a_second_later_exits_130_with_a_line() {
+    let (mut server, _client, pid) = server_with_a_slow_stop();
+    rustix::process::kill_process(pid, Signal::INT).unwrap();
+    // The rule itself is about time: a person pressing Ctrl-C again, not a duplicate.
+    std::thread::sleep(kvio::shutdown::FORCE_AFTER + Duration::from_millis(100));
     rustix::process::kill_process(pid, Signal::INT).unwrap();
     let exit = server.wait_exit();
     assert_eq!(exit.status.code(), Some(130));
     let stderr = server.stderr_lines();
-    assert!(stderr.iter().any(|l| l.contains("second signal while stopping")), "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("second Ctrl-C while stopping")), "{stderr:?}");
 }
 
 #[test]
@@ -388,8 +480,93 @@ fn bench_without_its_binary_says_how_to_build_it() {
     let lonely = dir.join("kvio");
     std::fs::copy(KVIO, &lonely).unwrap();
     let run = run_program(&lonely, &["bench", "compare", "--short"], b"", &[]);
+    let help = run_program(&lonely, &["bench", "--help"], b"", &[]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(run.code(), Some(2));
-    assert!(run.stderr.contains("kvio-bench not found"), "{}", run.stderr);
-    assert!(run.stderr.contains("cargo build --release -p kvio-bench"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "kvio bench: {} not found: the benchmark is its own binary, so the server does not link it. Install it \
+             beside kvio with `cargo install --locked --path bench` from a kvio checkout (or, for a kvio built in \
+             the checkout, `cargo build --release -p kvio-bench`).\n",
+            dir.join("kvio-bench").display()
+        )
+    );
+    assert_eq!(help.code(), Some(0), "{}", help.stderr);
+    let text = help.stdout_text();
+    assert!(text.contains("Load a server, or compare every flavor"), "{text}");
+    assert!(
+        text.ends_with("kvio-bench is not installed beside this kvio; for its options, install it: cargo install --locked --path bench\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cli_help_quoting_and_comments() {
+    let server = Server::start(Flavor::Epoll, &[]);
+    let addr = server.addr().to_string();
+    let input = "# a comment, then a blank line\n\n  help\nput \"a key\" \"a value with spaces\"\nget 'a key'\n\
+                 get   \"a key\"   \nput k 'it''s \"quoted\"'\nget k\nput 'unclosed v\n";
+    let run = kvio_with_stdin(&["cli", "--addr", &addr], input.as_bytes());
+    assert_eq!(
+        run.stdout_text(),
+        "get KEY          print the value stored under KEY, or (nil)\n\
+         put KEY VALUE    store VALUE under KEY; prints OK, or ERR and the reason\n\
+         del KEY          delete KEY; prints OK, or (nil) if it was not there\n\
+         help             this list\n\
+         Quote words with spaces as in a shell: put \"a key\" 'a value'. Lines starting with # are skipped.\n\
+         OK\na value with spaces\na value with spaces\nOK\nits \"quoted\"\n\
+         ERR the line has an unclosed quote.\n"
+    );
+    assert_eq!(run.code(), Some(1));
+    assert_eq!(run.stderr, "kvio cli: 1 of 7 commands failed.\n");
+    let ok = kvio_with_stdin(&["cli", "--addr", &addr], b"get 'a key'\n# only a comment\n");
+    assert_eq!((ok.code(), ok.stderr.as_str()), (Some(0), ""), "nothing failed");
+}
+
+#[test]
+fn sizes_take_units_and_bad_ones_exit_2_naming_the_forms() {
+    let run = kvio(&["serve", "--addr", "127.0.0.1:0", "--store-bytes", "64XB"]);
+    assert_eq!(run.code(), Some(2));
+    assert_eq!(
+        run.stderr,
+        "error: invalid value '64XB' for '--store-bytes <BYTES>': expected a byte count such as 65536, or a number \
+         with K, M, G or KiB, MiB, GiB (powers of 1024: 64K = 65536).\n\nFor more information, try '--help'.\n"
+    );
+    assert!(run.stdout.is_empty());
+    let mut server = Server::start(
+        Flavor::Epoll,
+        &["--store-bytes", "64MiB", "--output-limit", "64KiB", "--max-frame-len", "1MiB", "--max-client-memory", "1G"],
+    );
+    for (name, value) in [
+        ("store_bytes", "67108864"),
+        ("output_limit", "65536"),
+        ("max_frame_len", "1048576"),
+        ("max_client_memory", "1073741824"),
+    ] {
+        assert_eq!(server.setting(name), value, "{name}");
+    }
+    assert!(server.terminate().status.success());
+}
+
+#[test]
+fn every_subcommand_prints_its_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    for sub in ["serve", "put", "get", "cli", "completions", "man"] {
+        let run = kvio(&[sub, "--version"]);
+        assert_eq!(run.code(), Some(0), "{sub}: {}", run.stderr);
+        assert_eq!(run.stdout_text(), format!("kvio-{sub} {version}\n"));
+    }
+}
+
+#[test]
+fn serve_reads_kvio_listen_and_not_kvio_addr() {
+    let help = kvio(&["serve", "--help"]).stdout_text();
+    assert!(help.contains("[env: KVIO_LISTEN=]") && !help.contains("[env: KVIO_ADDR"), "{help}");
+    // KVIO_LISTEN names a port in use: the server reads it, so it cannot listen.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let run = run_program(Path::new(KVIO), &["serve"], b"", &[("KVIO_LISTEN", &taken)]);
+    assert_eq!(run.code(), Some(2));
+    assert_eq!(run.stderr, format!("kvio serve: cannot listen on {taken}: Address already in use (os error 98).\n"));
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 
-per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, uring: Uring] [
+per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, uring: Uring, uring_threads2: UringLoops, busy_poll_threads2: BusyPollLoops] [
     smallest_max_frame_len_still_carries_every_error_response,
 ]);
 

@@ -18,7 +18,7 @@ use kvio_core::frame::Parse;
 use kvio_proto::KeyValueMessage;
 use prost::Message;
 
-per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, uring: Uring] [
+per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, uring: Uring, uring_threads2: UringLoops, busy_poll_threads2: BusyPollLoops] [
     framing_error_after_pipelined_big_gets_delivers_everything_then_eof,
 ]);
 

@@ -25,7 +25,7 @@ per_flavor!([epoll_threads2: EpollLoops] [
 // Not for `blocking`, which serves one connection at a time by design.
 mod concurrent {
     use super::*;
-    per_flavor!([threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring] [
+    per_flavor!([threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring, uring_threads2: UringLoops, busy_poll_threads2: BusyPollLoops] [
         many_concurrent_connections,
     ]);
 }
@@ -118,7 +118,7 @@ static TEN_THOUSAND: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn many_concurrent_connections(flavor: Flavor) {
     const DEADLINE: Duration = Duration::from_secs(90);
     // The event loops hold 10,000; a thread or a poll pass per connection is tested at 1,000.
-    let event_loop = flavor.is_epoll() || flavor == Flavor::Uring;
+    let event_loop = flavor.is_event_loop();
     let n: usize = if event_loop { 10_000 } else { 1_000 };
     let _turn = (n == 10_000).then(|| TEN_THOUSAND.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
     let fds = raise_nofile_limit();

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use kvio::stats_command::{Scrape, scrape};
+use kvio::app::stats_command::{Scrape, scrape};
 
 per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring] [
     metrics_count_exactly_what_the_clients_did,

@@ -13,11 +13,13 @@ use std::time::Duration;
 use common::*;
 use kvio_proto::KeyValueMessage;
 
-per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring] [
+per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring, uring_threads2: UringLoops, busy_poll_threads2: BusyPollLoops] [
     startup_line_reports_the_defaults,
     startup_line_reports_the_flags,
     put_then_get_hit_and_miss,
     put_overwrites,
+    delete_then_get_misses,
+    golden_delete_frames_byte_for_byte,
     unknown_kinds_are_refused_and_the_connection_stays_open,
     malformed_payload_gets_an_error_and_the_connection_stays_open,
     frame_too_short_is_answered_then_closed,
@@ -28,6 +30,7 @@ per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll:
     client_vanishing_mid_frame_leaves_others_served,
     value_over_the_limit_is_refused_without_losing_the_old_one,
     full_store_refuses_new_keys_and_keeps_old_ones,
+    full_store_evicts_under_when_full_evict,
     acknowledged_put_is_visible_on_another_connection,
     golden_frames_byte_for_byte,
     large_values_round_trip,
@@ -96,11 +99,45 @@ fn put_overwrites(flavor: Flavor) {
     assert_eq!(client.get("k").as_deref(), Some("3"));
 }
 
+fn delete_then_get_misses(flavor: Flavor) {
+    let server = Server::start(flavor, &[]);
+    let mut client = server.connect();
+    assert!(!client.delete("k"), "absent");
+    client.put_ok("k", "v");
+    client.put_ok("other", "stays");
+    assert!(client.delete("k"));
+    assert_eq!(client.get("k"), None);
+    assert!(!client.delete("k"), "already gone");
+    assert_eq!(client.get("other").as_deref(), Some("stays"));
+    client.put_ok("k", "back");
+    assert_eq!(client.get("k").as_deref(), Some("back"));
+    // An acknowledged delete is seen on another connection.
+    if flavor.serves_concurrently() {
+        assert!(client.delete("other"));
+        assert_eq!(server.connect().get("other"), None);
+    }
+}
+
+fn golden_delete_frames_byte_for_byte(flavor: Flavor) {
+    let v = vectors();
+    let server = Server::start(flavor, &[]);
+    let mut client = server.connect();
+    let mut exchange = |request: &str, response: &str| {
+        client.send(&v[request]);
+        assert_eq!(client.read_frame(), v[response], "{request} -> {response}");
+    };
+    exchange("delete_request", "delete_response_miss");
+    exchange("put_request", "put_response_ok");
+    exchange("delete_request", "delete_response_ok");
+    exchange("get_request", "get_response_miss");
+    exchange("delete_request", "delete_response_miss");
+}
+
 fn unknown_kinds_are_refused_and_the_connection_stays_open(flavor: Flavor) {
     let server = Server::start(flavor, &[]);
     let mut client = server.connect();
     client.put_ok("k", "v");
-    for kind in [GET_RESPONSE, 0, 4, 7, u32::MAX] {
+    for kind in [GET_RESPONSE, 0, 5, 7, u32::MAX] {
         let response = client.request(&msg(kind, "k", "other"));
         assert_eq!(response, KeyValueMessage { kind, status: NOT_OK, ..Default::default() }, "kind {kind}");
         // Nothing was stored by it, and the connection still serves.
@@ -292,6 +329,23 @@ fn full_store_refuses_new_keys_and_keeps_old_ones(flavor: Flavor) {
     assert_eq!(client.get(key).as_deref(), Some("updated"));
 }
 
+fn full_store_evicts_under_when_full_evict(flavor: Flavor) {
+    let server = Server::start(flavor, &["--store-entries", "8", "--store-bytes", "4096", "--when-full", "evict"]);
+    let mut client = server.connect();
+    for i in 0..100 {
+        client.put_ok(&format!("k{i}"), &format!("v{i}"));
+        assert_eq!(client.get(&format!("k{i}")), Some(format!("v{i}")), "a put is read back at once");
+    }
+    let mut held = 0;
+    for i in 0..100 {
+        if let Some(value) = client.get(&format!("k{i}")) {
+            assert_eq!(value, format!("v{i}"), "k{i}");
+            held += 1;
+        }
+    }
+    assert!((1..=8).contains(&held), "{held} entries held of 8");
+}
+
 fn acknowledged_put_is_visible_on_another_connection(flavor: Flavor) {
     let server = Server::start(flavor, &[]);
     if flavor.serves_concurrently() {
@@ -366,6 +420,10 @@ fn command_line_client_put_and_get(flavor: Flavor) {
     assert_eq!(kvio(&["put", "city", "Zürich"]).0, Some(0));
     assert_eq!(kvio(&["get", "city"]), (Some(0), "Zürich\n".to_owned()));
     assert_eq!(kvio(&["get", "country"]).0, Some(1));
+    assert_eq!(kvio(&["put", "gone", "soon"]).0, Some(0));
+    assert_eq!(kvio(&["del", "gone"]).0, Some(0), "deleted");
+    assert_eq!(kvio(&["get", "gone"]).0, Some(1));
+    assert_eq!(kvio(&["del", "gone"]).0, Some(1), "not found");
     // Over the store's value limit: NotOk is a failure.
     assert_eq!(kvio(&["put", "city", &"x".repeat(800)]).0, Some(2));
     assert_eq!(kvio(&["get", "city"]), (Some(0), "Zürich\n".to_owned()));

@@ -7,9 +7,9 @@
 //! allocation anywhere in the process during that window fails the test. One
 //! `#[test]` only, so the test harness runs nothing else meanwhile.
 //!
-//! Epoll with two loops (`kvio::loops::serve`, the sharded store) is
-//! measured too, with the client's requests alternating between a
-//! connection on each loop.
+//! Every driver with two loops (`kvio::serve_loops`, the sharded store:
+//! epoll, busy-poll, uring) is measured too, with the client's requests
+//! alternating between a connection on each loop.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -103,15 +103,15 @@ fn allocations_while_serving(flavor: Flavor) -> usize {
     after - before
 }
 
-/// Epoll with two loops: one connection on each (told apart by the loops'
-/// connection counters), requests alternating between them.
-fn allocations_while_serving_two_loops() -> usize {
+/// `flavor` with two loops: one connection on each (told apart by the
+/// loops' connection counters), requests alternating between them.
+fn allocations_while_serving_two_loops(flavor: Flavor) -> usize {
     let config = Config {
         store_entries: 1024,
         store_bytes: 1 << 20,
         max_frame_len: 4096,
         idle_timeout: None,
-        ..Config::for_flavor(Flavor::Epoll)
+        ..Config::for_flavor(flavor)
     };
     let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), 2).unwrap();
     let addr = listeners[0].local_addr();
@@ -119,7 +119,7 @@ fn allocations_while_serving_two_loops() -> usize {
     let stop = shutdown.clone();
     let loops = std::sync::Arc::new(Loops::new(2, false));
     let shared = std::sync::Arc::clone(&loops);
-    let server = std::thread::spawn(move || kvio::loops::serve(Flavor::Epoll, listeners, &config, &shutdown, &shared));
+    let server = std::thread::spawn(move || kvio::serve_loops(flavor, listeners, &config, &shutdown, &shared));
 
     let requests: Vec<Vec<u8>> = (0..WARM_UP + MEASURED).map(request).collect();
     let connections = |loops: &Loops| [loops.stats(0).connections, loops.stats(1).connections];
@@ -169,7 +169,9 @@ fn no_flavor_allocates_per_request() {
     }
     let mut counts: Vec<(String, usize)> =
         flavors.iter().map(|&f| (f.to_string(), allocations_while_serving(f))).collect();
-    counts.push(("epoll --threads 2".into(), allocations_while_serving_two_loops()));
+    for flavor in flavors.into_iter().filter(|&f| kvio::supports_threads(f)) {
+        counts.push((format!("{flavor} --threads 2"), allocations_while_serving_two_loops(flavor)));
+    }
     for (flavor, n) in &counts {
         eprintln!("{flavor}: {n} allocations over {MEASURED} requests");
     }

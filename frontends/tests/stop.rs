@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring] [
+per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring, uring_threads2: UringLoops, busy_poll_threads2: BusyPollLoops] [
     a_stop_with_1000_idle_clients_is_quick,
     a_stop_with_40_clients_that_never_read_ends_within_the_bound,
     a_stop_with_a_client_that_keeps_sending_and_reading_ends_within_the_bound,
@@ -25,7 +25,7 @@ per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll:
 
 // One connection at a time (blocking) can never hold more than one frame
 // and one output limit, far under any cap: the cap test is for the others.
-per_flavor!([threaded_cap: Threaded, busy_poll_cap: BusyPoll, epoll_cap: Epoll, epoll_threads2_cap: EpollLoops, uring_cap: Uring] [
+per_flavor!([threaded_cap: Threaded, busy_poll_cap: BusyPoll, epoll_cap: Epoll, epoll_threads2_cap: EpollLoops, uring_cap: Uring, uring_threads2_cap: UringLoops, busy_poll_threads2_cap: BusyPollLoops] [
     client_memory_is_capped_by_evicting_the_biggest_clients,
 ]);
 

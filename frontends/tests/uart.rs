@@ -119,6 +119,10 @@ fn command_line_client_put_and_get() {
     assert_eq!(kvio(&["put", "cli-city", "Zürich"]).0, Some(0));
     assert_eq!(kvio(&["get", "cli-city"]), (Some(0), "Zürich\n".to_owned()), "hit, unicode");
     assert_eq!(kvio(&["get", "cli-country"]).0, Some(1), "miss");
+    assert_eq!(kvio(&["put", "cli-gone", "soon"]).0, Some(0));
+    assert_eq!(kvio(&["del", "cli-gone"]).0, Some(0), "deleted");
+    assert_eq!(kvio(&["get", "cli-gone"]).0, Some(1), "a miss after the delete");
+    assert_eq!(kvio(&["del", "cli-gone"]).0, Some(1), "not found");
     assert_eq!(kvio(&["put", "cli-empty", ""]).0, Some(0));
     assert_eq!(kvio(&["get", "cli-empty"]), (Some(0), "\n".to_owned()), "empty value");
     let several_kib: String = (0..6000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
@@ -182,11 +186,34 @@ fn put_then_get_hit_miss_and_overwrite() {
 
 #[test]
 #[ignore = "needs the emulated device: ci/embedded runs it (KVIO_UART_ADDR)"]
+fn delete_round_trips_and_the_golden_delete_frames() {
+    let (addr, _device) = device();
+    let mut client = connect(addr);
+    client.put_ok("del-k", "v");
+    client.put_ok("del-other", "stays");
+    assert!(client.delete("del-k"));
+    assert_eq!(client.get("del-k"), None);
+    assert!(!client.delete("del-k"), "already gone");
+    assert_eq!(client.get("del-other").as_deref(), Some("stays"));
+    client.put_ok("del-k", "back");
+    assert_eq!(client.get("del-k").as_deref(), Some("back"));
+    let v = vectors();
+    let mut exchange = |request: &str, response: &str| {
+        client.send(&v[request]);
+        assert_eq!(client.read_frame(), v[response], "{request} -> {response}");
+    };
+    exchange("put_request", "put_response_ok");
+    exchange("delete_request", "delete_response_ok");
+    exchange("delete_request", "delete_response_miss");
+}
+
+#[test]
+#[ignore = "needs the emulated device: ci/embedded runs it (KVIO_UART_ADDR)"]
 fn unknown_kinds_and_malformed_payloads_are_answered_and_the_link_stays() {
     let (addr, _device) = device();
     let mut client = connect(addr);
     client.put_ok("uk-k", "v");
-    for kind in [GET_RESPONSE, 0, 4, 7, u32::MAX] {
+    for kind in [GET_RESPONSE, 0, 5, 7, u32::MAX] {
         let response = client.request(&msg(kind, "uk-k", "other"));
         assert_eq!(response, KeyValueMessage { kind, status: NOT_OK, ..Default::default() }, "kind {kind}");
         assert_eq!(client.get("uk-k").as_deref(), Some("v"), "after kind {kind}");

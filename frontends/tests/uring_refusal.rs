@@ -75,7 +75,7 @@ fn uring_refused_by_seccomp_exits_2_naming_it_and_suggesting_epoll() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].contains("io_uring_setup was refused") && lines[0].contains("EPERM"), "{stderr}");
-    assert!(lines[0].ends_with("use --flavor epoll"), "{stderr}");
+    assert!(lines[0].ends_with("use --flavor epoll."), "{stderr}");
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //! - [`roundtrip`]: any `KeyValueMessage` framed and parsed back.
 //! - [`decode`]: any payload through the borrowed `MessageView` and prost's
 //!   decoders, which must agree.
+//! - `server` (its invariants are `kvio::sansio::model`'s): interleavings of
+//!   accepts, partial and pipelined requests, slow and non-reading peers,
+//!   closes, time jumps and the stop through the sans-IO server.
 //!
 //! Inputs are decoded with [`input::Cursor`], a byte reader that yields zeros
 //! once the data runs out, so every input is valid and seeds are easy to write

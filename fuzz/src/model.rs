@@ -52,6 +52,11 @@ impl ModelStore {
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.map.get(key).map(Vec::as_slice)
     }
+
+    /// True when the key was there.
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        self.map.remove(key).is_some()
+    }
 }
 
 fn message(key: &str, value: &str, kind: u32, status: Status) -> KeyValueMessage {
@@ -76,6 +81,10 @@ pub fn response(store: &mut ModelStore, payload: &[u8]) -> KeyValueMessage {
         1 => match store.get(req.key.as_bytes()) {
             Some(value) => message(&req.key, std::str::from_utf8(value).expect("stored from a String"), 2, Status::Ok),
             None => message(&req.key, "", 2, Status::NotOk),
+        },
+        4 => match store.delete(req.key.as_bytes()) {
+            true => message("", "", 4, Status::Ok),
+            false => message("", "", 4, Status::NotOk),
         },
         other => message("", "", other, Status::NotOk),
     }

@@ -1,10 +1,13 @@
 //! The `roundtrip` target: any `KeyValueMessage`, encoded by prost and
 //! framed, parses back (whole or in chunks) to the same message; the
-//! handler's in-place encoder produces the same bytes; and the frame's `len`
+//! in-place encoders (response, and request when there is no status)
+//! produce the same bytes; and the frame's `len`
 //! is exactly the limit it needs (one less is refused from the header).
 
 use kvio_core::frame::{FrameError, FrameParser, HEADER_LEN, MIN_FRAME_LEN, Parse, encoded_len};
-use kvio_proto::{KeyValueMessage, Kind, Status, encode_response, response_payload_len};
+use kvio_proto::{
+    KeyValueMessage, Kind, Status, encode_request, encode_response, request_payload_len, response_payload_len,
+};
 use prost::Message;
 
 use crate::input::{Chunks, Cursor};
@@ -33,6 +36,13 @@ pub fn check(data: &[u8]) {
         let mut in_place = Vec::new();
         encode_response(&mut in_place, key, value, kind, status).expect("a Vec has room");
         assert_eq!(in_place, frame, "in-place encoding matches prost");
+        if status == Status::Ok {
+            // A request is a message without a status: the request encoder writes the same bytes.
+            assert_eq!(request_payload_len(key, value, kind), payload.len());
+            let mut request = Vec::new();
+            encode_request(&mut request, key, value, kind).expect("a Vec has room");
+            assert_eq!(request, frame, "in-place request encoding matches prost");
+        }
     }
 
     let len = u32::try_from(frame.len() - HEADER_LEN).expect("inputs are small");

@@ -8,6 +8,10 @@ use crate::{Kind, MessageView, Status};
 
 /// The `value` of the error response to a payload that is not a valid `KeyValueMessage`.
 pub const MALFORMED_REASON: &str = "payload is not a valid KeyValueMessage";
+/// The `value` of the error response to a connection its host evicted:
+/// all connections together held more than the host's client-memory cap,
+/// and this one held the most.
+pub const MEMORY_LIMIT_REASON: &str = "client memory limit reached";
 
 /// Answers kvio requests against a store `S` (owned, `&mut`, or a
 /// `&Shared` store). See the [crate docs](crate).
@@ -47,12 +51,20 @@ impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
                 Some(value) => encode_response(out, key, value, Kind::GetResponse, Status::Ok),
                 None => encode_response(out, key, b"", Kind::GetResponse, Status::NotOk),
             }),
+            Kind::Delete => {
+                let status = if self.store.delete(key) { Status::Ok } else { Status::NotOk };
+                encode_response(out, b"", b"", Kind::Delete, status)
+            }
             other => encode_response(out, b"", b"", other, Status::NotOk),
         }
     }
 
     fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
         encode_response(out, b"", error.as_str().as_bytes(), Kind::Error, Status::NotOk)
+    }
+
+    fn evicted<O: Output + ?Sized>(&mut self, out: &mut O) -> Result<(), OutputFull> {
+        encode_response(out, b"", MEMORY_LIMIT_REASON.as_bytes(), Kind::Error, Status::NotOk)
     }
 }
 
@@ -108,9 +120,65 @@ fn payload_len(key_len: usize, value_len: usize, kind: Kind, status: Status) -> 
         + if status == 0 { 0 } else { wire::key_len(4) + wire::encoded_len_varint(status as u64) }
 }
 
-/// Appends the frame of `{key, value, kind, status}` to `out`, encoded in
-/// place (byte-identical to prost's and the official runtime's encoding).
+/// Appends the frame of the response `{key, value, kind, status}` to
+/// `out`, encoded in place (byte-identical to prost's and the official
+/// runtime's encoding). Requests have their own twin, [`encode_request`].
+///
+/// ```
+/// use kvio_proto::{Kind, Status, encode_response};
+///
+/// let mut frame = Vec::new();
+/// encode_response(&mut frame, b"k", b"v", Kind::GetResponse, Status::Ok).unwrap();
+/// // len (payload + footer), key, value, kind 2, the footer
+/// assert_eq!(frame, b"\x0d\0\0\0\x0a\x01k\x12\x01v\x18\x02@EOF@");
+/// ```
 pub fn encode_response<O: Output + ?Sized>(
+    out: &mut O,
+    key: &[u8],
+    value: &[u8],
+    kind: Kind,
+    status: Status,
+) -> Result<(), OutputFull> {
+    encode_message(out, key, value, kind, status)
+}
+
+/// Length of the protobuf encoding of the request `{key, value, kind}`.
+#[inline]
+pub fn request_payload_len(key: &[u8], value: &[u8], kind: Kind) -> usize {
+    payload_len(key.len(), value.len(), kind, Status::Ok)
+}
+
+/// Appends the frame of the request `{key, value, kind}` to `out`, encoded
+/// in place with no allocation (byte-identical to prost's and the official
+/// runtime's encoding of the same message). A request carries no `status`:
+/// servers ignore it, so none is written. The key and value must be UTF-8
+/// for a server to accept the request (proto3 `string`); they are bytes
+/// here so that a firmware or a test can send exactly what it holds.
+///
+/// A `Get` has no value (pass `b""`); a `PutOrUpdate` has both.
+///
+/// ```
+/// use kvio_proto::{Kind, encode_request};
+///
+/// let mut frame = Vec::new();
+/// encode_request(&mut frame, b"k", b"", Kind::Get).unwrap();
+/// // len (payload + footer), key "k", kind 1, the footer: the golden `get_request` frame's layout
+/// assert_eq!(frame, b"\x0a\0\0\0\x0a\x01k\x18\x01@EOF@");
+///
+/// // Into a fixed buffer, as a firmware would: a `heapless::Vec` refuses
+/// // what does not fit (`OutputFull`) instead of growing.
+/// let mut buf = heapless::Vec::<u8, 32>::new();
+/// encode_request(&mut buf, b"greeting", b"hi", Kind::PutOrUpdate).unwrap();
+/// assert_eq!(&buf[4..], b"\x0a\x08greeting\x12\x02hi\x18\x03@EOF@");
+/// ```
+pub fn encode_request<O: Output + ?Sized>(out: &mut O, key: &[u8], value: &[u8], kind: Kind) -> Result<(), OutputFull> {
+    encode_message(out, key, value, kind, Status::Ok)
+}
+
+/// The one encoder behind [`encode_request`] and [`encode_response`]: the
+/// format is the same message both ways, only the fields used differ.
+#[inline]
+fn encode_message<O: Output + ?Sized>(
     out: &mut O,
     key: &[u8],
     value: &[u8],
@@ -172,7 +240,12 @@ mod test {
         assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "", 2, Status::NotOk)), "miss");
         assert_eq!(answer(&mut h, &msg("k", "v", 3, Status::Ok)), frame_of(&msg("", "", 3, Status::Ok)), "put");
         assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "v", 2, Status::Ok)), "hit");
-        for kind in [0, 2, 4, 7, u32::MAX] {
+        let delete = msg("k", "", 4, Status::Ok);
+        assert_eq!(answer(&mut h, &delete), frame_of(&msg("", "", 4, Status::Ok)), "deleted");
+        assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "", 2, Status::NotOk)), "gone");
+        assert_eq!(answer(&mut h, &delete), frame_of(&msg("", "", 4, Status::NotOk)), "already absent");
+        h.store().put(b"k", b"v").unwrap();
+        for kind in [0, 2, 5, 7, u32::MAX] {
             let r = answer(&mut h, &msg("k", "x", kind, Status::Ok));
             assert_eq!(r, frame_of(&msg("", "", kind, Status::NotOk)), "kind {kind}");
         }
@@ -287,6 +360,29 @@ mod test {
     }
 
     #[test]
+    fn encoded_requests_are_answered() {
+        let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
+        let mut answer_to = |key: &[u8], value: &[u8], kind| {
+            let mut frame = Vec::new();
+            encode_request(&mut frame, key, value, kind).unwrap();
+            let mut out = Vec::new();
+            h.request(&frame[4..frame.len() - 5], &mut out).unwrap();
+            out
+        };
+        assert_eq!(answer_to(b"k", b"v", Kind::PutOrUpdate), frame_of(&msg("", "", 3, Status::Ok)));
+        assert_eq!(answer_to(b"k", b"", Kind::Get), frame_of(&msg("k", "v", 2, Status::Ok)));
+    }
+
+    #[test]
+    fn a_request_that_does_not_fit_is_refused_and_leaves_the_output_as_it_was() {
+        let mut out: heapless::Vec<u8, 16> = heapless::Vec::new();
+        encode_request(&mut out, b"k", b"", Kind::Get).unwrap();
+        let before = out.clone();
+        assert_eq!(encode_request(&mut out, b"key", b"a value too long", Kind::PutOrUpdate), Err(OutputFull));
+        assert_eq!(out, before);
+    }
+
+    #[test]
     fn framing_error_frame_names_the_reason() {
         let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         let mut out = Vec::new();
@@ -305,6 +401,14 @@ mod test {
                 let mut out = Vec::new();
                 encode_response(&mut out, key.as_bytes(), value.as_bytes(), Kind::from(kind), status).unwrap();
                 prop_assert_eq!(out, frame_of(&msg(&key, &value, kind, status)));
+            }
+
+            #[test]
+            fn in_place_request_encoding_matches_prost(key in ".{0,20}", value in ".{0,300}", kind in any::<u32>()) {
+                let mut out = Vec::new();
+                encode_request(&mut out, key.as_bytes(), value.as_bytes(), Kind::from(kind)).unwrap();
+                prop_assert_eq!(&out, &frame_of(&msg(&key, &value, kind, Status::Ok)));
+                prop_assert_eq!(out.len(), 4 + request_payload_len(key.as_bytes(), value.as_bytes(), Kind::from(kind)) + 5);
             }
         }
     }

@@ -5,7 +5,8 @@
 //! The request path needs no allocator: [`MessageView`] decodes a request
 //! in place, its key and value borrowed from the frame's payload, and
 //! [`encode_response`] writes each response straight into the connection's
-//! output. So the handler allocates nothing, not even on the first request,
+//! output. Its twin [`encode_request`] writes requests the same way, for
+//! clients (a firmware included) that have no allocator either. So the handler allocates nothing, not even on the first request,
 //! and a firmware can use it with no heap at all.
 //!
 //! Features:
@@ -31,7 +32,10 @@ pub mod wire;
 
 #[cfg(feature = "alloc")]
 pub use handler::merge_request;
-pub use handler::{KeyValueHandler, MALFORMED_REASON, encode_response, response_payload_len};
+pub use handler::{
+    KeyValueHandler, MALFORMED_REASON, MEMORY_LIMIT_REASON, encode_request, encode_response, request_payload_len,
+    response_payload_len,
+};
 pub use view::MessageView;
 pub use wire::DecodeError;
 
@@ -107,6 +111,9 @@ pub enum Kind {
     GetResponse,
     /// 3: store a value.
     PutOrUpdate,
+    /// 4: remove a key (answered with the same kind; an older server
+    /// answers it `NotOk` as an unknown kind, a clean refusal).
+    Delete,
     /// Any other number.
     Unknown(u32),
 }
@@ -118,6 +125,7 @@ impl From<u32> for Kind {
             1 => Kind::Get,
             2 => Kind::GetResponse,
             3 => Kind::PutOrUpdate,
+            4 => Kind::Delete,
             n => Kind::Unknown(n),
         }
     }
@@ -130,6 +138,7 @@ impl From<Kind> for u32 {
             Kind::Get => 1,
             Kind::GetResponse => 2,
             Kind::PutOrUpdate => 3,
+            Kind::Delete => 4,
             Kind::Unknown(n) => n,
         }
     }
@@ -141,9 +150,11 @@ mod test {
 
     #[test]
     fn every_kind_round_trips() {
-        for n in [0, 1, 2, 3, 4, 7, u32::MAX] {
+        for n in [0, 1, 2, 3, 4, 5, 7, u32::MAX] {
             assert_eq!(u32::from(Kind::from(n)), n);
         }
+        assert_eq!(Kind::from(4), Kind::Delete);
+        assert_eq!(Kind::from(5), Kind::Unknown(5));
         assert_eq!(Kind::from(7), Kind::Unknown(7));
     }
 

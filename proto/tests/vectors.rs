@@ -1,10 +1,11 @@
 //! The golden frames (`frames.json` beside this file, made with the official
 //! protobuf runtime; docs/protocol.md says how): every one encodes to exactly
-//! its bytes, both with prost and with the handler's in-place encoder, and
+//! its bytes, both with prost and with the in-place encoders (requests with
+//! `encode_request`, responses with `encode_response`), and
 //! decodes back. The refused-put frames that docs/protocol.md lists are the
 //! handler's bytes too.
 use kvio_core::frame::{FrameParser, Parse, encode_frame};
-use kvio_proto::{KeyValueMessage, Kind, Status, encode_response};
+use kvio_proto::{KeyValueMessage, Kind, Status, encode_request, encode_response};
 use prost::Message;
 
 struct Vector {
@@ -55,8 +56,8 @@ fn the_documented_refusal_frames_are_the_encoders() {
 }
 
 #[test]
-fn there_are_fourteen_vectors() {
-    assert_eq!(vectors().len(), 14);
+fn there_are_seventeen_vectors() {
+    assert_eq!(vectors().len(), 17);
 }
 
 #[test]
@@ -70,13 +71,22 @@ fn prost_encoding_matches_every_vector() {
 
 #[test]
 fn in_place_encoding_matches_every_vector() {
+    // Requests with the request encoder, everything else with the response encoder.
+    let mut requests = 0;
     for v in vectors() {
         let status = Status::try_from(v.msg.status).unwrap();
+        let (key, value, kind) = (v.msg.key.as_bytes(), v.msg.value.as_bytes(), Kind::from(v.msg.kind));
         let mut frame = Vec::new();
-        encode_response(&mut frame, v.msg.key.as_bytes(), v.msg.value.as_bytes(), Kind::from(v.msg.kind), status)
-            .unwrap();
+        if v.name.contains("_request") {
+            assert_eq!(status, Status::Ok, "{}: a request has no status", v.name);
+            encode_request(&mut frame, key, value, kind).unwrap();
+            requests += 1;
+        } else {
+            encode_response(&mut frame, key, value, kind, status).unwrap();
+        }
         assert_eq!(frame, v.frame, "{}", v.name);
     }
+    assert_eq!(requests, 9, "the golden request frames (delete_request among them)");
 }
 
 #[test]

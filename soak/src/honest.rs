@@ -9,7 +9,9 @@
 //! - a put over the store's limits (key or value one byte too long) is
 //!   `{kind 3, status NotOk}`, and a later get still returns the old value;
 //! - a get of an own key returns the value of this client's last put of it
-//!   (or a miss if there was none);
+//!   (or a miss if there was none, or a delete came after it);
+//! - a delete of an own key is `{kind 4, status Ok}` if the model holds the
+//!   key and `{kind 4, status NotOk}` if not, with no key and no value;
 //! - a get of a shared key returns a whole value some client put under that
 //!   key, and is a hit once any put of it was acknowledged before the get
 //!   was sent.
@@ -23,12 +25,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use kvio_client::Reply as ClientReply;
 use kvio_proto::KeyValueMessage;
 
 use crate::Ctx;
 use crate::tally::Tally;
 use crate::wire::{
-    CLIENT_MEMORY, Conn, GET, GET_RESPONSE, NOT_OK, OK, PUT, Reply, Rng, get_frame, msg, msg_frame, put_frame,
+    CLIENT_MEMORY, Conn, DELETE, GET_RESPONSE, NOT_OK, OK, PUT, Reply, Rng, get_frame, msg, msg_frame, put_frame,
 };
 
 /// Keys each honest client owns.
@@ -108,6 +111,12 @@ enum Request {
         k: usize,
         allowed: State,
     },
+    DeleteOwn {
+        k: usize,
+        /// The key's possible states before the delete.
+        prior: State,
+        tainted: bool,
+    },
     PutShared {
         i: usize,
     },
@@ -162,6 +171,11 @@ pub fn run(ctx: &Ctx, id: usize, mut rng: Rng) {
                     let prior = std::mem::replace(&mut model[k], vec![Some((version, len))]);
                     let v = own_value(id, k, version, len);
                     (Request::PutOwn { k, version, len, refused: None, prior }, put_frame(&format!("h{id}/{k}"), &v))
+                } else if roll < 450 {
+                    let k = rng.below(OWN_KEYS as u64) as usize;
+                    let prior = std::mem::replace(&mut model[k], vec![None]);
+                    let frame = msg_frame(&msg(DELETE, &format!("h{id}/{k}"), ""));
+                    (Request::DeleteOwn { k, prior, tainted: tainted[k] }, frame)
                 } else if roll < 750 {
                     let k = rng.below(OWN_KEYS as u64) as usize;
                     let allowed = if tainted[k] { vec![ANY] } else { model[k].clone() };
@@ -230,15 +244,20 @@ pub fn run(ctx: &Ctx, id: usize, mut rng: Rng) {
 fn after_cut(reqs: &[Request], cut: Cut, model: &mut [State], tainted: &mut [bool]) {
     let mut rebuilt: Vec<Option<State>> = vec![None; model.len()];
     for (idx, req) in reqs.iter().enumerate() {
-        let Request::PutOwn { k, version, len, refused: None, prior } = req else { continue };
+        let (k, after, prior) = match req {
+            Request::PutOwn { k, version, len, refused: None, prior } => (k, Some((*version, *len)), prior),
+            Request::DeleteOwn { k, prior, .. } => (k, None, prior),
+            _ => continue,
+        };
+        let version = after;
         if idx < cut.answered {
-            rebuilt[*k] = Some(vec![Some((*version, *len))]);
+            rebuilt[*k] = Some(vec![version]);
         } else if cut.stalled {
             tainted[*k] = true;
         } else {
             // The first put of `k` not answered, with none answered before
             // it: `prior` is the state before the batch.
-            rebuilt[*k].get_or_insert_with(|| prior.clone()).push(Some((*version, *len)));
+            rebuilt[*k].get_or_insert_with(|| prior.clone()).push(version);
         }
     }
     for (k, state) in rebuilt.into_iter().enumerate() {
@@ -254,7 +273,7 @@ fn answer_size(ctx: &Ctx, req: &Request) -> usize {
         Request::GetOwn { allowed, .. } => 64 + allowed.iter().flatten().map(|(_, len)| len + 32).max().unwrap_or(0),
         Request::GetShared { .. } => 600,
         Request::GetOverlong { .. } => ctx.key_limit + 32,
-        Request::PutOwn { .. } | Request::PutShared { .. } => 16,
+        Request::PutOwn { .. } | Request::PutShared { .. } | Request::DeleteOwn { .. } => 16,
     }
 }
 
@@ -396,6 +415,19 @@ fn check_next(ctx: &Ctx, id: usize, conn: &mut Conn, req: &Request) -> Next {
                 Some("bad status".to_owned())
             }
         }
+        Request::DeleteOwn { prior, tainted, .. } => {
+            let may_hit = *tainted || prior.iter().any(Option::is_some);
+            let may_miss = *tainted || prior.contains(&None);
+            if m.kind != DELETE || !m.key.is_empty() || !m.value.is_empty() {
+                Some("want {kind 4} with no key and no value".to_owned())
+            } else if m.status == OK {
+                (!may_hit).then(|| format!("deleted; the model says it was absent: {prior:?}"))
+            } else if m.status == NOT_OK {
+                (!may_miss).then(|| format!("absent; the model says it was there: {prior:?}"))
+            } else {
+                Some("bad status".to_owned())
+            }
+        }
         Request::GetShared { i, must_hit } => {
             let key = shared_key(*i);
             if m.kind != GET_RESPONSE || m.key != key {
@@ -448,28 +480,15 @@ pub fn probe(ctx: &Ctx, mut rng: Rng) {
         let key = format!("probe/{}", n % 16);
         let value = format!("p{}", rng.next());
         let start = Instant::now();
+        // The probe is what any user's program does: kvio-client's pipeline.
         let outcome = (|| -> Result<(), String> {
-            let mut c =
-                Conn::connect(ctx.addr, ctx.probe_bound, ctx.max_frame_len).map_err(|e| format!("connect: {e}"))?;
-            let mut bytes = msg_frame(&msg(PUT, &key, &value));
-            bytes.extend(get_frame(&key));
-            c.send(&bytes).map_err(|e| format!("send: {e}"))?;
-            for want in [PUT, GET] {
-                match c.read_reply() {
-                    Reply::Msg(m) => {
-                        t.checked();
-                        let right = if want == PUT {
-                            m.kind == PUT && m.status == OK
-                        } else {
-                            m.kind == GET_RESPONSE && m.status == OK && m.key == key && m.value == value
-                        };
-                        if !right {
-                            t.wrong(format!("probe {n}: {}", show(&m)));
-                            return Err("wrong answer".into());
-                        }
-                    }
-                    other => return Err(format!("{other:?}")),
-                }
+            let mut c = kvio_client::Client::connect(ctx.addr, ctx.probe_bound).map_err(|e| e.to_string())?;
+            let replies = c.pipeline().put(&key, &value).get(&key).run().map_err(|e| e.to_string())?;
+            t.checked();
+            t.checked();
+            if replies != [ClientReply::Stored, ClientReply::Found(value.clone())] {
+                t.wrong(format!("probe {n}: put then get of {key:?} = {value:?} answered {replies:?}"));
+                return Err("wrong answer".into());
             }
             Ok(())
         })();
@@ -495,12 +514,9 @@ pub fn probe(ctx: &Ctx, mut rng: Rng) {
 
 /// Puts `key` = `value` on a fresh connection before the run (setup).
 pub fn setup_put(ctx: &Ctx, key: &str, value: &str) -> Result<(), String> {
-    let mut c = Conn::connect(ctx.addr, ctx.io_timeout, ctx.max_frame_len).map_err(|e| format!("connect: {e}"))?;
-    c.send(&put_frame(key, value)).map_err(|e| format!("send: {e}"))?;
-    match c.read_reply() {
-        Reply::Msg(m) if m.kind == PUT && m.status == OK => Ok(()),
-        other => Err(format!("setup put {key:?}: {other:?}")),
-    }
+    let mut c =
+        kvio_client::Client::connect(ctx.addr, ctx.io_timeout).map_err(|e| format!("setup put {key:?}: {e}"))?;
+    c.put(key, value).map_err(|e| format!("setup put {key:?}: {e}"))
 }
 
 pub fn shared_keys() -> Arc<SharedKeys> {

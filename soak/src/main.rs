@@ -107,6 +107,9 @@ struct Args {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 10)]
     seed: u64,
+    /// `kvio serve --threads`: loops of a single-thread flavor (1: the flag is not passed).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// How many clients of each kind, per flavor.
@@ -281,6 +284,9 @@ fn soak(args: &Args) -> Result<bool, String> {
     .iter()
     .flat_map(|(k, v)| [k.to_string(), v.to_string()])
     .collect();
+    if args.threads != 1 {
+        server_args.extend(["--threads".to_owned(), args.threads.to_string()]);
+    }
     let capped = Server::supports(&kvio, "--max-client-memory");
     if capped {
         server_args.extend(["--max-client-memory".to_owned(), MAX_CLIENT_MEMORY.to_string()]);
@@ -367,8 +373,10 @@ fn soak(args: &Args) -> Result<bool, String> {
         }
     }
 
-    let csv = write_csv(&args.out, flavor, &samples)?;
-    let passed = report(flavor, &ctx, &plan, &samples, hwm, died, stopped.as_ref(), &stuck, &server, &csv);
+    // The report and the RSS series are named after the run: `uring-threads2`.
+    let run = if args.threads == 1 { flavor.to_owned() } else { format!("{flavor}-threads{}", args.threads) };
+    let csv = write_csv(&args.out, &run, &samples)?;
+    let passed = report(&run, &ctx, &plan, &samples, hwm, died, stopped.as_ref(), &stuck, &server, &csv);
     Ok(passed)
 }
 

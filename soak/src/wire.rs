@@ -15,6 +15,7 @@ use prost::Message;
 pub const GET: u32 = 1;
 pub const GET_RESPONSE: u32 = 2;
 pub const PUT: u32 = 3;
+pub const DELETE: u32 = 4;
 pub const OK: i32 = 0;
 pub const NOT_OK: i32 = 1;
 

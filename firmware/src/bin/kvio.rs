@@ -123,6 +123,11 @@ fn main() -> ! {
         ("put_request_value_1kib -> put_response_ok", golden::PUT_REQUEST_VALUE_1KIB, golden::PUT_RESPONSE_OK),
         ("put_request_value_64kib -> put_response_ok", golden::PUT_REQUEST_VALUE_64KIB, golden::PUT_RESPONSE_OK),
         ("get_request after the big puts -> get_response_hit", golden::GET_REQUEST, golden::GET_RESPONSE_HIT),
+        ("delete_request -> delete_response_ok", golden::DELETE_REQUEST, golden::DELETE_RESPONSE_OK),
+        ("get_request after the delete -> get_response_miss", golden::GET_REQUEST, golden::GET_RESPONSE_MISS),
+        ("delete_request again -> delete_response_miss", golden::DELETE_REQUEST, golden::DELETE_RESPONSE_MISS),
+        ("put_request again -> put_response_ok", golden::PUT_REQUEST, golden::PUT_RESPONSE_OK),
+        ("get_request after the put again -> get_response_hit", golden::GET_REQUEST, golden::GET_RESPONSE_HIT),
     ] {
         let outcome = link.send(&mut payload, request);
         tally.check(what, outcome, need_more, &link.take(), want);

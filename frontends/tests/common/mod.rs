@@ -33,6 +33,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const GET: u32 = 1;
 pub const GET_RESPONSE: u32 = 2;
 pub const PUT: u32 = 3;
+pub const DELETE: u32 = 4;
 pub const OK: i32 = 0;
 /// The reasons a refused put carries in its `value` (docs/protocol.md).
 pub const PUT_REFUSALS: [&str; 3] = ["key too long", "value too long", "store full"];
@@ -62,16 +63,21 @@ macro_rules! per_flavor {
     };
 }
 
-/// The five servers behind `kvio serve --flavor`, and epoll with two loops.
+/// The five servers behind `kvio serve --flavor`, and the single-thread
+/// drivers with two loops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Blocking,
     Threaded,
     BusyPoll,
+    /// `--flavor busy-poll --threads 2`.
+    BusyPollLoops,
     Epoll,
     /// `--flavor epoll --threads 2`: two loops over the sharded store.
     EpollLoops,
     Uring,
+    /// `--flavor uring --threads 2`.
+    UringLoops,
 }
 
 impl Flavor {
@@ -79,9 +85,9 @@ impl Flavor {
         match self {
             Flavor::Blocking => "blocking",
             Flavor::Threaded => "threaded",
-            Flavor::BusyPoll => "busy-poll",
+            Flavor::BusyPoll | Flavor::BusyPollLoops => "busy-poll",
             Flavor::Epoll | Flavor::EpollLoops => "epoll",
-            Flavor::Uring => "uring",
+            Flavor::Uring | Flavor::UringLoops => "uring",
         }
     }
 
@@ -89,14 +95,19 @@ impl Flavor {
     /// old), if it cannot: its tests then say they are skipped, and why.
     pub fn unsupported(self) -> Option<String> {
         match self {
-            Flavor::Uring => kvio::uring::probe().err().map(|e| e.to_string()),
+            Flavor::Uring | Flavor::UringLoops => kvio::uring::probe().err().map(|e| e.to_string()),
             _ => None,
         }
     }
 
     /// `--threads` of this server.
     pub fn threads(self) -> usize {
-        if self == Flavor::EpollLoops { 2 } else { 1 }
+        if matches!(self, Flavor::EpollLoops | Flavor::UringLoops | Flavor::BusyPollLoops) { 2 } else { 1 }
+    }
+
+    /// A readiness or completion event loop (one or more), which holds 10,000 connections.
+    pub fn is_event_loop(self) -> bool {
+        matches!(self, Flavor::Epoll | Flavor::EpollLoops | Flavor::Uring | Flavor::UringLoops)
     }
 
     /// Epoll, with one loop or more.
@@ -168,12 +179,12 @@ impl Exit {
 impl Server {
     /// `kvio serve --flavor F --addr 127.0.0.1:0 <args>`, once it listens.
     pub fn start(flavor: Flavor, args: &[&str]) -> Server {
-        let busy_poll =
-            (flavor == Flavor::BusyPoll).then(|| BUSY_POLL.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let busy_poll = matches!(flavor, Flavor::BusyPoll | Flavor::BusyPollLoops)
+            .then(|| BUSY_POLL.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let threads = format!("--threads={}", flavor.threads());
         let mut child = Command::new(env!("CARGO_BIN_EXE_kvio"))
             .args(["serve", "--flavor", flavor.name(), "--addr", "127.0.0.1:0"])
-            .args((flavor == Flavor::EpollLoops).then_some(threads))
+            .args((flavor.threads() > 1).then_some(threads))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -451,6 +462,15 @@ impl Client {
     pub fn get(&mut self, key: &str) -> Option<String> {
         let response = self.request(&msg(GET, key, ""));
         check_get_response(&response, key)
+    }
+
+    /// `Delete`; true when the key was there, after checking the response's
+    /// shape: kind 4, no key, no value.
+    pub fn delete(&mut self, key: &str) -> bool {
+        let response = self.request(&msg(DELETE, key, ""));
+        assert_eq!((response.kind, response.key.as_str(), response.value.as_str()), (DELETE, "", ""), "{response:?}");
+        assert!(response.status == OK || response.status == NOT_OK, "{response:?}");
+        response.status == OK
     }
 
     /// Asserts the server closed the connection cleanly (FIN, no more bytes).

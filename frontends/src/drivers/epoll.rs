@@ -1,0 +1,255 @@
+//! Flavor `epoll`: one thread, non-blocking sockets, an epoll event loop.
+//!
+//! - Model: level-triggered epoll over the listener, the shutdown wake-up
+//!   socket and every connection. `match token { LISTENER => accept until
+//!   EAGAIN, SHUTDOWN => stop, token => serve(token) }`. Serving is one
+//!   [`pump`] of the connection; its interest is what the
+//!   [`Server`] says ([`Server::poll_io`]): read while the session wants
+//!   to (not under back-pressure), write only while a write is pending.
+//! - Time: the loop sleeps in `epoll_wait` until [`Server::poll_timeout`],
+//!   then calls [`Server::handle_timeout`].
+//! - Tokens: a token is the server's [`Handle`] (slot and generation), so
+//!   an event queued for a connection that closed in the same batch (whose
+//!   fd number may already be reused) names another generation and finds
+//!   nothing.
+//! - Threads: 1 per loop; `--threads N` runs N of these loops
+//!   ([`crate::host::loops`]), each with its own SO_REUSEPORT listener, over a
+//!   shared sharded store, sharing the connection limit, the client-memory
+//!   count and the stop.
+//! - Memory: an idle connection holds no user-space buffer, only its slab
+//!   entry: reads go into one 64 KiB buffer per loop, and responses into an
+//!   output buffer borrowed from the loop while they are unsent.
+//! - Limits (the server's): `--max-connections`, counted across every loop (the next one
+//!   is accepted and closed at once); `--max-client-memory`, counted across
+//!   every loop too (a loop that sees the total over the cap evicts its own
+//!   biggest connections). EMFILE on accept closes that connection with a
+//!   spare descriptor, or if even that fails pauses accepting for 100 ms instead
+//!   of spinning on a listener that stays readable; an fd is removed from
+//!   epoll before it is closed.
+//! - Stop: the listener closes, the server [begins the
+//!   stop](Server::begin_stop) and the loop goes on until the last
+//!   connection has closed (idle ones at once, the others within grace + linger).
+//! - Syscalls: per wake-up one `epoll_wait` and one clock read (vDSO); per
+//!   ready connection one `recvfrom` (a short read means drained) and one
+//!   `sendto` for all its answers; `epoll_ctl` only when a connection's
+//!   interest changes. Measured figures: `frontends/README.md`.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use kvio_core::KeyValueStore;
+use kvio_proto::KeyValueHandler;
+use rustix::buffer::spare_capacity;
+use rustix::event::Timespec;
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::io::Errno;
+
+use crate::drivers::pump::{READ_CHUNK, pump, shut_write_if_asked};
+use crate::drivers::{Driver, Loop};
+use crate::host::net::{self, Accepted, Listener};
+use crate::host::shutdown::Shutdown;
+use crate::sansio::server::{Handle, Io, Server};
+
+/// The listening socket's token (a handle fits in 56 bits).
+const LISTENER: u64 = u64::MAX;
+/// The shutdown wake-up socket's token.
+const SHUTDOWN: u64 = u64::MAX - 1;
+/// Events taken per `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 1024;
+/// How long accepting pauses when the process is out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The epoll driver.
+#[derive(Debug, Clone, Copy)]
+pub struct Epoll;
+
+impl Driver for Epoll {
+    fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+        serve_loop(listener, run, store)
+    }
+}
+
+/// A connection's descriptor and the interest registered for it.
+#[derive(Debug)]
+struct Socket {
+    handle: Handle,
+    fd: OwnedFd,
+    interest: EventFlags,
+}
+
+fn flags(io: &Io) -> EventFlags {
+    let mut flags = EventFlags::empty();
+    if io.read {
+        flags |= EventFlags::IN;
+    }
+    if io.write {
+        flags |= EventFlags::OUT;
+    }
+    flags
+}
+
+struct EpollLoop<'a, S> {
+    epoll: OwnedFd,
+    /// `None` once stopping.
+    listener: Option<Listener>,
+    listener_paused_until: Option<Instant>,
+    /// By handle index.
+    sockets: Vec<Option<Socket>>,
+    server: Server<'a, KeyValueHandler<S>>,
+    read: Box<[u8]>,
+}
+
+/// One loop over `store`: returns once `run.shutdown` is requested and its
+/// last connection has closed.
+pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+    let shutdown = run.shutdown;
+    net::set_nonblocking(listener.as_fd(), true)?;
+    let epoll = epoll::create(CreateFlags::CLOEXEC)?;
+    epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN)?;
+    epoll::add(&epoll, shutdown.wake_fd(), EventData::new_u64(SHUTDOWN), EventFlags::IN)?;
+    let mut lp = EpollLoop {
+        epoll,
+        listener: Some(listener),
+        listener_paused_until: None,
+        sockets: Vec::new(),
+        server: Server::new(run.limits, run.shared, KeyValueHandler::new(store)),
+        read: vec![0u8; READ_CHUNK].into_boxed_slice(),
+    };
+    let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
+    let mut now = Instant::now();
+    if shutdown.is_requested() {
+        lp.begin_stop(shutdown, now);
+    }
+    while lp.listener.is_some() || !lp.server.is_empty() {
+        let wake_at = [lp.server.poll_timeout(), lp.listener_paused_until].into_iter().flatten().min();
+        // From the clock read after the last wait: a deadline is at most one
+        // batch's work late, and a wake-up reads the clock once, not twice.
+        let timeout = wake_at.map(|at| {
+            let wait = at.saturating_duration_since(now);
+            Timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ }
+        });
+        match epoll::wait(&lp.epoll, spare_capacity(&mut events), timeout.as_ref()) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        now = Instant::now();
+        for event in events.drain(..) {
+            match event.data.u64() {
+                LISTENER => lp.accept_all(now),
+                SHUTDOWN => lp.begin_stop(shutdown, now),
+                token => lp.serve(Handle::from_bits(token), event.flags, now),
+            }
+            lp.apply();
+        }
+        if lp.listener_paused_until.is_some_and(|at| now >= at) {
+            lp.resume_accepting();
+        }
+        lp.server.handle_timeout(now);
+        lp.apply();
+    }
+    Ok(())
+}
+
+impl<S: KeyValueStore> EpollLoop<'_, S> {
+    fn socket(&self, handle: Handle) -> Option<&Socket> {
+        self.sockets.get(handle.index())?.as_ref().filter(|s| s.handle == handle)
+    }
+
+    /// Accepts until EAGAIN.
+    fn accept_all(&mut self, now: Instant) {
+        let counters = self.server.counters();
+        while let Some(listener) = &mut self.listener {
+            match listener.accept(true) {
+                Ok(Accepted::Connection(fd, peer)) => {
+                    // A refusal is counted by the server; dropping `fd` closes it.
+                    let Ok(handle) = self.server.accept(peer, now) else { continue };
+                    let added = epoll::add(&self.epoll, &fd, EventData::new_u64(handle.to_bits()), EventFlags::IN);
+                    if self.sockets.len() <= handle.index() {
+                        self.sockets.resize_with(handle.index() + 1, || None);
+                    }
+                    self.sockets[handle.index()] = Some(Socket { handle, fd, interest: EventFlags::IN });
+                    if let Err(e) = added {
+                        self.server.socket_error(handle, e.into());
+                    }
+                }
+                Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
+                Ok(Accepted::Nothing) => return,
+                Err(e) if net::out_of_descriptors(&e) => {
+                    // Not even the spare descriptor could be had: stop listening for a while.
+                    counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
+                    if epoll::modify(&self.epoll, &*listener, EventData::new_u64(LISTENER), EventFlags::empty()).is_ok()
+                    {
+                        self.listener_paused_until = Some(now + ACCEPT_PAUSE);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    counters.error(format_args!("accept: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        self.listener_paused_until = None;
+        let Some(listener) = &self.listener else { return };
+        if let Err(e) = epoll::modify(&self.epoll, listener, EventData::new_u64(LISTENER), EventFlags::IN) {
+            self.server.counters().error(format_args!("resume accepting: {e}"));
+        }
+    }
+
+    /// Serves one connection's event; stale tokens find nothing.
+    fn serve(&mut self, handle: Handle, flags: EventFlags, now: Instant) {
+        let Some(socket) = self.sockets.get(handle.index()).and_then(Option::as_ref).filter(|s| s.handle == handle)
+        else {
+            return;
+        };
+        let moved = pump(socket.fd.as_fd(), &mut self.server, handle, &mut self.read, now);
+        if !moved && flags.intersects(EventFlags::ERR | EventFlags::HUP) && !self.server.is_closed(handle) {
+            // Level-triggered ERR/HUP would fire forever on a socket that can do nothing more.
+            self.server.socket_error(handle, io::Error::from(io::ErrorKind::ConnectionReset));
+        }
+    }
+
+    /// Does what the server says for every handle it touched: shut the
+    /// writing side, change the interest, or close.
+    fn apply(&mut self) {
+        while let Some(io) = self.server.poll_io() {
+            let Some(socket) = self.socket(io.handle) else { continue };
+            if io.close {
+                let socket = self.sockets[io.handle.index()].take().expect("found above");
+                // Out of the interest list before the fd number can be reused.
+                let _ = epoll::delete(&self.epoll, &socket.fd);
+                drop(socket);
+                self.server.release(io.handle);
+                continue;
+            }
+            shut_write_if_asked(socket.fd.as_fd(), io.shut_write);
+            let wanted = flags(&io);
+            if wanted != socket.interest {
+                match epoll::modify(&self.epoll, &socket.fd, EventData::new_u64(io.handle.to_bits()), wanted) {
+                    Ok(()) => self.sockets[io.handle.index()].as_mut().expect("found above").interest = wanted,
+                    Err(e) => self.server.socket_error(io.handle, e.into()),
+                }
+            }
+        }
+    }
+
+    /// Stops accepting; the server fans the stop out.
+    fn begin_stop(&mut self, shutdown: &Shutdown, now: Instant) {
+        // Level-triggered: the wake-up socket stays readable.
+        let _ = epoll::delete(&self.epoll, shutdown.wake_fd());
+        if let Some(listener) = self.listener.take() {
+            let _ = epoll::delete(&self.epoll, &listener);
+        }
+        self.listener_paused_until = None;
+        let sockets = &self.sockets;
+        let waiting = |handle: Handle| {
+            sockets.get(handle.index()).and_then(Option::as_ref).is_some_and(|s| net::has_unread(s.fd.as_fd()))
+        };
+        self.server.begin_stop(now, waiting);
+        self.apply();
+    }
+}

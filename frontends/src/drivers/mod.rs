@@ -1,0 +1,51 @@
+//! The drivers: each moves bytes between sockets and the sans-IO
+//! [`Server`](crate::sansio::server::Server) with one IO model, and owns
+//! nothing but its descriptor↔handle map and its syscalls. Every rule
+//! (admission, client memory and eviction, the stop's fan-out, deadlines,
+//! counting) is the server's.
+//!
+//! - [`busy_poll`], [`epoll`] (readiness) and [`uring`] (completions):
+//!   single-thread loops behind the one [`Driver`] trait, so the
+//!   loop-per-core runner ([`crate::host::loops`]) runs any of them N times.
+//! - [`blocking`]: one connection at a time on a blocking socket, over
+//!   a [`Server`](crate::sansio::server::Server) too ([`pump::serve_blocking`]).
+//! - [`threaded`]: a thread per connection, each running one session
+//!   ([`pump::run_blocking`]) with the same shared policy objects
+//!   (admission count, client memory, the one victim rule).
+//! - [`pump`]: what the readiness and blocking drivers share.
+
+use std::io;
+
+use kvio_core::KeyValueStore;
+
+use crate::host::net::Listener;
+use crate::host::shutdown::Shutdown;
+use crate::sansio::server::{Limits, Shared};
+
+pub mod blocking;
+pub mod busy_poll;
+pub mod epoll;
+pub mod pump;
+pub mod threaded;
+pub mod uring;
+
+/// What one loop is given: its index, its server's limits, the stop, and
+/// what it shares with the other loops.
+#[derive(Debug, Clone, Copy)]
+pub struct Loop<'a> {
+    /// 0..N.
+    pub index: usize,
+    /// Its server's limits.
+    pub limits: Limits,
+    /// The stop, shared by every loop.
+    pub shutdown: &'a Shutdown,
+    /// Places, client memory, and this loop's counters.
+    pub shared: Shared<'a>,
+}
+
+/// A single-thread IO model: one loop on the calling thread.
+pub trait Driver {
+    /// Serves `listener` over `store` until `run.shutdown` is requested and
+    /// the loop's last connection has closed.
+    fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()>;
+}

@@ -1,0 +1,473 @@
+//! Flavor `uring`: one thread, an io_uring completion loop.
+//!
+//! - Model: completions, not readiness. The loop queues operations in the
+//!   ring's shared memory and the kernel posts their results: one
+//!   multishot accept on the listener, one multishot receive per
+//!   connection into a provided-buffer ring shared by every connection,
+//!   and one send per connection with responses waiting. Each loop turn is
+//!   one `io_uring_enter` that submits everything queued and waits for at
+//!   least one completion; then every completion is handed to its
+//!   connection's session through the [`Server`], exactly as the readiness drivers hand it
+//!   the bytes of a `recv`.
+//! - Buffers: received bytes land in one of [`RECV_BUFFERS`] buffers of
+//!   [`RECV_BUFFER_LEN`] bytes the kernel picks from the ring; the buffer
+//!   goes back to the ring as soon as [`Server::received`] has copied what
+//!   it keeps, so an idle connection holds none. A send hands the kernel
+//!   the session's output buffer ([`Server::take_transmit`]), which stays
+//!   in the connection, untouched, until its completion gives it back
+//!   ([`Server::transmitted`]); a partial send is resubmitted from there.
+//! - Back-pressure: while a session does not [want to
+//!   read](Server::wants_read) its multishot receive is cancelled (bytes
+//!   the kernel posted before the cancel took effect go to the session,
+//!   which holds them, or drops them if it reads nothing more); it is
+//!   armed again once the session wants to read.
+//! - Memory: an idle connection holds its slot and no buffer. The loop
+//!   holds the receive buffers (4 MiB, made resident when it starts: the
+//!   kernel takes them in turn, so they would all be touched soon anyway)
+//!   and the rings. Over `--max-client-memory` the connection holding the
+//!   most is evicted, as in the `epoll` flavor.
+//! - Time: the wait carries a timeout (`IORING_ENTER_EXT_ARG`) to the
+//!   earliest deadline the loop knows of, then every session's
+//!   [`Server::handle_timeout`] sweeps the sessions due, as in the `epoll` flavor.
+//! - Tokens: a completion's `user_data` holds the operation, the
+//!   connection's slab slot and the slot's generation. A slot is freed only
+//!   once every operation on its descriptor has completed (the receive and
+//!   the send are cancelled first), and the descriptor is closed only then,
+//!   so no completion can reach a connection that reused its number.
+//! - Threads: 1 (`IORING_SETUP_SINGLE_ISSUER`, `DEFER_TASKRUN`: the
+//!   kernel does the deferred work inside this thread's `io_uring_enter`,
+//!   not in interrupts or kernel threads).
+//! - Limits: `--max-connections` (the next one is accepted and closed at
+//!   once); EMFILE ends the multishot accept, the pending connection is
+//!   refused with a spare descriptor and the accept re-armed (with no
+//!   connection pending, a poll on the listener waits for one: an accept
+//!   would fail again at once), or, if even that fails, accepting pauses
+//!   for 100 ms. Needs Linux 6.0 (multishot
+//!   receive) and an io_uring not disabled by a seccomp profile or
+//!   `kernel.io_uring_disabled`: otherwise `kvio serve` refuses to start
+//!   and names what is missing ([`probe`]).
+//! - Stop: a poll on the shutdown wake-up socket completes; the accept is
+//!   cancelled, the server [begins the stop](Server::begin_stop)
+//!   and the loop goes on until the last one has closed.
+//! - Syscalls: per loop turn one `io_uring_enter` and one clock read (vDSO),
+//!   however many connections moved; `shutdown(SHUT_WR)` for a lingering
+//!   close; per new connection `setsockopt(TCP_NODELAY)` and `getpeername`.
+//!   Measured figures: `frontends/README.md`.
+mod ring;
+
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use kvio_core::KeyValueStore;
+use kvio_proto::KeyValueHandler;
+use rustix::io::Errno;
+use rustix::net::{SendFlags, SocketFlags};
+use rustix_uring::{cqueue, opcode, types};
+
+use self::ring::{BUFFER_GROUP, Op, Ring, Token};
+pub use self::ring::{RECV_BUFFER_LEN, RECV_BUFFERS, Unsupported, probe};
+use crate::drivers::pump::shut_write_if_asked;
+use crate::drivers::{Driver, Loop};
+use crate::host::net::{self, Accepted, Listener};
+use crate::host::shutdown::Shutdown;
+use crate::sansio::server::{Handle, Io, Server};
+use crate::sansio::session::OutBuf;
+
+/// How long accepting pauses when the process is out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// POLLIN, as a poll operation takes it.
+const POLL_IN: u32 = rustix::event::PollFlags::IN.bits() as u32;
+
+/// The state of a connection's multishot receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    /// Not in the kernel.
+    Idle,
+    /// In the kernel, posting what arrives.
+    Armed,
+    /// Cancel submitted; its last completion has not come yet.
+    Cancelling,
+}
+
+/// What the loop has in the kernel for the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepting {
+    /// Nothing.
+    Idle,
+    /// The multishot accept.
+    Armed,
+    /// A poll for a connection waiting: out of descriptors with an empty
+    /// queue, where an accept would fail with EMFILE again at once.
+    Polling,
+}
+
+/// One connection's descriptor, and what of it is in the kernel.
+#[derive(Debug)]
+struct Socket {
+    handle: Handle,
+    fd: OwnedFd,
+    recv: Recv,
+    /// The buffer of the send in flight: the kernel reads it until the send completes.
+    sending: Option<OutBuf>,
+    /// The server closed it: only waiting for its operations to complete.
+    closing: bool,
+}
+
+impl Socket {
+    fn in_flight(&self) -> bool {
+        self.recv != Recv::Idle || self.sending.is_some()
+    }
+}
+
+/// The uring driver.
+#[derive(Debug, Clone, Copy)]
+pub struct Uring;
+
+impl Driver for Uring {
+    fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+        serve_loop(listener, run, store)
+    }
+}
+
+struct UringLoop<'a, S> {
+    uring: Ring,
+    /// `None` once stopped and the accept has ended.
+    listener: Option<Listener>,
+    accepting: Accepting,
+    accept_paused_until: Option<Instant>,
+    stopping: bool,
+    /// By handle index.
+    sockets: Vec<Option<Socket>>,
+    server: Server<'a, KeyValueHandler<S>>,
+}
+
+/// One loop over `store`: returns once `run.shutdown` is requested and its
+/// last connection has closed.
+pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+    let uring = Ring::new()?;
+    let mut lp = UringLoop {
+        uring,
+        listener: Some(listener),
+        accepting: Accepting::Idle,
+        accept_paused_until: None,
+        stopping: false,
+        sockets: Vec::new(),
+        server: Server::new(run.limits, run.shared, KeyValueHandler::new(store)),
+    };
+    match lp.run(run.shutdown) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // Operations may still be in the kernel, reading send buffers
+            // and writing receive buffers: leak them all rather than free
+            // memory the kernel may touch.
+            mem::forget(lp);
+            Err(e)
+        }
+    }
+}
+
+impl<S: KeyValueStore> UringLoop<'_, S> {
+    fn run(&mut self, shutdown: &Shutdown) -> io::Result<()> {
+        self.arm_accept()?;
+        let wake = opcode::PollAdd::new(types::Fd(shutdown.wake_fd().as_raw_fd()), POLL_IN)
+            .build()
+            .user_data(Token::loop_op(Op::Wake).encode());
+        // SAFETY: a poll points to no buffer; the wake-up socket outlives the loop.
+        unsafe { self.uring.push(&wake)? };
+        let mut now = Instant::now();
+        if shutdown.is_requested() {
+            self.begin_stop(now)?;
+        }
+        while self.listener.is_some() || !self.server.is_empty() {
+            self.uring.bufs.publish();
+            let wake_at = [self.server.poll_timeout(), self.accept_paused_until].into_iter().flatten().min();
+            // From the clock read after the last wait, as in the epoll flavor.
+            self.uring.wait(wake_at.map(|at| at.saturating_duration_since(now)))?;
+            now = Instant::now();
+            while self.uring.reap() {
+                let mut cqes = mem::take(&mut self.uring.cqes);
+                for cqe in cqes.drain(..) {
+                    self.complete(&cqe, now)?;
+                }
+                self.uring.cqes = cqes;
+            }
+            if self.accept_paused_until.is_some_and(|at| now >= at) {
+                self.accept_paused_until = None;
+                self.arm_accept()?;
+            }
+            self.server.handle_timeout(now);
+            self.apply()?;
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
+        let Some(token) = Token::decode(cqe.user_data_u64()) else { return Ok(()) };
+        match token.op {
+            Op::Accept => self.accepted(cqe, now)?,
+            Op::Listen => {
+                self.accepting = Accepting::Idle;
+                self.listener_idle()?;
+            }
+            Op::Wake => self.begin_stop(now)?,
+            Op::Recv => self.received(token.handle, cqe, now),
+            Op::Send => self.sent(token.handle, cqe, now),
+            Op::Cancel | Op::Probe => {}
+        }
+        if matches!(token.op, Op::Recv | Op::Send) {
+            // The completion changed what is in the kernel, maybe not the session.
+            self.server.touch(token.handle);
+        }
+        self.apply()
+    }
+
+    fn socket(&mut self, handle: Handle) -> Option<&mut Socket> {
+        self.sockets.get_mut(handle.index())?.as_mut().filter(|s| s.handle == handle)
+    }
+
+    fn arm_accept(&mut self) -> io::Result<()> {
+        let Some(listener) = &self.listener else { return Ok(()) };
+        if self.accepting != Accepting::Idle || self.stopping || self.accept_paused_until.is_some() {
+            return Ok(());
+        }
+        let accept = opcode::AcceptMulti::new(types::Fd(listener.as_fd().as_raw_fd()))
+            .flags(SocketFlags::CLOEXEC)
+            .build()
+            .user_data(Token::loop_op(Op::Accept).encode());
+        // SAFETY: a multishot accept without an address points to no buffer.
+        unsafe { self.uring.push(&accept)? };
+        self.accepting = Accepting::Armed;
+        Ok(())
+    }
+
+    /// Nothing in the kernel for the listener: closes it when stopping, else accepts again.
+    fn listener_idle(&mut self) -> io::Result<()> {
+        if self.stopping {
+            self.listener = None;
+            return Ok(());
+        }
+        self.arm_accept()
+    }
+
+    fn accepted(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
+        let ended = !cqueue::more(cqe.flags());
+        if ended {
+            self.accepting = Accepting::Idle;
+        }
+        match cqe.result() {
+            Ok(fd) => {
+                // SAFETY: an accept's result is a new descriptor, installed in
+                // this process's table for this completion and owned by no one else.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+                self.admit(fd, now);
+            }
+            Err(Errno::CANCELED) => {}
+            Err(e) if net::out_of_descriptors(&e.into()) => self.refuse_one(now)?,
+            Err(e) => {
+                self.server.counters().error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
+                self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+            }
+        }
+        if ended && self.accepting == Accepting::Idle {
+            return self.listener_idle();
+        }
+        Ok(())
+    }
+
+    /// Out of descriptors: the connection waiting is taken off the queue
+    /// with the spare descriptor and closed, as the other flavors do.
+    fn refuse_one(&mut self, now: Instant) -> io::Result<()> {
+        let counters = self.server.counters();
+        let Some(listener) = &mut self.listener else { return Ok(()) };
+        // Non-blocking for this one accept only: the queue may be empty.
+        let accepted = net::set_nonblocking(listener.as_fd(), true).and_then(|()| {
+            let accepted = listener.accept(false);
+            net::set_nonblocking(listener.as_fd(), false).and(accepted)
+        });
+        match accepted {
+            Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
+            Ok(Accepted::Connection(fd, peer)) => {
+                drop(fd);
+                counters.refused(peer, "out of file descriptors");
+            }
+            Ok(Accepted::Nothing) if !self.stopping => {
+                // Linux reserves the descriptor before it looks at the queue:
+                // an accept now would fail at once, again and again. Wait for
+                // a connection to refuse instead.
+                let poll = opcode::PollAdd::new(types::Fd(listener.as_fd().as_raw_fd()), POLL_IN)
+                    .build()
+                    .user_data(Token::loop_op(Op::Listen).encode());
+                // SAFETY: a poll points to no buffer.
+                unsafe { self.uring.push(&poll)? };
+                self.accepting = Accepting::Polling;
+            }
+            Ok(Accepted::Nothing) => {}
+            Err(e) => {
+                counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
+                self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+            }
+        }
+        Ok(())
+    }
+
+    fn admit(&mut self, fd: OwnedFd, now: Instant) {
+        let peer = rustix::net::getpeername(&fd).ok().flatten().and_then(|a| SocketAddr::try_from(a).ok());
+        // Responses are written whole; Nagle would only delay them.
+        if let Err(e) = rustix::net::sockopt::set_tcp_nodelay(&fd, true) {
+            self.server.counters().refused(peer, format_args!("TCP_NODELAY: {e}"));
+            return;
+        }
+        // A refusal is counted by the server; dropping `fd` closes it.
+        let Ok(handle) = self.server.accept(peer, now) else { return };
+        if self.sockets.len() <= handle.index() {
+            self.sockets.resize_with(handle.index() + 1, || None);
+        }
+        self.sockets[handle.index()] = Some(Socket { handle, fd, recv: Recv::Idle, sending: None, closing: false });
+    }
+
+    fn received(&mut self, handle: Handle, cqe: &cqueue::Entry, now: Instant) {
+        let flags = cqe.flags();
+        let bid = cqueue::buffer_select(flags);
+        if let Some(socket) = self.socket(handle) {
+            if !cqueue::more(flags) {
+                socket.recv = Recv::Idle;
+            }
+            match cqe.result() {
+                Ok(0) => self.server.peer_closed(handle, now),
+                Ok(n) => {
+                    let bid = bid.expect("a receive of some bytes names its buffer");
+                    let data = self.uring.bufs.data(bid, n as usize);
+                    self.server.received(handle, data, now);
+                }
+                // The ring ran dry, or the receive was cancelled: armed again if the session wants.
+                Err(Errno::NOBUFS) | Err(Errno::CANCELED) => {}
+                Err(e) => self.server.socket_error(handle, e.into()),
+            }
+        }
+        if let Some(bid) = bid {
+            self.uring.bufs.give_back(bid);
+        }
+    }
+
+    fn sent(&mut self, handle: Handle, cqe: &cqueue::Entry, now: Instant) {
+        let Some(socket) = self.socket(handle) else { return };
+        let buf = socket.sending.take().expect("a send completes the buffer it was given");
+        match cqe.result() {
+            Ok(n) => self.server.transmitted(handle, buf, n as usize, now),
+            Err(e) => {
+                self.server.transmitted(handle, buf, 0, now);
+                if e != Errno::CANCELED {
+                    self.server.socket_error(handle, e.into());
+                }
+            }
+        }
+    }
+
+    /// Does what the server says for every handle it touched.
+    fn apply(&mut self) -> io::Result<()> {
+        while let Some(io) = self.server.poll_io() {
+            self.sync(io)?;
+        }
+        Ok(())
+    }
+
+    /// Brings what `handle` has in the kernel in line with its session:
+    /// sends what it has, arms or cancels its receive; once it is closed,
+    /// cancels what is in flight, and once nothing is, closes the
+    /// descriptor and releases the handle.
+    fn sync(&mut self, io: Io) -> io::Result<()> {
+        let handle = io.handle;
+        let Some(socket) = self.sockets.get_mut(handle.index()).and_then(Option::as_mut).filter(|s| s.handle == handle)
+        else {
+            return Ok(());
+        };
+        let token = Token { op: Op::Recv, handle };
+        if io.close {
+            if !socket.closing {
+                socket.closing = true;
+                let (recv, sending) = (socket.recv == Recv::Armed, socket.sending.is_some());
+                if recv {
+                    socket.recv = Recv::Cancelling;
+                    self.cancel(token.with_op(Op::Recv))?;
+                }
+                if sending {
+                    // A send to a peer that reads nothing would wait for ever.
+                    self.cancel(token.with_op(Op::Send))?;
+                }
+            }
+            if !self.socket(handle).is_some_and(|s| s.in_flight()) {
+                // Nothing of it left in the kernel: its number may be reused now.
+                self.sockets[handle.index()] = None;
+                self.server.release(handle);
+            }
+            return Ok(());
+        }
+        shut_write_if_asked(socket.fd.as_fd(), io.shut_write);
+        let fd = socket.fd.as_raw_fd();
+        if io.write
+            && socket.sending.is_none()
+            && let Some(buf) = self.server.take_transmit(handle)
+        {
+            let unsent = buf.unsent();
+            let len = u32::try_from(unsent.len()).unwrap_or(u32::MAX);
+            let send = opcode::Send::new(types::Fd(fd), unsent.as_ptr(), len)
+                .flags(SendFlags::NOSIGNAL)
+                .build()
+                .user_data(token.with_op(Op::Send).encode());
+            // The buffer moves into the socket's entry; its heap bytes do not move.
+            self.socket(handle).expect("found above").sending = Some(buf);
+            // SAFETY: the bytes are `sending`'s, which is left alone until
+            // this send's completion takes it back (`sent`), and the entry
+            // is not dropped while it is set.
+            unsafe { self.uring.push(&send)? };
+        }
+        let socket = self.socket(handle).expect("found above");
+        match (io.read, socket.recv) {
+            (true, Recv::Idle) => {
+                let recv = opcode::RecvMulti::new(types::Fd(fd), BUFFER_GROUP)
+                    .build()
+                    .user_data(token.with_op(Op::Recv).encode());
+                socket.recv = Recv::Armed;
+                // SAFETY: it writes only into the registered buffer ring, which outlives the loop.
+                unsafe { self.uring.push(&recv)? };
+            }
+            (false, Recv::Armed) => {
+                socket.recv = Recv::Cancelling;
+                self.cancel(token.with_op(Op::Recv))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self, target: Token) -> io::Result<()> {
+        let cancel =
+            opcode::AsyncCancel::new(target.encode().into()).build().user_data(target.with_op(Op::Cancel).encode());
+        // SAFETY: a cancel points to no buffer.
+        unsafe { self.uring.push(&cancel) }
+    }
+
+    /// Stops accepting; the server fans the stop out.
+    fn begin_stop(&mut self, now: Instant) -> io::Result<()> {
+        if self.stopping {
+            return Ok(());
+        }
+        self.stopping = true;
+        self.accept_paused_until = None;
+        match self.accepting {
+            // The listener closes once the last completion for it has come.
+            Accepting::Armed => self.cancel(Token::loop_op(Op::Accept))?,
+            Accepting::Polling => self.cancel(Token::loop_op(Op::Listen))?,
+            Accepting::Idle => self.listener = None,
+        }
+        let sockets = &self.sockets;
+        let waiting = |handle: Handle| {
+            sockets.get(handle.index()).and_then(Option::as_ref).is_some_and(|s| net::has_unread(s.fd.as_fd()))
+        };
+        self.server.begin_stop(now, waiting);
+        self.apply()
+    }
+}

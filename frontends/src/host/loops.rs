@@ -1,0 +1,258 @@
+//! `--threads N`: N copies of a single-thread driver's loop, one thread
+//! each, each on its own SO_REUSEPORT listener bound to the same address
+//! (the kernel spreads connections over them), over one shared
+//! [`ShardedStore`](crate::host::sharded::ShardedStore), the way monoio and
+//! glommio run one driver per core.
+//!
+//! What the loops share, and nothing else: the server's limits, the stop
+//! ([`Shutdown`]: one wake-up socket that every loop waits on, so one
+//! SIGTERM stops them all), the count of open connections ([`Places`]:
+//! `--max-connections` is for the whole server), the bytes all connections
+//! hold ([`ClientMemory`]: `--max-client-memory` is for the whole server; a
+//! loop that finds the total over the cap evicts its own biggest
+//! connections) and the store. Each loop
+//! keeps its own [`Counters`] (no cache line bounces between cores on the
+//! request path); the stopped line is their sum ([`Loops::totals`]).
+//!
+//! [`run`] is driver-agnostic: it takes a per-loop entry point, in practice
+//! [`Driver::serve_loop`](crate::drivers::Driver::serve_loop) of any
+//! single-thread driver (`epoll`, `busy-poll`, `uring`).
+//!
+//! `--pin` puts loop i on the i-th CPU the process may run on.
+
+use std::io;
+use std::sync::OnceLock;
+use std::thread;
+
+pub use crate::drivers::Loop;
+use crate::host::net::Listener;
+use crate::host::observed::{Filled, StoreFill};
+use crate::host::shutdown::Shutdown;
+use crate::sansio::memory::ClientMemory;
+pub use crate::sansio::server::Places;
+use crate::sansio::server::{Limits, Shared};
+use crate::sansio::stats::{Counters, Figures, Stats};
+
+/// The state of N loops that outlives them: built before the server
+/// starts, readable while it runs (tests see which loop served what),
+/// totalled at the end.
+#[derive(Debug)]
+pub struct Loops {
+    counters: Box<[Counters]>,
+    places: Places,
+    /// Made by [`run`] (or [`Loops::shared`]) from the server's cap.
+    memory: OnceLock<ClientMemory>,
+    fill: StoreFill,
+    pin: bool,
+}
+
+impl Loops {
+    /// `n` loops (at least 1); `pin`: loop i on the i-th allowed CPU.
+    pub fn new(n: usize, pin: bool) -> Loops {
+        Loops {
+            counters: (0..n.max(1)).map(|_| Counters::default()).collect(),
+            places: Places::default(),
+            memory: OnceLock::new(),
+            fill: StoreFill::default(),
+            pin,
+        }
+    }
+
+    /// What loop `i` shares with the others (the client memory capped at
+    /// `max_client_memory` the first time it is asked).
+    pub fn shared(&self, i: usize, max_client_memory: usize) -> Shared<'_> {
+        let memory = self.memory.get_or_init(|| ClientMemory::new(max_client_memory));
+        Shared { places: &self.places, memory, counters: &self.counters[i] }
+    }
+
+    /// The store's figures, kept by whoever wraps the store in
+    /// [`Observed`](crate::host::observed::Observed).
+    pub fn fill(&self) -> &StoreFill {
+        &self.fill
+    }
+
+    /// Loop `i`'s figures so far (for `/metrics`).
+    pub fn figures(&self, i: usize) -> Figures {
+        self.counters[i].figures()
+    }
+
+    /// Bytes all connections hold now (0 before the loops start).
+    pub fn client_memory(&self) -> usize {
+        self.memory.get().map_or(0, ClientMemory::total)
+    }
+
+    /// Entries, budget bytes and evictions of the store now.
+    pub fn store_fill(&self) -> Filled {
+        self.fill.get()
+    }
+
+    /// How many loops.
+    pub fn len(&self) -> usize {
+        self.counters.len()
+    }
+
+    /// Never: there is at least one loop.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Loop `i`'s counters so far.
+    pub fn stats(&self, i: usize) -> Stats {
+        self.counters[i].snapshot()
+    }
+
+    /// Connections open now, over every loop.
+    pub fn open_connections(&self) -> usize {
+        self.places.taken()
+    }
+
+    /// The sum of every loop's counters.
+    pub fn totals(&self) -> Stats {
+        self.counters.iter().map(Counters::snapshot).fold(Stats::default(), |a, b| Stats {
+            connections: a.connections + b.connections,
+            requests: a.requests + b.requests,
+            errors: a.errors + b.errors,
+        })
+    }
+}
+
+/// `--threads 0`: one loop per CPU this process may use.
+pub fn resolve_threads(threads: usize) -> usize {
+    match threads {
+        0 => thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// Runs `serve_one(listener, loop)` on a thread per listener (pinned if
+/// `loops` says so) and waits for them all. If one fails or panics, the
+/// stop is requested so the others end too, and the first error returned.
+pub fn run<F>(
+    listeners: Vec<Listener>,
+    limits: Limits,
+    max_client_memory: usize,
+    shutdown: &Shutdown,
+    loops: &Loops,
+    serve_one: F,
+) -> io::Result<Stats>
+where
+    F: Fn(Listener, Loop<'_>) -> io::Result<()> + Sync,
+{
+    assert_eq!(listeners.len(), loops.len(), "one listener per loop");
+    let cpus = if loops.pin { allowed_cpus()? } else { Vec::new() };
+    let serve_one = &serve_one;
+    let result = thread::scope(|scope| {
+        let mut first_error = None;
+        let mut running = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let run = Loop { index, limits, shutdown, shared: loops.shared(index, max_client_memory) };
+            let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
+            let spawned = thread::Builder::new().name(format!("kvio-loop-{index}")).spawn_scoped(scope, move || {
+                if let Some(cpu) = cpu {
+                    pin_current_thread(cpu)?;
+                }
+                serve_one(listener, run)
+            });
+            match spawned {
+                Ok(handle) => running.push(handle),
+                Err(e) => {
+                    first_error = Some(e);
+                    shutdown.trigger();
+                    break;
+                }
+            }
+        }
+        for (index, handle) in running.into_iter().enumerate() {
+            let outcome = handle.join().unwrap_or_else(|_| Err(io::Error::other(format!("loop {index} panicked"))));
+            if let Err(e) = outcome {
+                // The others would serve on without this loop's listener: stop them too.
+                shutdown.trigger();
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error
+    });
+    match result {
+        Some(e) => Err(e),
+        None => Ok(loops.totals()),
+    }
+}
+
+fn allowed_cpus() -> io::Result<Vec<usize>> {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    let set = sched_getaffinity(None)?;
+    Ok((0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect())
+}
+
+fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    Ok(sched_setaffinity(None, &set)?)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    use crate::app::config::{Config, Flavor};
+    use crate::drivers::Driver;
+    use crate::drivers::epoll::Epoll;
+
+    #[test]
+    fn places_are_counted_against_the_limit() {
+        let places = Places::default();
+        assert!(places.take(2));
+        assert!(places.take(2));
+        assert!(!places.take(2), "full");
+        assert_eq!(places.taken(), 2);
+        places.release();
+        assert!(places.take(2));
+        assert!(!places.take(0));
+    }
+
+    #[test]
+    fn threads_zero_is_one_loop_per_cpu() {
+        assert_eq!(resolve_threads(0), thread::available_parallelism().unwrap().get());
+        assert_eq!(resolve_threads(3), 3);
+    }
+
+    #[test]
+    fn a_failing_loop_stops_the_others() {
+        let config = Config::for_flavor(Flavor::Epoll);
+        let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let shutdown = Shutdown::new().unwrap();
+        let loops = Loops::new(2, false);
+        let (limits, memory) = (config.limits(Flavor::Epoll), config.max_client_memory);
+        let result = run(listeners, limits, memory, &shutdown, &loops, |listener, run| {
+            if run.index == 0 {
+                return Err(io::Error::other("loop 0 fails"));
+            }
+            Epoll::serve_loop(listener, run, config.store())
+        });
+        assert_eq!(result.unwrap_err().to_string(), "loop 0 fails");
+        assert!(shutdown.is_requested());
+    }
+
+    #[test]
+    fn pinned_loops_run_on_their_cpu() {
+        let config = Config::for_flavor(Flavor::Epoll);
+        let cpus = allowed_cpus().unwrap();
+        let n = cpus.len().min(4);
+        let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), n).unwrap();
+        let shutdown = Shutdown::new().unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let (limits, memory) = (config.limits(Flavor::Epoll), config.max_client_memory);
+        run(listeners, limits, memory, &shutdown, &Loops::new(n, true), |_, run| {
+            let set = rustix::thread::sched_getaffinity(None)?;
+            let mine: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
+            seen.lock().unwrap().push((run.index, mine));
+            Ok(())
+        })
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        let expected: Vec<(usize, Vec<usize>)> = (0..n).map(|i| (i, vec![cpus[i]])).collect();
+        assert_eq!(seen, expected);
+    }
+}

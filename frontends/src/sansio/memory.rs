@@ -1,0 +1,157 @@
+//! The memory all client connections hold together, against
+//! `--max-client-memory`: partial frames, input held back by back-pressure
+//! and unsent responses ([`Session::buffered`](crate::session::Session::buffered)).
+//! Per connection that is bounded by the max frame length plus the output
+//! limit; this bounds the sum, as Redis's `maxmemory-clients` does. When
+//! the sum passes the cap, the driver evicts the connection holding the
+//! most ([`Session::evict`](crate::session::Session::evict)), and the
+//! others keep being served.
+//!
+//! Each connection's charge is also readable from other threads
+//! ([`Share`]), so the threaded flavor can pick the biggest connection
+//! whichever thread serves it. Whoever picks, picks with [`victim`]: one
+//! rule for every flavor.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The sum of every connection's charge.
+#[derive(Debug)]
+pub struct ClientMemory {
+    cap: usize,
+    total: AtomicUsize,
+}
+
+impl ClientMemory {
+    /// A total of at most `cap` bytes.
+    pub fn new(cap: usize) -> ClientMemory {
+        ClientMemory { cap, total: AtomicUsize::new(0) }
+    }
+
+    /// Moves a connection's charge from `share`'s to `bytes`; true when the
+    /// total is now over the cap.
+    pub fn charge(&self, share: &Share, bytes: usize) -> bool {
+        // Only the connection's own thread writes its charge (others read
+        // it): a load and a store, no locked read-modify-write per request.
+        let before = share.held.load(Ordering::Relaxed);
+        if bytes == before {
+            // The common case (nothing held before or after a request): no
+            // write to the total, a line that N loops would bounce.
+            return self.is_over();
+        }
+        share.held.store(bytes, Ordering::Relaxed);
+        let total = if bytes >= before {
+            self.total.fetch_add(bytes - before, Ordering::Relaxed) + (bytes - before)
+        } else {
+            self.total.fetch_sub(before - bytes, Ordering::Relaxed) - (before - bytes)
+        };
+        total > self.cap
+    }
+
+    /// Sets a connection's charge to `bytes` without touching the total,
+    /// and returns the change, for [`ClientMemory::add`] later: a loop adds
+    /// its changes once per turn, so a request whose output is sent and
+    /// freed in the same turn writes nothing shared.
+    pub fn recharge(&self, share: &Share, bytes: usize) -> isize {
+        let before = share.held.load(Ordering::Relaxed);
+        if bytes == before {
+            return 0;
+        }
+        share.held.store(bytes, Ordering::Relaxed);
+        bytes as isize - before as isize
+    }
+
+    /// Adds `delta` (changes from [`ClientMemory::recharge`]) to the total.
+    pub fn add(&self, delta: isize) {
+        if delta > 0 {
+            self.total.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else if delta < 0 {
+            self.total.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the total, with `pending` changes not added yet, is over the cap.
+    pub fn is_over_with(&self, pending: isize) -> bool {
+        // i128: a cap near usize::MAX (no cap) is no negative isize.
+        self.total.load(Ordering::Relaxed) as i128 + pending as i128 > self.cap as i128
+    }
+
+    /// Whether the total is over the cap.
+    pub fn is_over(&self) -> bool {
+        self.total.load(Ordering::Relaxed) > self.cap
+    }
+
+    /// Bytes held by all connections now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+/// One connection's charge, and whether another thread asked it to go.
+#[derive(Debug, Default)]
+pub struct Share {
+    held: AtomicUsize,
+    evict: AtomicBool,
+}
+
+impl Share {
+    /// Bytes charged for the connection.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Asks the connection's thread to evict it (for good: the session's
+    /// eviction happens once however often it is asked).
+    pub fn ask_to_evict(&self) {
+        self.evict.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether its eviction was asked for.
+    pub fn is_evicting(&self) -> bool {
+        self.evict.load(Ordering::Relaxed)
+    }
+}
+
+/// The one victim rule: of the connections still candidates (not already
+/// evicted), the one charged the most, if any holds anything. Evicting it
+/// frees the most with one connection lost.
+pub fn victim<K>(candidates: impl Iterator<Item = (K, usize)>) -> Option<K> {
+    candidates.filter(|&(_, held)| held > 0).max_by_key(|&(_, held)| held).map(|(key, _)| key)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn the_victim_is_the_biggest_holder() {
+        assert_eq!(victim([("a", 10), ("b", 30), ("c", 20)].into_iter()), Some("b"));
+        assert_eq!(victim([("a", 0), ("b", 0)].into_iter()), None, "nobody holds anything");
+        assert_eq!(victim(std::iter::empty::<((), usize)>()), None);
+    }
+
+    #[test]
+    fn charges_add_up_and_moving_one_updates_the_total() {
+        let memory = ClientMemory::new(100);
+        let (a, b) = (Share::default(), Share::default());
+        assert!(!memory.charge(&a, 60));
+        assert!(!memory.charge(&b, 40));
+        assert_eq!(memory.total(), 100);
+        assert!(memory.charge(&a, 61), "over by one");
+        assert!(memory.is_over());
+        assert!(!memory.charge(&b, 0));
+        assert_eq!((memory.total(), a.held(), b.held()), (61, 61, 0));
+        assert_eq!(memory.recharge(&b, 30), 30, "a change, not yet in the total");
+        assert!(memory.is_over_with(40) && !memory.is_over_with(30));
+        memory.add(30);
+        assert_eq!(memory.total(), 91);
+        assert!(!ClientMemory::new(usize::MAX).is_over_with(isize::MAX), "no cap is never passed");
+        assert!(!a.is_evicting());
+        a.ask_to_evict();
+        assert!(a.is_evicting());
+    }
+}

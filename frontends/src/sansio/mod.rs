@@ -1,0 +1,22 @@
+//! The sans-IO layer: every rule a server has, with no socket, no clock
+//! and no thread. Input arrives with the time it arrived; what to send,
+//! what to wait for and when to wake come out. Nothing here imports the
+//! drivers, the host or the application.
+//!
+//! - [`session`]: one connection's rules about time and closing.
+//! - [`server`]: the rules about the set of connections: handles,
+//!   admission, the memory cap and its eviction, the stop, the timers.
+//! - [`memory`]: what all connections hold together, and the one victim rule.
+//! - [`stats`]: the counters (closes by reason, gets, puts and deletes by
+//!   outcome, bytes), read by the metrics while the loops run.
+//! - [`warn`]: the operator warnings the counters raise, rate-limited.
+//! - `model` (tests, and the `model` feature): a deterministic simulation
+//!   of the server that checks its invariants after every step.
+
+pub mod memory;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod warn;

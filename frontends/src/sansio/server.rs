@@ -1,0 +1,562 @@
+//! The sans-IO server: every rule a server has about *the set of* its
+//! connections, above the [`Session`]s, with no socket, no clock and no
+//! thread. The shape is quinn-proto's `Endpoint` and smoltcp's
+//! `Interface::poll_at`.
+//!
+//! - **Table**: sessions keyed by a small [`Handle`] (slot index and the
+//!   slot's generation), which a driver maps to its descriptor.
+//! - **Admission**: [`Server::accept`] admits or refuses against
+//!   `max_connections`, counted across every loop ([`Places`]).
+//! - **Client memory**: every session's heap is charged to the
+//!   [`ClientMemory`] shared by every loop; whenever the total passes the
+//!   cap, the [victim](crate::sansio::memory::victim) is evicted at once
+//!   ([`Session::evict`]; the error frame is the handler's).
+//! - **Stop**: [`Server::begin_stop`] fans the stop out to every session;
+//!   [`Server::is_done`] says when the last one has been released.
+//! - **Time**: [`Server::poll_timeout`] is the earliest deadline over all
+//!   sessions; [`Server::handle_timeout`] acts on every one due.
+//! - **Counters**: [`Counters`], shared with whoever reads them.
+//!
+//! Events in: [`Server::accept`], [`Server::received`],
+//! [`Server::peer_closed`], [`Server::advance`] / [`Server::transmitted`],
+//! [`Server::socket_error`], [`Server::begin_stop`],
+//! [`Server::handle_timeout`]. Out, per handle: bytes to send
+//! ([`Server::transmit`] / [`Server::take_transmit`]), read and write
+//! interest and close ([`Server::poll_io`], for every handle whose answer
+//! may have changed since it was last asked).
+//!
+//! A handle is never reused while the driver may still hold its
+//! descriptor: a closed session keeps its slot until the driver says it
+//! has let the descriptor go ([`Server::release`]).
+//!
+//! Timers: one lazily kept earliest deadline, and a sweep over every
+//! session when it passes. A request moves its session's idle deadline
+//! later; a heap or a wheel would be updated on every request for that,
+//! this costs one comparison on the request path, and a sweep of 10,000
+//! sessions (~0.3 ms, `benches/server.rs`, against ~90 ns for a request)
+//! happens about once per idle timeout. A deadline that moved later costs
+//! one early sweep.
+
+use std::fmt;
+use std::mem;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use kvio_core::Handler;
+
+use crate::sansio::memory::{self, ClientMemory, Share};
+use crate::sansio::session::{Framing, OutBuf, Phase, Session, Spare, Timing};
+use crate::sansio::stats::Counters;
+
+/// Bits of a handle's generation: a handle fits in 56 bits, so a
+/// completion driver has the top byte of its `user_data` for the operation.
+pub const GENERATION_BITS: u32 = 24;
+const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
+
+/// What a server is told: its own plain limits, not the command line's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Each connection's framing limits.
+    pub framing: Framing,
+    /// Each connection's timing rules.
+    pub timing: Timing,
+    /// Connections served at once, over every loop.
+    pub max_connections: usize,
+}
+
+/// What a server shares with the other loops of the process: thread-safe,
+/// readable while the loops run.
+#[derive(Debug, Clone, Copy)]
+pub struct Shared<'a> {
+    /// Connections open over every loop.
+    pub places: &'a Places,
+    /// What every connection of every loop holds.
+    pub memory: &'a ClientMemory,
+    /// This loop's counters.
+    pub counters: &'a Counters,
+}
+
+/// Connections open across every loop, against `max_connections`.
+#[derive(Debug, Default)]
+pub struct Places(AtomicUsize);
+
+impl Places {
+    /// Takes a place if fewer than `max` are taken.
+    pub fn take(&self, max: usize) -> bool {
+        self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max).then_some(open + 1)).is_ok()
+    }
+
+    /// Gives a place back (a connection taken with [`Places::take`] closed).
+    pub fn release(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Places taken.
+    pub fn taken(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A connection's name: its slot and the slot's generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Handle {
+    index: u32,
+    generation: u32,
+}
+
+impl Handle {
+    /// The slot: a driver may index its own table of descriptors with it.
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The handle in 56 bits (generation above the index).
+    pub fn to_bits(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// The handle of [`Handle::to_bits`] (the top byte is ignored).
+    pub fn from_bits(bits: u64) -> Handle {
+        Handle { index: bits as u32, generation: (bits >> 32) as u32 & GENERATION_MASK }
+    }
+}
+
+/// Why [`Server::accept`] refused a connection (the driver closes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections` are open.
+    Full(usize),
+    /// No handle left (2^32 slots).
+    NoHandle,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Full(max) => write!(f, "max connections ({max}) reached"),
+            Refused::NoHandle => f.write_str("no free handle"),
+        }
+    }
+}
+
+/// What a driver does for one handle now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Io {
+    /// Which connection.
+    pub handle: Handle,
+    /// Wait for (or go on reading) input.
+    pub read: bool,
+    /// Bytes wait to be sent.
+    pub write: bool,
+    /// Shut the socket's writing side now (a lingering close begins).
+    pub shut_write: bool,
+    /// The session is over: let the descriptor go (cancel what is in
+    /// flight, close it), then [`Server::release`] the handle.
+    pub close: bool,
+}
+
+/// What a session wants now ([`Server::wants`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wants {
+    /// Input.
+    pub read: bool,
+    /// To send what [`Server::transmit`] holds.
+    pub write: bool,
+    /// The socket's writing side shut, now.
+    pub shut_write: bool,
+}
+
+#[derive(Debug)]
+struct Conn {
+    session: Session,
+    share: Share,
+    peer: Option<SocketAddr>,
+    /// Ended and counted; the slot waits for [`Server::release`].
+    closed: bool,
+    /// In `Server::touched`.
+    touched: bool,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+/// The connections of one loop, and every rule about them. See the [module docs](self).
+#[derive(Debug)]
+pub struct Server<'a, H> {
+    limits: Limits,
+    shared: Shared<'a>,
+    handler: H,
+    spare: Spare,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Slots in use (closed ones awaiting release included).
+    held: usize,
+    stopping: bool,
+    /// The earliest session deadline seen since the last sweep (maybe
+    /// earlier than any real one: deadlines only move later).
+    next_sweep: Option<Instant>,
+    /// Handles whose [`Io`] may have changed since the driver last asked.
+    touched: Vec<Handle>,
+    /// Charges changed since the shared total was last written (at the end
+    /// of [`Server::poll_io`]); counted in every cap check meanwhile.
+    unpublished: isize,
+}
+
+impl<'a, H: Handler> Server<'a, H> {
+    /// No connection yet; requests are answered by `handler`.
+    pub fn new(limits: Limits, shared: Shared<'a>, handler: H) -> Self {
+        Server {
+            limits,
+            shared,
+            handler,
+            spare: Spare::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            held: 0,
+            stopping: false,
+            next_sweep: None,
+            touched: Vec::new(),
+            unpublished: 0,
+        }
+    }
+
+    /// The counters this server counts into.
+    pub fn counters(&self) -> &'a Counters {
+        self.shared.counters
+    }
+
+    /// Handles held (open connections, and closed ones not yet released).
+    pub fn len(&self) -> usize {
+        self.held
+    }
+
+    /// No handle held.
+    pub fn is_empty(&self) -> bool {
+        self.held == 0
+    }
+
+    /// Whether the stop began.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// The stop began and every handle has been released: the loop may end.
+    pub fn is_done(&self) -> bool {
+        self.stopping && self.held == 0
+    }
+
+    /// A connection from `peer` was accepted at `now`: its handle, or why
+    /// it is refused (counted and logged; the driver closes it). Accepted
+    /// during a stop, it is told to stop at once.
+    pub fn accept(&mut self, peer: Option<SocketAddr>, now: Instant) -> Result<Handle, Refused> {
+        let refused = if !self.shared.places.take(self.limits.max_connections) {
+            Some(Refused::Full(self.limits.max_connections))
+        } else if self.free.is_empty() && self.slots.len() >= u32::MAX as usize {
+            self.shared.places.release();
+            Some(Refused::NoHandle)
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            self.shared.counters.refused(peer, why);
+            return Err(why);
+        }
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot::default());
+            (self.slots.len() - 1) as u32
+        });
+        let slot = &mut self.slots[index as usize];
+        let session = Session::new(self.limits.framing, self.limits.timing, now);
+        slot.conn = Some(Conn { session, share: Share::default(), peer, closed: false, touched: false });
+        self.held += 1;
+        self.shared.counters.connection();
+        let handle = Handle { index, generation: slot.generation };
+        if self.stopping {
+            self.conn(handle).expect("just inserted").session.begin_shutdown(now, false);
+        }
+        self.settle(handle);
+        Ok(handle)
+    }
+
+    /// `input` arrived on `handle` at `now`: every complete request in it is answered.
+    pub fn received(&mut self, handle: Handle, input: &[u8], now: Instant) {
+        let Some(conn) = find_open(&mut self.slots, handle) else { return };
+        conn.session.receive(input, now, &mut self.handler, &mut self.spare);
+        self.settle(handle);
+    }
+
+    /// The peer of `handle` shut its sending side.
+    pub fn peer_closed(&mut self, handle: Handle, now: Instant) {
+        let Some(conn) = self.open(handle) else { return };
+        conn.session.peer_closed(now);
+        self.settle(handle);
+    }
+
+    /// The socket of `handle` failed: its session is over.
+    pub fn socket_error(&mut self, handle: Handle, error: std::io::Error) {
+        let Some(conn) = self.open(handle) else { return };
+        conn.session.io_error(error);
+        self.settle(handle);
+    }
+
+    /// The driver can read nothing more from `handle` (it shut the reading side itself).
+    pub fn stop_reading(&mut self, handle: Handle) {
+        let Some(conn) = self.open(handle) else { return };
+        conn.session.stop_reading();
+        self.settle(handle);
+    }
+
+    /// What `handle`'s session wants now, in one look (a readiness
+    /// driver's turn asks this between its syscalls); taking `shut_write`.
+    /// `None` once the session is over, or for a stale handle.
+    pub fn wants(&mut self, handle: Handle) -> Option<Wants> {
+        let session = &mut find_open(&mut self.slots, handle)?.session;
+        Some(Wants { read: session.wants_read(), write: session.wants_write(), shut_write: session.take_shut_write() })
+    }
+
+    /// Whether `handle`'s session wants input now.
+    pub fn wants_read(&self, handle: Handle) -> bool {
+        self.get(handle).is_some_and(|c| !c.closed && c.session.wants_read())
+    }
+
+    /// Whether `handle`'s session has bytes for [`Server::transmit`].
+    pub fn wants_write(&self, handle: Handle) -> bool {
+        self.get(handle).is_some_and(|c| !c.closed && c.session.wants_write())
+    }
+
+    /// True once, when the driver must shut `handle`'s writing side.
+    pub fn take_shut_write(&mut self, handle: Handle) -> bool {
+        self.open(handle).is_some_and(|c| c.session.take_shut_write())
+    }
+
+    /// Whether `handle`'s session is over (or the handle is stale).
+    pub fn is_closed(&self, handle: Handle) -> bool {
+        self.get(handle).is_none_or(|c| c.closed)
+    }
+
+    /// The bytes to send next on `handle` (readiness drivers).
+    pub fn transmit(&self, handle: Handle) -> &[u8] {
+        match self.get(handle) {
+            Some(conn) if !conn.closed => conn.session.transmit(),
+            _ => &[],
+        }
+    }
+
+    /// `n` bytes of [`Server::transmit`] were sent at `now`.
+    pub fn advance(&mut self, handle: Handle, n: usize, now: Instant) {
+        let Some(conn) = find_open(&mut self.slots, handle) else { return };
+        conn.session.advance(n, now, &mut self.handler);
+        self.settle(handle);
+    }
+
+    /// Every unsent byte of `handle`, for a completion driver that keeps
+    /// the buffer until [`Server::transmitted`].
+    pub fn take_transmit(&mut self, handle: Handle) -> Option<OutBuf> {
+        let conn = find_open(&mut self.slots, handle)?;
+        conn.session.take_transmit(&mut self.spare)
+    }
+
+    /// The send of `buf` (from [`Server::take_transmit`]) wrote `n` bytes
+    /// at `now`. A closed session's buffer is simply kept for reuse.
+    pub fn transmitted(&mut self, handle: Handle, buf: OutBuf, n: usize, now: Instant) {
+        match find_open(&mut self.slots, handle) {
+            Some(conn) => {
+                conn.session.transmitted(buf, n, now, &mut self.handler, &mut self.spare);
+                self.settle(handle);
+            }
+            None => self.spare.put(buf),
+        }
+    }
+
+    /// The server stops: no new work is taken, and every session begins
+    /// its shutdown (`waiting(handle)`: requests wait unread in that
+    /// socket). Calling it again changes nothing.
+    pub fn begin_stop(&mut self, now: Instant, mut waiting: impl FnMut(Handle) -> bool) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        for index in 0..self.slots.len() {
+            let Some(handle) = self.live_at(index) else { continue };
+            let conn = self.conn(handle).expect("live");
+            let waiting = conn.session.phase() == Phase::Open && waiting(handle);
+            conn.session.begin_shutdown(now, waiting);
+            self.settle(handle);
+        }
+    }
+
+    /// When [`Server::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Acts on every session deadline passed by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_sweep.is_none_or(|at| now < at) {
+            return;
+        }
+        self.next_sweep = None;
+        for index in 0..self.slots.len() {
+            let Some(handle) = self.live_at(index) else { continue };
+            self.conn(handle).expect("live").session.handle_timeout(now);
+            self.settle(handle);
+        }
+    }
+
+    /// What to do for the next handle whose answer may have changed, until
+    /// none is left. Every change comes out here: after an event on a
+    /// handle, after a sweep, a stop or an eviction that touched others.
+    pub fn poll_io(&mut self) -> Option<Io> {
+        while let Some(handle) = self.touched.pop() {
+            let Some(conn) = self.conn(handle) else { continue };
+            conn.touched = false;
+            if conn.closed {
+                return Some(Io { handle, read: false, write: false, shut_write: false, close: true });
+            }
+            let session = &mut conn.session;
+            let (read, write, shut_write) = (session.wants_read(), session.wants_write(), session.take_shut_write());
+            return Some(Io { handle, read, write, shut_write, close: false });
+        }
+        if self.unpublished != 0 {
+            self.shared.memory.add(mem::take(&mut self.unpublished));
+        }
+        None
+    }
+
+    /// Something of `handle` changed on the driver's side only (a
+    /// completion came that the session did not see): [`Server::poll_io`]
+    /// names it again.
+    pub fn touch(&mut self, handle: Handle) {
+        if let Some(conn) = self.conn(handle)
+            && !conn.touched
+        {
+            conn.touched = true;
+            self.touched.push(handle);
+        }
+    }
+
+    /// The driver let `handle`'s descriptor go (nothing of it is left in
+    /// the kernel): its slot may be reused, with a new generation.
+    pub fn release(&mut self, handle: Handle) {
+        let Some(slot) = self.slots.get_mut(handle.index()) else { return };
+        if slot.generation != handle.generation || !slot.conn.as_ref().is_some_and(|c| c.closed) {
+            return;
+        }
+        slot.conn = None;
+        slot.generation = (slot.generation + 1) & GENERATION_MASK;
+        self.free.push(handle.index);
+        self.held -= 1;
+        self.shared.places.release();
+    }
+
+    /// Sessions not over yet.
+    pub fn open_sessions(&self) -> usize {
+        self.slots.iter().filter(|s| s.conn.as_ref().is_some_and(|c| !c.closed)).count()
+    }
+
+    /// Every open session's handle, what it is charged against the client
+    /// memory, and whether it was evicted (for checks and metrics).
+    pub fn charges(&self) -> impl Iterator<Item = (Handle, usize, bool)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(index, slot)| {
+            let conn = slot.conn.as_ref().filter(|c| !c.closed)?;
+            let handle = Handle { index: index as u32, generation: slot.generation };
+            Some((handle, conn.share.held(), conn.session.is_evicted()))
+        })
+    }
+
+    fn get(&self, handle: Handle) -> Option<&Conn> {
+        let slot = self.slots.get(handle.index())?;
+        if slot.generation != handle.generation {
+            return None;
+        }
+        slot.conn.as_ref()
+    }
+
+    fn conn(&mut self, handle: Handle) -> Option<&mut Conn> {
+        find(&mut self.slots, handle)
+    }
+
+    /// The connection of `handle` if its session is not over.
+    fn open(&mut self, handle: Handle) -> Option<&mut Conn> {
+        find_open(&mut self.slots, handle)
+    }
+
+    fn live_at(&self, index: usize) -> Option<Handle> {
+        let slot = &self.slots[index];
+        slot.conn.as_ref().filter(|c| !c.closed).map(|_| Handle { index: index as u32, generation: slot.generation })
+    }
+
+    /// After `handle`'s session moved on: counts what it answered, charges
+    /// what it holds, counts how it ended once it is over, notes its next
+    /// deadline and that its [`Io`] may have changed; then, if all
+    /// connections together hold more than the cap, evicts.
+    fn settle(&mut self, handle: Handle) {
+        if self.settle_one(handle) {
+            self.evict_over_cap();
+        }
+    }
+
+    /// [`Server::settle`] without the eviction: true if over the cap.
+    fn settle_one(&mut self, handle: Handle) -> bool {
+        let (counters, memory) = (self.shared.counters, self.shared.memory);
+        let Some(slot) = self.slots.get_mut(handle.index()) else { return false };
+        let Some(conn) = slot.conn.as_mut().filter(|c| !c.closed) else { return false };
+        if conn.share.is_evicting() {
+            conn.session.evict(&mut self.handler, &mut self.spare);
+        }
+        counters.requests(conn.session.take_requests());
+        counters.traffic(conn.session.take_traffic());
+        if !conn.touched {
+            conn.touched = true;
+            self.touched.push(handle);
+        }
+        if conn.session.phase() == Phase::Closed {
+            self.unpublished += memory.recharge(&conn.share, 0);
+            counters.ended(conn.peer, &conn.session.take_end());
+            conn.closed = true;
+            return false;
+        }
+        conn.session.release_buffers(&mut self.spare);
+        self.unpublished += memory.recharge(&conn.share, conn.session.buffered());
+        let over = memory.is_over_with(self.unpublished);
+        if let Some(at) = conn.session.poll_timeout() {
+            self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
+        }
+        over
+    }
+
+    /// Evicts [victims](memory::victim) until all connections together
+    /// are under the cap (each connection at most once).
+    fn evict_over_cap(&mut self) {
+        for _ in 0..self.held {
+            if !self.shared.memory.is_over_with(self.unpublished) {
+                return;
+            }
+            let candidates = self.slots.iter().enumerate().filter_map(|(index, slot)| {
+                let conn = slot.conn.as_ref().filter(|c| !c.closed && !c.session.is_evicted())?;
+                Some((Handle { index: index as u32, generation: slot.generation }, conn.share.held()))
+            });
+            let Some(victim) = memory::victim(candidates) else { return };
+            let conn = find(&mut self.slots, victim).expect("a candidate");
+            conn.session.evict(&mut self.handler, &mut self.spare);
+            self.settle_one(victim);
+        }
+    }
+}
+
+fn find(slots: &mut [Slot], handle: Handle) -> Option<&mut Conn> {
+    let slot = slots.get_mut(handle.index())?;
+    if slot.generation != handle.generation {
+        return None;
+    }
+    slot.conn.as_mut()
+}
+
+/// The connection of `handle` if its session is not over.
+fn find_open(slots: &mut [Slot], handle: Handle) -> Option<&mut Conn> {
+    find(slots, handle).filter(|c| !c.closed)
+}
