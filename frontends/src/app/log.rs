@@ -16,7 +16,7 @@
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::Once;
 
 use tracing_subscriber::EnvFilter;
 
@@ -67,12 +67,12 @@ fn exposure(what: &str, ip: IpAddr) -> Option<String> {
 
 /// Says once that the server is stopping: the thread watching for the
 /// signal says it at once, and the exit path says it if that thread had
-/// not yet been scheduled; either way it comes before the totals.
+/// not yet been scheduled; either way it comes before the totals. A
+/// `Once`: the exit path waits for a line the watcher is still writing,
+/// so the suppressed counts and the totals never overtake it.
 pub fn stopping() {
-    static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !TOLD.swap(true, Ordering::Relaxed) {
-        tracing::info!("stopping: answering what was received, then closing every connection");
-    }
+    static TOLD: Once = Once::new();
+    TOLD.call_once(|| tracing::info!("stopping: answering what was received, then closing every connection"));
 }
 
 #[cfg(test)]
