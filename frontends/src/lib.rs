@@ -117,7 +117,11 @@ fn serve_one<D: Driver>(
     let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared };
     let mut store = config.store();
     D::serve_loop(listener, run, Observed::new(&mut store, shared.counters, loops.fill()))?;
-    app::lines::store_line(config, store.len(), store.evictions());
+    // The blocking flavor prints no store line (its count is in /metrics),
+    // as before it ran as a Driver: scripts parse stdout.
+    if flavor != Flavor::Blocking {
+        app::lines::store_line(config, store.len(), store.evictions());
+    }
     Ok(loops.totals())
 }
 

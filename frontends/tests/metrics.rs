@@ -18,6 +18,7 @@ use kvio::app::stats_command::{Scrape, scrape};
 
 per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring] [
     metrics_count_exactly_what_the_clients_did,
+    deletes_and_evictions_are_exported,
 ]);
 
 /// Clients of the load (one at a time against `blocking`).
@@ -184,6 +185,46 @@ fn metrics_count_exactly_what_the_clients_did(flavor: Flavor) {
     if full_lines.len() == 1 && did.full > 1 {
         let summary = format!("{} more puts refused: store full not shown", did.full - 1);
         assert!(stderr.iter().any(|l| l.contains(&summary)), "the count at exit ({summary:?}): {stderr:?}");
+    }
+}
+
+/// Under `--when-full evict`: deletes by result, and the store's evictions,
+/// which match the store line a single-thread driver prints at the stop.
+fn deletes_and_evictions_are_exported(flavor: Flavor) {
+    const PUTS: u64 = 6;
+    let (mut server, at) = start(flavor, &["--store-entries", "4", "--when-full", "evict"]);
+    let mut client = server.connect();
+    for i in 0..PUTS {
+        client.put_ok(&format!("k{i}"), "v");
+    }
+    // The key put last is never the one evicted by the puts before it.
+    assert!(client.delete(&format!("k{}", PUTS - 1)), "the last key is there");
+    assert!(!client.delete("absent"));
+    drop(client);
+    let s = scrape_until(&at, |s| s.sum("kvio_requests_total", "") == (PUTS + 2) as f64);
+    assert_eq!(s.sum("kvio_deletes_total", "result=\"deleted\""), 1.0, "deleted");
+    assert_eq!(s.sum("kvio_deletes_total", "result=\"not_found\""), 1.0, "not found");
+    assert_eq!(s.sum("kvio_puts_total", "result=\"stored\""), PUTS as f64, "evict makes room: every put stored");
+    let (entries, evictions) = (s.sum("kvio_store_entries", "") as u64, s.sum("kvio_store_evictions_total", "") as u64);
+    assert!(evictions >= PUTS - 4, "at most 4 entries: {evictions} evictions");
+    assert_eq!(entries + evictions + 1, PUTS, "every put is an entry, an eviction or the deleted key");
+    let (code, out, err) = kvio_stats(&["--metrics", &at]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("deletes          2 (deleted 1, not found 1)\n"), "{out}");
+    assert!(out.contains(&format!("store evictions  {evictions}\n")), "{out}");
+
+    let exit = server.terminate();
+    assert_eq!(exit.status.code(), Some(0));
+    let line = exit.stdout.iter().find(|l| l.starts_with("kvio serve: store "));
+    if matches!(flavor, Flavor::Blocking | Flavor::Threaded) {
+        assert_eq!(line, None, "blocking and threaded print no store line, as before");
+    } else {
+        let line = line.unwrap_or_else(|| panic!("no store line: {:?}", exit.stdout));
+        assert_eq!(
+            line,
+            &format!("kvio serve: store entries={entries} evictions={evictions}"),
+            "the store line agrees"
+        );
     }
 }
 

@@ -1,6 +1,6 @@
 //! The server's log: `tracing` events on stderr, timestamped and levelled,
 //! filtered by `--log-level` or `RUST_LOG` ([`init`]), and the rate limit
-//! for the conditions an operator must act on ([`Limited`](crate::sansio::warn::Limited), kept
+//! for the conditions an operator must act on ([`Limited`], kept
 //! beside the counters that raise them): one line per
 //! kind per [`WINDOW`], saying how many like it were not printed.
 //!

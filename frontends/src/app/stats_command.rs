@@ -3,7 +3,7 @@
 //! or with `--watch` one line per interval with rates, as
 //! `redis-cli --stat` does. Exit 0, or 2 when nothing answers at ADDR.
 //!
-//! What it does not own: the figures' names and meaning ([`crate::metrics`]).
+//! What it does not own: the figures' names and meaning ([`crate::app::metrics`]).
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -168,12 +168,22 @@ pub fn table(s: &Scrape) -> String {
                 s.sum("kvio_puts_total", "result=\"store_full\"")
             ),
         ),
+        (
+            "deletes",
+            format!(
+                "{} (deleted {}, not found {})",
+                s.sum("kvio_deletes_total", ""),
+                s.sum("kvio_deletes_total", "result=\"deleted\""),
+                s.sum("kvio_deletes_total", "result=\"not_found\"")
+            ),
+        ),
         ("received", bytes(s.sum("kvio_received_bytes_total", ""))),
         ("sent", bytes(s.sum("kvio_sent_bytes_total", ""))),
         (
             "store entries",
             format!("{} of {} ({})", store_entries.0, store_entries.1, percent(store_entries.0, store_entries.1)),
         ),
+        ("store evictions", format!("{}", s.sum("kvio_store_evictions_total", ""))),
         (
             "store bytes",
             format!("{} of {} ({})", bytes(store_bytes.0), bytes(store_bytes.1), percent(store_bytes.0, store_bytes.1)),
