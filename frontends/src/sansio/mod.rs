@@ -1,5 +1,5 @@
 //! The sans-IO layer: every rule a server has, with no socket, no clock
-//! and no thread. Input arrives with the time it arrived; what to send,
+//! (but [`warn`]'s rate limit) and no thread. Input arrives with the time it arrived; what to send,
 //! what to wait for and when to wake come out. Nothing here imports the
 //! drivers, the host or the application.
 //!
