@@ -69,6 +69,8 @@ def main():
     parser.add_argument("--flavor", default="epoll")
     parser.add_argument("--a-flavor", help="A's flavor, if not --flavor")
     parser.add_argument("--serve-args", default="", help="extra `kvio serve` arguments for both")
+    parser.add_argument("--b-serve-args", default="", help="extra `kvio serve` arguments for B only "
+                        "(a flag A does not know, e.g. --metrics 127.0.0.1:0)")
     parser.add_argument("--points", default="16x1,16x16", help="connections x pipeline, comma-separated")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup-ms", type=int, default=300)
@@ -86,13 +88,13 @@ def main():
         order = "ab" if rnd % 2 == 0 else "ba"
         for side in order:
             binary, flavor = (args.a, args.a_flavor or args.flavor) if side == "a" else (args.b, args.flavor)
-            proc, addr = start(binary, flavor, extra)
+            proc, addr = start(binary, flavor, extra + (args.b_serve_args.split() if side == "b" else []))
             try:
                 for conns, depth in points:
                     runs[(side, (conns, depth))].append(load(loader, addr, proc.pid, conns, depth, args))
             finally:
                 stop(proc)
-    print(f"A = {args.a} ({args.a_flavor or args.flavor}), B = {args.b} ({args.flavor}), "
+    print(f"A = {args.a} ({args.a_flavor or args.flavor}), B = {args.b} ({args.flavor} {args.b_serve_args}), "
           f"{args.rounds} rounds, medians")
     print(f"{'point':>8} {'A cpu us/req':>13} {'B cpu us/req':>13} {'B/A cpu':>8} {'A req/s':>10} {'B req/s':>10} {'B/A req/s':>9}")
     for conns, depth in points:

@@ -12,8 +12,10 @@
 //!   [`uring`]: each only moves bytes; the single-thread ones share the
 //!   [`drivers::Driver`] trait.
 //! - [`host`]: [`net`], [`shutdown`] (signals), [`sharded`] (the store),
-//!   [`loops`] (any single-thread driver N times).
-//! - [`app`]: [`cli`] (with `size`, the one rule for byte counts, and
+//!   [`observed`] (the store counted), [`loops`] (any single-thread driver
+//!   N times; what every loop keeps, readable while they run).
+//! - [`app`]: `log` (levels, the non-loopback warning), `metrics` (the
+//!   `/metrics` endpoint), `stats_command` (`kvio stats`), [`cli`] (with `size`, the one rule for byte counts, and
 //!   `repl`, what a line of `kvio cli` means), [`config`], and [`serve`] / [`serve_loops`] here,
 //!   which pick the driver for a [`Flavor`].
 
@@ -26,33 +28,52 @@ pub mod sansio;
 pub use app::{cli, config};
 pub use drivers::pump as driver;
 pub use drivers::{blocking, busy_poll, epoll, threaded, uring};
-pub use host::{loops, net, sharded, shutdown};
+pub use host::{loops, net, observed, sharded, shutdown};
 pub use sansio::{memory, session, stats};
 
 use std::io;
 
 pub use config::{Config, Flavor};
+use drivers::blocking::Blocking;
 use drivers::busy_poll::BusyPoll;
 use drivers::epoll::Epoll;
 use drivers::uring::Uring;
 use drivers::{Driver, Loop};
+use host::observed::Observed;
 pub use loops::Loops;
-use memory::ClientMemory;
 pub use net::Listener;
-use sansio::server::{Places, Shared};
 pub use shutdown::Shutdown;
-use stats::Counters;
 pub use stats::Stats;
 
 /// Serves `listener` with `flavor` until `shutdown` is requested; then
 /// answers what was received, closes every connection and returns the totals.
 pub fn serve(flavor: Flavor, listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
+    serve_in(flavor, listener, config, shutdown, &Loops::new(1, false))
+}
+
+/// [`serve`] as the one loop of `loops`, which the caller can read while
+/// it runs (`/metrics`): its counters, client memory and store fill.
+pub fn serve_in(
+    flavor: Flavor,
+    listener: Listener,
+    config: &Config,
+    shutdown: &Shutdown,
+    loops: &Loops,
+) -> io::Result<Stats> {
     match flavor {
-        Flavor::Blocking => blocking::serve(listener, config, shutdown),
-        Flavor::Threaded => threaded::serve(listener, config, shutdown),
-        Flavor::BusyPoll => serve_one::<BusyPoll>(flavor, listener, config, shutdown),
-        Flavor::Epoll => serve_one::<Epoll>(flavor, listener, config, shutdown),
-        Flavor::Uring => serve_one::<Uring>(flavor, listener, config, shutdown),
+        Flavor::Blocking => serve_one::<Blocking>(flavor, listener, config, shutdown, loops),
+        Flavor::Threaded => {
+            let shared = loops.shared(0, config.max_client_memory);
+            let store = config.sharded_store(std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let (counters, fill) = (shared.counters, loops.fill());
+            threaded::serve_with(listener, config, shutdown, (counters, shared.memory), || {
+                Observed::new(&store, counters, fill)
+            })?;
+            Ok(loops.totals())
+        }
+        Flavor::BusyPoll => serve_one::<BusyPoll>(flavor, listener, config, shutdown, loops),
+        Flavor::Epoll => serve_one::<Epoll>(flavor, listener, config, shutdown, loops),
+        Flavor::Uring => serve_one::<Uring>(flavor, listener, config, shutdown, loops),
     }
 }
 
@@ -84,16 +105,24 @@ pub fn serve_loops(
     }
 }
 
-/// One loop of driver `D` on the calling thread.
-fn serve_one<D: Driver>(flavor: Flavor, listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let (counters, places) = (Counters::default(), Places::default());
-    let memory = ClientMemory::new(config.max_client_memory);
-    let shared = Shared { places: &places, memory: &memory, counters: &counters };
+/// One loop of driver `D` on the calling thread, as loop 0 of `loops`.
+fn serve_one<D: Driver>(
+    flavor: Flavor,
+    listener: Listener,
+    config: &Config,
+    shutdown: &Shutdown,
+    loops: &Loops,
+) -> io::Result<Stats> {
+    let shared = loops.shared(0, config.max_client_memory);
     let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared };
     let mut store = config.store();
-    D::serve_loop(listener, run, &mut store)?;
-    app::lines::store_line(config, store.len(), store.evictions());
-    Ok(counters.snapshot())
+    D::serve_loop(listener, run, Observed::new(&mut store, shared.counters, loops.fill()))?;
+    // The blocking flavor prints no store line (its count is in /metrics),
+    // as before it ran as a Driver: scripts parse stdout.
+    if flavor != Flavor::Blocking {
+        app::lines::store_line(config, store.len(), store.evictions());
+    }
+    Ok(loops.totals())
 }
 
 fn loops_of<D: Driver>(
@@ -108,15 +137,16 @@ fn loops_of<D: Driver>(
         let store = std::sync::Mutex::new(config.store());
         let stats = loops::run(listeners, limits, memory, shutdown, loops, |listener, run| {
             let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-            D::serve_loop(listener, run, &mut *store)
+            D::serve_loop(listener, run, Observed::new(&mut *store, run.shared.counters, loops.fill()))
         })?;
         let store = store.into_inner().unwrap_or_else(|p| p.into_inner());
         app::lines::store_line(config, store.len(), store.evictions());
         return Ok(stats);
     }
     let store = config.sharded_store(listeners.len());
-    let stats =
-        loops::run(listeners, limits, memory, shutdown, loops, |listener, run| D::serve_loop(listener, run, &store))?;
+    let stats = loops::run(listeners, limits, memory, shutdown, loops, |listener, run| {
+        D::serve_loop(listener, run, Observed::new(&store, run.shared.counters, loops.fill()))
+    })?;
     app::lines::store_line(config, store.len(), store.evictions());
     Ok(stats)
 }

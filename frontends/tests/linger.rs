@@ -119,7 +119,8 @@ fn framing_error_after_pipelined_big_gets_delivers_everything_then_eof(flavor: F
 /// server at most the frame deadline: 10 idle timeouts (2 s).
 #[test]
 fn blocking_trickled_frame_is_cut_at_the_frame_deadline() {
-    let server = Server::start(Flavor::Blocking, &[]);
+    // Per-connection closes are logged at debug (not at the default level).
+    let server = Server::start(Flavor::Blocking, &["--log-level", "debug"]);
     let mut trickler = server.connect();
     let frame = put_frame("slow", &"v".repeat(200));
     let started = Instant::now();

@@ -159,8 +159,10 @@ fn client_memory_is_capped_by_evicting_the_biggest_clients(flavor: Flavor) {
     let _turn = one_at_a_time();
     const CAP_MIB: u64 = 64;
     const CLIENTS: usize = 200;
-    let mut server =
-        Server::start(flavor, &["--max-client-memory", "64MiB", "--store-bytes", "1048576", "--store-entries", "1000"]);
+    // At debug, every close is logged (the default level rate-limits evictions).
+    let args =
+        ["--max-client-memory", "64MiB", "--store-bytes", "1048576", "--store-entries", "1000", "--log-level=debug"];
+    let mut server = Server::start(flavor, &args);
     assert_eq!(server.setting("max_client_memory"), (CAP_MIB << 20).to_string());
     let frame_len = 1u32 << 20;
     // A 1 MiB frame, all but its last 100 bytes.

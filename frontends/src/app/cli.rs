@@ -1,10 +1,10 @@
-//! The `kvio` command line: `serve`, `put`, `get`, `cli`, `bench` (which
+//! The `kvio` command line: `serve`, `put`, `get`, `del`, `cli`, `stats`, `bench` (which
 //! runs the separate `kvio-bench` binary found beside this one, so the
 //! server never links the benchmark), `completions` and `man`. Exit codes:
 //! `serve` 0 after a signal-requested stop, however many SIGTERMs arrive
 //! (130 when a second Ctrl-C, a second or more after the first, forced it); `get` 0 found, 1 not found; `cli` 0 at the end of its input
-//! (1 when piped commands failed); 2 on any failure, settings refused at
-//! start-up included.
+//! (1 when piped commands failed); `stats` 0; 2 on any failure (for
+//! `stats`: nothing answers), settings refused at start-up included.
 //!
 //! Environment: `KVIO_ADDR` is the client commands' `--addr`; `kvio serve
 //! --addr` reads `KVIO_LISTEN`, so pointing the clients elsewhere never
@@ -19,8 +19,10 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::app::lines as stats;
+use crate::app::metrics::{self, DEFAULT_METRICS_ADDR};
 use crate::app::repl::{self, Line};
 use crate::app::size::{self, size_at_least};
+use crate::app::{log, stats_command};
 use crate::config::{
     Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE_ENTRIES, Flavor, MIN_MAX_FRAME_LEN, check_addr,
     resolve,
@@ -90,6 +92,12 @@ enum Command {
     /// 0, or 1 when stdin is not a terminal and a command failed (the count
     /// goes to stderr); 2 when the connection failed.
     Cli(ConnArgs),
+    /// Show what a running server is doing (read from its `--metrics` endpoint).
+    ///
+    /// Prints the figures as a table; with --watch, one line per interval
+    /// with rates (requests/s, hit ratio, connections, store fill, memory).
+    /// Exit 2 when nothing answers at the address.
+    Stats(StatsArgs),
     /// Load a server, or compare every flavor (runs `kvio-bench`).
     ///
     /// Runs the `kvio-bench` binary that sits beside `kvio` (install it with
@@ -123,6 +131,23 @@ struct ConnArgs {
     #[arg(long, value_name = "HOST:PORT", env = ADDR_ENV, hide_env_values = true, default_value = DEFAULT_ADDR, value_parser = check_addr)]
     addr: String,
     /// Seconds to wait for the connection and for each answer (fractions allowed, e.g. 0.5).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
+    timeout: Duration,
+}
+
+/// `kvio stats` arguments.
+#[derive(Debug, Args)]
+struct StatsArgs {
+    /// The server's metrics address, as given to `kvio serve --metrics`.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_METRICS_ADDR, value_parser = check_addr)]
+    metrics: String,
+    /// Print one line every SECONDS, with rates, instead of the table.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    watch: Option<Duration>,
+    /// With --watch: stop after N lines (default: until interrupted).
+    #[arg(long, value_name = "N", requires = "watch", value_parser = at_least::<1>)]
+    count: Option<usize>,
+    /// Seconds to wait for the connection and the answer.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
     timeout: Duration,
 }
@@ -220,6 +245,16 @@ struct ServeArgs {
     /// What a full store does with a put that does not fit: refuse it, or evict entries not used recently.
     #[arg(long, value_enum, default_value = "refuse")]
     when_full: WhenFullArg,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default;
+    /// `--metrics` alone: 127.0.0.1:9878). A second stdout line after the
+    /// start-up line says where: `kvio serve: metrics=http://HOST:PORT/metrics`.
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = DEFAULT_METRICS_ADDR,
+          value_parser = check_addr)]
+    metrics: Option<String>,
+    /// Log level on stderr: error, warn, info, debug or trace, or an
+    /// EnvFilter directive such as `kvio=debug` [default: RUST_LOG, else info].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 impl ServeArgs {
@@ -270,6 +305,7 @@ pub fn main() -> ExitCode {
         Command::Get(args) => get(&args),
         Command::Del(args) => del(&args),
         Command::Cli(args) => cli(&args),
+        Command::Stats(args) => stats_of(&args),
         Command::Bench { args } => bench(args),
         Command::Completions { shell } => completions(shell),
         Command::Man => man(),
@@ -353,27 +389,53 @@ fn serve(args: &ServeArgs) -> ExitCode {
         report("serve", why);
         return ExitCode::from(EXIT_FAILURE);
     }
+    if let Err(e) = log::init(args.log_level.as_deref()) {
+        report("serve", e);
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let run = || -> Result<stats::Stats, String> {
         let addrs = resolve(&args.addr)?;
         if let Err(e) = net::raise_fd_limit() {
-            report("serve", format_args!("cannot raise RLIMIT_NOFILE: {e}"));
+            tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
         }
         let mut listeners = Listener::bind_many(addrs[0], threads)
             .map_err(|e| format!("cannot listen on {}: {e}", named(&args.addr, addrs[0])))?;
+        let addr = listeners[0].local_addr();
+        log::warn_if_exposed("kvio serve", addr.ip());
+        let metrics_listener = match &args.metrics {
+            Some(given) => {
+                let at = resolve(given)?[0];
+                let listener = metrics::bind(at)
+                    .map_err(|e| format!("cannot listen on {} for --metrics: {e}", named(given, at)))?;
+                log::warn_if_exposed("--metrics", at.ip());
+                Some(listener)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose().map_err(|e| e.to_string())?;
         let shutdown = Shutdown::new().map_err(|e| e.to_string())?;
         // Before the start-up line: whoever reads it may signal at once.
         shutdown.on_signals().map_err(|e| e.to_string())?;
-        let addr = listeners[0].local_addr();
+        let loops = std::sync::Arc::new(Loops::new(threads, args.pin));
+        let source = metrics::Source { loops: loops.clone(), config, flavor: args.flavor };
+        metrics::spawn(metrics_listener, source, shutdown.clone())
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
         stats::announce(&stats::startup_line(args.flavor, addr, &config, threads)).map_err(|e| e.to_string())?;
+        if let Some(at) = metrics_addr {
+            stats::announce(&format!("kvio serve: metrics=http://{at}{}", metrics::PATH)).map_err(|e| e.to_string())?;
+        }
+        tracing::info!("serving: flavor={} addr={addr} threads={threads}", args.flavor);
         let served = if threads == 1 && !args.pin {
-            crate::serve(args.flavor, listeners.remove(0), &config, &shutdown)
+            crate::serve_in(args.flavor, listeners.remove(0), &config, &shutdown, &loops)
         } else {
-            crate::serve_loops(args.flavor, listeners, &config, &shutdown, &Loops::new(threads, args.pin))
+            crate::serve_loops(args.flavor, listeners, &config, &shutdown, &loops)
         };
         served.map_err(|e| e.to_string())
     };
     match run() {
         Ok(stats) => {
+            log::stopping();
+            log::flush_suppressed();
             let _ = stats::announce(&stats::stopped_line(&stats));
             ExitCode::SUCCESS
         }
@@ -557,6 +619,11 @@ fn answer(client: &mut Client, line: &Line) -> Result<(String, bool), ClientErro
         },
         Line::Del(key) => Ok((if client.delete(key)? { "OK" } else { "(nil)" }.to_owned(), false)),
     }
+}
+
+fn stats_of(args: &StatsArgs) -> ExitCode {
+    let count = args.count.map(|n| n as u64);
+    ExitCode::from(stats_command::run(&args.metrics, args.watch, count, args.timeout))
 }
 
 fn cli(args: &ConnArgs) -> ExitCode {

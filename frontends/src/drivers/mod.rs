@@ -8,7 +8,9 @@
 //!   single-thread loops behind the one [`Driver`] trait, so the
 //!   loop-per-core runner ([`crate::host::loops`]) runs any of them N times.
 //! - [`blocking`]: one connection at a time on a blocking socket, over
-//!   a [`Server`](crate::sansio::server::Server) too ([`pump::serve_blocking`]).
+//!   a [`Server`](crate::sansio::server::Server) too ([`pump::serve_blocking`]);
+//!   a [`Driver`] as well, so the application runs it as one loop whose
+//!   counters `/metrics` reads (it never runs N times: `--threads` refuses it).
 //! - [`threaded`]: a thread per connection, each running one session
 //!   ([`pump::run_blocking`]) with the same shared policy objects
 //!   (admission count, client memory, the one victim rule).

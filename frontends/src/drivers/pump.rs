@@ -190,6 +190,7 @@ pub fn run_blocking<H: Handler + ?Sized>(
         session.handle_timeout(now);
         shut_write_if_asked(fd, session.take_shut_write());
         counters.requests(session.take_requests());
+        counters.traffic(session.take_traffic());
         if session.phase() == Phase::Closed {
             memory.charge(share, 0);
             return session.take_end();

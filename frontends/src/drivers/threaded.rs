@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Instant;
 
-use kvio_core::Handler;
+use kvio_core::{Handler, KeyValueStore};
 use kvio_proto::KeyValueHandler;
 
 use crate::app::config::{Config, Flavor};
@@ -160,13 +160,31 @@ impl Drop for Registered<'_> {
 }
 
 /// Serves until `shutdown` is requested, then waits for every connection thread.
-pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
+pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
     let counters = Counters::default();
-    let active = AtomicUsize::new(0);
-    let store = config.sharded_store(thread::available_parallelism().map_or(1, |n| n.get()));
-    let registry = Registry::default();
     let memory = ClientMemory::new(config.max_client_memory);
-    let ctx = Context { config, shutdown, counters: &counters, active: &active, registry: &registry, memory: &memory };
+    let store = config.sharded_store(thread::available_parallelism().map_or(1, |n| n.get()));
+    serve_with(listener, config, shutdown, (&counters, &memory), || &store)?;
+    Ok(counters.snapshot())
+}
+
+/// [`serve`] counting into `counters`, charging `memory`, each connection
+/// thread answering from the store `store()` gives it (one shared store,
+/// seen through whatever wrapper the caller wants).
+pub fn serve_with<S, F>(
+    mut listener: Listener,
+    config: &Config,
+    shutdown: &Shutdown,
+    (counters, memory): (&Counters, &ClientMemory),
+    store: F,
+) -> io::Result<()>
+where
+    S: KeyValueStore,
+    F: Fn() -> S + Sync,
+{
+    let active = AtomicUsize::new(0);
+    let registry = Registry::default();
+    let ctx = Context { config, shutdown, counters, active: &active, registry: &registry, memory };
     // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
     thread::scope(|scope| {
@@ -182,7 +200,7 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                     let spawned = thread::Builder::new()
                         .name("kvio-connection".into())
                         .stack_size(STACK_SIZE)
-                        .spawn_scoped(scope, move || connection(fd, peer, ctx, KeyValueHandler::new(store)));
+                        .spawn_scoped(scope, move || connection(fd, peer, ctx, KeyValueHandler::new(store())));
                     if let Err(e) = spawned {
                         active.fetch_sub(1, Ordering::AcqRel);
                         counters.refused(peer, format_args!("cannot start a thread: {e}"));
@@ -190,15 +208,14 @@ pub fn serve(mut listener: Listener, config: &Config, shutdown: &Shutdown) -> io
                 }
                 Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
                 Ok(Accepted::Nothing) => {}
-                Err(e) => driver::accept_failed(&counters, &e),
+                Err(e) => driver::accept_failed(counters, &e),
             }
         }
         // Stop accepting before the connections finish, then wake the ones asleep in recv.
         drop(listener);
         registry.wake_all();
         Ok::<(), io::Error>(())
-    })?;
-    Ok(counters.snapshot())
+    })
 }
 
 /// A connection thread's body: serves `fd` and counts how it ended, panics included.

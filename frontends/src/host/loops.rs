@@ -21,15 +21,17 @@
 //! `--pin` puts loop i on the i-th CPU the process may run on.
 
 use std::io;
+use std::sync::OnceLock;
 use std::thread;
 
 pub use crate::drivers::Loop;
 use crate::host::net::Listener;
+use crate::host::observed::{Filled, StoreFill};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::memory::ClientMemory;
 pub use crate::sansio::server::Places;
 use crate::sansio::server::{Limits, Shared};
-use crate::sansio::stats::{Counters, Stats};
+use crate::sansio::stats::{Counters, Figures, Stats};
 
 /// The state of N loops that outlives them: built before the server
 /// starts, readable while it runs (tests see which loop served what),
@@ -38,13 +40,50 @@ use crate::sansio::stats::{Counters, Stats};
 pub struct Loops {
     counters: Box<[Counters]>,
     places: Places,
+    /// Made by [`run`] (or [`Loops::shared`]) from the server's cap.
+    memory: OnceLock<ClientMemory>,
+    fill: StoreFill,
     pin: bool,
 }
 
 impl Loops {
     /// `n` loops (at least 1); `pin`: loop i on the i-th allowed CPU.
     pub fn new(n: usize, pin: bool) -> Loops {
-        Loops { counters: (0..n.max(1)).map(|_| Counters::default()).collect(), places: Places::default(), pin }
+        Loops {
+            counters: (0..n.max(1)).map(|_| Counters::default()).collect(),
+            places: Places::default(),
+            memory: OnceLock::new(),
+            fill: StoreFill::default(),
+            pin,
+        }
+    }
+
+    /// What loop `i` shares with the others (the client memory capped at
+    /// `max_client_memory` the first time it is asked).
+    pub fn shared(&self, i: usize, max_client_memory: usize) -> Shared<'_> {
+        let memory = self.memory.get_or_init(|| ClientMemory::new(max_client_memory));
+        Shared { places: &self.places, memory, counters: &self.counters[i] }
+    }
+
+    /// The store's figures, kept by whoever wraps the store in
+    /// [`Observed`](crate::host::observed::Observed).
+    pub fn fill(&self) -> &StoreFill {
+        &self.fill
+    }
+
+    /// Loop `i`'s figures so far (for `/metrics`).
+    pub fn figures(&self, i: usize) -> Figures {
+        self.counters[i].figures()
+    }
+
+    /// Bytes all connections hold now (0 before the loops start).
+    pub fn client_memory(&self) -> usize {
+        self.memory.get().map_or(0, ClientMemory::total)
+    }
+
+    /// Entries, budget bytes and evictions of the store now.
+    pub fn store_fill(&self) -> Filled {
+        self.fill.get()
     }
 
     /// How many loops.
@@ -102,14 +141,11 @@ where
     assert_eq!(listeners.len(), loops.len(), "one listener per loop");
     let cpus = if loops.pin { allowed_cpus()? } else { Vec::new() };
     let serve_one = &serve_one;
-    let memory = ClientMemory::new(max_client_memory);
-    let memory = &memory;
     let result = thread::scope(|scope| {
         let mut first_error = None;
         let mut running = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let (counters, places) = (&loops.counters[index], &loops.places);
-            let run = Loop { index, limits, shutdown, shared: Shared { places, memory, counters } };
+            let run = Loop { index, limits, shutdown, shared: loops.shared(index, max_client_memory) };
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
             let spawned = thread::Builder::new().name(format!("kvio-loop-{index}")).spawn_scoped(scope, move || {
                 if let Some(cpu) = cpu {

@@ -1,5 +1,5 @@
 //! The sans-IO layer: every rule a server has, with no socket, no clock
-//! and no thread. Input arrives with the time it arrived; what to send,
+//! (but [`warn`]'s rate limit) and no thread. Input arrives with the time it arrived; what to send,
 //! what to wait for and when to wake come out. Nothing here imports the
 //! drivers, the host or the application.
 //!
@@ -7,7 +7,9 @@
 //! - [`server`]: the rules about the set of connections: handles,
 //!   admission, the memory cap and its eviction, the stop, the timers.
 //! - [`memory`]: what all connections hold together, and the one victim rule.
-//! - [`stats`]: the counters, and why a connection ended.
+//! - [`stats`]: the counters (closes by reason, gets, puts and deletes by
+//!   outcome, bytes), read by the metrics while the loops run.
+//! - [`warn`]: the operator warnings the counters raise, rate-limited.
 //! - `model` (tests, and the `model` feature): a deterministic simulation
 //!   of the server that checks its invariants after every step.
 
@@ -17,3 +19,4 @@ pub mod model;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod warn;

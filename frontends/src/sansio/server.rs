@@ -509,6 +509,7 @@ impl<'a, H: Handler> Server<'a, H> {
             conn.session.evict(&mut self.handler, &mut self.spare);
         }
         counters.requests(conn.session.take_requests());
+        counters.traffic(conn.session.take_traffic());
         if !conn.touched {
             conn.touched = true;
             self.touched.push(handle);

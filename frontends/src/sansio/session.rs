@@ -310,6 +310,8 @@ pub struct Session {
     frame_since: Option<Instant>,
     /// Requests already handed to [`Session::take_requests`].
     reported: u64,
+    /// Bytes received and sent since the last [`Session::take_traffic`].
+    traffic: (u64, u64),
 }
 
 impl Session {
@@ -327,6 +329,7 @@ impl Session {
             last_active: now,
             frame_since: None,
             reported: 0,
+            traffic: (0, 0),
         }
     }
 
@@ -383,6 +386,7 @@ impl Session {
     /// back by back-pressure is answered as room frees up.
     pub fn advance<H: Handler + ?Sized>(&mut self, n: usize, now: Instant, handler: &mut H) {
         self.out.advance(n);
+        self.traffic.1 += n as u64;
         if n > 0 {
             self.last_active = now;
         }
@@ -414,6 +418,7 @@ impl Session {
     ) {
         self.in_flight = 0;
         buf.advance(n);
+        self.traffic.1 += n as u64;
         if !buf.is_empty() && !matches!(self.state, State::Lingering { .. } | State::Closed) {
             // The unsent rest came before everything queued since.
             buf.buf.extend_from_slice(self.out.unsent());
@@ -434,6 +439,7 @@ impl Session {
     /// stop budget spent), it is dropped: a completion driver may deliver
     /// bytes the kernel received before its receive was cancelled.
     pub fn receive<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H, spare: &mut Spare) {
+        self.traffic.0 += input.len() as u64;
         match &mut self.state {
             State::Open => {}
             State::Draining { read_left: 0, .. } => return,
@@ -620,6 +626,11 @@ impl Session {
         let new = total - self.reported;
         self.reported = total;
         new as usize
+    }
+
+    /// Bytes received and sent since the last call.
+    pub fn take_traffic(&mut self) -> (u64, u64) {
+        mem::take(&mut self.traffic)
     }
 
     /// Heap bytes this session holds (a completion driver's send in flight included).
@@ -904,6 +915,7 @@ mod test {
         burst.extend(request(Kind::Get, "missing", ""));
         rig.receive(0, &burst);
         assert_eq!(rig.session.take_requests(), 3);
+        assert_eq!(rig.session.take_traffic(), (burst.len() as u64, 0), "bytes received, none sent yet");
         assert!(rig.session.wants_write());
         rig.send(0, usize::MAX);
         let got = responses(&rig.wire);

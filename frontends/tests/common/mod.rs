@@ -264,6 +264,11 @@ impl Server {
         Client::connect(self.addr)
     }
 
+    /// The next stdout line after the start-up line (e.g. the `--metrics` address), bounded.
+    pub fn next_stdout_line(&self) -> String {
+        self.stdout.recv_timeout(PROCESS_TIMEOUT).expect("no further stdout line")
+    }
+
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }

@@ -1,0 +1,185 @@
+//! The store as a server's handler sees it: every get, put and delete goes
+//! through [`Observed`], which counts gets and deletes by hit or miss and
+//! puts by outcome into the loop's [`Counters`], keeps the store's fill and
+//! eviction count ([`StoreFill`]) readable by the metrics thread, and logs
+//! puts refused because the store is full (rate-limited). One uncontended
+//! atomic add per request, and a store to the fill only when a put or a
+//! delete changed it.
+//!
+//! What it does not own: the store's rules ([`kvio_core::store`],
+//! [`crate::host::sharded`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kvio_core::{KeyValueStore, StoreError};
+
+use crate::host::sharded::{HostStore, ShardedStore};
+use crate::sansio::stats::{Counters, PutOutcome};
+use crate::sansio::warn;
+
+/// Entries, bytes and evictions of the store now, as last seen by a put or a delete.
+#[derive(Debug, Default)]
+pub struct StoreFill {
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    evictions: AtomicU64,
+}
+
+/// What [`Fill::fill`] reads from a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Filled {
+    /// Entries held.
+    pub entries: u64,
+    /// Budget bytes used (keys, values, 12 bytes an entry).
+    pub bytes: u64,
+    /// Entries evicted so far to make room (`--when-full evict`).
+    pub evictions: u64,
+}
+
+impl StoreFill {
+    /// The figures now.
+    pub fn get(&self) -> Filled {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Filled { entries: load(&self.entries), bytes: load(&self.bytes), evictions: load(&self.evictions) }
+    }
+
+    fn set(&self, filled: Filled) {
+        // Read first: with several loops on one store, a write only when the
+        // figure moved keeps the line shared while puts replace same-sized values.
+        for (cell, value) in
+            [(&self.entries, filled.entries), (&self.bytes, filled.bytes), (&self.evictions, filled.evictions)]
+        {
+            if cell.load(Ordering::Relaxed) != value {
+                cell.store(value, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A store that can say how full it is, cheaply.
+pub trait Fill {
+    /// Its figures now.
+    fn fill(&self) -> Filled;
+}
+
+impl Fill for HostStore {
+    fn fill(&self) -> Filled {
+        Filled { entries: self.len() as u64, bytes: self.bytes_used() as u64, evictions: self.evictions() }
+    }
+}
+
+impl Fill for ShardedStore {
+    fn fill(&self) -> Filled {
+        Filled { entries: self.len() as u64, bytes: self.bytes_used() as u64, evictions: self.evictions() }
+    }
+}
+
+impl<T: Fill + ?Sized> Fill for &T {
+    fn fill(&self) -> Filled {
+        (**self).fill()
+    }
+}
+
+impl<T: Fill + ?Sized> Fill for &mut T {
+    fn fill(&self) -> Filled {
+        (**self).fill()
+    }
+}
+
+/// `store`, counted into `counters` and `fill`.
+#[derive(Debug)]
+pub struct Observed<'a, S> {
+    store: S,
+    counters: &'a Counters,
+    fill: &'a StoreFill,
+}
+
+impl<'a, S: KeyValueStore + Fill> Observed<'a, S> {
+    /// Wraps `store`.
+    pub fn new(store: S, counters: &'a Counters, fill: &'a StoreFill) -> Self {
+        fill.set(store.fill());
+        Observed { store, counters, fill }
+    }
+}
+
+impl<S: KeyValueStore + Fill> KeyValueStore for Observed<'_, S> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let result = self.store.put(key, value);
+        let outcome = match result {
+            Ok(()) => {
+                self.fill.set(self.store.fill());
+                PutOutcome::Stored
+            }
+            Err(StoreError::KeyTooLong | StoreError::ValueTooLong) => PutOutcome::TooBig,
+            Err(StoreError::Full) => {
+                warn::STORE_FULL.warn(format_args!("refusing puts: store full (--when-full evict makes room instead)"));
+                PutOutcome::StoreFull
+            }
+            Err(_) => PutOutcome::Other,
+        };
+        self.counters.put(outcome);
+        result
+    }
+
+    fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let counters = self.counters;
+        self.store.get(key, |value| {
+            counters.get(value.is_some());
+            f(value)
+        })
+    }
+
+    fn delete(&mut self, key: &[u8]) -> bool {
+        let found = self.store.delete(key);
+        if found {
+            self.fill.set(self.store.fill());
+        }
+        self.counters.delete(found);
+        found
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::app::config::{Config, Flavor};
+
+    #[test]
+    fn gets_puts_and_deletes_are_counted_by_outcome_and_the_fill_follows() {
+        let config = Config { store_entries: 2, store_bytes: 1 << 12, ..Config::for_flavor(Flavor::Epoll) };
+        let (counters, fill) = (Counters::default(), StoreFill::default());
+        let mut store = Observed::new(config.store(), &counters, &fill);
+        store.put(b"a", b"1").unwrap();
+        store.put(b"b", b"22").unwrap();
+        assert_eq!(store.put(b"c", b"3"), Err(StoreError::Full));
+        let too_long = vec![b'k'; 2000];
+        assert_eq!(store.put(&too_long, b"v"), Err(StoreError::KeyTooLong));
+        assert_eq!(store.get(b"a", |v| v.map(<[u8]>::to_vec)), Some(b"1".to_vec()));
+        assert!(!store.get(b"z", |v| v.is_some()));
+        assert_eq!(fill.get(), Filled { entries: 2, bytes: 12 * 2 + 2 + 3, evictions: 0 });
+        assert!(store.delete(b"b"));
+        assert!(!store.delete(b"b"));
+        let figures = counters.figures();
+        assert_eq!((figures.get_hits, figures.get_misses), (1, 1));
+        assert_eq!((figures.delete_hits, figures.delete_misses), (1, 1));
+        assert_eq!(figures.puts, [2, 1, 1, 0], "stored, too big, store full, other");
+        assert_eq!(fill.get(), Filled { entries: 1, bytes: 12 + 2, evictions: 0 });
+    }
+
+    #[test]
+    fn evictions_are_seen_under_when_full_evict() {
+        let config = Config {
+            store_entries: 2,
+            store_bytes: 1 << 12,
+            when_full: kvio_core::WhenFull::Evict,
+            ..Config::for_flavor(Flavor::Epoll)
+        };
+        let (counters, fill) = (Counters::default(), StoreFill::default());
+        let mut store = Observed::new(config.store(), &counters, &fill);
+        for key in [b"a", b"b", b"c"] {
+            store.put(key, b"v").unwrap();
+        }
+        assert_eq!(fill.get().evictions, 1);
+        assert_eq!(fill.get().entries, 2);
+    }
+}
