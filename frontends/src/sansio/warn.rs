@@ -26,7 +26,8 @@ pub static STORE_FULL: Limited = Limited::new("puts refused: store full");
 pub static SERVER_ERROR: Limited = Limited::new("server errors");
 
 /// Every rate-limited kind, for [`flush_suppressed`].
-const KINDS: [&Limited; 4] = [&REFUSED, &EVICTED, &STORE_FULL, &SERVER_ERROR];
+// A static, not a const: Rust 1.88 (the MSRV) refuses a const that points at interior-mutable statics.
+static KINDS: [&Limited; 4] = [&REFUSED, &EVICTED, &STORE_FULL, &SERVER_ERROR];
 
 /// One kind of operator condition: printed at most once per [`WINDOW`],
 /// the next line saying how many were not.
