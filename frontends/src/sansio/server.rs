@@ -202,9 +202,20 @@ pub struct Server<'a, H> {
     /// Handles whose [`Io`] may have changed since the driver last asked.
     touched: Vec<Handle>,
     /// Charges changed since the shared total was last written (at the end
-    /// of [`Server::poll_io`]); counted in every cap check meanwhile.
+    /// of [`Server::poll_io`], or once they pass [`PUBLISH_AT`]); counted
+    /// in this server's cap checks meanwhile, invisible to other loops'.
     unpublished: isize,
 }
+
+/// Unpublished charges that are written to the shared total at once, not
+/// at the end of the turn. Other loops do not see this server's
+/// unpublished charges, so N loops together can pass the cap by at most
+/// N - 1 times this (plus a change being written): without it, a turn
+/// that read a megabyte frame into every one of its connections could
+/// pass the cap by a whole cap per other loop. A request's buffers
+/// (at most one spare output buffer's worth) stay under it, so the request
+/// path writes nothing shared.
+pub const PUBLISH_AT: usize = 256 * 1024;
 
 impl<'a, H: Handler> Server<'a, H> {
     /// No connection yet; requests are answered by `handler`.
@@ -522,6 +533,9 @@ impl<'a, H: Handler> Server<'a, H> {
         }
         conn.session.release_buffers(&mut self.spare);
         self.unpublished += memory.recharge(&conn.share, conn.session.buffered());
+        if self.unpublished.unsigned_abs() > PUBLISH_AT {
+            memory.add(mem::take(&mut self.unpublished));
+        }
         let over = memory.is_over_with(self.unpublished);
         if let Some(at) = conn.session.poll_timeout() {
             self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
@@ -559,4 +573,86 @@ fn find(slots: &mut [Slot], handle: Handle) -> Option<&mut Conn> {
 /// The connection of `handle` if its session is not over.
 fn find_open(slots: &mut [Slot], handle: Handle) -> Option<&mut Conn> {
     find(slots, handle).filter(|c| !c.closed)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::sansio::session::Timing;
+    use kvio_core::store::Slot;
+    use kvio_core::{Store, StoreLimits};
+    use kvio_proto::KeyValueHandler;
+    use std::time::Duration;
+
+    const FRAME: usize = 1 << 20;
+    const CAP: usize = 8 * FRAME;
+
+    type TestStore = Store<Box<[Slot]>, Box<[u8]>>;
+
+    fn server<'a>(shared: Shared<'a>) -> Server<'a, KeyValueHandler<TestStore>> {
+        let limits = Limits {
+            framing: Framing { max_frame_len: FRAME as u32, output_limit: 64 * 1024 },
+            timing: Timing {
+                idle: None,
+                frame: None,
+                grace: Duration::from_secs(1),
+                linger: Duration::from_secs(1),
+                linger_bytes: 4096,
+                stop_read_budget: 4096,
+            },
+            max_connections: 1000,
+        };
+        let slots = kvio_core::store::slots_for(16);
+        let store = Store::with_storage(
+            vec![Slot::EMPTY; slots].into_boxed_slice(),
+            vec![0u8; 1 << 16].into_boxed_slice(),
+            StoreLimits::for_frame(FRAME as u32, 16, 1 << 16),
+        );
+        Server::new(limits, shared, KeyValueHandler::new(store))
+    }
+
+    /// A frame's length prefix and all but 100 bytes of its payload.
+    fn partial_frame() -> Vec<u8> {
+        let mut wire = (FRAME as u32).to_le_bytes().to_vec();
+        wire.resize(4 + FRAME - 100, b'x');
+        wire
+    }
+
+    /// Two loops (servers over one [`ClientMemory`]), each reading partial
+    /// megabyte frames into many connections in one turn, with no
+    /// [`Server::poll_io`] between: the other loop sees the charges in time,
+    /// so the two together stay within the cap and a [`PUBLISH_AT`] each.
+    #[test]
+    fn loops_sharing_the_cap_see_each_others_charges_within_a_turn() {
+        let (places, counters) = (Places::default(), Counters::default());
+        let memory = ClientMemory::new(CAP);
+        let shared = Shared { places: &places, memory: &memory, counters: &counters };
+        let (mut a, mut b) = (server(shared), server(shared));
+        let (now, wire) = (Instant::now(), partial_frame());
+        for _ in 0..2 * CAP / FRAME {
+            for server in [&mut a, &mut b] {
+                let handle = server.accept(None, now).expect("admitted");
+                for chunk in wire.chunks(64 * 1024) {
+                    server.received(handle, chunk, now);
+                }
+            }
+        }
+        let held =
+            |s: &Server<'_, _>| s.charges().filter(|(.., evicted)| !evicted).map(|(_, held, _)| held).sum::<usize>();
+        let (held_a, held_b) = (held(&a), held(&b));
+        let evicted = a.charges().chain(b.charges()).filter(|(.., evicted)| *evicted).count();
+        assert!(evicted > 0, "over the cap, someone is evicted");
+        assert!(
+            held_a + held_b <= CAP + 2 * PUBLISH_AT,
+            "the loops hold {} + {} bytes together, over the cap {CAP} + 2 x {PUBLISH_AT}",
+            held_a,
+            held_b
+        );
+        let published = memory.total() as isize;
+        assert!(
+            (published - (held_a + held_b) as isize).unsigned_abs() <= 2 * PUBLISH_AT,
+            "published {published}, held {}",
+            held_a + held_b
+        );
+    }
 }
