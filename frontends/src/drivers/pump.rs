@@ -149,6 +149,12 @@ pub struct BlockingServer<'a> {
     /// true if this connection holds the most and must go; otherwise it
     /// asks the connection holding the most to go.
     pub evict_biggest: &'a dyn Fn() -> bool,
+    /// Called instead of reading while the total is over the cap and the
+    /// connections asked to go have not freed their memory yet: returns
+    /// when they have, or after the given time at the latest.
+    pub wait_for_room: &'a dyn Fn(Duration),
+    /// Called once this connection's eviction freed its memory.
+    pub freed: &'a dyn Fn(),
 }
 
 impl std::fmt::Debug for BlockingServer<'_> {
@@ -178,6 +184,8 @@ pub fn run_blocking<H: Handler + ?Sized>(
     // (a stop or an eviction, with ReadWait::UntilWoken): from then on a read
     // that says end of stream only means nothing is queued now.
     let mut read_shut = false;
+    // Whether the eviction's freed memory was announced (see BlockingServer::freed).
+    let mut told_freed = false;
     loop {
         let now = Instant::now();
         if shutdown.is_requested() && session.phase() == Phase::Open {
@@ -196,9 +204,19 @@ pub fn run_blocking<H: Handler + ?Sized>(
             return session.take_end();
         }
         session.release_buffers(&mut scratch.spare);
-        if memory.charge(share, session.buffered()) && (server.evict_biggest)() {
-            session.evict(handler, &mut scratch.spare);
-            memory.charge(share, session.buffered());
+        // Over the cap with others already asked to go: read nothing until they have.
+        let mut hold_reads = false;
+        if memory.charge(share, session.buffered()) {
+            if (server.evict_biggest)() {
+                session.evict(handler, &mut scratch.spare);
+                memory.charge(share, session.buffered());
+            } else {
+                hold_reads = true;
+            }
+        }
+        if session.is_evicted() && !told_freed {
+            told_freed = true;
+            (server.freed)();
         }
         let until = session.poll_timeout().map(|at| at.saturating_duration_since(now));
         let result = if session.wants_write() {
@@ -206,6 +224,9 @@ pub fn run_blocking<H: Handler + ?Sized>(
             timeouts.set(fd, Kind::Send, limit).and_then(|()| net::send(fd, session.transmit())).map(|n| {
                 session.advance(n, Instant::now(), handler);
             })
+        } else if session.wants_read() && hold_reads {
+            (server.wait_for_room)(until.map_or(TICK, |until| until.min(TICK)));
+            Ok(())
         } else if session.wants_read() {
             let limit = match wait {
                 ReadWait::Tick => Some(until.map_or(TICK, |until| until.min(TICK))),
