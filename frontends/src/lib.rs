@@ -66,9 +66,8 @@ pub fn serve_in(
             let shared = loops.shared(0, config.max_client_memory);
             let store = config.sharded_store(std::thread::available_parallelism().map_or(1, |n| n.get()));
             let (counters, fill) = (shared.counters, loops.fill());
-            threaded::serve_with(listener, config, shutdown, (counters, shared.memory), || {
-                Observed::new(&store, counters, fill)
-            })?;
+            let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared };
+            threaded::serve_with(listener, run, || Observed::new(&store, counters, fill))?;
             Ok(loops.totals())
         }
         Flavor::BusyPoll => serve_one::<BusyPoll>(flavor, listener, config, shutdown, loops),

@@ -60,7 +60,7 @@ impl Driver for Blocking {
                 Ok(Accepted::Connection(fd, peer)) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
                     let Ok(handle) = server.accept(peer, Instant::now()) else { continue };
-                    driver::serve_blocking(fd.as_fd(), &mut server, handle, &mut read, shutdown);
+                    driver::serve_blocking(fd.as_fd(), &mut server, handle, &mut read, shutdown, None);
                     drop(fd);
                     server.release(handle);
                 }

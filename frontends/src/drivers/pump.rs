@@ -6,10 +6,9 @@
 //!   readiness flavors (`epoll`, `busy-poll`): send what is queued, read
 //!   what has arrived (at most [`READS_PER_TURN`] reads, none after a
 //!   short one), answer, send, until nothing moves.
-//! - [`run_blocking`]: a whole connection on a blocking socket, for the
+//! - [`serve_blocking`]: a whole connection on a blocking socket, for the
 //!   `blocking` and `threaded` flavors: it sleeps in `recv` or `send` with
-//!   SO_RCVTIMEO/SO_SNDTIMEO derived from [`Session::poll_timeout`].
-//! - [`Scratch`]: the buffers a loop lends to whichever session it serves.
+//!   SO_RCVTIMEO/SO_SNDTIMEO derived from [`Server::poll_timeout`].
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -20,9 +19,7 @@ use rustix::net::RecvFlags;
 
 use crate::host::net::{self, Listener};
 use crate::host::shutdown::Shutdown;
-use crate::sansio::memory::{ClientMemory, Share};
 use crate::sansio::server::{Handle, Server};
-use crate::sansio::session::{End, Phase, Session, Spare};
 use crate::sansio::stats::Counters;
 
 /// Bytes read per `recv` by the single-thread flavors (one buffer per loop).
@@ -39,22 +36,6 @@ const LINGER_PACE: Duration = Duration::from_millis(10);
 /// Below this a change of a blocking socket's timeout is not worth a
 /// setsockopt: the wait ends at most this late.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
-
-/// Buffers a loop lends to whichever session it is serving.
-#[derive(Debug)]
-pub struct Scratch {
-    /// Where every `recv` lands, lingering closes' dropped bytes included.
-    pub read: Box<[u8]>,
-    /// Output buffers for sessions with responses to send.
-    pub spare: Spare,
-}
-
-impl Scratch {
-    /// Reads of up to `read_len` bytes.
-    pub fn new(read_len: usize) -> Scratch {
-        Scratch { read: vec![0u8; read_len].into_boxed_slice(), spare: Spare::default() }
-    }
-}
 
 /// One turn on `handle`'s non-blocking socket `fd` at `now`, reads into
 /// `read`. Returns whether any byte moved. Afterwards [`Server::poll_io`]
@@ -121,173 +102,36 @@ pub fn shut_write_if_asked(fd: BorrowedFd<'_>, asked: bool) {
     }
 }
 
-/// How a connection served by [`run_blocking`] learns that the server stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadWait {
-    /// Waits end every [`TICK`] at the latest to look at the stop flag.
-    Tick,
-    /// Reads sleep until the peer sends or a deadline comes (for ever when
-    /// there is none): the server calls [`net::shutdown_read`] on the
-    /// socket when the stop is requested, which ends the wait.
-    UntilWoken,
-}
-
-/// What a connection served by [`run_blocking`] shares with its server.
-#[derive(Clone, Copy)]
-pub struct BlockingServer<'a> {
-    /// How it learns of a stop.
-    pub wait: ReadWait,
-    /// The stop request.
-    pub shutdown: &'a Shutdown,
-    /// The server's counters.
-    pub counters: &'a Counters,
-    /// All connections' memory together.
-    pub memory: &'a ClientMemory,
-    /// This connection's charge, and other threads' request to evict it.
-    pub share: &'a Share,
-    /// Called when this connection's charge took the total over the cap:
-    /// true if this connection holds the most and must go; otherwise it
-    /// asks the connection holding the most to go.
-    pub evict_biggest: &'a dyn Fn() -> bool,
-    /// Called instead of reading while the total is over the cap and the
-    /// connections asked to go have not freed their memory yet: returns
-    /// when they have, or after the given time at the latest.
-    pub wait_for_room: &'a dyn Fn(Duration),
-    /// Called once this connection's eviction freed its memory.
-    pub freed: &'a dyn Fn(),
-}
-
-impl std::fmt::Debug for BlockingServer<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockingServer").field("wait", &self.wait).field("share", &self.share).finish_non_exhaustive()
-    }
-}
-
-/// Serves one connection on a blocking socket until its session closes,
-/// and says why it ended. The caller then drops `fd`.
-///
-/// A thread sleeps in `send` while responses are queued (the peer reads
-/// them, or the wait times out), else in `recv`. The socket timeouts come
-/// from [`Session::poll_timeout`], so the thread wakes for the idle, frame,
-/// grace and linger deadlines; sends always time out within a [`TICK`], so
-/// that a peer that never reads cannot hide a stop.
-pub fn run_blocking<H: Handler + ?Sized>(
-    fd: BorrowedFd<'_>,
-    session: &mut Session,
-    server: &BlockingServer<'_>,
-    scratch: &mut Scratch,
-    handler: &mut H,
-) -> End {
-    let BlockingServer { wait, shutdown, counters, memory, share, .. } = *server;
-    let mut timeouts = Timeouts::default();
-    // Whether the server shut this socket's reading side to wake its thread
-    // (a stop or an eviction, with ReadWait::UntilWoken): from then on a read
-    // that says end of stream only means nothing is queued now.
-    let mut read_shut = false;
-    // Whether the eviction's freed memory was announced (see BlockingServer::freed).
-    let mut told_freed = false;
-    loop {
-        let now = Instant::now();
-        if shutdown.is_requested() && session.phase() == Phase::Open {
-            session.begin_shutdown(now, net::has_unread(fd));
-        }
-        if share.is_evicting() {
-            read_shut |= wait == ReadWait::UntilWoken;
-            session.evict(handler, &mut scratch.spare);
-        }
-        session.handle_timeout(now);
-        shut_write_if_asked(fd, session.take_shut_write());
-        counters.requests(session.take_requests());
-        counters.traffic(session.take_traffic());
-        if session.phase() == Phase::Closed {
-            memory.charge(share, 0);
-            return session.take_end();
-        }
-        session.release_buffers(&mut scratch.spare);
-        // Over the cap with others already asked to go: read nothing until they have.
-        let mut hold_reads = false;
-        if memory.charge(share, session.buffered()) {
-            if (server.evict_biggest)() {
-                session.evict(handler, &mut scratch.spare);
-                memory.charge(share, session.buffered());
-            } else {
-                hold_reads = true;
-            }
-        }
-        if session.is_evicted() && !told_freed {
-            told_freed = true;
-            (server.freed)();
-        }
-        let until = session.poll_timeout().map(|at| at.saturating_duration_since(now));
-        let result = if session.wants_write() {
-            let limit = Some(until.map_or(TICK, |until| until.min(TICK)));
-            timeouts.set(fd, Kind::Send, limit).and_then(|()| net::send(fd, session.transmit())).map(|n| {
-                session.advance(n, Instant::now(), handler);
-            })
-        } else if session.wants_read() && hold_reads {
-            (server.wait_for_room)(until.map_or(TICK, |until| until.min(TICK)));
-            Ok(())
-        } else if session.wants_read() {
-            let limit = match wait {
-                ReadWait::Tick => Some(until.map_or(TICK, |until| until.min(TICK))),
-                ReadWait::UntilWoken => until,
-            };
-            timeouts.set(fd, Kind::Recv, limit).and_then(|()| net::recv_once(fd, &mut scratch.read)).map(|n| {
-                let now = Instant::now();
-                match n {
-                    // After a stop, the end of stream may be the stop's shutdown_read, not the peer's.
-                    // Reads say end of stream from now on: the peer's, or the server's own
-                    // shutdown_read, how a stop or an eviction wakes this thread.
-                    0 => {
-                        if share.is_evicting() {
-                            read_shut |= wait == ReadWait::UntilWoken;
-                            session.evict(handler, &mut scratch.spare);
-                        }
-                        if shutdown.is_requested() {
-                            read_shut |= wait == ReadWait::UntilWoken;
-                            session.begin_shutdown(now, false);
-                        }
-                        if !read_shut {
-                            session.peer_closed(now);
-                        } else if session.phase() == Phase::Lingering {
-                            // The peer's end of stream cannot be told from ours: drop what
-                            // comes until the linger's deadline or byte cap, looking every few ms.
-                            let left =
-                                session.poll_timeout().map_or(LINGER_PACE, |at| at.saturating_duration_since(now));
-                            std::thread::sleep(left.min(LINGER_PACE));
-                        } else {
-                            session.stop_reading();
-                        }
-                    }
-                    n => session.receive(&scratch.read[..n], now, handler, &mut scratch.spare),
-                }
-            })
-        } else {
-            // Only a deadline can move this session on: sleep until it.
-            let nothing: &mut [rustix::event::PollFd<'_>] = &mut [];
-            rustix::event::poll(nothing, Some(&timespec(until.unwrap_or(TICK).min(TICK)))).map(drop).map_err(Into::into)
-        };
-        match result {
-            Ok(()) => {}
-            // A timeout, or a signal: the loop looks at the clock and the stop flag.
-            Err(e) if net::would_block(&e) || net::interrupted(&e) => {}
-            Err(e) => session.io_error(e),
-        }
-    }
+/// How a thread asleep in `recv` is woken from outside its connection:
+/// the threaded flavor's registry. Without one ([`serve_blocking`]'s
+/// `None`), every wait ends within a [`TICK`] to look at the stop flag.
+pub trait Wake {
+    /// Whether the server shut this socket's reading side itself, to wake
+    /// its thread for a stop or an eviction: from then on a read that says
+    /// end of stream means only that nothing is queued now, not that the
+    /// peer closed.
+    fn read_shut(&self) -> bool;
+    /// Waits until client memory is freed by other connections (the
+    /// server [holds](Server::is_holding)), or `limit` passes.
+    fn wait_for_room(&self, limit: Duration);
 }
 
 /// Serves `handle` of `server` on the blocking socket `fd` until the
-/// server closes it (the blocking flavor: one connection at a time). The
-/// thread sleeps in `send` while responses are queued, else in `recv`,
-/// with socket timeouts from [`Server::poll_timeout`] capped at a
-/// [`TICK`], so a stop requested from another thread is seen within a
-/// tick (a signal interrupts the wait sooner). Every rule is the server's.
+/// server closes it (the `blocking` flavor, one connection at a time, and
+/// the `threaded` one, a server per connection thread). The thread sleeps
+/// in `send` while responses are queued, else in `recv`, with socket
+/// timeouts from [`Server::poll_timeout`]. Sends, and reads without a
+/// [`Wake`], wait a [`TICK`] at most, so a stop requested from another
+/// thread is seen within a tick (a signal interrupts the wait sooner);
+/// reads with one sleep until the peer sends, a deadline, or the wake.
+/// Every rule is the server's.
 pub fn serve_blocking<H: Handler>(
     fd: BorrowedFd<'_>,
     server: &mut Server<'_, H>,
     handle: Handle,
     read: &mut [u8],
     shutdown: &Shutdown,
+    wake: Option<&dyn Wake>,
 ) {
     let mut timeouts = Timeouts::default();
     loop {
@@ -295,6 +139,7 @@ pub fn serve_blocking<H: Handler>(
         if shutdown.is_requested() && !server.is_stopping() {
             server.begin_stop(now, |_| net::has_unread(fd));
         }
+        server.handle_asked();
         server.handle_timeout(now);
         while let Some(io) = server.poll_io() {
             if io.close {
@@ -303,21 +148,44 @@ pub fn serve_blocking<H: Handler>(
             shut_write_if_asked(fd, io.shut_write);
         }
         let until = server.poll_timeout().map(|at| at.saturating_duration_since(now));
-        let limit = Some(until.map_or(TICK, |until| until.min(TICK)));
+        let tick = until.map_or(TICK, |until| until.min(TICK));
         let result = if server.wants_write(handle) {
             timeouts
-                .set(fd, Kind::Send, limit)
+                .set(fd, Kind::Send, Some(tick))
                 .and_then(|()| net::send(fd, server.transmit(handle)))
                 .map(|n| server.advance(handle, n, Instant::now()))
         } else if server.wants_read(handle) {
-            timeouts.set(fd, Kind::Recv, limit).and_then(|()| net::recv_once(fd, read)).map(|n| match n {
-                0 => server.peer_closed(handle, Instant::now()),
-                n => server.received(handle, &read[..n], Instant::now()),
+            let limit = if wake.is_some() { until } else { Some(tick) };
+            timeouts.set(fd, Kind::Recv, limit).and_then(|()| net::recv_once(fd, read)).map(|n| {
+                let now = Instant::now();
+                match n {
+                    0 if wake.is_some_and(|wake| wake.read_shut()) => {
+                        // Woken by the server: the stop or an eviction is taken in now.
+                        if shutdown.is_requested() && !server.is_stopping() {
+                            server.begin_stop(now, |_| false);
+                        }
+                        server.handle_asked();
+                        if server.is_lingering(handle) {
+                            // The peer's end of stream cannot be told from ours: drop what
+                            // comes until the linger's deadline or byte cap, looking every few ms.
+                            let left =
+                                server.poll_timeout().map_or(LINGER_PACE, |at| at.saturating_duration_since(now));
+                            std::thread::sleep(left.min(LINGER_PACE));
+                        } else {
+                            server.stop_reading(handle);
+                        }
+                    }
+                    0 => server.peer_closed(handle, now),
+                    n => server.received(handle, &read[..n], now),
+                }
             })
+        } else if let Some(wake) = wake.filter(|_| server.is_holding()) {
+            wake.wait_for_room(tick);
+            Ok(())
         } else {
             // Only a deadline can move this session on: sleep until it.
             let nothing: &mut [rustix::event::PollFd<'_>] = &mut [];
-            rustix::event::poll(nothing, Some(&timespec(until.unwrap_or(TICK).min(TICK)))).map(drop).map_err(Into::into)
+            rustix::event::poll(nothing, Some(&timespec(tick))).map(drop).map_err(Into::into)
         };
         match result {
             Ok(()) => {}

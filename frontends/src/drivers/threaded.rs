@@ -1,31 +1,39 @@
 //! Flavor `threaded`: a thread per connection.
 //!
 //! - Model: the main thread accepts (it waits in `poll` on the listener
-//!   and the stop's wake-up socket) and hands each connection to a new
-//!   thread that serves it with blocking IO ([`driver::run_blocking`]),
-//!   like the blocking flavor but without its frame deadline: a client
-//!   trickling bytes holds only its own thread.
-//! - Threads: 1 + one per open connection, bounded by `--max-connections`
-//!   (the next one is accepted and closed at once). Each has a
+//!   and the stop's wake-up socket), admits the connection into a
+//!   [`Server`] of its own, and hands both to a new thread that serves it
+//!   with blocking IO ([`driver::serve_blocking`]), like the blocking
+//!   flavor but without its frame deadline: a client trickling bytes holds
+//!   only its own thread. The servers share what every loop of the other
+//!   flavors shares: the places (`--max-connections`, the next one is
+//!   accepted and closed at once), the client memory, the counters.
+//! - Threads: 1 + one per open connection. Each has a
 //!   [`STACK_SIZE`] (64 KiB) stack: twice what the deepest path measured
 //!   needs (a panic with `RUST_BACKTRACE=1`; figures in
 //!   `frontends/README.md`); the kernel only commits the pages touched.
 //!   Buffers live on the heap: a 16 KiB read buffer and the output per thread.
-//! - Store: the [`ShardedStore`](crate::sharded::ShardedStore) (a lock per shard, shards for every CPU
+//! - Store: the [`ShardedStore`](crate::host::sharded::ShardedStore) (a lock per shard, shards for every CPU
 //!   the process may use), instead of one process-wide lock; the handler
 //!   takes one shard for one put or get at a time, never across IO.
+//! - Client memory: over `--max-client-memory`, the victim is picked over
+//!   every thread's connections with the one rule
+//!   ([`memory::victim`]): the [`Registry`] is each server's
+//!   [`Elsewhere`]. The victim's thread is woken to evict it, and the
+//!   thread over the cap reads nothing until the memory is freed.
 //! - Panics: a connection thread that panics is caught at its top
-//!   (`catch_unwind`), counted as an error and logged; a shard's lock
-//!   poisoned by the panic is taken over as it is (a put either had not
-//!   begun or could no longer fail), so the other connections and the
-//!   server carry on.
+//!   (`catch_unwind`); its server ends the session as a panic (an error,
+//!   logged) and gives back the connection's place and memory. A
+//!   shard's lock poisoned by the panic is taken over as it is (a put
+//!   either had not begun or could no longer fail), so the other
+//!   connections and the server carry on.
 //! - Idle: a connection thread sleeps in `recv` until its client sends or
 //!   the idle timeout (5 minutes by default) runs out; no periodic wake-up.
 //!   The stop reaches it from outside: the accepting thread keeps a
 //!   `Registry` of the live connections' sockets and, when the stop is
 //!   requested, shuts down each one's reading side, which ends the `recv`;
 //!   the thread then answers what it had already received and exits.
-//!   Registered sockets are `Arc<OwnedFd>` shared with their thread, so a
+//!   Registered sockets are `Arc<Entry>`s shared with their thread, so a
 //!   descriptor cannot be closed and its number reused while registered.
 //!   An idle server makes no wake-up at all.
 
@@ -34,7 +42,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -43,11 +51,13 @@ use kvio_core::{Handler, KeyValueStore};
 use kvio_proto::KeyValueHandler;
 
 use crate::app::config::{Config, Flavor};
-use crate::drivers::pump::{self as driver, BlockingServer, ReadWait, Scratch, TICK};
+use crate::drivers::Loop;
+use crate::drivers::pump::{self as driver, TICK, Wake};
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
-use crate::sansio::memory::{self, ClientMemory, Share};
-use crate::sansio::session::{End, Session};
+use crate::sansio::memory::{self, ClientMemory, Elsewhere, Share};
+use crate::sansio::server::{Handle, Places, Server, Shared};
+use crate::sansio::session::End;
 use crate::sansio::stats::{Counters, Stats};
 
 /// Stack of a connection thread (see the [module docs](self) for the measurement).
@@ -55,20 +65,9 @@ pub const STACK_SIZE: usize = 64 * 1024;
 /// Bytes read per `recv` by a connection thread.
 pub const READ_CHUNK: usize = 16 * 1024;
 
-/// What every connection thread shares.
-struct Context<'a> {
-    config: &'a Config,
-    shutdown: &'a Shutdown,
-    counters: &'a Counters,
-    /// Connection threads running.
-    active: &'a AtomicUsize,
-    registry: &'a Registry,
-    memory: &'a ClientMemory,
-}
-
 /// The connections being served, so that a stop can wake their threads out
 /// of `recv` (see the [module docs](self)), and the client-memory cap can
-/// evict the one holding the most, whichever thread serves it.
+/// take the one holding the most, whichever thread serves it.
 #[derive(Debug, Default)]
 struct Registry {
     inner: Mutex<Sockets>,
@@ -86,11 +85,26 @@ struct Sockets {
     woken: bool,
 }
 
-/// A registered connection: its socket and its memory charge.
+/// A registered connection: its socket, its memory charge (its server's
+/// too), and whether the registry shut its reading side to wake its thread.
 #[derive(Debug)]
 struct Entry {
     fd: OwnedFd,
-    share: Share,
+    share: Arc<Share>,
+    woken: AtomicBool,
+}
+
+impl Entry {
+    fn new(fd: OwnedFd, share: Arc<Share>) -> Arc<Entry> {
+        Arc::new(Entry { fd, share, woken: AtomicBool::new(false) })
+    }
+
+    /// Ends the thread's `recv` (reads say end of stream from now on).
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        // ENOTCONN (the peer already reset the connection): its thread is not asleep.
+        let _ = net::shutdown_read(self.fd.as_fd());
+    }
 }
 
 impl Registry {
@@ -105,7 +119,7 @@ impl Registry {
         let id = sockets.next;
         sockets.next += 1;
         if sockets.woken {
-            wake(entry);
+            entry.wake();
         }
         sockets.live.insert(id, Arc::clone(entry));
         Registered { registry: self, id }
@@ -115,16 +129,14 @@ impl Registry {
     fn wake_all(&self) {
         let mut sockets = self.lock();
         sockets.woken = true;
-        sockets.live.values().for_each(|entry| wake(entry));
+        sockets.live.values().for_each(|entry| entry.wake());
         self.room.notify_all();
     }
 
-    /// Holds `me`'s thread (which reads nothing meanwhile) while every
-    /// connection together holds more than the cap because the ones asked
-    /// to go have not freed their memory yet: until they have, `me` is
-    /// asked to go itself or the stop comes, for at most `limit`. Without
-    /// it, 200 threads on 2 cores read on while the victims wait for a
-    /// CPU, and the server held half again its cap.
+    /// Holds `me`'s thread while every connection together holds more than
+    /// the cap because the ones asked to go have not freed their memory
+    /// yet: until they have, `me` is asked to go itself or the stop comes,
+    /// for at most `limit`.
     fn wait_for_room(&self, memory: &ClientMemory, me: &Share, limit: Duration) {
         let sockets = self.lock();
         let waited = self
@@ -132,46 +144,41 @@ impl Registry {
             .wait_timeout_while(sockets, limit, |sockets| !sockets.woken && !me.is_evicting() && memory.is_over());
         drop(waited.unwrap_or_else(|poisoned| poisoned.into_inner()));
     }
+}
 
-    /// Client memory was freed: the threads holding off their reads look again.
-    fn freed(&self) {
-        let _sockets = self.lock();
-        self.room.notify_all();
-    }
-
-    /// `me`'s charge took the total over the cap: true if `me` holds the
-    /// most and must go itself (at once, in its own thread). Otherwise asks
-    /// the connection charged the most to go and wakes its thread, unless
-    /// the evictions already asked for free enough: their threads act a
-    /// moment later, and every charge over the cap meanwhile would
-    /// otherwise evict one more connection, down to well-behaved ones.
-    fn evict_biggest(&self, memory: &ClientMemory, me: &Share) -> bool {
+impl Elsewhere for Registry {
+    /// Evicting `mine` at once when it holds the most; otherwise asks the
+    /// connection charged the most to go and wakes its thread, unless the
+    /// evictions already asked for free enough: their threads act a moment
+    /// later, and every charge over the cap meanwhile would otherwise
+    /// evict one more connection, down to well-behaved ones.
+    fn make_room(&self, memory: &ClientMemory, mine: usize) -> bool {
         let sockets = self.lock();
-        if sockets.live.values().all(|e| e.share.held() <= me.held()) {
-            return true;
+        if sockets.live.values().all(|e| e.share.held() <= mine) {
+            return false;
         }
         let leaving: usize = sockets.live.values().filter(|e| e.share.is_evicting()).map(|e| e.share.held()).sum();
         if memory.total().saturating_sub(leaving) <= memory.cap() {
-            return false;
+            return true;
         }
         // The one victim rule, over every thread's connections.
         let staying = sockets.live.values().filter(|e| !e.share.is_evicting()).map(|e| (e, e.share.held()));
         match memory::victim(staying) {
-            Some(biggest) if biggest.share.held() > me.held() => {
+            Some(biggest) if biggest.share.held() > mine => {
                 biggest.share.ask_to_evict();
-                wake(biggest);
+                biggest.wake();
                 // Its thread may be holding off its reads for room.
                 self.room.notify_all();
-                false
+                true
             }
-            _ => true,
+            _ => false,
         }
     }
-}
 
-fn wake(entry: &Entry) {
-    // ENOTCONN (the peer already reset the connection): its thread is not asleep.
-    let _ = net::shutdown_read(entry.fd.as_fd());
+    fn freed(&self) {
+        let _sockets = self.lock();
+        self.room.notify_all();
+    }
 }
 
 /// A registered socket; unregisters on drop, panics included.
@@ -188,51 +195,62 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// How a connection thread is woken: the registry's [`Wake`].
+struct Woken<'a> {
+    registry: &'a Registry,
+    memory: &'a ClientMemory,
+    entry: &'a Entry,
+}
+
+impl Wake for Woken<'_> {
+    fn read_shut(&self) -> bool {
+        self.entry.woken.load(Ordering::Acquire)
+    }
+
+    fn wait_for_room(&self, limit: Duration) {
+        self.registry.wait_for_room(self.memory, &self.entry.share, limit);
+    }
+}
+
 /// Serves until `shutdown` is requested, then waits for every connection thread.
 pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let counters = Counters::default();
+    let (counters, places) = (Counters::default(), Places::default());
     let memory = ClientMemory::new(config.max_client_memory);
+    let shared = Shared { places: &places, memory: &memory, counters: &counters };
+    let run = Loop { index: 0, limits: config.limits(Flavor::Threaded), shutdown, shared };
     let store = config.sharded_store(thread::available_parallelism().map_or(1, |n| n.get()));
-    serve_with(listener, config, shutdown, (&counters, &memory), || &store)?;
+    serve_with(listener, run, || &store)?;
     Ok(counters.snapshot())
 }
 
-/// [`serve`] counting into `counters`, charging `memory`, each connection
-/// thread answering from the store `store()` gives it (one shared store,
-/// seen through whatever wrapper the caller wants).
-pub fn serve_with<S, F>(
-    mut listener: Listener,
-    config: &Config,
-    shutdown: &Shutdown,
-    (counters, memory): (&Counters, &ClientMemory),
-    store: F,
-) -> io::Result<()>
+/// [`serve`] with what `run` shares (places, client memory, counters),
+/// each connection thread answering from the store `store()` gives it
+/// (one shared store, seen through whatever wrapper the caller wants).
+pub fn serve_with<S, F>(mut listener: Listener, run: Loop<'_>, store: F) -> io::Result<()>
 where
-    S: KeyValueStore,
+    S: KeyValueStore + Send,
     F: Fn() -> S + Sync,
 {
-    let active = AtomicUsize::new(0);
+    let (shutdown, counters) = (run.shutdown, run.shared.counters);
     let registry = Registry::default();
-    let ctx = Context { config, shutdown, counters, active: &active, registry: &registry, memory };
     // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
     thread::scope(|scope| {
         while driver::wait_for_connection(&listener, shutdown)? {
             match listener.accept(false) {
                 Ok(Accepted::Connection(fd, peer)) => {
-                    if active.load(Ordering::Acquire) >= config.max_connections {
-                        counters.refused(peer, format_args!("max connections ({}) reached", config.max_connections));
+                    // A refusal is counted by the server; dropping `fd` closes it.
+                    let Some(admitted) = admit(run, &registry, KeyValueHandler::new(store()), fd, peer) else {
                         continue;
-                    }
-                    active.fetch_add(1, Ordering::AcqRel);
-                    let (ctx, store) = (&ctx, &store);
+                    };
+                    let (registry, memory) = (&registry, run.shared.memory);
                     let spawned = thread::Builder::new()
                         .name("kvio-connection".into())
                         .stack_size(STACK_SIZE)
-                        .spawn_scoped(scope, move || connection(fd, peer, ctx, KeyValueHandler::new(store())));
+                        .spawn_scoped(scope, move || connection(admitted, registry, memory, shutdown));
                     if let Err(e) = spawned {
-                        active.fetch_sub(1, Ordering::AcqRel);
-                        counters.refused(peer, format_args!("cannot start a thread: {e}"));
+                        // The server went with the closure: its drop gave the place back and counted the end.
+                        counters.error(format_args!("cannot start a connection thread: {e}"));
                     }
                 }
                 Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
@@ -247,42 +265,49 @@ where
     })
 }
 
-/// A connection thread's body: serves `fd` and counts how it ended, panics included.
-fn connection<H: Handler>(fd: OwnedFd, peer: Option<SocketAddr>, ctx: &Context<'_>, mut handler: H) {
-    let entry = Arc::new(Entry { fd, share: Share::default() });
-    // Declared after `entry`: dropped first, so the registry's clone goes before the thread's.
-    let _registered = ctx.registry.register(&entry);
-    /// Frees the thread's place even if serving panics.
-    struct Place<'a>(&'a AtomicUsize);
-    impl Drop for Place<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-    let _place = Place(ctx.active);
-    ctx.counters.connection();
+/// A connection admitted into a server of its own and registered: what
+/// its thread is given.
+struct Admitted<'a, H> {
+    server: Server<'a, H>,
+    handle: Handle,
+    entry: Arc<Entry>,
+    registered: Registered<'a>,
+}
+
+/// Admits `fd` from `peer` into a new server sharing `run`'s places,
+/// memory and counters (`None`: refused, counted and logged by the server).
+fn admit<'a, H: Handler>(
+    run: Loop<'a>,
+    registry: &'a Registry,
+    handler: H,
+    fd: OwnedFd,
+    peer: Option<SocketAddr>,
+) -> Option<Admitted<'a, H>> {
+    let mut server = Server::new(run.limits, run.shared, handler);
+    server.share_memory_with(registry);
+    let share = Arc::new(Share::default());
+    let handle = server.accept_with(peer, Instant::now(), Arc::clone(&share)).ok()?;
+    let entry = Entry::new(fd, share);
+    let registered = registry.register(&entry);
+    Some(Admitted { server, handle, entry, registered })
+}
+
+/// A connection thread's body: serves the connection until its session
+/// closes; a panic is caught here and ends the session.
+fn connection<H: Handler>(admitted: Admitted<'_, H>, registry: &Registry, memory: &ClientMemory, shutdown: &Shutdown) {
+    let Admitted { mut server, handle, entry, registered } = admitted;
+    let wake = Woken { registry, memory, entry: &entry };
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut scratch = Scratch::new(READ_CHUNK);
-        let limits = ctx.config.limits(Flavor::Threaded);
-        let mut session = Session::new(limits.framing, limits.timing, Instant::now());
-        let evict_biggest = || ctx.registry.evict_biggest(ctx.memory, &entry.share);
-        let wait_for_room = |limit| ctx.registry.wait_for_room(ctx.memory, &entry.share, limit);
-        let freed = || ctx.registry.freed();
-        let server = BlockingServer {
-            wait: ReadWait::UntilWoken,
-            shutdown: ctx.shutdown,
-            counters: ctx.counters,
-            memory: ctx.memory,
-            share: &entry.share,
-            evict_biggest: &evict_biggest,
-            wait_for_room: &wait_for_room,
-            freed: &freed,
-        };
-        driver::run_blocking(entry.fd.as_fd(), &mut session, &server, &mut scratch, &mut handler)
+        let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
+        driver::serve_blocking(entry.fd.as_fd(), &mut server, handle, &mut read, shutdown, Some(&wake));
     }));
-    // A panic skipped the session's own release.
-    ctx.memory.charge(&entry.share, 0);
-    ctx.counters.ended(peer, &served.unwrap_or(End::Panic));
+    if served.is_err() {
+        server.abandon(|| End::Panic);
+    }
+    // The session is over: the socket goes (the registry's reference first), then the handle.
+    drop(registered);
+    drop(entry);
+    server.release(handle);
 }
 
 #[cfg(test)]
@@ -293,20 +318,19 @@ mod test {
     use kvio_core::{Output, OutputFull};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
-    use std::time::Duration;
 
     /// What a connection thread borrows, owned by one test.
     struct Fixture {
         config: Config,
         shutdown: Shutdown,
         counters: Counters,
-        active: AtomicUsize,
+        places: Places,
         registry: Registry,
         memory: ClientMemory,
     }
 
     impl Fixture {
-        /// A small store, one connection counted as running.
+        /// A small store.
         fn new(idle_timeout: Option<Duration>) -> Self {
             let config =
                 Config { idle_timeout, store_entries: 16, store_bytes: 4096, ..Config::for_flavor(Flavor::Threaded) };
@@ -314,21 +338,21 @@ mod test {
                 config,
                 shutdown: Shutdown::new().unwrap(),
                 counters: Counters::default(),
-                active: AtomicUsize::new(1),
+                places: Places::default(),
                 registry: Registry::default(),
                 memory: ClientMemory::new(1 << 20),
             }
         }
 
-        fn ctx(&self) -> Context<'_> {
-            Context {
-                config: &self.config,
-                shutdown: &self.shutdown,
-                counters: &self.counters,
-                active: &self.active,
-                registry: &self.registry,
-                memory: &self.memory,
-            }
+        fn run(&self) -> Loop<'_> {
+            let shared = Shared { places: &self.places, memory: &self.memory, counters: &self.counters };
+            Loop { index: 0, limits: self.config.limits(Flavor::Threaded), shutdown: &self.shutdown, shared }
+        }
+
+        /// Admits `fd`, answered by `handler`, and serves it on this thread.
+        fn serve<H: Handler>(&self, fd: OwnedFd, handler: H) {
+            let admitted = admit(self.run(), &self.registry, handler, fd, None).expect("admitted");
+            connection(admitted, &self.registry, &self.memory, &self.shutdown);
         }
     }
 
@@ -353,8 +377,7 @@ mod test {
         use std::sync::mpsc;
         // No idle timeout: only the registry's wake-up can end the thread's recv.
         let fixture = Fixture::new(None);
-        let (ctx, registry, shutdown, counters) =
-            (fixture.ctx(), &fixture.registry, &fixture.shutdown, &fixture.counters);
+        let (registry, shutdown, counters) = (&fixture.registry, &fixture.shutdown, &fixture.counters);
         let store = fixture.config.sharded_store(1);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -365,12 +388,12 @@ mod test {
         encode_frame(&get.encode_to_vec(), &mut frame).unwrap();
         let (done, ended) = mpsc::channel();
         thread::scope(|scope| {
-            let ctx = &ctx;
+            let fixture = &fixture;
             let done = done.clone();
             thread::Builder::new()
                 .stack_size(STACK_SIZE)
                 .spawn_scoped(scope, move || {
-                    connection(server, None, ctx, KeyValueHandler::new(&store));
+                    fixture.serve(server, KeyValueHandler::new(&store));
                     done.send(()).unwrap();
                 })
                 .unwrap();
@@ -392,6 +415,7 @@ mod test {
         });
         assert_eq!(registry.lock().live.len(), 0, "unregistered");
         assert_eq!(counters.snapshot(), Stats { connections: 1, requests: 1, errors: 0 });
+        assert_eq!(fixture.places.taken(), 0, "place given back");
         let mut rest = Vec::new();
         assert_eq!(client.read_to_end(&mut rest).unwrap(), 0, "closed after the stop");
     }
@@ -401,7 +425,7 @@ mod test {
         let registry = Registry::default();
         registry.wake_all();
         let (client, server) = UnixStream::pair().unwrap();
-        let entry = Arc::new(Entry { fd: OwnedFd::from(server), share: Share::default() });
+        let entry = Entry::new(OwnedFd::from(server), Arc::default());
         let registered = registry.register(&entry);
         let mut byte = [0u8; 1];
         assert_eq!(
@@ -409,15 +433,34 @@ mod test {
             0,
             "reads see the end"
         );
+        assert!(entry.woken.load(Ordering::Acquire), "and know it was the server's doing");
         drop(registered);
         assert!(registry.lock().live.is_empty());
         drop(client);
     }
 
     #[test]
+    fn over_the_cap_the_biggest_connection_of_another_thread_is_asked_to_go() {
+        let (registry, memory) = (Registry::default(), ClientMemory::new(100));
+        let pair = || Entry::new(OwnedFd::from(UnixStream::pair().unwrap().0), Arc::default());
+        let (big, small, me) = (pair(), pair(), pair());
+        let _registered = [registry.register(&big), registry.register(&small), registry.register(&me)];
+        memory.charge(&big.share, 60);
+        memory.charge(&small.share, 20);
+        assert!(memory.charge(&me.share, 30), "110 held, over 100");
+        assert!(registry.make_room(&memory, 30), "the room is made elsewhere");
+        assert!(big.share.is_evicting() && big.woken.load(Ordering::Acquire), "the biggest was asked, and woken");
+        assert!(!small.share.is_evicting());
+        assert!(registry.make_room(&memory, 30), "the one leaving frees enough: nobody else is asked");
+        assert!(!small.share.is_evicting() && !me.share.is_evicting());
+        memory.charge(&big.share, 0);
+        memory.charge(&me.share, 90);
+        assert!(!registry.make_room(&memory, 90), "holding the most, it goes itself");
+    }
+
+    #[test]
     fn a_panicking_connection_is_counted_and_the_store_stays_usable() {
         let fixture = Fixture::new(Some(Duration::from_secs(300)));
-        let (ctx, active, counters) = (fixture.ctx(), &fixture.active, &fixture.counters);
         let store = fixture.config.sharded_store(1);
         let (client, server) = UnixStream::pair().unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -427,12 +470,14 @@ mod test {
         thread::scope(|scope| {
             let worker = thread::Builder::new()
                 .stack_size(STACK_SIZE)
-                .spawn_scoped(scope, || connection(OwnedFd::from(server), None, &ctx, Panicking(&store)))
+                .spawn_scoped(scope, || fixture.serve(OwnedFd::from(server), Panicking(&store)))
                 .unwrap();
             assert!(worker.join().is_ok(), "the panic did not escape the thread body");
         });
-        assert_eq!(active.load(Ordering::Acquire), 0, "place released");
-        assert_eq!(counters.snapshot().errors, 1);
+        assert_eq!(fixture.places.taken(), 0, "place released");
+        assert_eq!(fixture.memory.total(), 0, "memory released");
+        let figures = fixture.counters.figures();
+        assert_eq!((fixture.counters.snapshot().errors, figures.open()), (1, 0), "one error, nothing open");
         let mut rest = Vec::new();
         assert_eq!((&client).read_to_end(&mut rest).unwrap(), 0, "connection closed");
         // The shard's lock did not stay taken.

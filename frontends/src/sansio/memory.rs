@@ -116,6 +116,24 @@ impl Share {
     }
 }
 
+/// Connections served by other servers that the cap may take instead of
+/// one of this server's: the threaded flavor, a server per connection
+/// thread, keeps them in its registry. Loops evict their own biggest
+/// connections and need none.
+pub trait Elsewhere: Sync + std::fmt::Debug {
+    /// The total is over the cap and this server's biggest connection, not
+    /// evicted yet, holds `mine` bytes. True when the connections elsewhere
+    /// make the room: those already asked to go will free enough, or the
+    /// [`victim`] of all connections is elsewhere and has now been asked to
+    /// go; this server then reads nothing until there is room. False: this
+    /// server evicts its own.
+    fn make_room(&self, memory: &ClientMemory, mine: usize) -> bool;
+
+    /// A connection of this server asked to go (or evicted for the cap)
+    /// has freed its memory.
+    fn freed(&self) {}
+}
+
 /// The one victim rule: of the connections still candidates (not already
 /// evicted), the one charged the most, if any holds anything. Evicting it
 /// frees the most with one connection lost.

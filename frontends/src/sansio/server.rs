@@ -40,13 +40,14 @@
 use std::fmt;
 use std::mem;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use kvio_core::Handler;
 
-use crate::sansio::memory::{self, ClientMemory, Share};
-use crate::sansio::session::{Framing, OutBuf, Phase, Session, Spare, Timing};
+use crate::sansio::memory::{self, ClientMemory, Elsewhere, Share};
+use crate::sansio::session::{End, Framing, OutBuf, Phase, Session, Spare, Timing};
 use crate::sansio::stats::Counters;
 
 /// Bits of a handle's generation: a handle fits in 56 bits, so a
@@ -170,7 +171,7 @@ pub struct Wants {
 #[derive(Debug)]
 struct Conn {
     session: Session,
-    share: Share,
+    share: Arc<Share>,
     peer: Option<SocketAddr>,
     /// Ended and counted; the slot waits for [`Server::release`].
     closed: bool,
@@ -205,6 +206,10 @@ pub struct Server<'a, H> {
     /// of [`Server::poll_io`], or once they pass [`PUBLISH_AT`]); counted
     /// in this server's cap checks meanwhile, invisible to other loops'.
     unpublished: isize,
+    /// Other servers' connections the cap may take ([`Server::share_memory_with`]).
+    elsewhere: Option<&'a dyn Elsewhere>,
+    /// Over the cap, waiting for connections elsewhere to free their memory.
+    holding: bool,
 }
 
 /// Unpublished charges that are written to the shared total at once, not
@@ -232,6 +237,36 @@ impl<'a, H: Handler> Server<'a, H> {
             next_sweep: None,
             touched: Vec::new(),
             unpublished: 0,
+            elsewhere: None,
+            holding: false,
+        }
+    }
+
+    /// Over the cap, the [victim](memory::victim) may be a connection of
+    /// another server (`elsewhere`): then that one is asked to go, and this
+    /// server's connections read nothing until there is room
+    /// ([`Server::is_holding`]). For servers of one connection each, the
+    /// threaded flavor's.
+    pub fn share_memory_with(&mut self, elsewhere: &'a dyn Elsewhere) {
+        self.elsewhere = Some(elsewhere);
+    }
+
+    /// Over the cap, this server waits for connections elsewhere to free
+    /// their memory: its sessions read nothing meanwhile
+    /// ([`Server::wants_read`] is false), and the driver waits for room.
+    pub fn is_holding(&self) -> bool {
+        self.holding && self.shared.memory.is_over_with(self.unpublished)
+    }
+
+    /// Acts on evictions other servers asked for ([`Elsewhere::make_room`])
+    /// since the last event on those connections.
+    pub fn handle_asked(&mut self) {
+        for index in 0..self.slots.len() {
+            let Some(handle) = self.live_at(index) else { continue };
+            let conn = self.conn(handle).expect("live");
+            if conn.share.is_evicting() && !conn.session.is_evicted() {
+                self.settle(handle);
+            }
         }
     }
 
@@ -264,6 +299,17 @@ impl<'a, H: Handler> Server<'a, H> {
     /// it is refused (counted and logged; the driver closes it). Accepted
     /// during a stop, it is told to stop at once.
     pub fn accept(&mut self, peer: Option<SocketAddr>, now: Instant) -> Result<Handle, Refused> {
+        self.accept_with(peer, now, Arc::default())
+    }
+
+    /// [`Server::accept`], with the connection's memory charge in `share`,
+    /// which whoever picks victims [elsewhere](Elsewhere) reads too.
+    pub fn accept_with(
+        &mut self,
+        peer: Option<SocketAddr>,
+        now: Instant,
+        share: Arc<Share>,
+    ) -> Result<Handle, Refused> {
         let refused = if !self.shared.places.take(self.limits.max_connections) {
             Some(Refused::Full(self.limits.max_connections))
         } else if self.free.is_empty() && self.slots.len() >= u32::MAX as usize {
@@ -282,7 +328,7 @@ impl<'a, H: Handler> Server<'a, H> {
         });
         let slot = &mut self.slots[index as usize];
         let session = Session::new(self.limits.framing, self.limits.timing, now);
-        slot.conn = Some(Conn { session, share: Share::default(), peer, closed: false, touched: false });
+        slot.conn = Some(Conn { session, share, peer, closed: false, touched: false });
         self.held += 1;
         self.shared.counters.connection();
         let handle = Handle { index, generation: slot.generation };
@@ -331,7 +377,13 @@ impl<'a, H: Handler> Server<'a, H> {
 
     /// Whether `handle`'s session wants input now.
     pub fn wants_read(&self, handle: Handle) -> bool {
-        self.get(handle).is_some_and(|c| !c.closed && c.session.wants_read())
+        self.get(handle).is_some_and(|c| !c.closed && c.session.wants_read()) && !self.is_holding()
+    }
+
+    /// Whether `handle`'s session is in its lingering close: it only drops
+    /// what comes until the peer closes or the linger ends.
+    pub fn is_lingering(&self, handle: Handle) -> bool {
+        self.get(handle).is_some_and(|c| !c.closed && c.session.phase() == Phase::Lingering)
     }
 
     /// Whether `handle`'s session has bytes for [`Server::transmit`].
@@ -516,7 +568,8 @@ impl<'a, H: Handler> Server<'a, H> {
         let (counters, memory) = (self.shared.counters, self.shared.memory);
         let Some(slot) = self.slots.get_mut(handle.index()) else { return false };
         let Some(conn) = slot.conn.as_mut().filter(|c| !c.closed) else { return false };
-        if conn.share.is_evicting() {
+        let asked = conn.share.is_evicting() && !conn.session.is_evicted();
+        if asked {
             conn.session.evict(&mut self.handler, &mut self.spare);
         }
         counters.requests(conn.session.take_requests());
@@ -533,10 +586,16 @@ impl<'a, H: Handler> Server<'a, H> {
         }
         conn.session.release_buffers(&mut self.spare);
         self.unpublished += memory.recharge(&conn.share, conn.session.buffered());
-        if self.unpublished.unsigned_abs() > PUBLISH_AT {
+        // A server of one connection among thousands (threaded) publishes every change.
+        if self.unpublished.unsigned_abs() > PUBLISH_AT || self.elsewhere.is_some() {
             memory.add(mem::take(&mut self.unpublished));
         }
+        if asked && let Some(elsewhere) = self.elsewhere {
+            memory.add(mem::take(&mut self.unpublished));
+            elsewhere.freed();
+        }
         let over = memory.is_over_with(self.unpublished);
+        self.holding &= over;
         if let Some(at) = conn.session.poll_timeout() {
             self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
         }
@@ -555,9 +614,50 @@ impl<'a, H: Handler> Server<'a, H> {
                 Some((Handle { index: index as u32, generation: slot.generation }, conn.share.held()))
             });
             let Some(victim) = memory::victim(candidates) else { return };
+            if let Some(elsewhere) = self.elsewhere {
+                // What the others see is what they compare with.
+                self.shared.memory.add(mem::take(&mut self.unpublished));
+                let mine = find(&mut self.slots, victim).expect("a candidate").share.held();
+                if elsewhere.make_room(self.shared.memory, mine) {
+                    self.holding = true;
+                    return;
+                }
+            }
             let conn = find(&mut self.slots, victim).expect("a candidate");
             conn.session.evict(&mut self.handler, &mut self.spare);
             self.settle_one(victim);
+            if let Some(elsewhere) = self.elsewhere {
+                self.shared.memory.add(mem::take(&mut self.unpublished));
+                elsewhere.freed();
+            }
+        }
+    }
+}
+
+impl<H> Server<'_, H> {
+    /// Ends every open session as `end()` says (counted, its memory given
+    /// back) without another word to its peer: its thread panicked, say.
+    /// The driver still closes and releases the handles.
+    pub fn abandon(&mut self, end: impl Fn() -> End) {
+        let (memory, counters) = (self.shared.memory, self.shared.counters);
+        for conn in self.slots.iter_mut().filter_map(|slot| slot.conn.as_mut()).filter(|conn| !conn.closed) {
+            self.unpublished += memory.recharge(&conn.share, 0);
+            counters.ended(conn.peer, &end());
+            conn.closed = true;
+        }
+        memory.add(mem::take(&mut self.unpublished));
+    }
+}
+
+/// A server dropped with sessions open (its thread panicked, or never
+/// ran) gives back what they held: their places, their client memory, and
+/// their count as open (ended by an IO error, unless
+/// [abandoned](Server::abandon) first with a better reason).
+impl<H> Drop for Server<'_, H> {
+    fn drop(&mut self) {
+        self.abandon(|| End::Io(std::io::Error::other("the server was dropped with the connection open")));
+        for _ in self.slots.iter_mut().filter_map(|slot| slot.conn.take()) {
+            self.shared.places.release();
         }
     }
 }
