@@ -11,9 +11,11 @@
 //!   a [`Server`](crate::sansio::server::Server) too ([`pump::serve_blocking`]);
 //!   a [`Driver`] as well, so the application runs it as one loop whose
 //!   counters `/metrics` reads (it never runs N times: `--threads` refuses it).
-//! - [`threaded`]: a thread per connection, each running one session
-//!   ([`pump::run_blocking`]) with the same shared policy objects
-//!   (admission count, client memory, the one victim rule).
+//! - [`threaded`]: a thread per connection, each serving a
+//!   [`Server`](crate::sansio::server::Server) of its own
+//!   ([`pump::serve_blocking`]) over the places, client memory and
+//!   counters they all share; over the cap the victim is picked across
+//!   every thread ([`crate::sansio::memory::Elsewhere`]).
 //! - [`pump`]: what the readiness and blocking drivers share.
 
 use std::io;

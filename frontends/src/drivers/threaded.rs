@@ -55,7 +55,7 @@ use crate::drivers::Loop;
 use crate::drivers::pump::{self as driver, TICK, Wake};
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
-use crate::sansio::memory::{self, ClientMemory, Elsewhere, Share};
+use crate::sansio::memory::{self, ClientMemory, Elsewhere, Room, Share};
 use crate::sansio::server::{Handle, Places, Server, Shared};
 use crate::sansio::session::End;
 use crate::sansio::stats::{Counters, Stats};
@@ -147,31 +147,17 @@ impl Registry {
 }
 
 impl Elsewhere for Registry {
-    /// Evicting `mine` at once when it holds the most; otherwise asks the
-    /// connection charged the most to go and wakes its thread, unless the
-    /// evictions already asked for free enough: their threads act a moment
-    /// later, and every charge over the cap meanwhile would otherwise
-    /// evict one more connection, down to well-behaved ones.
     fn make_room(&self, memory: &ClientMemory, mine: usize) -> bool {
         let sockets = self.lock();
-        if sockets.live.values().all(|e| e.share.held() <= mine) {
-            return false;
-        }
-        let leaving: usize = sockets.live.values().filter(|e| e.share.is_evicting()).map(|e| e.share.held()).sum();
-        if memory.total().saturating_sub(leaving) <= memory.cap() {
-            return true;
-        }
-        // The one victim rule, over every thread's connections.
-        let staying = sockets.live.values().filter(|e| !e.share.is_evicting()).map(|e| (e, e.share.held()));
-        match memory::victim(staying) {
-            Some(biggest) if biggest.share.held() > mine => {
-                biggest.share.ask_to_evict();
-                biggest.wake();
+        match memory::make_room(memory, mine, sockets.live.values().map(|entry| (entry, &*entry.share))) {
+            Room::EvictMine => false,
+            Room::Wait => true,
+            Room::Asked(entry) => {
+                entry.wake();
                 // Its thread may be holding off its reads for room.
                 self.room.notify_all();
                 true
             }
-            _ => false,
         }
     }
 

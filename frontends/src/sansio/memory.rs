@@ -134,6 +134,46 @@ pub trait Elsewhere: Sync + std::fmt::Debug {
     fn freed(&self) {}
 }
 
+/// What the cap does for a server over it whose biggest connection holds
+/// `mine` ([`Elsewhere::make_room`]), given every connection's charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room<K> {
+    /// Evict this server's own: it holds the most.
+    EvictMine,
+    /// The connections already asked to go will free enough: wait for them.
+    Wait,
+    /// The [`victim`], elsewhere, was asked to go: wake it, then wait.
+    Asked(K),
+}
+
+/// Makes room over the connections `all` (this server's among them):
+/// evicts `mine` at once when it holds the most; otherwise asks the
+/// [`victim`] of those not leaving to go, unless the ones already asked
+/// free enough: their threads act a moment later, and every charge over
+/// the cap meanwhile would otherwise evict one more connection, down to
+/// well-behaved ones.
+pub fn make_room<'s, K>(
+    memory: &ClientMemory,
+    mine: usize,
+    all: impl Iterator<Item = (K, &'s Share)> + Clone,
+) -> Room<K> {
+    if all.clone().all(|(_, share)| share.held() <= mine) {
+        return Room::EvictMine;
+    }
+    let leaving: usize = all.clone().filter(|(_, share)| share.is_evicting()).map(|(_, share)| share.held()).sum();
+    if memory.total().saturating_sub(leaving) <= memory.cap() {
+        return Room::Wait;
+    }
+    let staying = all.filter(|(_, share)| !share.is_evicting()).map(|(key, share)| ((key, share), share.held()));
+    match victim(staying) {
+        Some((key, share)) if share.held() > mine => {
+            share.ask_to_evict();
+            Room::Asked(key)
+        }
+        _ => Room::EvictMine,
+    }
+}
+
 /// The one victim rule: of the connections still candidates (not already
 /// evicted), the one charged the most, if any holds anything. Evicting it
 /// frees the most with one connection lost.
@@ -150,6 +190,23 @@ mod test {
         assert_eq!(victim([("a", 10), ("b", 30), ("c", 20)].into_iter()), Some("b"));
         assert_eq!(victim([("a", 0), ("b", 0)].into_iter()), None, "nobody holds anything");
         assert_eq!(victim(std::iter::empty::<((), usize)>()), None);
+    }
+
+    #[test]
+    fn room_is_made_by_the_biggest_leaving_or_by_mine() {
+        let memory = ClientMemory::new(100);
+        let shares: Vec<Share> = (0..3).map(|_| Share::default()).collect();
+        for (share, held) in shares.iter().zip([60, 20, 30]) {
+            memory.charge(share, held);
+        }
+        let all = || shares.iter().enumerate();
+        assert_eq!(make_room(&memory, 30, all()), Room::Asked(0), "the biggest is elsewhere: asked");
+        assert!(shares[0].is_evicting());
+        assert_eq!(make_room(&memory, 30, all()), Room::Wait, "the one leaving frees enough");
+        assert!(!shares[1].is_evicting() && !shares[2].is_evicting(), "nobody else is asked");
+        memory.charge(&shares[0], 0);
+        memory.charge(&shares[2], 90);
+        assert_eq!(make_room(&memory, 90, all()), Room::EvictMine, "holding the most, mine goes");
     }
 
     #[test]
