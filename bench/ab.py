@@ -52,7 +52,7 @@ def load(loader, addr, pid, conns, depth, args):
     prefix = [loader] if os.path.basename(loader).startswith("kvio-bench") else [loader, "bench"]
     cmd = ["taskset", "-c", "1", *prefix, "--addr", addr, "-c", str(conns), "-p", str(depth),
            "--warmup-ms", str(args.warmup_ms), "--duration-ms", str(args.duration_ms),
-           "--server-pid", str(pid), "--json"]
+           "--server-pid", str(pid), "--json", *args.load_args.split()]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         sys.exit(f"ab: load failed ({out.returncode}): {out.stderr.strip()}")
@@ -71,6 +71,7 @@ def main():
     parser.add_argument("--serve-args", default="", help="extra `kvio serve` arguments for both")
     parser.add_argument("--b-serve-args", default="", help="extra `kvio serve` arguments for B only "
                         "(a flag A does not know, e.g. --metrics 127.0.0.1:0)")
+    parser.add_argument("--load-args", default="", help="extra load generator arguments, e.g. \"--value-size 300000\"")
     parser.add_argument("--points", default="16x1,16x16", help="connections x pipeline, comma-separated")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup-ms", type=int, default=300)

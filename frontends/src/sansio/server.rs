@@ -208,8 +208,6 @@ pub struct Server<'a, H> {
     unpublished: isize,
     /// Other servers' connections the cap may take ([`Server::share_memory_with`]).
     elsewhere: Option<&'a dyn Elsewhere>,
-    /// Over the cap, waiting for connections elsewhere to free their memory.
-    holding: bool,
 }
 
 /// Unpublished charges that are written to the shared total at once, not
@@ -238,24 +236,25 @@ impl<'a, H: Handler> Server<'a, H> {
             touched: Vec::new(),
             unpublished: 0,
             elsewhere: None,
-            holding: false,
         }
     }
 
     /// Over the cap, the [victim](memory::victim) may be a connection of
-    /// another server (`elsewhere`): then that one is asked to go, and this
-    /// server's connections read nothing until there is room
-    /// ([`Server::is_holding`]). For servers of one connection each, the
-    /// threaded flavor's.
+    /// another server (`elsewhere`): then that one is asked to go. And
+    /// while all connections together are over the cap, this server's read
+    /// nothing ([`Server::is_holding`]): a read may allocate a whole frame
+    /// before its charge is seen, and with hundreds of servers on a few
+    /// cores, many such reads would be between the two at once. For
+    /// servers of one connection each, the threaded flavor's.
     pub fn share_memory_with(&mut self, elsewhere: &'a dyn Elsewhere) {
         self.elsewhere = Some(elsewhere);
     }
 
-    /// Over the cap, this server waits for connections elsewhere to free
-    /// their memory: its sessions read nothing meanwhile
+    /// Over the cap, this server (sharing its memory with others) waits
+    /// for connections to free theirs: its sessions read nothing meanwhile
     /// ([`Server::wants_read`] is false), and the driver waits for room.
     pub fn is_holding(&self) -> bool {
-        self.holding && self.shared.memory.is_over_with(self.unpublished)
+        self.elsewhere.is_some() && self.shared.memory.is_over_with(self.unpublished)
     }
 
     /// Acts on evictions other servers asked for ([`Elsewhere::make_room`])
@@ -595,7 +594,6 @@ impl<'a, H: Handler> Server<'a, H> {
             elsewhere.freed();
         }
         let over = memory.is_over_with(self.unpublished);
-        self.holding &= over;
         if let Some(at) = conn.session.poll_timeout() {
             self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
         }
@@ -619,7 +617,6 @@ impl<'a, H: Handler> Server<'a, H> {
                 self.shared.memory.add(mem::take(&mut self.unpublished));
                 let mine = find(&mut self.slots, victim).expect("a candidate").share.held();
                 if elsewhere.make_room(self.shared.memory, mine) {
-                    self.holding = true;
                     return;
                 }
             }
