@@ -1,5 +1,5 @@
 //! What the drivers share: moving bytes between a socket and a
-//! [`Session`]. The rules (time, closing) are the session's; this only does
+//! [`Server`]. The rules (time, closing) are the server's; this only does
 //! the syscalls it asks for.
 //!
 //! - [`pump`]: one turn on a non-blocking socket of a [`Server`], for the

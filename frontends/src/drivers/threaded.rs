@@ -18,7 +18,7 @@
 //!   takes one shard for one put or get at a time, never across IO.
 //! - Client memory: over `--max-client-memory`, the victim is picked over
 //!   every thread's connections with the one rule
-//!   ([`memory::victim`]): the [`Registry`] is each server's
+//!   ([`memory::victim`]): the registry is each server's
 //!   [`Elsewhere`]. The victim's thread is woken to evict it, and the
 //!   thread over the cap reads nothing until the memory is freed.
 //! - Panics: a connection thread that panics is caught at its top
