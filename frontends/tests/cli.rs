@@ -380,7 +380,7 @@ fn top_level_help_states_the_environment_and_size_rules() {
     let help = kvio(&["--help"]).stdout_text();
     assert!(
         help.contains(
-            "Environment: KVIO_ADDR is the default --addr of put, get and cli; KVIO_LISTEN is kvio serve's. Byte counts \
+            "Environment: KVIO_ADDR is the default --addr of put, get, del and cli; KVIO_LISTEN is kvio serve's. Byte counts \
              take K, M, G, KiB, MiB or GiB, all powers of 1024."
         ),
         "{help}"

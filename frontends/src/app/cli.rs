@@ -56,7 +56,7 @@ pub const MIN_STORE_BYTES: usize = kvio_core::store::RECORD_HEADER_LEN;
     name = "kvio",
     version,
     propagate_version = true,
-    after_help = "Environment: KVIO_ADDR is the default --addr of put, get and cli; KVIO_LISTEN is kvio serve's. \
+    after_help = "Environment: KVIO_ADDR is the default --addr of put, get, del and cli; KVIO_LISTEN is kvio serve's. \
                   Byte counts take K, M, G, KiB, MiB or GiB, all powers of 1024."
 )]
 pub struct Cli {
