@@ -48,7 +48,7 @@ use kvio_core::Handler;
 
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Share};
 use crate::sansio::session::{End, Framing, OutBuf, Phase, Session, Spare, Timing};
-use crate::sansio::stats::Counters;
+use crate::sansio::stats::{Close, Counters, close_of};
 
 /// Bits of a handle's generation: a handle fits in 56 bits, so a
 /// completion driver has the top byte of its `user_data` for the operation.
@@ -175,6 +175,8 @@ struct Conn {
     peer: Option<SocketAddr>,
     /// Ended and counted; the slot waits for [`Server::release`].
     closed: bool,
+    /// Why it ended, once closed.
+    ended: Option<Close>,
     /// In `Server::touched`.
     touched: bool,
 }
@@ -327,7 +329,7 @@ impl<'a, H: Handler> Server<'a, H> {
         });
         let slot = &mut self.slots[index as usize];
         let session = Session::new(self.limits.framing, self.limits.timing, now);
-        slot.conn = Some(Conn { session, share, peer, closed: false, touched: false });
+        slot.conn = Some(Conn { session, share, peer, closed: false, ended: None, touched: false });
         self.held += 1;
         self.shared.counters.connection();
         let handle = Handle { index, generation: slot.generation };
@@ -515,6 +517,12 @@ impl<'a, H: Handler> Server<'a, H> {
         self.shared.places.release();
     }
 
+    /// Why `handle`'s session ended, while the driver still holds it
+    /// (closed, not yet [released](Server::release)).
+    pub fn ended(&self, handle: Handle) -> Option<Close> {
+        self.get(handle)?.ended
+    }
+
     /// Sessions not over yet.
     pub fn open_sessions(&self) -> usize {
         self.slots.iter().filter(|s| s.conn.as_ref().is_some_and(|c| !c.closed)).count()
@@ -579,7 +587,9 @@ impl<'a, H: Handler> Server<'a, H> {
         }
         if conn.session.phase() == Phase::Closed {
             self.unpublished += memory.recharge(&conn.share, 0);
-            counters.ended(conn.peer, &conn.session.take_end());
+            let end = conn.session.take_end();
+            counters.ended(conn.peer, &end);
+            conn.ended = Some(close_of(&end));
             conn.closed = true;
             return false;
         }
@@ -639,7 +649,9 @@ impl<H> Server<'_, H> {
         let (memory, counters) = (self.shared.memory, self.shared.counters);
         for conn in self.slots.iter_mut().filter_map(|slot| slot.conn.as_mut()).filter(|conn| !conn.closed) {
             self.unpublished += memory.recharge(&conn.share, 0);
-            counters.ended(conn.peer, &end());
+            let end = end();
+            counters.ended(conn.peer, &end);
+            conn.ended = Some(close_of(&end));
             conn.closed = true;
         }
         memory.add(mem::take(&mut self.unpublished));

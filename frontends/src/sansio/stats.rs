@@ -251,7 +251,7 @@ impl Counters {
 }
 
 /// The reason `/metrics` counts an end under.
-fn close_of(end: &End) -> Close {
+pub(crate) fn close_of(end: &End) -> Close {
     match end {
         End::Eof => Close::Peer,
         End::Framing(_) => Close::BadFrame,
