@@ -1,7 +1,7 @@
 //! The key/value request handler: docs/protocol.md's table of requests and responses.
 
 use kvio_core::frame::{FrameError, write_frame};
-use kvio_core::{Handler, KeyValueStore, Output, OutputFull};
+use kvio_core::{Handler, KeyValueStore, Next, Output, OutputFull};
 
 use crate::wire::{self, WireType};
 use crate::{Kind, MessageView, Status};
@@ -33,7 +33,22 @@ impl<S: KeyValueStore> KeyValueHandler<S> {
 }
 
 impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
-    fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
+    fn request<O: Output + ?Sized>(&mut self, payload: &[u8], now: u64, out: &mut O) -> Result<Next, OutputFull> {
+        self.answer(payload, now, out).map(|()| Next::Continue)
+    }
+
+    fn parse_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
+        encode_response(out, b"", error.as_str().as_bytes(), Kind::Error, Status::NotOk)
+    }
+
+    fn evicted<O: Output + ?Sized>(&mut self, out: &mut O) -> Result<(), OutputFull> {
+        encode_response(out, b"", MEMORY_LIMIT_REASON.as_bytes(), Kind::Error, Status::NotOk)
+    }
+}
+
+impl<S: KeyValueStore> KeyValueHandler<S> {
+    /// docs/protocol.md's table: one request payload, one response frame.
+    fn answer<O: Output + ?Sized>(&mut self, payload: &[u8], _now: u64, out: &mut O) -> Result<(), OutputFull> {
         let Ok(req) = MessageView::decode(payload) else {
             return encode_response(out, b"", MALFORMED_REASON.as_bytes(), Kind::Error, Status::NotOk);
         };
@@ -57,14 +72,6 @@ impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
             }
             other => encode_response(out, b"", b"", other, Status::NotOk),
         }
-    }
-
-    fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
-        encode_response(out, b"", error.as_str().as_bytes(), Kind::Error, Status::NotOk)
-    }
-
-    fn evicted<O: Output + ?Sized>(&mut self, out: &mut O) -> Result<(), OutputFull> {
-        encode_response(out, b"", MEMORY_LIMIT_REASON.as_bytes(), Kind::Error, Status::NotOk)
     }
 }
 
@@ -229,7 +236,7 @@ mod test {
 
     fn answer<S: KeyValueStore>(h: &mut KeyValueHandler<S>, req: &KeyValueMessage) -> Vec<u8> {
         let mut out = Vec::new();
-        h.request(&req.encode_to_vec(), &mut out).unwrap();
+        h.request(&req.encode_to_vec(), 0, &mut out).unwrap();
         out
     }
 
@@ -293,7 +300,7 @@ mod test {
         let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         for bad in [&[0xff][..], &[0x0a, 0x05, b'a'], &[0x0a, 0x01, 0xff]] {
             let mut out = Vec::new();
-            h.request(bad, &mut out).unwrap();
+            h.request(bad, 0, &mut out).unwrap();
             assert_eq!(out, frame_of(&msg("", MALFORMED_REASON, 0, Status::NotOk)), "{bad:?}");
         }
     }
@@ -317,7 +324,7 @@ mod test {
         let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         h.store().put(b"k", b"v").unwrap();
         let mut out = Vec::new();
-        h.request(cases[0].0, &mut out).unwrap();
+        h.request(cases[0].0, 0, &mut out).unwrap();
         assert_eq!(out, frame_of(&msg("k", "v", 2, Status::Ok)));
     }
 
@@ -366,7 +373,7 @@ mod test {
             let mut frame = Vec::new();
             encode_request(&mut frame, key, value, kind).unwrap();
             let mut out = Vec::new();
-            h.request(&frame[4..frame.len() - 5], &mut out).unwrap();
+            h.request(&frame[4..frame.len() - 5], 0, &mut out).unwrap();
             out
         };
         assert_eq!(answer_to(b"k", b"v", Kind::PutOrUpdate), frame_of(&msg("", "", 3, Status::Ok)));
@@ -386,7 +393,7 @@ mod test {
     fn framing_error_frame_names_the_reason() {
         let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         let mut out = Vec::new();
-        h.framing_error(FrameError::BadFooter, &mut out).unwrap();
+        h.parse_error(FrameError::BadFooter, &mut out).unwrap();
         assert_eq!(out, frame_of(&msg("", "frame footer is not @EOF@", 0, Status::NotOk)));
     }
 

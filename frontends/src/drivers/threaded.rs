@@ -301,7 +301,7 @@ mod test {
     use super::*;
     use crate::host::sharded::ShardedStore;
     use kvio_core::frame::{FrameError, encode_frame};
-    use kvio_core::{Output, OutputFull};
+    use kvio_core::{Next, Output, OutputFull};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
@@ -346,11 +346,11 @@ mod test {
     struct Panicking<'a>(&'a ShardedStore);
 
     impl Handler for Panicking<'_> {
-        fn request<O: Output + ?Sized>(&mut self, _: &[u8], _: &mut O) -> Result<(), OutputFull> {
+        fn request<O: Output + ?Sized>(&mut self, _: &[u8], _: u64, _: &mut O) -> Result<Next, OutputFull> {
             self.0.get(b"k", |_| panic!("injected panic while holding a shard"))
         }
 
-        fn framing_error<O: Output + ?Sized>(&mut self, _: FrameError, _: &mut O) -> Result<(), OutputFull> {
+        fn parse_error<O: Output + ?Sized>(&mut self, _: FrameError, _: &mut O) -> Result<(), OutputFull> {
             Ok(())
         }
     }

@@ -665,11 +665,13 @@ impl Session {
     fn push<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H) -> usize {
         let was_at_boundary = self.conn.parser().is_at_boundary();
         let mut out = Counted { out: &mut self.out, in_flight: self.in_flight };
-        let received = self.conn.receive(input, &mut self.payload, handler, &mut out);
+        // The store has no expiry yet: its clock is not passed on.
+        let received = self.conn.receive(input, 0, &mut self.payload, handler, &mut out);
         match received.outcome {
             Outcome::NeedMore | Outcome::Backpressure => {}
             Outcome::Close(e) => self.drain_then_linger(End::Framing(e)),
             Outcome::OutputFull => self.drain_then_linger(End::OutputFull),
+            Outcome::Quit => self.drain_then_linger(End::Eof),
         }
         if self.timing.frame.is_some() {
             self.frame_since = if self.conn.parser().is_at_boundary() {
