@@ -93,6 +93,7 @@ pub mod buffer;
 pub mod connection;
 pub mod frame;
 pub mod protocol;
+pub mod resp;
 pub mod serial;
 pub mod store;
 
