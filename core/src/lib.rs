@@ -92,6 +92,7 @@ mod fmt;
 pub mod buffer;
 pub mod connection;
 pub mod frame;
+pub mod memcache;
 pub mod protocol;
 pub mod resp;
 pub mod serial;
