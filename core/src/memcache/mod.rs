@@ -358,14 +358,12 @@ impl Parser for RequestParser {
             self.scan(input, kept)?
         };
         let swallowing = matches!(self.state, State::Swallow { .. });
-        if !self.buffered {
-            if let Scan::Done(end) = scan {
-                // Whole in `input` (a swallowed block's bytes among them): borrowed.
-                let keep = if swallowing { self.line_len() } else { end };
-                let request = self.request(&input[..keep]);
-                self.reset();
-                return Ok((used, Parse::Complete(request)));
-            }
+        if let (false, Scan::Done(end)) = (self.buffered, &scan) {
+            // Whole in `input` (a swallowed block's bytes among them): borrowed.
+            let keep = if swallowing { self.line_len() } else { *end };
+            let request = self.request(&input[..keep]);
+            self.reset();
+            return Ok((used, Parse::Complete(request)));
         }
         // Keep these bytes (but for a swallowed block's) in the buffer.
         let keep = if swallowing {
