@@ -118,7 +118,14 @@ impl<P: Parser> Connection<P> {
     /// Takes `input`, which arrived at `now` (the handler's clock, in
     /// milliseconds), answering every complete request into `out`. Partial
     /// requests are kept in `buf` between calls. See [`Outcome`].
-    pub fn receive<H, O, B>(&mut self, input: &[u8], now: u64, buf: &mut B, handler: &mut H, out: &mut O) -> Received<P::Error>
+    pub fn receive<H, O, B>(
+        &mut self,
+        input: &[u8],
+        now: u64,
+        buf: &mut B,
+        handler: &mut H,
+        out: &mut O,
+    ) -> Received<P::Error>
     where
         H: Handler<P> + ?Sized,
         O: Output + ?Sized,

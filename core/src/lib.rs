@@ -100,8 +100,8 @@ pub mod store;
 
 pub use buffer::{Output, OutputFull, PayloadBuffer};
 pub use connection::{Connection, Outcome, Received};
-pub use protocol::{Handler, Next, Parser};
 pub use frame::{FrameError, FrameParser, Parse};
+pub use protocol::{Handler, Next, Parser};
 pub use serial::{LineState, SerialLink};
 pub use store::{KeyValueStore, Limits as StoreLimits, Shared, Store, StoreError, WhenFull};
 

@@ -45,7 +45,11 @@ pub trait Parser {
     /// `Complete(request)` (the consumed bytes end with that request; push
     /// the rest again for the next one) or `Partial` (all of `input` was
     /// consumed). After an error every later push returns the same error.
-    fn push<'a, B>(&mut self, input: &'a [u8], buf: &'a mut B) -> Result<(usize, Parse<Self::Request<'a>>), Self::Error>
+    fn push<'a, B>(
+        &mut self,
+        input: &'a [u8],
+        buf: &'a mut B,
+    ) -> Result<(usize, Parse<Self::Request<'a>>), Self::Error>
     where
         B: PayloadBuffer + ?Sized;
 
@@ -78,8 +82,12 @@ pub trait Handler<P: Parser = crate::FrameParser> {
     /// clock, which the store's expiry compares with), by appending its
     /// whole response to `out`, or nothing if `out` has no room. A protocol
     /// may answer some requests with nothing (a memcached `noreply`).
-    fn request<O: Output + ?Sized>(&mut self, request: P::Request<'_>, now: u64, out: &mut O)
-    -> Result<Next, OutputFull>;
+    fn request<O: Output + ?Sized>(
+        &mut self,
+        request: P::Request<'_>,
+        now: u64,
+        out: &mut O,
+    ) -> Result<Next, OutputFull>;
 
     /// Appends the answer that tells the client why the connection closes:
     /// its byte stream broke.

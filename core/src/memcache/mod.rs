@@ -26,7 +26,6 @@
 use crate::buffer::PayloadBuffer;
 use crate::protocol::{Parse, Parser};
 
-
 /// Longest command line, its `\r\n` included (a `get` of 250 keys of 250
 /// bytes fits).
 pub const MAX_LINE_LEN: usize = 64 * 1024;
@@ -109,10 +108,9 @@ impl<'a> Iterator for Tokens<'a> {
     }
 }
 
-/// Where a storage command's line says the data length is: `set k f e
-/// <bytes>` (and add, replace, append, prepend, cas) or `ms k <bytes>`.
-fn length_token(line: &[u8]) -> Option<usize> {
-    let name = Tokens { rest: line }.next()?;
+/// Which token of a storage command's line is the data length: `set k f
+/// e <bytes>` (and add, replace, append, prepend, cas) or `ms k <bytes>`.
+fn length_token(name: &[u8]) -> Option<usize> {
     match name {
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => Some(4),
         b"ms" => Some(2),
@@ -125,7 +123,7 @@ fn length_token(line: &[u8]) -> Option<usize> {
 fn declared_len(line: &[u8]) -> Option<Option<u64>> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let at = length_token(line)?;
+    let at = length_token(Tokens { rest: line }.next()?)?;
     let token = Tokens { rest: line }.nth(at);
     Some(token.and_then(parse_u64).filter(|&n| n <= i32::MAX as u64 - 2))
 }
@@ -206,21 +204,25 @@ impl RequestParser {
 
     /// Walks `input` from the current state: how far it took it, the
     /// state following. `kept` is the part of the line read before.
-    fn scan(&mut self, input: &[u8], kept: &[u8]) -> Result<(usize, Scan), McError> {
+    fn scan(&mut self, input: &[u8], kept: &[u8], room: usize) -> Result<(usize, Scan), McError> {
         let mut i = 0;
+        let line_bound = MAX_LINE_LEN.min(room);
         loop {
             match self.state {
                 State::Failed(e) => return Err(e),
                 State::Line => match input[i..].iter().position(|&b| b == b'\n') {
                     Some(at) => {
                         let end = i + at + 1;
-                        if self.have + end > MAX_LINE_LEN {
+                        if self.have + end > line_bound {
                             return Err(self.fail(McError::LineTooLong));
                         }
                         let line_len = self.have + end;
                         // The line: what was kept, then this slice's part.
-                        let declared =
-                            if kept.is_empty() { declared_len(&input[..end]) } else { declared_split(kept, &input[..end]) };
+                        let declared = if kept.is_empty() {
+                            declared_len(&input[..end])
+                        } else {
+                            declared_split(kept, &input[..end])
+                        };
                         i = end;
                         match declared {
                             None => return Ok((i, Scan::Done(i))),
@@ -228,14 +230,17 @@ impl RequestParser {
                                 self.bad_length = true;
                                 return Ok((i, Scan::Done(i)));
                             }
-                            Some(Some(n)) if n as usize > self.max_value_len => {
+                            // Too long for the store, or for the buffer it would be kept in.
+                            Some(Some(n))
+                                if n > self.max_value_len as u64 || (line_len as u64 + n + 2) > room as u64 =>
+                            {
                                 self.state = State::Swallow { line: line_len, left: n + 2, declared: n };
                             }
                             Some(Some(n)) => self.state = State::Data { line: line_len, left: n + 2 },
                         }
                     }
                     None => {
-                        if self.have + input.len() > MAX_LINE_LEN {
+                        if self.have + input.len() > line_bound {
                             return Err(self.fail(McError::LineTooLong));
                         }
                         return Ok((input.len(), Scan::More));
@@ -301,13 +306,20 @@ impl RequestParser {
 /// assembling it (the length token is within the first tokens; a key is
 /// at most 250 bytes, but the line may hold anything).
 fn declared_split(kept: &[u8], tail: &[u8]) -> Option<Option<u64>> {
-    // Tokens may straddle the split: walk both parts as one sequence.
-    let bytes = kept.iter().chain(tail.iter()).copied();
+    // The line without its `\n` and one `\r` before it, as `declared_len` reads it.
+    let total = kept.len() + tail.len();
+    let byte = |i: usize| if i < kept.len() { kept[i] } else { tail[i - kept.len()] };
+    let mut len = total.saturating_sub(1);
+    if len > 0 && byte(len - 1) == b'\r' {
+        len -= 1;
+    }
+    // Tokens may straddle the split: walk the line as one sequence, keeping
+    // the first five tokens (a long one only as "long": no length token is).
     let mut tokens: [([u8; 24], usize, bool); 5] = [([0; 24], 0, false); 5];
     let mut n = 0;
     let mut in_token = false;
-    for b in bytes {
-        if b == b' ' || b == b'\r' || b == b'\n' {
+    for b in (0..len).map(byte) {
+        if b == b' ' {
             if in_token {
                 n += 1;
                 in_token = false;
@@ -326,17 +338,12 @@ fn declared_split(kept: &[u8], tail: &[u8]) -> Option<Option<u64>> {
             *long = true;
         }
     }
+    let count = n + usize::from(in_token);
     let token = |k: usize| -> Option<&[u8]> {
         let (buf, len, long) = &tokens[k];
-        (k < n || (k == n && in_token)).then_some(if *long { &b"x"[..] } else { &buf[..*len] })
+        (k < count).then_some(if *long { &b"long"[..] } else { &buf[..*len] })
     };
-    let name = token(0)?;
-    let at = match name {
-        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => 4,
-        b"ms" => 2,
-        _ => return None,
-    };
-    // A long key is stored as "x" above; only the length token's digits matter.
+    let at = length_token(token(0)?)?;
     Some(token(at).and_then(parse_u64).filter(|&n| n <= i32::MAX as u64 - 2))
 }
 
@@ -348,6 +355,13 @@ impl Parser for RequestParser {
     where
         B: PayloadBuffer + ?Sized,
     {
+        if input.is_empty() {
+            return match self.state {
+                State::Failed(e) => Err(e),
+                _ => Ok((0, Parse::Partial)),
+            };
+        }
+        let room = buf.max_payload();
         // The line kept so far (empty when nothing is buffered).
         let (used, scan) = {
             let kept: &[u8] = if self.buffered && self.state == State::Line {
@@ -355,7 +369,7 @@ impl Parser for RequestParser {
             } else {
                 &[]
             };
-            self.scan(input, kept)?
+            self.scan(input, kept, room)?
         };
         let swallowing = matches!(self.state, State::Swallow { .. });
         if let (false, Scan::Done(end)) = (self.buffered, &scan) {
@@ -374,9 +388,6 @@ impl Parser for RequestParser {
         };
         let before = self.have;
         self.have += keep;
-        if self.have > buf.max_payload() {
-            return Err(self.fail(McError::LineTooLong));
-        }
         if keep > 0 || !self.buffered {
             let Some(dst) = buf.payload(self.have) else {
                 return Err(self.fail(McError::LineTooLong));
@@ -469,7 +480,8 @@ mod test {
 
     #[test]
     fn lines_and_data_blocks_however_split() {
-        let input: &[u8] = b"get a b\r\nset k 5 0 4\r\nv\r\nx\r\nmn\nms key 2 T9\r\nhi\r\nset bad 0 0 -1\r\nsplit me\r\n";
+        let input: &[u8] =
+            b"get a b\r\nset k 5 0 4\r\nv\r\nx\r\nmn\nms key 2 T9\r\nhi\r\nset bad 0 0 -1\r\nsplit me\r\n";
         let want = vec![
             line(b"get a b"),
             (b"set k 5 0 4".to_vec(), Some(b"v\r\nx".to_vec()), None, false),

@@ -196,10 +196,12 @@ impl Number {
         if self.cr {
             return if byte == b'\n' { Ok(Digit::Done) } else { Err(RespError::ExpectedCrlf) };
         }
+        // As Redis's string2ll: no leading zero, no "-0".
+        let leading_zero = self.digits == 1 && self.value == 0;
         match byte {
-            b'\r' if self.digits > 0 => self.cr = true,
+            b'\r' if self.digits > 0 && !(self.negative && self.value == 0) => self.cr = true,
             b'-' if self.digits == 0 && !self.negative => self.negative = true,
-            b'0'..=b'9' if self.digits < MAX_NUMBER_DIGITS => {
+            b'0'..=b'9' if self.digits < MAX_NUMBER_DIGITS && !leading_zero => {
                 self.value = self.value.saturating_mul(10).saturating_add(u64::from(byte - b'0'));
                 self.digits += 1;
             }
@@ -287,20 +289,19 @@ impl RequestParser {
                         self.state = State::Inline;
                     }
                 }
-                State::Inline => match input[i..].iter().position(|&b| b == b'\n') {
-                    Some(at) => {
-                        if self.have + at + 1 > MAX_INLINE_LEN {
-                            return Err(self.fail(RespError::TooBigInline));
-                        }
-                        return Ok(Scan::Done(i + at + 1));
+                State::Inline => {
+                    // Bounded by whichever is lower: Redis's inline bound, or the request limit.
+                    let (bound, error) = if MAX_INLINE_LEN <= limit {
+                        (MAX_INLINE_LEN, RespError::TooBigInline)
+                    } else {
+                        (limit, RespError::TooBig)
+                    };
+                    match input[i..].iter().position(|&b| b == b'\n') {
+                        Some(at) if self.have + i + at < bound => return Ok(Scan::Done(i + at + 1)),
+                        None if self.have + input.len() <= bound => i = input.len(),
+                        _ => return Err(self.fail(error)),
                     }
-                    None => {
-                        if self.have + input.len() > MAX_INLINE_LEN {
-                            return Err(self.fail(RespError::TooBigInline));
-                        }
-                        i = input.len();
-                    }
-                },
+                }
                 State::Count(count) => {
                     match count.take(input[i]) {
                         Ok(Digit::More) => {}
@@ -311,7 +312,8 @@ impl RequestParser {
                         }
                         Ok(Digit::Done) if count.value <= MAX_ARGS => {
                             self.argc = count.value;
-                            self.state = State::BulkHead { dollar: false, len: Number::default(), args_left: count.value };
+                            self.state =
+                                State::BulkHead { dollar: false, len: Number::default(), args_left: count.value };
                         }
                         Ok(_) => return Err(self.fail(RespError::InvalidMultibulkLength)),
                         Err(e) => return Err(self.fail(e)),
@@ -383,6 +385,12 @@ impl Parser for RequestParser {
     where
         B: PayloadBuffer + ?Sized,
     {
+        if input.is_empty() {
+            return match self.state {
+                State::Failed(e) => Err(e),
+                _ => Ok((0, Parse::Partial)),
+            };
+        }
         let limit = self.max_request_len.min(buf.max_payload());
         let mut pos = 0;
         loop {
@@ -497,7 +505,8 @@ mod test {
 
     #[test]
     fn multibulk_and_inline_commands_however_split() {
-        let input = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nSET k v\r\n\r\n*0\r\n*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$0\r\n\r\nPING\n";
+        let input =
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nSET k v\r\n\r\n*0\r\n*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$0\r\n\r\nPING\n";
         let want = vec![
             words(&[b"GET", b"k"]),
             words(&[b"SET", b"k", b"v"]),
@@ -534,6 +543,9 @@ mod test {
             (b"*x\r\n", RespError::InvalidMultibulkLength),
             (b"*2000000\r\n", RespError::InvalidMultibulkLength),
             (b"*1\r\n$-1\r\n", RespError::InvalidBulkLength),
+            (b"*1\r\n$-0\r\n", RespError::InvalidBulkLength),
+            (b"*1\r\n$01\r\n", RespError::InvalidBulkLength),
+            (b"*01\r\n", RespError::InvalidMultibulkLength),
             (b"*1\r\n$abc\r\n", RespError::InvalidBulkLength),
             (b"*1\r\n$2000\r\n", RespError::InvalidBulkLength),
             (b"*1\r\n:3\r\n", RespError::ExpectedBulk(b':')),
