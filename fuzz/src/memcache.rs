@@ -112,7 +112,7 @@ pub fn check(data: &[u8]) {
     let sizes = c.bytes(n);
     let stream = c.rest();
     for chunks in [Chunks::new(sizes), Chunks::whole()] {
-        if kind % 2 == 0 {
+        if kind.is_multiple_of(2) {
             run(stream, max_value, chunks, &mut Vec::new(), usize::MAX);
         } else {
             run(stream, max_value, chunks, &mut vec![0; room][..], room);

@@ -159,7 +159,7 @@ pub fn check(data: &[u8]) {
     let sizes = c.bytes(n);
     let stream = c.rest();
     for chunks in [Chunks::new(sizes), Chunks::whole()] {
-        if kind % 2 == 0 {
+        if kind.is_multiple_of(2) {
             run(stream, max_request_len, chunks, &mut Vec::new(), usize::MAX);
         } else {
             let room = room % (max_request_len + 1);
