@@ -410,7 +410,7 @@ fn cli_answers_a_thousand_piped_commands_in_order_on_one_connection() {
     }
     input.push_str("del k1\ndel k1\nget k1\nrm k1\n");
     expected
-        .push_str("OK\n(nil)\n(nil)\nERR unknown command \"rm\": expected get KEY, put KEY VALUE, del KEY or help.\n");
+        .push_str("OK\n(nil)\n(nil)\nERR unknown command \"rm\": expected get KEY, put KEY VALUE, del KEY, help or quit.\n");
     let run = kvio_with_stdin(&["cli", "--addr", &addr], input.as_bytes());
     assert_eq!(run.code(), Some(1), "the unknown command failed: {}", run.stderr);
     assert_eq!(run.stderr, "kvio cli: 1 of 1004 commands failed.\n");
@@ -514,6 +514,7 @@ fn cli_help_quoting_and_comments() {
          put KEY VALUE    store VALUE under KEY; prints OK, or ERR and the reason\n\
          del KEY          delete KEY; prints OK, or (nil) if it was not there\n\
          help             this list\n\
+         quit, exit       leave (so does Ctrl-D)\n\
          Quote words with spaces as in a shell: put \"a key\" 'a value'. Lines starting with # are skipped.\n\
          OK\na value with spaces\na value with spaces\nOK\nits \"quoted\"\n\
          ERR the line has an unclosed quote.\n"
