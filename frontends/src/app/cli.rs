@@ -399,6 +399,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
         report("serve", e);
         return ExitCode::from(EXIT_FAILURE);
     }
+    // Before the start-up line: a store the machine cannot give would
+    // otherwise abort the process once it says it listens.
+    if let Err(e) = config.check_store(args.flavor, threads) {
+        report("serve", e);
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let run = || -> Result<stats::Stats, String> {
         let addrs = resolve(&args.addr)?;
         if let Err(e) = net::raise_fd_limit() {
