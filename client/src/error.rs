@@ -307,7 +307,7 @@ mod test {
         assert_eq!(errors[9].to_string(), "db1:7878 refused the put of \"k\" (no reason given)");
         assert_eq!(errors.iter().filter(|e| e.is_refusal()).count(), 3);
         assert_eq!(
-            errors[12].to_string(),
+            errors[11].to_string(),
             "not sent to db1:7878: the request for \"k\" is a 9,000,021-byte frame, over the client's limit of \
              1,048,576 bytes (a kvio server's --max-frame-len; raise it with set_max_frame_len if the server's is larger)"
         );
