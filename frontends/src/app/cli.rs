@@ -112,9 +112,10 @@ enum Command {
     },
     /// Print a shell completion script for kvio.
     ///
-    /// bash: `kvio completions bash > ~/.local/share/bash-completion/completions/kvio`;
-    /// zsh: `kvio completions zsh > ~/.zfunc/_kvio` (with `fpath+=~/.zfunc`);
-    /// fish: `kvio completions fish > ~/.config/fish/completions/kvio.fish`.
+    /// bash (with the bash-completion package): `mkdir -p ~/.local/share/bash-completion/completions`, then
+    /// `kvio completions bash > ~/.local/share/bash-completion/completions/kvio`;
+    /// zsh: `mkdir -p ~/.zfunc`, `kvio completions zsh > ~/.zfunc/_kvio` (with `fpath+=~/.zfunc` before compinit in
+    /// ~/.zshrc); fish: `mkdir -p ~/.config/fish/completions`, `kvio completions fish > ~/.config/fish/completions/kvio.fish`.
     Completions {
         /// The shell.
         #[arg(value_enum)]
@@ -122,7 +123,9 @@ enum Command {
     },
     /// Print the man page, kvio(1), in roff.
     ///
-    /// `kvio man > ~/.local/share/man/man1/kvio.1`, then `man kvio`; or read it at once with `kvio man | man -l -`.
+    /// `mkdir -p ~/.cargo/share/man/man1`, `kvio man > ~/.cargo/share/man/man1/kvio.1`, then `man kvio` (man looks in
+    /// ../share/man beside each directory on PATH, and cargo installs kvio in ~/.cargo/bin); or read it at once with
+    /// `kvio man | man -l -`.
     Man,
 }
 
