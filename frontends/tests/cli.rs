@@ -688,3 +688,111 @@ fn cli_quit_and_exit_leave_as_the_end_of_input_does() {
     assert_eq!(server.terminate().stopped_counts()[1], 3, "nothing after quit is sent");
 }
 
+/// What a terminal shows, read from a pty's master on a thread of its own.
+struct Screen {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+impl Screen {
+    /// Waits (bounded) until what was shown holds `count` times `text`.
+    fn wait_for(&mut self, text: &str, count: usize) {
+        let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+        while self.seen.matches(text).count() < count {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.chunks.recv_timeout(left) {
+                Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("{text:?} not shown {count} times within {RUN_TIMEOUT:?}; the screen: {:?}", self.seen),
+            }
+        }
+    }
+}
+
+/// A child killed (SIGKILL, by PID) when dropped while still running: a
+/// failed assertion leaves no `kvio cli` behind.
+struct Running(Option<rustix::process::Pid>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+    }
+}
+
+#[test]
+fn cli_at_a_terminal_edits_lines_and_recalls_history() {
+    use std::os::unix::process::CommandExt;
+    let mut server = Server::start(Flavor::Epoll, &[]);
+    let addr = server.addr().to_string();
+    let home = scratch("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let master = rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY).unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new().read(true).write(true).open(name.to_str().unwrap()).unwrap();
+    let mut command = Command::new(KVIO);
+    command
+        .args(["cli", "--addr", &addr])
+        .env_remove("KVIO_ADDR")
+        .env("HOME", &home)
+        .env("TERM", "xterm")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: setsid and ioctl are async-signal-safe; they make the pty the
+    // child's controlling terminal (its /dev/tty), as a terminal emulator does.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 || libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("spawn kvio cli on a pty");
+    drop(command);
+    let mut running = Running(Some(rustix::process::Pid::from_raw(child.id() as i32).unwrap()));
+    let (done, exit) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send({ child }.wait());
+    });
+    let mut keys = std::fs::File::from(master);
+    let mut shown = keys.try_clone().unwrap();
+    let (tx, chunks) = mpsc::channel();
+    // Ends with EIO once the child has exited and the pty's last slave is closed.
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut shown, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = Screen { chunks, seen: String::new() };
+    let mut type_keys = |keys_: &[u8]| keys.write_all(keys_).unwrap();
+
+    screen.wait_for(&format!("kvio {addr}> "), 1);
+    type_keys(b"put greeting hello\r");
+    screen.wait_for("\nOK\r\n", 1);
+    type_keys(b"get greeting\r");
+    screen.wait_for("\nhello\r\n", 1);
+    // Up arrow: the last line again.
+    type_keys(b"\x1b[A\r");
+    screen.wait_for("\nhello\r\n", 2);
+    // A typo mended: Backspace, then the right letter.
+    type_keys(b"get greetinx\x7fg\r");
+    screen.wait_for("\nhello\r\n", 3);
+    type_keys(b"quit\r");
+    let Ok(Ok(status)) = exit.recv_timeout(RUN_TIMEOUT) else {
+        panic!("kvio cli did not leave after quit; the screen: {:?}", screen.seen);
+    };
+    running.0 = None;
+    assert!(status.success(), "{status:?}; the screen: {:?}", screen.seen);
+    let history = std::fs::read_to_string(home.join(".kvio_history")).unwrap_or_default();
+    std::fs::remove_dir_all(&home).unwrap();
+    assert!(history.contains("put greeting hello") && history.contains("get greeting"), "{history:?}");
+    assert_eq!(server.terminate().stopped_counts()[1], 4, "a put and three gets");
+}
+
