@@ -255,7 +255,7 @@ pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(d);
@@ -329,7 +329,10 @@ mod test {
     fn a_long_key_is_cut_to_64_characters_with_its_length() {
         let key = "k".repeat(2000);
         let e = Error::Refused { addr: "db1:7878".into(), key, reason: "key too long".into() };
-        assert_eq!(e.to_string(), format!("db1:7878 refused the put of \"{}…\" (2,000 bytes): key too long", "k".repeat(64)));
+        assert_eq!(
+            e.to_string(),
+            format!("db1:7878 refused the put of \"{}…\" (2,000 bytes): key too long", "k".repeat(64))
+        );
         assert_eq!(shorten("k"), "\"k\"");
         assert_eq!(shorten(&"é".repeat(64)), format!("\"{}\"", "é".repeat(64)));
         assert_eq!(shorten(&"é".repeat(65)), format!("\"{}…\" (130 bytes)", "é".repeat(64)));

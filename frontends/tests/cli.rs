@@ -409,8 +409,9 @@ fn cli_answers_a_thousand_piped_commands_in_order_on_one_connection() {
         });
     }
     input.push_str("del k1\ndel k1\nget k1\nrm k1\n");
-    expected
-        .push_str("OK\n(nil)\n(nil)\nERR unknown command \"rm\": expected get KEY, put KEY VALUE, del KEY, help or quit.\n");
+    expected.push_str(
+        "OK\n(nil)\n(nil)\nERR unknown command \"rm\": expected get KEY, put KEY VALUE, del KEY, help or quit.\n",
+    );
     let run = kvio_with_stdin(&["cli", "--addr", &addr], input.as_bytes());
     assert_eq!(run.code(), Some(1), "the unknown command failed: {}", run.stderr);
     assert_eq!(run.stderr, "kvio cli: 1 of 1004 commands failed.\n");
@@ -620,11 +621,16 @@ fn a_refused_frame_is_reported_as_refused_even_when_the_server_resets() {
         let run = kvio_with_stdin(&["put", "k", "-", "--max-frame-len", "16MiB", "--addr", &addr], &value);
         assert_eq!(run.code(), Some(2), "attempt {attempt}");
         assert!(
-            run.stderr.starts_with(&format!("kvio put: {addr} refused the request as too long (frame length over maximum)")),
+            run.stderr
+                .starts_with(&format!("kvio put: {addr} refused the request as too long (frame length over maximum)")),
             "attempt {attempt}: {}",
             run.stderr
         );
-        assert!(run.stderr.contains("a server with --max-frame-len 16,777,216 bytes (16 MiB) takes values"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("a server with --max-frame-len 16,777,216 bytes (16 MiB) takes values"),
+            "{}",
+            run.stderr
+        );
     }
 }
 
@@ -702,7 +708,9 @@ impl Screen {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.chunks.recv_timeout(left) {
                 Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
-                Err(_) => panic!("{text:?} not shown {count} times within {RUN_TIMEOUT:?}; the screen: {:?}", self.seen),
+                Err(_) => {
+                    panic!("{text:?} not shown {count} times within {RUN_TIMEOUT:?}; the screen: {:?}", self.seen)
+                }
             }
         }
     }
@@ -795,4 +803,3 @@ fn cli_at_a_terminal_edits_lines_and_recalls_history() {
     assert!(history.contains("put greeting hello") && history.contains("get greeting"), "{history:?}");
     assert_eq!(server.terminate().stopped_counts()[1], 4, "a put and three gets");
 }
-

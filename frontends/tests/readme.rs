@@ -246,4 +246,3 @@ fn the_install_lines_work_in_an_empty_home() {
     assert!(page.contains("KVIO SERVE") && page.contains("--store-bytes"), "`man kvio` printed: {page}");
     assert!(parsed.is_ok_and(|s| s.success()), "the completion script at {}", completion.display());
 }
-

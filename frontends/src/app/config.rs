@@ -281,7 +281,10 @@ mod test {
         assert!(e.contains("this machine has ") && e.ends_with("Give a smaller --store-bytes"), "{e}");
         let said = config.store_too_big(StoreAllocError { bytes: 3 << 30 }, Some((24 << 30, 20 << 30)));
         assert!(said.contains("ask for 3,221,225,472 bytes (3 GiB) at start-up; this machine has"), "{said}");
-        assert!(said.contains("has 25,769,803,776 bytes (24 GiB) of memory, 21,474,836,480 bytes (20 GiB) of it"), "{said}");
+        assert!(
+            said.contains("has 25,769,803,776 bytes (24 GiB) of memory, 21,474,836,480 bytes (20 GiB) of it"),
+            "{said}"
+        );
         let (total, available) = machine_memory().expect("/proc/meminfo");
         assert!(total >= available && available > 0);
         // What the defaults ask is had, for every flavor and loop count.

@@ -102,7 +102,8 @@ impl Input {
             .map_err(|e| format!("terminal: {e}"))?
             .build();
         let mut editor = rustyline::DefaultEditor::with_config(config).map_err(|e| format!("terminal: {e}"))?;
-        let history = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".kvio_history"));
+        let history =
+            std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".kvio_history"));
         if let Some(path) = &history {
             // None yet, the first time.
             let _ = editor.load_history(path);

@@ -66,8 +66,12 @@ pub fn host_store(limits: StoreLimits, entries: usize, bytes: usize) -> HostStor
 
 /// [`host_store`], or how much was asked when the memory cannot be had.
 pub fn try_host_store(limits: StoreLimits, entries: usize, bytes: usize) -> Result<HostStore, StoreAllocError> {
-    let (slots, arena) = try_storage(entries, bytes)?;
-    Ok(Store::with_storage(slots, arena, limits))
+    let error = StoreAllocError { bytes: storage_bytes(entries, bytes) };
+    let mut slots = Vec::new();
+    // The store writes every slot at once (Store::with_storage fills them).
+    slots.try_reserve_exact(slots_for(entries)).map_err(|_| error)?;
+    slots.resize(slots_for(entries), Slot::EMPTY);
+    Ok(Store::with_storage(slots.into_boxed_slice(), try_zeroed(bytes).ok_or(error)?, limits))
 }
 
 /// A store's memory could not be allocated: its slot table and arena
@@ -89,16 +93,6 @@ impl std::error::Error for StoreAllocError {}
 /// The bytes a slot table for `entries` and an arena of `bytes` take.
 fn storage_bytes(entries: usize, bytes: usize) -> usize {
     slots_for(entries).saturating_mul(std::mem::size_of::<Slot>()).saturating_add(bytes)
-}
-
-/// A slot table for `entries` and a zeroed arena of `bytes`, or Err.
-fn try_storage(entries: usize, bytes: usize) -> Result<(Box<[Slot]>, Box<[u8]>), StoreAllocError> {
-    let error = StoreAllocError { bytes: storage_bytes(entries, bytes) };
-    let mut slots = Vec::new();
-    // The store writes every slot at once (Store::with_storage fills them).
-    slots.try_reserve_exact(slots_for(entries)).map_err(|_| error)?;
-    slots.resize(slots_for(entries), Slot::EMPTY);
-    Ok((slots.into_boxed_slice(), try_zeroed(bytes).ok_or(error)?))
 }
 
 /// `bytes` zeroed bytes, or `None` if the allocator has none: calloc, as
@@ -221,8 +215,8 @@ impl ShardedStore {
         let all = StoreAllocError { bytes: storage_bytes(entries, bytes).saturating_mul(shards) };
         let shards = (0..shards)
             .map(|_| {
-                let (slots, arena) = try_storage(entries, bytes).map_err(|_| all)?;
-                Ok(Shard(Mutex::new(Store::with_storage(slots, arena, shard_limits).when_full(when_full))))
+                let store = try_host_store(shard_limits, entries, bytes).map_err(|_| all)?;
+                Ok(Shard(Mutex::new(store.when_full(when_full))))
             })
             .collect::<Result<Box<[Shard]>, StoreAllocError>>()?;
         Ok(ShardedStore { shift: 64 - shards.len().trailing_zeros(), shards, limits, used: AtomicU64::new(0) })

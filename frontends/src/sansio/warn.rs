@@ -107,8 +107,9 @@ impl Claimed {
     /// The count the line states, taken off `limited`'s counter.
     fn take(self, limited: &Limited) -> u64 {
         // Saturating: the exit's summary may have taken the count meanwhile.
-        let _ =
-            limited.suppressed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(self.before)));
+        let _ = limited
+            .suppressed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(self.before)));
         self.before
     }
 }
