@@ -91,6 +91,7 @@ mod fmt;
 
 pub mod buffer;
 pub mod connection;
+mod decimal;
 pub mod frame;
 pub mod memcache;
 pub mod protocol;

@@ -6,6 +6,7 @@
 use crate::buffer::{Output, OutputFull};
 
 use super::RespError;
+pub(crate) use crate::decimal::Decimal;
 
 const CRLF: &[u8; 2] = b"\r\n";
 
@@ -19,33 +20,6 @@ fn write(out: &mut (impl Output + ?Sized), pieces: &[&[u8]]) -> Result<(), Outpu
         dst = tail;
     }
     Ok(())
-}
-
-/// A decimal number, formatted without allocation.
-pub(crate) struct Decimal {
-    bytes: [u8; 20],
-    start: usize,
-}
-
-impl Decimal {
-    pub(crate) fn new(n: u64) -> Decimal {
-        let mut bytes = [0u8; 20];
-        let mut start = bytes.len();
-        let mut n = n;
-        loop {
-            start -= 1;
-            bytes[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        Decimal { bytes, start }
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.bytes[self.start..]
-    }
 }
 
 /// `+<text>\r\n` (the text must not hold `\r` or `\n`).
