@@ -3,15 +3,17 @@
 //! puts by outcome into the loop's [`Counters`], keeps the store's fill and
 //! eviction count ([`StoreFill`]) readable by the metrics thread, and logs
 //! puts refused because the store is full (rate-limited). One uncontended
-//! atomic add per request, and a store to the fill only when a put or a
-//! delete changed it.
+//! atomic add per request; after a put that stored or a delete that
+//! removed, the store's figures are read (a few fields of a plain store,
+//! two atomic loads of a sharded one: no shard lock beyond the put's own)
+//! and written to the fill only where they moved.
 //!
 //! What it does not own: the store's rules ([`kvio_core::store`],
 //! [`crate::host::sharded`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kvio_core::{KeyValueStore, StoreError};
+use kvio_core::{KeyValueStore, StoreError, WhenFull};
 
 use crate::host::sharded::{HostStore, ShardedStore};
 use crate::sansio::stats::{Counters, PutOutcome};
@@ -56,15 +58,23 @@ impl StoreFill {
     }
 }
 
-/// A store that can say how full it is, cheaply.
+/// A store that can say how full it is, cheaply: no lock beyond what the
+/// caller holds (a sharded store's figures are atomics).
 pub trait Fill {
     /// Its figures now.
     fn fill(&self) -> Filled;
+
+    /// What it does when full (read once, when [`Observed`] wraps it).
+    fn when_full(&self) -> WhenFull;
 }
 
 impl Fill for HostStore {
     fn fill(&self) -> Filled {
         Filled { entries: self.len() as u64, bytes: self.bytes_used() as u64, evictions: self.evictions() }
+    }
+
+    fn when_full(&self) -> WhenFull {
+        self.policy()
     }
 }
 
@@ -72,17 +82,39 @@ impl Fill for ShardedStore {
     fn fill(&self) -> Filled {
         Filled { entries: self.len() as u64, bytes: self.bytes_used() as u64, evictions: self.evictions() }
     }
+
+    fn when_full(&self) -> WhenFull {
+        self.policy()
+    }
 }
 
 impl<T: Fill + ?Sized> Fill for &T {
     fn fill(&self) -> Filled {
         (**self).fill()
     }
+
+    fn when_full(&self) -> WhenFull {
+        (**self).when_full()
+    }
 }
 
 impl<T: Fill + ?Sized> Fill for &mut T {
     fn fill(&self) -> Filled {
         (**self).fill()
+    }
+
+    fn when_full(&self) -> WhenFull {
+        (**self).when_full()
+    }
+}
+
+/// The warning for a put refused as [`StoreError::Full`]: a refusing store
+/// is out of entries or bytes; an evicting one refuses only an entry it
+/// could not hold even empty, so "evict instead" would be wrong advice.
+pub fn full_warning(when_full: WhenFull) -> &'static str {
+    match when_full {
+        WhenFull::Refuse => "refusing puts: store full (--when-full evict makes room instead)",
+        WhenFull::Evict => "refusing a put: the entry is larger than the whole store can hold (--store-bytes)",
     }
 }
 
@@ -92,13 +124,16 @@ pub struct Observed<'a, S> {
     store: S,
     counters: &'a Counters,
     fill: &'a StoreFill,
+    /// [`full_warning`] for this store's policy.
+    full_warning: &'static str,
 }
 
 impl<'a, S: KeyValueStore + Fill> Observed<'a, S> {
     /// Wraps `store`.
     pub fn new(store: S, counters: &'a Counters, fill: &'a StoreFill) -> Self {
         fill.set(store.fill());
-        Observed { store, counters, fill }
+        let full_warning = full_warning(store.when_full());
+        Observed { store, counters, fill, full_warning }
     }
 }
 
@@ -112,7 +147,7 @@ impl<S: KeyValueStore + Fill> KeyValueStore for Observed<'_, S> {
             }
             Err(StoreError::KeyTooLong | StoreError::ValueTooLong) => PutOutcome::TooBig,
             Err(StoreError::Full) => {
-                warn::STORE_FULL.warn(format_args!("refusing puts: store full (--when-full evict makes room instead)"));
+                warn::STORE_FULL.warn(format_args!("{}", self.full_warning));
                 PutOutcome::StoreFull
             }
             Err(_) => PutOutcome::Other,
@@ -164,6 +199,36 @@ mod test {
         assert_eq!((figures.delete_hits, figures.delete_misses), (1, 1));
         assert_eq!(figures.puts, [2, 1, 1, 0], "stored, too big, store full, other");
         assert_eq!(fill.get(), Filled { entries: 1, bytes: 12 + 2, evictions: 0 });
+    }
+
+    /// Issue 27: the figures read after each put used to lock every shard
+    /// (8 a loop); a get, a put or a delete takes its key's shard lock and
+    /// no other, whatever the policy.
+    #[test]
+    fn each_operation_on_a_sharded_store_takes_one_shard_lock() {
+        use crate::host::sharded::ShardedStore;
+        for when_full in [kvio_core::WhenFull::Refuse, kvio_core::WhenFull::Evict] {
+            let limits = kvio_core::StoreLimits::for_frame(1024, 256, 1 << 12);
+            let store = ShardedStore::with_policy(limits, 16, when_full);
+            let (counters, fill) = (Counters::default(), StoreFill::default());
+            let mut observed = Observed::new(&store, &counters, &fill);
+            for i in 0..300u32 {
+                let key = i.to_le_bytes();
+                let value = vec![b'v'; i as usize % 40];
+                let locks = store.locks_taken();
+                let _ = observed.put(&key, &value);
+                assert_eq!(store.locks_taken() - locks, 1, "put {i} under {when_full:?}");
+                observed.get(&key, |_| ());
+                assert_eq!(store.locks_taken() - locks, 2, "get {i}");
+                if i % 3 == 0 {
+                    observed.delete(&key);
+                    assert_eq!(store.locks_taken() - locks, 3, "delete {i}");
+                }
+            }
+            let filled = fill.get();
+            assert_eq!((filled.entries, filled.evictions), (store.len() as u64, store.evictions()));
+            assert_eq!(filled.evictions > 0, when_full == kvio_core::WhenFull::Evict, "{filled:?}");
+        }
     }
 
     #[test]

@@ -82,13 +82,28 @@ pub const MIN_ENTRIES_PER_SHARD: usize = 64;
 /// locks do not bounce one line between their cores.
 #[derive(Debug)]
 #[repr(align(128))]
-struct Shard(Mutex<HostStore>);
+struct Shard {
+    store: Mutex<HostStore>,
+    /// Times this shard was locked (tests count the locks an operation takes).
+    #[cfg(test)]
+    locked: AtomicU64,
+}
 
 impl Shard {
+    fn new(store: HostStore) -> Shard {
+        Shard {
+            store: Mutex::new(store),
+            #[cfg(test)]
+            locked: AtomicU64::new(0),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HostStore> {
+        #[cfg(test)]
+        self.locked.fetch_add(1, Ordering::Relaxed);
         // A panic while holding a shard (a connection thread's) leaves the
         // store consistent: its put either had not begun or cannot fail.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -101,6 +116,11 @@ pub struct ShardedStore {
     limits: StoreLimits,
     /// Entries (high 32 bits) and budget bytes (low 32 bits) in use.
     used: AtomicU64,
+    when_full: WhenFull,
+    /// Entries evicted over all shards: added to under the evicting
+    /// shard's lock, so reading it takes no lock (a put's figures must not
+    /// cost a lock per shard: `Observed` reads them after every put).
+    evictions: AtomicU64,
 }
 
 const BYTES_MASK: u64 = u32::MAX as u64;
@@ -160,17 +180,29 @@ impl ShardedStore {
         let shards = (0..shards)
             .map(|_| {
                 // vec![0; n] is calloc: pages nobody writes cost no memory.
-                Shard(Mutex::new(
+                Shard::new(
                     Store::with_storage(
                         vec![Slot::EMPTY; slots_for(entries)].into_boxed_slice(),
                         vec![0u8; bytes].into_boxed_slice(),
                         shard_limits,
                     )
                     .when_full(when_full),
-                ))
+                )
             })
             .collect::<Box<[Shard]>>();
-        ShardedStore { shift: 64 - shards.len().trailing_zeros(), shards, limits, used: AtomicU64::new(0) }
+        ShardedStore {
+            shift: 64 - shards.len().trailing_zeros(),
+            shards,
+            limits,
+            when_full,
+            used: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// What the shards do when full.
+    pub fn policy(&self) -> WhenFull {
+        self.when_full
     }
 
     /// The global limits.
@@ -219,8 +251,13 @@ impl ShardedStore {
         let mut shard = self.shards[self.shard_of(key)].lock();
         if shard.policy() == WhenFull::Evict {
             let before = (shard.len(), shard.bytes_used());
+            let evicted = shard.evictions();
             let put = shard.put(key, value);
             self.follow(before, (shard.len(), shard.bytes_used()));
+            let evicted = shard.evictions() - evicted;
+            if evicted != 0 {
+                self.evictions.fetch_add(evicted, Ordering::Relaxed);
+            }
             return put;
         }
         let old_len = shard.get(key).map(<[u8]>::len);
@@ -267,9 +304,16 @@ impl ShardedStore {
         deleted
     }
 
-    /// Entries evicted over all shards (0 unless evicting).
+    /// Entries evicted over all shards (0 unless evicting). One atomic
+    /// load: no shard is locked.
     pub fn evictions(&self) -> u64 {
-        self.shards.iter().map(|shard| shard.lock().evictions()).sum()
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Locks taken so far, over all shards (tests: an operation takes one).
+    #[cfg(test)]
+    pub(crate) fn locks_taken(&self) -> u64 {
+        self.shards.iter().map(|shard| shard.locked.load(Ordering::Relaxed)).sum()
     }
 
     /// Moves the global count by what a shard holds now against before
@@ -370,6 +414,22 @@ mod test {
         store.put(b"k0", b"updated").unwrap();
         assert_eq!(store.get(b"k0", |v| v.map(<[u8]>::to_vec)), Some(b"updated".to_vec()));
         assert_eq!(store.len(), 40);
+    }
+
+    /// The global eviction count is the sum of the shards' own, kept
+    /// without a lock: reading it locks no shard.
+    #[test]
+    fn evictions_are_counted_over_every_shard_without_locking_them() {
+        let store = ShardedStore::with_policy(limits(64, 1 << 12), 4, WhenFull::Evict);
+        for i in 0..1000 {
+            store.put(format!("k{i}").as_bytes(), b"value").unwrap();
+        }
+        let locks = store.locks_taken();
+        let evictions = store.evictions();
+        assert_eq!(store.locks_taken(), locks, "evictions() locked a shard");
+        let per_shard: u64 = store.shards.iter().map(|shard| shard.lock().evictions()).sum();
+        assert!(evictions > 900, "{evictions}");
+        assert_eq!(evictions, per_shard);
     }
 
     #[test]
