@@ -29,13 +29,29 @@
 //! record at the ring's head; the record it replaces, like a deleted one, is
 //! marked dead. Space comes back at the tail, the oldest record, one record
 //! at a time, only as a put needs it: a dead record is passed over, a live
-//! one is moved to the head (or, under [`WhenFull::Evict`], evicted). So no
-//! put pays for more than a bounded slice of reclaiming: it moves at most
-//! [`MAX_MOVES`] records and [`move_budget`]`(cost)` bytes (log-structured
-//! cleaning, as in Segcache or a log-structured file system, with the
-//! segment shrunk to one record). A refusing store whose tail is packed
-//! with live records beyond that slice falls back to sliding every live
-//! record down in one pass: give such an arena slack beyond its budget.
+//! one is moved to the head (or, under [`WhenFull::Evict`], evicted).
+//! A move may overlap the bytes the record leaves, so it never fails for
+//! want of room (log-structured cleaning, as in Segcache or a
+//! log-structured file system, with the segment shrunk to one record).
+//!
+//! # Bounded work
+//!
+//! No put pays for more than a bounded slice of reclaiming: it moves at
+//! most [`MAX_MOVES`] records and [`move_budget`]`(cost)` bytes, and visits
+//! at most [`visit_budget`]`(cost)` records, dead ones included (a fixed
+//! slice plus three per 12 bytes of its own size). The count that makes
+//! this hold: every record the hand visits, but a move, frees at least 12
+//! contiguous bytes (a record is at least its 12-byte header), so after
+//! its moves and twice `cost / 12` other visits the hand has made room for
+//! any record. Many updates of one key leave a long run of dead records;
+//! a put that needs room passes only as many as it needs, and a put that
+//! needs budget (an evicting store over its entry or byte limit) does not
+//! walk the run to its end: see below.
+//!
+//! A refusing store whose tail is packed with live records beyond the
+//! slice falls back to sliding every live record down in one pass
+//! ([`Store::compactions`]): give such an arena slack beyond its budget.
+//! An evicting store never compacts.
 //!
 //! # When full
 //!
@@ -45,13 +61,32 @@
 //!
 //! [`WhenFull::Evict`]: the tail is also a CLOCK hand. A get or a put marks
 //! its record used (one bit in `meta`); a new entry starts unmarked. When a
-//! put needs room, the live record at the tail is given a second chance if
-//! it is marked (moved to the head, mark cleared) and evicted if not. CLOCK
-//! rather than sampled LRU because the hand is the reclaiming cursor the
-//! ring needs anyway: eviction frees bytes exactly where the next record
-//! goes, with no per-entry timestamp (one bit, in a header already there)
-//! and no random sampling of the table. Evictions are counted
-//! ([`Store::evictions`]).
+//! put is over budget (the entry limit, or the byte budget less 1/16 of the
+//! arena kept for moves), the live record at the tail is given a second
+//! chance if it is marked (moved to the head, mark cleared) and evicted if
+//! not. Within budget, a put that only needs contiguous room moves live
+//! records rather than evict them. CLOCK rather than sampled LRU because
+//! the hand is the reclaiming cursor the ring needs anyway: eviction frees
+//! bytes exactly where the next record goes, with no per-entry timestamp
+//! (one bit, in a header already there) and no random sampling of the
+//! table. Evictions are counted ([`Store::evictions`]).
+//!
+//! Second chance and bounded work meet in two places, and this is what a
+//! put does there:
+//!
+//! - Over budget, when the hand has spent its visits (a long run of dead
+//!   records at the tail) or holds a used record with no move left, the
+//!   victim is taken near the key's slot in the table instead, in place:
+//!   used entries there have their mark cleared and are passed, up to
+//!   [`NEARBY`] a put, and the first unused one is evicted (its record is
+//!   dead where it lies). So a used entry is evicted for budget only after
+//!   a put has spared [`NEARBY`] others.
+//! - Within budget but without contiguous room, once the moves are spent,
+//!   the record at the hand is evicted, used or not: room exists only
+//!   beyond it. No bounded rule can do better: a run at the tail of more
+//!   live, used records than a put may move leaves only a used one to
+//!   evict. This needs more live records in a row at the tail than a put
+//!   may move, with the dead bytes beyond them.
 //!
 //! [`Shared`] wraps any store in a `critical_section::Mutex<RefCell<_>>`
 //! reachable from a `static`: threads or interrupt handlers reach it only
@@ -138,6 +173,37 @@ pub const MAX_MOVES: usize = 16;
 /// its own size, so a large put may give a large record its second chance.
 pub const fn move_budget(cost: usize) -> usize {
     4096 + 2 * cost
+}
+
+/// Records one put may visit for reclaiming, beyond a share of its own
+/// size: see [`visit_budget`].
+pub const MAX_VISITS: usize = 2 * MAX_MOVES + NEARBY;
+
+/// Used entries one put spares (clears the mark of) when it looks for a
+/// victim near its key's slot; see the module docs, "Bounded work".
+pub const NEARBY: usize = 32;
+
+/// Records the hand at the tail may visit for one put of `cost` bytes:
+/// each visit but the [`MAX_MOVES`] moves frees at least 12 bytes, and the
+/// free bytes may lie on both sides of a wrap, hence twice `cost / 12`.
+const fn hand_visits(cost: usize) -> usize {
+    2 * MAX_MOVES + 2 * cost.div_ceil(RECORD_HEADER_LEN)
+}
+
+/// Where a put looks for a victim near its key's slot, and how many used
+/// entries it spared there.
+struct Nearby {
+    at: usize,
+    spared: usize,
+}
+
+/// Most records one put of `cost` budget bytes visits for reclaiming
+/// (dead ones passed over, live ones moved or evicted, neighbours looked
+/// at for a victim): a fixed slice plus three per 12 bytes of its own
+/// size, since a dead record it passes gives back at least 12 bytes.
+/// Only a refusing store's one-pass compaction reads more.
+pub const fn visit_budget(cost: usize) -> usize {
+    MAX_VISITS + 3 * cost.div_ceil(RECORD_HEADER_LEN)
 }
 
 /// The most bytes any single response adds around a key and a value
@@ -387,6 +453,8 @@ pub struct Store<S, A, L = Limits> {
     moved: u64,
     /// One-pass compactions since the store was built.
     compactions: u64,
+    /// Records the reclaiming hand visited since the store was built.
+    visited: u64,
 }
 
 /// A store in arrays with compile-time limits, buildable in a `static`:
@@ -418,6 +486,7 @@ impl<const SLOTS: usize, const BYTES: usize, const MAX_FRAME_LEN: u32> ArrayStor
             evictions: 0,
             moved: 0,
             compactions: 0,
+            visited: 0,
         }
     }
 }
@@ -462,6 +531,7 @@ where
             evictions: 0,
             moved: 0,
             compactions: 0,
+            visited: 0,
         }
     }
 }
@@ -513,6 +583,13 @@ where
     /// down by a compaction) since the store was built.
     pub fn bytes_moved(&self) -> u64 {
         self.moved
+    }
+
+    /// Records visited by reclaiming since the store was built: each
+    /// record the hand passes (dead), moves or evicts counts one, and so
+    /// does each record a compaction reads.
+    pub fn records_visited(&self) -> u64 {
+        self.visited
     }
 
     /// One-pass compactions of the whole arena since the store was built:
@@ -676,7 +753,7 @@ where
         if let Some(old) = found {
             self.forget(i, old);
         }
-        let at = self.make_room(cost, limits);
+        let at = self.make_room(cost, limits, h);
         if found.is_some() || self.evictions != evictions {
             // Backward shifts may have moved the key's place in the table.
             i = self.find(key, h).0;
@@ -704,16 +781,25 @@ where
         limits.byte_budget.min(arena - arena / 16)
     }
 
-    /// Reserves `cost` bytes at the head for a new record, reclaiming at
-    /// the tail first as far as needed: dead records are passed over, live
-    /// ones moved to the head (at most [`MAX_MOVES`] records and
-    /// [`move_budget`] bytes) or, under [`WhenFull::Evict`], evicted
-    /// unless used since the hand last passed. The caller checked the put
-    /// may proceed, so this cannot fail.
-    fn make_room(&mut self, cost: usize, limits: Limits) -> usize {
+    /// Reserves `cost` bytes at the head for a new record of hash `h`,
+    /// reclaiming at the tail first as far as needed. The caller checked
+    /// the put may proceed, so this cannot fail.
+    ///
+    /// The hand at the tail passes dead records, moves live ones to the
+    /// head (at most [`MAX_MOVES`] records and [`move_budget`] bytes) and,
+    /// under [`WhenFull::Evict`], evicts the unused ones while the put is
+    /// over budget. It visits at most `hand_visits(cost)` records: every
+    /// visit but a move frees at least 12 contiguous bytes, so that is
+    /// room enough for the record (module docs, "Bounded work"). Over
+    /// budget with the hand spent, or with a used record at the hand and
+    /// no move left, the victim is taken near the key's slot instead
+    /// ([`Store::evict_nearby`]).
+    fn make_room(&mut self, cost: usize, limits: Limits, h: u32) -> usize {
         let evict = self.when_full == WhenFull::Evict;
         let budget = if evict { self.evict_budget(limits) } else { limits.byte_budget };
-        let (mut moves, mut moved) = (0, 0);
+        let hand_visits = hand_visits(cost);
+        let (mut visits, mut moves, mut moved) = (0, 0, 0);
+        let mut nearby = Nearby { at: h as usize & self.mask(), spared: 0 };
         loop {
             let over = evict && (self.live + cost > budget || self.len >= limits.max_entries);
             if !over && let Some(at) = self.reserve(cost) {
@@ -725,21 +811,64 @@ where
                 continue;
             };
             let meta = read_meta(self.arena.as_ref(), tail.at);
-            if meta == record::DEAD {
-                self.tail += tail.cost();
+            let used = meta != record::DEAD && meta & record::USED != 0;
+            let may_move = moves < MAX_MOVES && moved + tail.cost() <= move_budget(cost);
+            if over && (visits >= hand_visits || (used && !may_move)) {
+                // Budget is what is missing: an unused entry near the key goes.
+                self.evict_nearby(&mut nearby);
                 continue;
             }
-            let second_chance = !evict || !over || meta & record::USED != 0;
-            let may_move = moves < MAX_MOVES && moved + tail.cost() <= move_budget(cost);
-            if second_chance && may_move && self.move_tail(tail, meta) {
+            debug_assert!(visits < hand_visits || !evict, "room is made within the hand's visits");
+            visits += 1;
+            self.visited += 1;
+            if meta == record::DEAD {
+                self.tail += tail.cost();
+            } else if (!over || used) && may_move {
+                // A second chance, or (within budget) keeping the entry.
                 moves += 1;
                 moved += tail.cost();
+                self.move_tail(tail, meta);
             } else if evict {
+                // Over budget and unused; or room is missing and the slice is spent.
                 self.evict_tail(tail, meta);
             } else {
                 // A refusing store whose tail is packed with live records.
                 self.compact();
             }
+        }
+    }
+
+    /// Over budget, with the hand spent or holding a used record it may not
+    /// move: evicts one entry found by walking the slot table from the
+    /// key's home slot, in place (its record turns dead where it lies,
+    /// reclaimed when the tail reaches it). Second chance holds here too: a
+    /// used entry's mark is cleared and it is passed, up to [`NEARBY`] of
+    /// them a put; then the next entry goes whatever its mark. A victim
+    /// near the key rather than the oldest: the fallback samples, as
+    /// Redis's eviction does, where the hand would walk too far.
+    fn evict_nearby(&mut self, nearby: &mut Nearby) {
+        let mask = self.mask();
+        loop {
+            let i = nearby.at;
+            nearby.at = (i + 1) & mask;
+            let slot = self.slots.as_ref()[i];
+            if slot.is_empty() {
+                continue;
+            }
+            self.visited += 1;
+            let at = slot.offset();
+            let meta = read_meta(self.arena.as_ref(), at);
+            if meta & record::USED != 0 && nearby.spared < NEARBY {
+                nearby.spared += 1;
+                write_meta(self.arena.as_mut(), at, meta & !record::USED);
+                continue;
+            }
+            let record = Record::read(self.arena.as_ref(), at);
+            self.forget(i, record);
+            self.evictions += 1;
+            // The backward shift may have moved a later entry into slot i.
+            nearby.at = i;
+            return;
         }
     }
 
@@ -783,20 +912,32 @@ where
         }
     }
 
-    /// Moves the live record at the tail to the head (its used bit
-    /// cleared); false when no room is free for it.
-    fn move_tail(&mut self, tail: Record, meta: u32) -> bool {
+    /// Moves the live record at the tail to the head, its used bit
+    /// cleared. Always possible: the bytes it leaves count as free, so the
+    /// copy may overlap them (when wrapped the head is at or below the
+    /// tail; else it goes after the head or, not fitting there, to the
+    /// arena's start, at or below the tail). A record that lands where it
+    /// lay is not copied.
+    fn move_tail(&mut self, tail: Record, meta: u32) {
         let size = tail.cost();
-        let Some(to) = self.reserve(size) else { return false };
+        let to = if self.wrapped || self.head + size <= self.arena_len() {
+            self.head
+        } else {
+            // Wrap, as reserve does: the records above end where the head is now.
+            (self.end, self.head, self.wrapped) = (self.head, 0, true);
+            0
+        };
+        self.head = to + size;
         let i = (meta & record::SLOT) as usize;
         let arena = self.arena.as_mut();
-        arena.copy_within(tail.at..tail.at + size, to);
+        if to != tail.at {
+            arena.copy_within(tail.at..tail.at + size, to);
+            self.moved += size as u64;
+        }
         write_meta(arena, to, i as u32);
         let slots = self.slots.as_mut();
         slots[i] = Slot::new(slots[i].hash, to);
         self.tail += size;
-        self.moved += size as u64;
-        true
     }
 
     /// Evicts the live record at the tail.
@@ -827,6 +968,7 @@ where
         let arena = self.arena.as_mut();
         let slots = self.slots.as_mut();
         while read < end {
+            self.visited += 1;
             let record = Record::read(arena, read);
             let meta = read_meta(arena, read);
             if meta != record::DEAD {
@@ -1060,8 +1202,9 @@ mod test {
     }
 
     /// The pause bound, in work: whatever the churn, one put moves at most
-    /// [`MAX_MOVES`] records and [`move_budget`] bytes for reclaiming, and
-    /// an evicting store never compacts.
+    /// [`MAX_MOVES`] records and [`move_budget`] bytes for reclaiming,
+    /// visits at most [`visit_budget`] records, and an evicting store
+    /// never compacts.
     #[test]
     fn one_put_moves_a_bounded_slice() {
         let slots = std::vec![Slot::EMPTY; 1 << 12].into_boxed_slice();
@@ -1088,10 +1231,13 @@ mod test {
                 }
                 _ => {
                     let len = [0, 8, 16, 100, 1000, 4000][(r >> 32) as usize % 6];
-                    let before = s.bytes_moved();
+                    let (before, visits) = (s.bytes_moved(), s.records_visited());
                     s.put(&key, &std::vec![r as u8; len]).unwrap();
                     let moved = s.bytes_moved() - before;
-                    assert!(moved as usize <= move_budget(RECORD_HEADER_LEN + 8 + len), "{moved} for {len}");
+                    let visited = s.records_visited() - visits;
+                    let cost = RECORD_HEADER_LEN + 8 + len;
+                    assert!(moved as usize <= move_budget(cost), "{moved} bytes moved for {len}");
+                    assert!(visited as usize <= visit_budget(cost), "{visited} records visited for {len}");
                     worst = worst.max(moved);
                 }
             }
@@ -1100,6 +1246,78 @@ mod test {
         assert_eq!(s.compactions(), 0);
         assert!(s.evictions() > 10_000, "the churn overflowed the store");
         assert!(worst > 0, "second chances were given");
+    }
+
+    /// Issue 27: many updates of one key leave a run of dead records; a
+    /// put that must evict walked all of them to reach a live one. Now a
+    /// put visits at most [`visit_budget`] records, dead ones included.
+    #[test]
+    fn a_put_visits_a_bounded_number_of_records_after_many_updates() {
+        let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+        let arena = std::vec![0u8; 1 << 16].into_boxed_slice();
+        let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 40, 1 << 16)).when_full(WhenFull::Evict);
+        for round in 0..2000usize {
+            s.put(b"x", &[round as u8; 6][..5 + round % 2]).unwrap(); // sizes alternate: a dead record each
+        }
+        for k in 1..40u8 {
+            s.put(&[k], b"v").unwrap();
+        }
+        assert_eq!(s.len(), 40);
+        for k in 100..140u8 {
+            let before = s.records_visited();
+            s.put(&[k], b"v").unwrap(); // over the entry limit: evicts
+            let visited = s.records_visited() - before;
+            assert!(visited as usize <= visit_budget(RECORD_HEADER_LEN + 2), "put {k} visited {visited} records");
+            s.check();
+        }
+        assert_eq!(s.len(), 40);
+        assert_eq!(s.get(&[139]), Some(&b"v"[..]));
+    }
+
+    /// Over budget with a long dead run at the tail, the victim comes from
+    /// near the key's slot, and second chance holds there: the one entry
+    /// not used since goes, every used one stays.
+    #[test]
+    fn a_victim_found_near_the_key_is_the_unused_one() {
+        let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+        let arena = std::vec![0u8; 1 << 16].into_boxed_slice();
+        let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 20, 1 << 16)).when_full(WhenFull::Evict);
+        for round in 0..2000usize {
+            s.put(b"x", &[round as u8; 6][..5 + round % 2]).unwrap();
+        }
+        for k in 1..20u8 {
+            s.put(&[k], b"v").unwrap();
+        }
+        for k in (1..20u8).filter(|&k| k != 7) {
+            assert!(KeyValueStore::get(&mut s, &[k], |v| v.is_some()));
+        }
+        let before = s.records_visited();
+        s.put(b"new", b"v").unwrap();
+        assert!((s.records_visited() - before) as usize <= visit_budget(RECORD_HEADER_LEN + 4));
+        assert_eq!(s.evictions(), 1);
+        assert_eq!(s.get(&[7]), None, "the unused entry went");
+        assert!((1..20u8).filter(|&k| k != 7).all(|k| s.get(&[k]).is_some()), "every used one stayed");
+        assert!(s.get(b"x").is_some() && s.get(b"new").is_some());
+        s.check();
+    }
+
+    /// Issue 27: with too little room at the head to move the record at the
+    /// tail, the store evicted it, used or not, although the put was
+    /// within budget. A move may overlap the space the record leaves, so
+    /// it always can: nothing is evicted while the budget has room and
+    /// dead bytes are within the put's slice.
+    #[test]
+    fn a_used_entry_is_kept_while_the_store_has_budget_for_the_put() {
+        let mut s = ArrayStore::<16, 256, 1024>::new().when_full(WhenFull::Evict); // fills up to 240 bytes
+        for k in [b"a", b"b", b"c", b"e"] {
+            s.put(k, &[k[0]; 47]).unwrap(); // 60 bytes each: 0..240
+        }
+        assert!(s.delete(b"c") && s.delete(b"e")); // 120 bytes live, 16 free at the arena's end
+        assert!(KeyValueStore::get(&mut s, b"a", |v| v.is_some()));
+        s.put(b"d", &[b'd'; 47]).unwrap(); // 180 of 240 bytes: within budget
+        s.check();
+        assert_eq!(s.evictions(), 0, "evicted with the budget not reached");
+        assert_eq!((s.get(b"a"), s.get(b"b")), (Some(&[b'a'; 47][..]), Some(&[b'b'; 47][..])));
     }
 
     #[test]
