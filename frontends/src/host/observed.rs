@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kvio_core::{KeyValueStore, StoreError, WhenFull};
+use kvio_core::{Entry, Expiry, KeyValueStore, Millis, PutOptions, StoreError, WhenFull};
 
 use crate::host::sharded::{HostStore, ShardedStore};
 use crate::sansio::stats::{Counters, PutOutcome};
@@ -137,11 +137,12 @@ impl<'a, S: KeyValueStore + Fill> Observed<'a, S> {
     }
 }
 
-impl<S: KeyValueStore + Fill> KeyValueStore for Observed<'_, S> {
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let result = self.store.put(key, value);
+impl<S: KeyValueStore + Fill> Observed<'_, S> {
+    /// Counts a write (put, concat, incr) by its outcome, warns of a full
+    /// store, and reads the figures if it stored.
+    fn wrote<T>(&mut self, result: &Result<T, StoreError>) {
         let outcome = match result {
-            Ok(()) => {
+            Ok(_) => {
                 self.fill.set(self.store.fill());
                 PutOutcome::Stored
             }
@@ -150,9 +151,20 @@ impl<S: KeyValueStore + Fill> KeyValueStore for Observed<'_, S> {
                 warn::STORE_FULL.warn(format_args!("{}", self.full_warning));
                 PutOutcome::StoreFull
             }
+            // A condition that did not hold, a missing key, not a number.
             Err(_) => PutOutcome::Other,
         };
         self.counters.put(outcome);
+    }
+}
+
+/// kvio frames use `put`, `get` and `delete`, each the inner store's own
+/// (no detour through the options); RESP and memcached the rest. Gets and
+/// touches count as gets, puts, concats and incrs as puts, by outcome.
+impl<S: KeyValueStore + Fill> KeyValueStore for Observed<'_, S> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let result = self.store.put(key, value);
+        self.wrote(&result);
         result
     }
 
@@ -171,6 +183,61 @@ impl<S: KeyValueStore + Fill> KeyValueStore for Observed<'_, S> {
         }
         self.counters.delete(found);
         found
+    }
+
+    fn get_entry<R>(&mut self, key: &[u8], now: Millis, f: impl FnOnce(Option<Entry<'_>>) -> R) -> R {
+        let counters = self.counters;
+        self.store.get_entry(key, now, |entry| {
+            counters.get(entry.is_some());
+            f(entry)
+        })
+    }
+
+    fn put_with<R>(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        opts: PutOptions,
+        now: Millis,
+        old: impl FnOnce(Option<Entry<'_>>) -> R,
+    ) -> (R, Result<u64, StoreError>) {
+        let (answer, result) = self.store.put_with(key, value, opts, now, old);
+        self.wrote(&result);
+        (answer, result)
+    }
+
+    fn delete_at(&mut self, key: &[u8], now: Millis) -> bool {
+        let found = self.store.delete_at(key, now);
+        if found {
+            self.fill.set(self.store.fill());
+        }
+        self.counters.delete(found);
+        found
+    }
+
+    fn touch(&mut self, key: &[u8], expiry: Expiry, now: Millis) -> Option<Option<Millis>> {
+        let had = self.store.touch(key, expiry, now);
+        if had.is_some() {
+            self.fill.set(self.store.fill());
+        }
+        self.counters.get(had.is_some());
+        had
+    }
+
+    fn concat(&mut self, key: &[u8], bytes: &[u8], front: bool, now: Millis) -> Result<u64, StoreError> {
+        let result = self.store.concat(key, bytes, front, now);
+        self.wrote(&result);
+        result
+    }
+
+    fn incr(&mut self, key: &[u8], delta: u64, down: bool, now: Millis) -> Result<u64, StoreError> {
+        let result = self.store.incr(key, delta, down, now);
+        self.wrote(&result);
+        result
+    }
+
+    fn entries(&mut self) -> usize {
+        self.store.entries()
     }
 }
 
@@ -229,6 +296,37 @@ mod test {
             assert_eq!((filled.entries, filled.evictions), (store.len() as u64, store.evictions()));
             assert_eq!(filled.evictions > 0, when_full == kvio_core::WhenFull::Evict, "{filled:?}");
         }
+    }
+
+    /// The operations RESP and memcached add: concat and incr count as
+    /// puts by outcome (a condition that fails or a missing key is
+    /// "other"), touch as a get; the fill follows every write.
+    #[test]
+    fn the_new_operations_are_counted_and_the_fill_follows() {
+        use kvio_core::{Condition, Expiry, PutOptions};
+        let config = Config { store_entries: 8, store_bytes: 1 << 12, ..Config::for_flavor(Flavor::Epoll) };
+        let (counters, fill) = (Counters::default(), StoreFill::default());
+        let sharded = config.sharded_store(1);
+        {
+            let mut store = Observed::new(&sharded, &counters, &fill);
+            let nx = PutOptions { condition: Condition::Absent, ..PutOptions::default() };
+            assert_eq!(store.put_with(b"n", b"41", nx, 1000, |old| old.is_none()), (true, Ok(0)));
+            assert_eq!(store.put_with(b"n", b"0", nx, 1000, |_| ()).1, Err(StoreError::NotStored));
+            assert_eq!(store.incr(b"n", 1, false, 1000), Ok(42));
+            assert_eq!(store.incr(b"absent", 1, false, 1000), Err(StoreError::NotFound));
+            assert_eq!(store.concat(b"n", b"0", false, 1000), Ok(0));
+            assert_eq!(fill.get().bytes, 12 + 1 + 3, "the fill followed the concat");
+            assert_eq!(store.touch(b"n", Expiry::At(2000), 1000), Some(None));
+            assert_eq!(fill.get().bytes, 12 + 8 + 1 + 3, "and the touch that gave it an expiry");
+            assert_eq!(store.touch(b"absent", Expiry::Never, 1000), None);
+            assert_eq!(store.get_entry(b"n", 1999, |e| e.map(|e| e.value.to_vec())), Some(b"420".to_vec()));
+            assert!(!store.delete_at(b"n", 2000), "expired");
+            assert_eq!(store.entries(), 0);
+        }
+        let figures = counters.figures();
+        assert_eq!(figures.puts, [3, 0, 0, 2], "stored, too big, store full, other");
+        assert_eq!((figures.get_hits, figures.get_misses), (2, 1), "touches and the get");
+        assert_eq!((figures.delete_hits, figures.delete_misses), (0, 1));
     }
 
     #[test]
