@@ -27,4 +27,3 @@ impl Decimal {
         &self.bytes[self.start..]
     }
 }
-

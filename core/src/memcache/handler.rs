@@ -295,7 +295,12 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
     }
 
     /// `delete <key> [noreply]` (and memcached's legacy `delete <key> 0`).
-    fn delete<O: Output + ?Sized>(&mut self, mut tokens: Tokens<'_>, now: Millis, out: &mut O) -> Result<(), OutputFull> {
+    fn delete<O: Output + ?Sized>(
+        &mut self,
+        mut tokens: Tokens<'_>,
+        now: Millis,
+        out: &mut O,
+    ) -> Result<(), OutputFull> {
         let key = tokens.next().unwrap_or_default();
         let mut noreply = false;
         for token in tokens {
@@ -348,7 +353,12 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
     }
 
     /// `touch <key> <exptime> [noreply]`.
-    fn touch<O: Output + ?Sized>(&mut self, mut tokens: Tokens<'_>, now: Millis, out: &mut O) -> Result<(), OutputFull> {
+    fn touch<O: Output + ?Sized>(
+        &mut self,
+        mut tokens: Tokens<'_>,
+        now: Millis,
+        out: &mut O,
+    ) -> Result<(), OutputFull> {
         let (key, exptime) = (tokens.next().unwrap_or_default(), tokens.next().and_then(parse_i64));
         let noreply = match tokens.next() {
             None => false,
@@ -364,7 +374,12 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
     }
 
     /// `mg <key> <flag>*`: flags v f t c k s q O T (see docs/protocol.md).
-    fn meta_get<O: Output + ?Sized>(&mut self, mut tokens: Tokens<'_>, now: Millis, out: &mut O) -> Result<(), OutputFull> {
+    fn meta_get<O: Output + ?Sized>(
+        &mut self,
+        mut tokens: Tokens<'_>,
+        now: Millis,
+        out: &mut O,
+    ) -> Result<(), OutputFull> {
         let key = tokens.next().unwrap_or_default();
         if !valid_key(key) {
             return client_error(out, BAD_FORMAT);
@@ -421,7 +436,12 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
     }
 
     /// `ms <key> <datalen> <flag>*`: flags T F C q k O c and M (mode E A P R S).
-    fn meta_set<O: Output + ?Sized>(&mut self, request: &Request<'_>, now: Millis, out: &mut O) -> Result<(), OutputFull> {
+    fn meta_set<O: Output + ?Sized>(
+        &mut self,
+        request: &Request<'_>,
+        now: Millis,
+        out: &mut O,
+    ) -> Result<(), OutputFull> {
         let mut tokens = request.tokens().skip(1);
         let key = tokens.next().unwrap_or_default();
         let _datalen = tokens.next();
@@ -662,8 +682,14 @@ mod test {
         let t = 1_000_000;
         assert_eq!(answers(&mut h, t, "set k 5 0 2\r\nhi\r\nget k nope\r\n"), "STORED\r\nVALUE k 5 2\r\nhi\r\nEND\r\n");
         assert_eq!(answers(&mut h, t, "add k 0 0 1\r\nx\r\nadd n 0 0 1\r\nx\r\n"), "NOT_STORED\r\nSTORED\r\n");
-        assert_eq!(answers(&mut h, t, "replace nope 0 0 1\r\nx\r\nreplace n 1 0 1\r\ny\r\n"), "NOT_STORED\r\nSTORED\r\n");
-        assert_eq!(answers(&mut h, t, "append k 0 0 2\r\n!!\r\nprepend k 0 0 1\r\n<\r\nget k\r\n"), "STORED\r\nSTORED\r\nVALUE k 5 5\r\n<hi!!\r\nEND\r\n");
+        assert_eq!(
+            answers(&mut h, t, "replace nope 0 0 1\r\nx\r\nreplace n 1 0 1\r\ny\r\n"),
+            "NOT_STORED\r\nSTORED\r\n"
+        );
+        assert_eq!(
+            answers(&mut h, t, "append k 0 0 2\r\n!!\r\nprepend k 0 0 1\r\n<\r\nget k\r\n"),
+            "STORED\r\nSTORED\r\nVALUE k 5 5\r\n<hi!!\r\nEND\r\n"
+        );
         assert_eq!(answers(&mut h, t, "append nope 0 0 1\r\nx\r\n"), "NOT_STORED\r\n");
         let gets = answers(&mut h, t, "gets k\r\n");
         let cas: u64 = gets.split_whitespace().nth(4).unwrap().parse().unwrap();
@@ -683,30 +709,54 @@ mod test {
         let t = 1_000_000;
         assert_eq!(answers(&mut h, t, "set k 0 10 1\r\nv\r\nget k\r\n"), "STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
         assert_eq!(answers(&mut h, t + 10_000, "get k\r\n"), "END\r\n");
+        // The store's clock only moves forward.
+        let t = t + 10_000;
         assert_eq!(answers(&mut h, t, "set k 0 -1 1\r\nv\r\nget k\r\n"), "STORED\r\nEND\r\n");
-        assert_eq!(answers(&mut h, t, "set k 0 0 1\r\nv\r\ntouch k 1\r\ntouch nope 1\r\n"), "STORED\r\nTOUCHED\r\nNOT_FOUND\r\n");
+        assert_eq!(
+            answers(&mut h, t, "set k 0 0 1\r\nv\r\ntouch k 1\r\ntouch nope 1\r\n"),
+            "STORED\r\nTOUCHED\r\nNOT_FOUND\r\n"
+        );
         assert_eq!(answers(&mut h, t + 1_000, "get k\r\n"), "END\r\n");
+        let t = t + 1_000;
         assert_eq!(answers(&mut h, t, "set n 0 0 2\r\n10\r\nincr n 5\r\ndecr n 100\r\n"), "STORED\r\n15\r\n0\r\n");
-        assert_eq!(answers(&mut h, t, "incr nope 1\r\nset s 0 0 1\r\nx\r\nincr s 1\r\n"), "NOT_FOUND\r\nSTORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n");
+        assert_eq!(
+            answers(&mut h, t, "incr nope 1\r\nset s 0 0 1\r\nx\r\nincr s 1\r\n"),
+            "NOT_FOUND\r\nSTORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        );
         assert_eq!(answers(&mut h, t, "incr n x\r\n"), "CLIENT_ERROR invalid numeric delta argument\r\n");
         // Absolute Unix times beyond 30 days.
         let at = (t / 1000) + 5;
-        assert_eq!(answers(&mut h, t, &std::format!("set a 0 {} 1\r\nv\r\nmg a t\r\n", at + RELATIVE_EXPIRY_MAX as u64)), "STORED\r\nHD t2592005\r\n");
+        assert_eq!(
+            answers(&mut h, t, &std::format!("set a 0 {} 1\r\nv\r\nmg a t\r\n", at + RELATIVE_EXPIRY_MAX as u64)),
+            "STORED\r\nHD t2592005\r\n"
+        );
     }
 
     #[test]
     fn meta_commands() {
         let mut h = with_cas();
         let t = 1_000_000;
-        assert_eq!(answers(&mut h, t, "ms k 2 T60 F7\r\nhi\r\nmg k v f t s k O42\r\n"), "HD\r\nVA 2 f7 t60 s2 kk O42\r\nhi\r\n");
+        assert_eq!(
+            answers(&mut h, t, "ms k 2 T60 F7\r\nhi\r\nmg k v f t s k O42\r\n"),
+            "HD\r\nVA 2 f7 t60 s2 kk O42\r\nhi\r\n"
+        );
         assert_eq!(answers(&mut h, t, "mg nope v\r\nmg nope v q\r\nmn\r\n"), "EN\r\nMN\r\n");
-        assert_eq!(answers(&mut h, t, "ms k 1 ME\r\nx\r\nms n 1 MR\r\nx\r\nms k 1 q\r\ny\r\nmn\r\n"), "NS\r\nNS\r\nMN\r\n");
+        assert_eq!(
+            answers(&mut h, t, "ms k 1 ME\r\nx\r\nms n 1 MR\r\nx\r\nms k 1 q\r\ny\r\nmn\r\n"),
+            "NS\r\nNS\r\nMN\r\n"
+        );
         let got = answers(&mut h, t, "mg k c\r\n");
         let cas: u64 = got.trim_end()[4..].parse().unwrap();
-        assert_eq!(answers(&mut h, t, &std::format!("ms k 1 C{}\r\nz\r\nms k 1 C{cas} c\r\nz\r\n", cas + 1)), std::format!("EX\r\nHD c{}\r\n", cas + 1));
+        assert_eq!(
+            answers(&mut h, t, &std::format!("ms k 1 C{}\r\nz\r\nms k 1 C{cas} c\r\nz\r\n", cas + 1)),
+            std::format!("EX\r\nHD c{}\r\n", cas + 1)
+        );
         assert_eq!(answers(&mut h, t, "ms k 1 MA\r\n!\r\nmg k v\r\n"), "HD\r\nVA 2\r\nz!\r\n");
         assert_eq!(answers(&mut h, t, "md k\r\nmd k\r\nmd k q\r\nmn\r\n"), "HD\r\nNF\r\nMN\r\n");
-        assert_eq!(answers(&mut h, t, "ma c\r\nma c N0 J10 v\r\nma c D5 v\r\nma c MD D100 v\r\n"), "NF\r\nVA 2\r\n10\r\nVA 2\r\n15\r\nVA 1\r\n0\r\n");
+        assert_eq!(
+            answers(&mut h, t, "ma c\r\nma c N0 J10 v\r\nma c D5 v\r\nma c MD D100 v\r\n"),
+            "NF\r\nVA 2\r\n10\r\nVA 2\r\n15\r\nVA 1\r\n0\r\n"
+        );
         assert_eq!(answers(&mut h, t, "mg k zz\r\n"), "CLIENT_ERROR invalid flag\r\n");
     }
 

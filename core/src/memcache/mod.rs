@@ -26,6 +26,11 @@
 use crate::buffer::PayloadBuffer;
 use crate::protocol::{Parse, Parser};
 
+pub mod handler;
+pub mod reply;
+
+pub use handler::{McHandler, NoStats, Stats};
+
 /// Longest command line, its `\r\n` included (a `get` of 250 keys of 250
 /// bytes fits).
 pub const MAX_LINE_LEN: usize = 64 * 1024;

@@ -136,7 +136,7 @@ impl<S: KeyValueStore, I: Info> Handler<RequestParser> for RespHandler<S, I> {
         let argc = command.argc();
         let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
         if is(b"get") {
-            let [key] = take(&mut args, argc) else { return arity(out, b"get").map(|()| Next::Continue) };
+            let Some([key]) = take(&mut args, argc) else { return arity(out, b"get").map(|()| Next::Continue) };
             self.store.get_entry(key, now, |entry| match entry {
                 Some(entry) => reply::bulk(out, entry.value),
                 None => reply::nil(out),
@@ -179,7 +179,7 @@ impl<S: KeyValueStore, I: Info> Handler<RequestParser> for RespHandler<S, I> {
             }
         } else if is(b"expire") || is(b"pexpire") {
             let (unit, lower): (u64, &'static [u8]) = if is(b"expire") { (1000, b"expire") } else { (1, b"pexpire") };
-            let [key, n] = take(&mut args, argc) else { return arity(out, lower).map(|()| Next::Continue) };
+            let Some([key, n]) = take(&mut args, argc) else { return arity(out, lower).map(|()| Next::Continue) };
             match parse_i64(n) {
                 None => reply::error(out, &[NOT_INTEGER])?,
                 Some(n) => {
@@ -196,7 +196,7 @@ impl<S: KeyValueStore, I: Info> Handler<RequestParser> for RespHandler<S, I> {
             }
         } else if is(b"ttl") || is(b"pttl") {
             let (unit, lower): (u64, &'static [u8]) = if is(b"ttl") { (1000, b"ttl") } else { (1, b"pttl") };
-            let [key] = take(&mut args, argc) else { return arity(out, lower).map(|()| Next::Continue) };
+            let Some([key]) = take(&mut args, argc) else { return arity(out, lower).map(|()| Next::Continue) };
             let ttl = self.store.get_entry(key, now, |entry| match entry {
                 None => -2,
                 Some(entry) => match entry.expires {
@@ -207,7 +207,7 @@ impl<S: KeyValueStore, I: Info> Handler<RequestParser> for RespHandler<S, I> {
             });
             reply::integer(out, ttl)?;
         } else if is(b"persist") {
-            let [key] = take(&mut args, argc) else { return arity(out, b"persist").map(|()| Next::Continue) };
+            let Some([key]) = take(&mut args, argc) else { return arity(out, b"persist").map(|()| Next::Continue) };
             let had = self.store.touch(key, Expiry::Never, now).is_some_and(|old| old.is_some());
             reply::integer(out, i64::from(had))?;
         } else if is(b"dbsize") {
@@ -217,13 +217,13 @@ impl<S: KeyValueStore, I: Info> Handler<RequestParser> for RespHandler<S, I> {
                 reply::integer(out, self.store.entries() as i64)?;
             }
         } else if is(b"echo") {
-            let [message] = take(&mut args, argc) else { return arity(out, b"echo").map(|()| Next::Continue) };
+            let Some([message]) = take(&mut args, argc) else { return arity(out, b"echo").map(|()| Next::Continue) };
             reply::bulk(out, message)?;
         } else if is(b"quit") {
             reply::ok(out)?;
             return Ok(Next::Close);
         } else if is(b"select") {
-            let [db] = take(&mut args, argc) else { return arity(out, b"select").map(|()| Next::Continue) };
+            let Some([db]) = take(&mut args, argc) else { return arity(out, b"select").map(|()| Next::Continue) };
             match parse_i64(db) {
                 Some(0) => reply::ok(out)?,
                 Some(_) => reply::error(out, &[b"ERR DB index is out of range"])?,
@@ -253,9 +253,10 @@ impl<S: KeyValueStore, I: Info> Handler<RequestParser> for RespHandler<S, I> {
                 let total = 1 + header.as_bytes().len() + 2 + len + 2;
                 let dst = out.append(total)?;
                 let (head, rest) = dst.split_at_mut(1 + header.as_bytes().len() + 2);
+                let digits = header.as_bytes().len();
                 head[0] = b'$';
-                head[1..head.len() - 2].copy_from_slice(header.as_bytes());
-                head[head.len() - 2..].copy_from_slice(b"\r\n");
+                head[1..1 + digits].copy_from_slice(header.as_bytes());
+                head[1 + digits..].copy_from_slice(b"\r\n");
                 let mut at = 0;
                 let body_len = rest.len() - 2;
                 self.info.info(section, entries, &mut |piece| {
@@ -361,7 +362,7 @@ impl<S: KeyValueStore, I: Info> RespHandler<S, I> {
     /// refusal leaves the pairs before it stored, and is the reply).
     fn mset<O: Output + ?Sized>(&mut self, command: &Command<'_>, now: Millis, out: &mut O) -> Result<(), OutputFull> {
         let argc = command.argc();
-        if argc < 3 || argc % 2 == 0 {
+        if argc < 3 || argc.is_multiple_of(2) {
             return arity(out, b"mset");
         }
         let mut args = command.args().skip(1);
@@ -486,7 +487,10 @@ mod test {
         assert_eq!(answers(&mut h, t, "PING\r\nping hello\r\nECHO x\r\n"), "+PONG\r\n$5\r\nhello\r\n$1\r\nx\r\n");
         assert_eq!(answers(&mut h, t, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n"), "+OK\r\n");
         assert_eq!(answers(&mut h, t, "GET k\r\nGET nope\r\n"), "$4\r\na\r\nb\r\n$-1\r\n");
-        assert_eq!(answers(&mut h, t, "MSET a 1 b 2\r\nMGET a nope b\r\n"), "+OK\r\n*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n");
+        assert_eq!(
+            answers(&mut h, t, "MSET a 1 b 2\r\nMGET a nope b\r\n"),
+            "+OK\r\n*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n"
+        );
         assert_eq!(answers(&mut h, t, "EXISTS a a nope\r\nDBSIZE\r\n"), ":2\r\n:3\r\n");
         assert_eq!(answers(&mut h, t, "DEL a b nope\r\nDBSIZE\r\n"), ":2\r\n:1\r\n");
         // Binary-safe: any byte in a value.
@@ -498,6 +502,7 @@ mod test {
     #[test]
     fn set_options() {
         let mut h = RespHandler::new(Small::new());
+        // The store's clock only moves forward: each step is at a later time.
         let t = 1_000_000;
         assert_eq!(answers(&mut h, t, "SET k v NX\r\nSET k w NX\r\nGET k\r\n"), "+OK\r\n$-1\r\n$1\r\nv\r\n");
         assert_eq!(answers(&mut h, t, "SET x v XX\r\nSET k w XX GET\r\n"), "$-1\r\n$1\r\nv\r\n");
@@ -505,9 +510,10 @@ mod test {
         assert_eq!(answers(&mut h, t, "SET k v EX 10\r\nTTL k\r\nPTTL k\r\n"), "+OK\r\n:10\r\n:10000\r\n");
         assert_eq!(answers(&mut h, t + 9_400, "TTL k\r\nPTTL k\r\n"), ":1\r\n:600\r\n");
         assert_eq!(answers(&mut h, t + 10_000, "GET k\r\nTTL k\r\n"), "$-1\r\n:-2\r\n");
+        let t = t + 10_000;
         assert_eq!(answers(&mut h, t, "SET k v PX 500\r\nSET k w KEEPTTL\r\nPTTL k\r\n"), "+OK\r\n+OK\r\n:500\r\n");
         assert_eq!(answers(&mut h, t, "SET k v\r\nPTTL k\r\n"), "+OK\r\n:-1\r\n");
-        assert_eq!(answers(&mut h, t, "SET k v PXAT 1000500\r\nPTTL k\r\n"), "+OK\r\n:500\r\n");
+        assert_eq!(answers(&mut h, t, "SET k v PXAT 1010500\r\nPTTL k\r\n"), "+OK\r\n:500\r\n");
         let syntax = "-ERR syntax error\r\n";
         assert_eq!(answers(&mut h, t, "SET k v NX XX\r\n"), syntax);
         assert_eq!(answers(&mut h, t, "SET k v EX 1 PX 1\r\n"), syntax);
@@ -522,10 +528,14 @@ mod test {
     fn expiry_commands() {
         let mut h = RespHandler::new(Small::new());
         let t = 5_000_000;
-        assert_eq!(answers(&mut h, t, "SET k v\r\nEXPIRE k 2\r\nEXPIRE nope 2\r\nTTL k\r\n"), "+OK\r\n:1\r\n:0\r\n:2\r\n");
+        assert_eq!(
+            answers(&mut h, t, "SET k v\r\nEXPIRE k 2\r\nEXPIRE nope 2\r\nTTL k\r\n"),
+            "+OK\r\n:1\r\n:0\r\n:2\r\n"
+        );
         assert_eq!(answers(&mut h, t, "PERSIST k\r\nPERSIST k\r\nTTL k\r\n"), ":1\r\n:0\r\n:-1\r\n");
         assert_eq!(answers(&mut h, t, "PEXPIRE k 100\r\nPTTL k\r\n"), ":1\r\n:100\r\n");
         assert_eq!(answers(&mut h, t + 100, "GET k\r\nEXISTS k\r\n"), "$-1\r\n:0\r\n");
+        let t = t + 100;
         assert_eq!(answers(&mut h, t, "SET k v\r\nEXPIRE k -1\r\nGET k\r\n"), "+OK\r\n:1\r\n$-1\r\n");
         assert_eq!(answers(&mut h, t, "EXPIRE k x\r\n"), "-ERR value is not an integer or out of range\r\n");
     }

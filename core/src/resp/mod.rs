@@ -19,7 +19,10 @@
 use crate::buffer::PayloadBuffer;
 use crate::protocol::{Parse, Parser};
 
+pub mod handler;
 pub mod reply;
+
+pub use handler::{Info, NoInfo, RespHandler};
 
 /// Longest inline command (Redis's `PROTO_INLINE_MAX_SIZE`).
 pub const MAX_INLINE_LEN: usize = 64 * 1024;
