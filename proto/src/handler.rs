@@ -1,6 +1,7 @@
 //! The key/value request handler: docs/protocol.md's table of requests and responses.
 
 use kvio_core::frame::{FrameError, write_frame};
+use kvio_core::store::PutOptions;
 use kvio_core::{Handler, KeyValueStore, Next, Output, OutputFull};
 
 use crate::wire::{self, WireType};
@@ -8,6 +9,10 @@ use crate::{Kind, MessageView, Status};
 
 /// The `value` of the error response to a payload that is not a valid `KeyValueMessage`.
 pub const MALFORMED_REASON: &str = "payload is not a valid KeyValueMessage";
+/// The `value` of the error response to a `Get` of a value that is not
+/// UTF-8 (stored over RESP or memcached, which are binary-safe): a proto3
+/// `string` cannot carry it, so the get is refused, and the key stays.
+pub const NOT_UTF8_REASON: &str = "value is not valid UTF-8; read it over RESP or memcached";
 /// The `value` of the error response to a connection its host evicted:
 /// all connections together held more than the host's client-memory cap,
 /// and this one held the most.
@@ -48,7 +53,7 @@ impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
 
 impl<S: KeyValueStore> KeyValueHandler<S> {
     /// docs/protocol.md's table: one request payload, one response frame.
-    fn answer<O: Output + ?Sized>(&mut self, payload: &[u8], _now: u64, out: &mut O) -> Result<(), OutputFull> {
+    fn answer<O: Output + ?Sized>(&mut self, payload: &[u8], now: u64, out: &mut O) -> Result<(), OutputFull> {
         let Ok(req) = MessageView::decode(payload) else {
             return encode_response(out, b"", MALFORMED_REASON.as_bytes(), Kind::Error, Status::NotOk);
         };
@@ -57,17 +62,24 @@ impl<S: KeyValueStore> KeyValueHandler<S> {
             Kind::PutOrUpdate => {
                 // A refusal says why in `value` (a static string: nothing is
                 // allocated); clients that ignore a put response's `value` are unaffected.
-                match self.store.put(key, req.value.as_bytes()) {
-                    Ok(()) => encode_response(out, b"", b"", Kind::PutOrUpdate, Status::Ok),
+                // The view checked the value is UTF-8 (a proto3 string): the store keeps that.
+                let opts = PutOptions { text: true, ..PutOptions::default() };
+                match self.store.put_with(key, req.value.as_bytes(), opts, now, |_| ()).1 {
+                    Ok(_) => encode_response(out, b"", b"", Kind::PutOrUpdate, Status::Ok),
                     Err(e) => encode_response(out, b"", e.as_str().as_bytes(), Kind::PutOrUpdate, Status::NotOk),
                 }
             }
-            Kind::Get => self.store.get(key, |value| match value {
-                Some(value) => encode_response(out, key, value, Kind::GetResponse, Status::Ok),
+            Kind::Get => self.store.get_entry(key, now, |entry| match entry {
+                // A value stored over RESP or memcached need not be UTF-8,
+                // which a proto3 string must be: refused, not cut or mangled.
+                Some(entry) if !entry.text && core::str::from_utf8(entry.value).is_err() => {
+                    encode_response(out, b"", NOT_UTF8_REASON.as_bytes(), Kind::Error, Status::NotOk)
+                }
+                Some(entry) => encode_response(out, key, entry.value, Kind::GetResponse, Status::Ok),
                 None => encode_response(out, key, b"", Kind::GetResponse, Status::NotOk),
             }),
             Kind::Delete => {
-                let status = if self.store.delete(key) { Status::Ok } else { Status::NotOk };
+                let status = if self.store.delete_at(key, now) { Status::Ok } else { Status::NotOk };
                 encode_response(out, b"", b"", Kind::Delete, status)
             }
             other => encode_response(out, b"", b"", other, Status::NotOk),
@@ -261,6 +273,24 @@ mod test {
         let refused = frame_of(&msg("", "value too long", 3, Status::NotOk));
         assert_eq!(answer(&mut h, &msg("k", &big, 3, Status::Ok)), refused);
         assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "v", 2, Status::Ok)));
+    }
+
+    #[test]
+    fn a_value_stored_as_bytes_is_served_if_it_is_utf8_and_refused_if_not() {
+        let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
+        // Stored over another protocol: the store does not know it is text.
+        h.store().put(b"utf8", "sm\u{f8}rrebr\u{f8}d".as_bytes()).unwrap();
+        h.store().put(b"bytes", b"\xff\x00\xfe").unwrap();
+        let get = |key: &str| msg(key, "", 1, Status::Ok);
+        assert_eq!(answer(&mut h, &get("utf8")), frame_of(&msg("utf8", "sm\u{f8}rrebr\u{f8}d", 2, Status::Ok)));
+        let refused = frame_of(&msg("", NOT_UTF8_REASON, 0, Status::NotOk));
+        assert_eq!(answer(&mut h, &get("bytes")), refused, "an error response, not a miss");
+        assert_eq!(h.store().get(b"bytes", |v| v.map(<[u8]>::len)), Some(3), "the key stays");
+        // The golden frame docs/protocol.md shows.
+        assert_eq!(
+            refused,
+            b"\x41\0\0\0\x12\x38value is not valid UTF-8; read it over RESP or memcached\x20\x01@EOF@".to_vec()
+        );
     }
 
     #[test]
