@@ -28,6 +28,18 @@ pub trait Stats {
     fn stats(&mut self, entries: usize, write: &mut dyn FnMut(&[u8]));
 }
 
+impl<T: Stats + ?Sized> Stats for &mut T {
+    fn stats(&mut self, entries: usize, write: &mut dyn FnMut(&[u8])) {
+        (**self).stats(entries, write)
+    }
+}
+
+impl Stats for crate::resp::NoInfo {
+    fn stats(&mut self, entries: usize, write: &mut dyn FnMut(&[u8])) {
+        NoStats.stats(entries, write)
+    }
+}
+
 /// A host that tells nothing but the item count.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoStats;

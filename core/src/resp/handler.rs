@@ -29,7 +29,14 @@ pub trait Info {
     fn info(&mut self, section: Option<&[u8]>, entries: usize, write: &mut dyn FnMut(&[u8]));
 }
 
-/// A host that tells nothing but the keyspace.
+impl<I: Info + ?Sized> Info for &mut I {
+    fn info(&mut self, section: Option<&[u8]>, entries: usize, write: &mut dyn FnMut(&[u8])) {
+        (**self).info(section, entries, write)
+    }
+}
+
+/// A host that tells nothing but the keyspace (and, to memcached's
+/// `stats`, the item count).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoInfo;
 
