@@ -25,24 +25,10 @@ use std::time::Instant;
 use kvio_core::KeyValueStore;
 use kvio_proto::KeyValueHandler;
 
-use crate::app::config::{Config, Flavor};
 use crate::drivers::pump::{self as driver, READ_CHUNK, TICK};
 use crate::drivers::{Driver, Loop};
 use crate::host::net::{self, Accepted, Listener};
-use crate::host::shutdown::Shutdown;
-use crate::sansio::memory::ClientMemory;
-use crate::sansio::server::{Places, Server, Shared};
-use crate::sansio::stats::{Counters, Stats};
-
-/// Serves until `shutdown` is requested, over its own counters and store.
-pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let (counters, places) = (Counters::default(), Places::default());
-    let memory = ClientMemory::new(config.max_client_memory);
-    let shared = Shared { places: &places, memory: &memory, counters: &counters };
-    let run = Loop { index: 0, limits: config.limits(Flavor::Blocking), shutdown, shared };
-    Blocking::serve_loop(listener, run, config.store())?;
-    Ok(counters.snapshot())
-}
+use crate::sansio::server::Server;
 
 /// The blocking flavor as a [`Driver`]: one loop, one connection at a time.
 #[derive(Debug)]
@@ -50,23 +36,27 @@ pub struct Blocking;
 
 impl Driver for Blocking {
     fn serve_loop<S: KeyValueStore>(mut listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
-        let (shutdown, counters) = (run.shutdown, run.shared.counters);
+        let shutdown = run.shutdown;
         let mut server = Server::new(run.limits, run.shared, KeyValueHandler::new(store));
         let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
         // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
         net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
-        while driver::wait_for_connection(&listener, shutdown)? {
+        while driver::wait_for_connection(&listener, shutdown, server.accepting(), server.poll_timeout())? {
+            let now = Instant::now();
+            server.handle_timeout(now);
+            if !server.accepting() {
+                continue;
+            }
             match listener.accept(false) {
-                Ok(Accepted::Connection(fd, peer)) => {
+                Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
-                    let Ok(handle) = server.accept(peer, Instant::now()) else { continue };
+                    let Ok(handle) = server.accept(peer, now) else { continue };
                     driver::serve_blocking(fd.as_fd(), &mut server, handle, &mut read, shutdown, None);
                     drop(fd);
                     server.release(handle);
                 }
-                Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
-                Ok(Accepted::Nothing) => {}
-                Err(e) => driver::accept_failed(counters, &e),
+                Accepted::Nothing => {}
+                Accepted::Failed(failure) => server.accept_failed(failure, now),
             }
         }
         Ok(())

@@ -22,9 +22,8 @@ use std::io;
 
 use kvio_core::KeyValueStore;
 
+pub use crate::host::loops::Loop;
 use crate::host::net::Listener;
-use crate::host::shutdown::Shutdown;
-use crate::sansio::server::{Limits, Shared};
 
 pub mod blocking;
 pub mod busy_poll;
@@ -32,20 +31,6 @@ pub mod epoll;
 pub mod pump;
 pub mod threaded;
 pub mod uring;
-
-/// What one loop is given: its index, its server's limits, the stop, and
-/// what it shares with the other loops.
-#[derive(Debug, Clone, Copy)]
-pub struct Loop<'a> {
-    /// 0..N.
-    pub index: usize,
-    /// Its server's limits.
-    pub limits: Limits,
-    /// The stop, shared by every loop.
-    pub shutdown: &'a Shutdown,
-    /// Places, client memory, and this loop's counters.
-    pub shared: Shared<'a>,
-}
 
 /// A single-thread IO model: one loop on the calling thread.
 pub trait Driver {
