@@ -70,7 +70,7 @@ use rustix::net::{SendFlags, SocketFlags};
 use rustix_uring::{cqueue, opcode, types};
 
 use self::ring::{BUFFER_GROUP, Op, Ring, Token};
-pub use self::ring::{RECV_BUFFER_LEN, RECV_BUFFERS, Unsupported, probe};
+pub use self::ring::{RECV_BUFFER_LEN, RECV_BUFFERS, REFUSED_OPT_OUT, Unsupported, probe, runs_here};
 use crate::drivers::pump::shut_write_if_asked;
 use crate::drivers::{Driver, Loop};
 use crate::host::net::{self, Accepted, Listener};
