@@ -13,6 +13,9 @@
 //! - Closing after a framing error lingers in this one thread: the next
 //!   client waits for that at most the linger time, unless the closing
 //!   client closes its side first.
+//! - Accept: an accept that gave nothing to serve is the server's to count
+//!   ([`Server::accept_failed`]); while it pauses accepting after one that
+//!   would repeat at once, the thread waits for the pause's end or the stop.
 //! - Stop: the thread waits for a connection in `poll` on the listener and
 //!   the stop's wake-up socket; a connection being served sees the stop
 //!   when a signal interrupts its wait, or within a tick ([`TICK`]), and

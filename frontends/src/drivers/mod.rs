@@ -1,8 +1,14 @@
 //! The drivers: each moves bytes between sockets and the sans-IO
 //! [`Server`](crate::sansio::server::Server) with one IO model, and owns
 //! nothing but its descriptor↔handle map and its syscalls. Every rule
-//! (admission, client memory and eviction, the stop's fan-out, deadlines,
-//! counting) is the server's.
+//! (admission, refusals and the pause after a failed accept, client
+//! memory and eviction, whether a session is read, the stop's fan-out,
+//! deadlines, counting) is the server's: a driver reports what happened
+//! and does what the server says.
+//!
+//! The drivers sit above the host and import it (the listener, the stop,
+//! [`Loop`], which the host's loop runner hands each loop); nothing below
+//! imports a driver.
 //!
 //! - [`busy_poll`], [`epoll`] (readiness) and [`uring`] (completions):
 //!   single-thread loops behind the one [`Driver`] trait, so the
