@@ -31,7 +31,7 @@
 //!   what one frees the next reuses. So the cap is
 //!   passed by at most a frame per CPU, as with one loop per core:
 //!   measured, 200 clients holding 1 MiB partial frames against a 64 MiB
-//!   cap peak at 75 MiB resident (release; 80 MiB in debug), where they
+//!   cap peak at 76-78 MiB resident (release; 82 MiB in debug), where they
 //!   reached 98-153 MiB before.
 //! - Panics: a connection thread that panics is caught at its top
 //!   (`catch_unwind`); its server ends the session as a panic (an error,
