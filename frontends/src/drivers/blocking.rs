@@ -28,7 +28,7 @@ use std::time::Instant;
 use kvio_core::KeyValueStore;
 use kvio_proto::KeyValueHandler;
 
-use crate::drivers::pump::{self as driver, READ_CHUNK, TICK};
+use crate::drivers::pump::{self as driver, READ_CHUNK, TICK, Waited};
 use crate::drivers::{Driver, Loop};
 use crate::host::net::{self, Accepted, Listener};
 use crate::sansio::server::Server;
@@ -44,12 +44,16 @@ impl Driver for Blocking {
         let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
         // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
         net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
-        while driver::wait_for_connection(&listener, shutdown, server.accepting(), server.poll_timeout())? {
-            let now = Instant::now();
-            server.handle_timeout(now);
-            if !server.accepting() {
-                continue;
+        loop {
+            match driver::wait_for_connection(&listener, shutdown, server.accepting(), server.poll_timeout())? {
+                Waited::Connection => {}
+                Waited::Deadline => {
+                    server.handle_timeout(Instant::now());
+                    continue;
+                }
+                Waited::Stop => break,
             }
+            let now = Instant::now();
             match listener.accept(false) {
                 Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.

@@ -269,33 +269,44 @@ fn timespec(d: Duration) -> rustix::event::Timespec {
     rustix::event::Timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ }
 }
 
+/// What ended a [`wait_for_connection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// A connection waits on the listener.
+    Connection,
+    /// The deadline passed (the caller calls its `handle_timeout`).
+    Deadline,
+    /// The stop was requested.
+    Stop,
+}
+
 /// For the flavors that accept on a blocking listener: sleeps in `poll`
-/// until a connection waits, or `until` (the server's next deadline)
-/// passes: true, the caller looks at its deadlines and, if it is
-/// `accepting`, accepts; or until the stop is requested: false. While
-/// not `accepting` (a pause after an accept failed), only `until` and
-/// the stop end the wait.
+/// until a connection waits, `until` (the server's next deadline) passes,
+/// or the stop is requested. While not `accepting` (a pause after an
+/// accept failed), the listener is not looked at.
 pub fn wait_for_connection(
     listener: &Listener,
     shutdown: &Shutdown,
     accepting: bool,
     until: Option<Instant>,
-) -> io::Result<bool> {
+) -> io::Result<Waited> {
     use rustix::event::{PollFd, PollFlags};
     while !shutdown.is_requested() {
         let wait = until.map(|at| at.saturating_duration_since(Instant::now()));
         if wait == Some(Duration::ZERO) {
-            return Ok(true);
+            return Ok(Waited::Deadline);
         }
         let mut fds =
             [PollFd::from_borrowed_fd(shutdown.wake_fd(), PollFlags::IN), PollFd::new(listener, PollFlags::IN)];
         let fds = if accepting { &mut fds[..] } else { &mut fds[..1] };
         match rustix::event::poll(fds, wait.map(timespec).as_ref()) {
-            Ok(0) => return Ok(true),
-            Ok(_) if fds.get(1).is_some_and(|fd| fd.revents().contains(PollFlags::IN)) => return Ok(true),
+            Ok(0) => return Ok(Waited::Deadline),
+            Ok(_) if fds.get(1).is_some_and(|fd| fd.revents().contains(PollFlags::IN)) => {
+                return Ok(Waited::Connection);
+            }
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(false)
+    Ok(Waited::Stop)
 }

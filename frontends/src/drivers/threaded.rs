@@ -65,7 +65,7 @@ use kvio_core::{Handler, KeyValueStore};
 use kvio_proto::KeyValueHandler;
 
 use crate::drivers::Loop;
-use crate::drivers::pump::{self as driver, TICK, Wake};
+use crate::drivers::pump::{self as driver, TICK, Waited, Wake};
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Room, Share};
@@ -326,12 +326,17 @@ where
     // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
     thread::scope(|scope| {
-        while driver::wait_for_connection(&listener, shutdown, listening.is_accepting(), listening.poll_timeout())? {
-            let now = Instant::now();
-            listening.handle_timeout(now);
-            if !listening.is_accepting() {
-                continue;
+        loop {
+            match driver::wait_for_connection(&listener, shutdown, listening.is_accepting(), listening.poll_timeout())?
+            {
+                Waited::Connection => {}
+                Waited::Deadline => {
+                    listening.handle_timeout(Instant::now());
+                    continue;
+                }
+                Waited::Stop => break,
             }
+            let now = Instant::now();
             match listener.accept(false) {
                 Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
