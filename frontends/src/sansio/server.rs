@@ -772,7 +772,10 @@ impl<'a, H: Handler> Server<'a, H> {
             elsewhere.freed();
         }
         let over = memory.is_over_with(self.unpublished);
-        for at in [conn.session.poll_timeout(), conn.look_again].into_iter().flatten() {
+        if let Some(at) = conn.session.poll_timeout() {
+            self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
+        }
+        if let Some(at) = conn.look_again {
             self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
         }
         over
