@@ -27,7 +27,7 @@
 //!   hand-over to its server, which may allocate a whole frame and then
 //!   charges it, is one of at most as many intakes at once as there are
 //!   CPUs (`Intakes`), the server looking at the cap inside it. And the
-//!   threads share one malloc arena per CPU ([`share_malloc_arenas`]), so
+//!   threads share one malloc arena per CPU (`share_malloc_arenas`), so
 //!   what one frees the next reuses. So the cap is
 //!   passed by at most a frame per CPU, as with one loop per core:
 //!   measured, 200 clients holding 1 MiB partial frames against a 64 MiB
