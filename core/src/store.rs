@@ -1461,35 +1461,32 @@ where
         }
         // From here the write cannot fail (but for a concat whose entry is evicted).
         let dropped = (self.evictions, self.expired);
-        let mut concat = None;
+        // The entry being replaced: what making room may count as gone.
+        let mut replaced = (0, 0);
         if let Some(old) = found {
             match value {
                 Value::Bytes(_) => self.forget(i, old),
-                Value::Concat(bytes, front) => {
-                    // Out of the counts, still in the table and the arena.
-                    self.live -= old.cost();
-                    self.len -= 1;
+                Value::Concat(..) => {
+                    // Stays, counted, until its value is copied.
+                    replaced = (1, old.cost());
                     self.mark_used(old.at);
-                    concat = Some((old, bytes, front));
                 }
             }
         }
-        let at = self.make_room(cost, limits, h);
+        let at = self.make_room(cost, limits, h, replaced);
         let value_at = at + record::HEADER_LEN + record::fields_len(fields.opts) + key.len();
-        if let Some((old, bytes, front)) = concat {
+        if let Value::Concat(bytes, front) = value
+            && found.is_some()
+        {
             match self.find(key, h) {
                 (i, Some(moved)) => {
                     let from = moved.key_at() + moved.key_len;
                     let to = value_at + if front { bytes.len() } else { 0 };
-                    let arena = self.arena.as_mut();
-                    arena.copy_within(from..from + moved.value_len, to);
-                    write_meta(arena, moved.at, record::DEAD);
-                    self.empty_slot(i);
+                    self.arena.as_mut().copy_within(from..from + moved.value_len, to);
+                    self.forget(i, moved);
                 }
                 (_, None) => {
-                    // Making room evicted it, and counted it out a second time.
-                    self.live += old.cost();
-                    self.len += 1;
+                    // Making room evicted it: nothing to append to any more.
                     self.write_dead(at, cost);
                     return Err(StoreError::NotStored);
                 }
@@ -1631,8 +1628,9 @@ where
     }
 
     /// Reserves `cost` bytes at the head for a new record of hash `h`,
-    /// reclaiming at the tail first as far as needed. The caller checked
-    /// the put may proceed, so this cannot fail.
+    /// reclaiming at the tail first as far as needed (not counting the
+    /// `replaced` entries and bytes, an entry the write replaces but still
+    /// needs). The caller checked the put may proceed, so this cannot fail.
     ///
     /// The hand at the tail passes dead records, drops expired ones, moves
     /// live ones to the head (at most [`MAX_MOVES`] records and
@@ -1643,14 +1641,17 @@ where
     /// docs, "Bounded work"). Over budget with the hand spent, or with a
     /// used record at the hand and no move left, the victim is taken near
     /// the key's slot instead ([`Store::evict_nearby`]).
-    fn make_room(&mut self, cost: usize, limits: Limits, h: u32) -> usize {
+    fn make_room(&mut self, cost: usize, limits: Limits, h: u32, replaced: (usize, usize)) -> usize {
         let evict = self.when_full == WhenFull::Evict;
         let budget = if evict { self.evict_budget(limits) } else { limits.byte_budget };
         let hand_visits = hand_visits(cost);
         let (mut visits, mut moves, mut moved) = (0, 0, 0);
         let mut nearby = Nearby { at: h as usize & self.mask(), spared: 0 };
         loop {
-            let over = evict && (self.live + cost > budget || self.len >= limits.max_entries);
+            // Less the entry this write replaces, still stored (a concat's):
+            // should it be evicted meanwhile, the write stores nothing.
+            let (len, live) = (self.len.saturating_sub(replaced.0), self.live.saturating_sub(replaced.1));
+            let over = evict && (live + cost > budget || len >= limits.max_entries);
             if !over && let Some(at) = self.reserve(cost) {
                 return at;
             }
@@ -2607,6 +2608,31 @@ mod test {
             let mut want = std::vec![1; 20];
             want.extend_from_slice(b"12345");
             assert_eq!(s.get(b"k"), Some(&want[..]));
+            s.check();
+        }
+
+        /// Found by the fuzzer (`store_model`): an evicting store whose
+        /// room making for a concat evicts the very entry (moves spent on
+        /// the 16 records before it) answers NotStored, leaves the dead
+        /// space it reserved behind, and keeps its counts. It subtracted
+        /// the entry twice, and overflowed when that was the last one.
+        #[test]
+        fn a_concat_whose_entry_is_evicted_to_make_room_stores_nothing() {
+            let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+            let arena = std::vec![0u8; 512].into_boxed_slice();
+            let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 50, 512)).when_full(WhenFull::Evict);
+            for k in 0..16u8 {
+                put(&mut s, &[k], b"", PutOptions::default(), 0).unwrap(); // 13 bytes each: 0..208
+            }
+            // Bigger than the 16 together: subtracted twice, the count went below 0.
+            put(&mut s, b"r", &[7; 230], PutOptions::default(), 0).unwrap(); // 208..451
+            put(&mut s, b"X", &[0; 16], PutOptions::default(), 0).unwrap(); // 451..480, within 15/16
+            assert!(s.delete(b"X"));
+            assert_eq!(s.concat(b"r", &[8; 10], false, 0), Err(StoreError::NotStored));
+            assert_eq!((s.get(b"r"), s.evictions(), s.len()), (None, 1, 16));
+            s.check();
+            assert!((0..16u8).all(|k| s.get(&[k]).is_some()), "the 16 were moved, not evicted");
+            put(&mut s, b"r", b"again", PutOptions::default(), 0).unwrap();
             s.check();
         }
 
