@@ -601,16 +601,26 @@ mod record {
     /// An expiry field that never expires (what clearing in place leaves).
     pub const NEVER: u64 = u64::MAX;
 
-    /// Bytes of the optional fields `opts` says follow the header.
-    #[inline]
+    /// Bytes of the optional fields `opts` says follow the header: a
+    /// table by the three field bits (every lookup computes where the key
+    /// starts, so this is one load, not arithmetic).
+    #[inline(always)]
     pub const fn fields_len(opts: u16) -> usize {
+        const LEN: [u8; 8] = {
+            let mut len = [0u8; 8];
+            let mut bits = 0;
+            while bits < 8 {
+                len[bits] = ((bits & 1) * super::EXPIRY_LEN
+                    + ((bits >> 1) & 1) * super::CAS_LEN
+                    + ((bits >> 2) & 1) * super::FLAGS_LEN) as u8;
+                bits += 1;
+            }
+            len
+        };
         if !super::FIELDS {
             return 0;
         }
-        let o = opts as usize;
-        (o & EXPIRES as usize) * super::EXPIRY_LEN
-            + ((o & CAS as usize) >> 1) * super::CAS_LEN
-            + ((o & FLAGS as usize) >> 2) * super::FLAGS_LEN
+        LEN[(opts & FIELDS) as usize] as usize
     }
 
     /// Where the expiry field is (when `EXPIRES` is set).
@@ -872,7 +882,14 @@ impl Fields {
     #[inline]
     fn write(&self, arena: &mut [u8], at: usize) {
         write_bytes(arena, at + record::OPTS.start, self.opts.to_le_bytes());
-        if !FIELDS {
+        self.write_fields(arena, at);
+    }
+
+    /// Writes the fields (not `opts`) into the record at `at`.
+    #[inline]
+    fn write_fields(&self, arena: &mut [u8], at: usize) {
+        if !FIELDS || self.opts & record::FIELDS == 0 {
+            // A plain record, kvio's every one.
             return;
         }
         if self.opts & record::EXPIRES != 0 {
@@ -1179,7 +1196,13 @@ where
     /// would go. Slots whose 32-bit hash differs are passed over without
     /// reading the arena, so a miss reads no record (but for a 2^-32 chance
     /// per slot probed) and a hit reads one record, once.
-    #[inline]
+    ///
+    /// Inlined where `usize` is 64 bits: returned through memory, its
+    /// record was copied back with loads wider than the stores that wrote
+    /// it, which the CPU cannot forward (a stall on every lookup). On a
+    /// 32-bit device one copy of it is less code.
+    #[cfg_attr(target_pointer_width = "64", inline(always))]
+    #[cfg_attr(not(target_pointer_width = "64"), inline)]
     fn find(&self, key: &[u8], h: u32) -> (usize, Option<Record>) {
         let slots = self.slots.as_ref();
         let arena = self.arena.as_ref();
@@ -1205,7 +1228,9 @@ where
 
     /// [`Store::find`] at the store's now: an expired entry is forgotten
     /// at once (lazy expiry) and reported absent, with its key's slot.
-    #[inline]
+    /// Inlined on 64 bits, as `find` is.
+    #[cfg_attr(target_pointer_width = "64", inline(always))]
+    #[cfg_attr(not(target_pointer_width = "64"), inline)]
     fn lookup(&mut self, key: &[u8], h: u32) -> (usize, Option<Record>) {
         let (i, found) = self.find(key, h);
         match found {
@@ -1359,7 +1384,9 @@ where
     }
 
     /// The rest of a put, once the old entry is known: the value limit, the
-    /// condition, the expiry, then [`Store::write`].
+    /// condition, the expiry, then [`Store::write`]. Inlined: a kvio put's
+    /// options are constants there, and its checks fold away.
+    #[inline(always)]
     fn put_found(
         &mut self,
         key: &[u8],
@@ -1398,8 +1425,38 @@ where
         }
         let cas = self.take_cas();
         let fields = Fields::new(expires, opts.flags, cas, opts.text);
+        if let Some(old) = found
+            && self.write_in_place(old, fields, Value::Bytes(value), value.len())
+        {
+            // The common update, kept off `write`'s call.
+            return Ok(cas);
+        }
         self.write(key, (h, limits, start), (i, found), fields, Value::Bytes(value), value.len())?;
         Ok(cas)
+    }
+
+    /// Writes `fields` and `value` over `old` if the record keeps its
+    /// layout and size (the update of a value by one of the same length);
+    /// false if it does not.
+    #[inline(always)]
+    fn write_in_place(&mut self, old: Record, fields: Fields, value: Value<'_>, value_len: usize) -> bool {
+        if old.value_len != value_len || (old.opts ^ fields.opts) & record::FIELDS != 0 {
+            return false;
+        }
+        let arena = self.arena.as_mut();
+        // The header's line is written only if something in it changes: a
+        // plain update dirties the value's lines alone, as it always did
+        // (a device without the fields writes it: less code, no cache).
+        if !FIELDS || old.opts != fields.opts {
+            write_bytes(arena, old.at + record::OPTS.start, fields.opts.to_le_bytes());
+        }
+        fields.write_fields(arena, old.at);
+        if let Value::Bytes(bytes) = value {
+            let start = old.key_at() + old.key_len;
+            arena[start..start + value_len].copy_from_slice(bytes);
+        }
+        self.mark_used(old.at);
+        true
     }
 
     /// Writes `key`'s entry: `fields` and `value_len` bytes of value from
@@ -1418,16 +1475,8 @@ where
         value_len: usize,
     ) -> Result<(), StoreError> {
         if let Some(old) = found
-            && old.value_len == value_len
-            && (old.opts ^ fields.opts) & record::FIELDS == 0
+            && self.write_in_place(old, fields, value, value_len)
         {
-            let arena = self.arena.as_mut();
-            fields.write(arena, old.at);
-            if let Value::Bytes(bytes) = value {
-                let start = old.key_at() + old.key_len;
-                arena[start..start + value_len].copy_from_slice(bytes);
-            }
-            self.mark_used(old.at);
             return Ok(());
         }
         let cost = record::HEADER_LEN + record::fields_len(fields.opts) + key.len() + value_len;
@@ -1461,35 +1510,32 @@ where
         }
         // From here the write cannot fail (but for a concat whose entry is evicted).
         let dropped = (self.evictions, self.expired);
-        let mut concat = None;
+        // The entry being replaced: what making room may count as gone.
+        let mut replaced = (0, 0);
         if let Some(old) = found {
             match value {
                 Value::Bytes(_) => self.forget(i, old),
-                Value::Concat(bytes, front) => {
-                    // Out of the counts, still in the table and the arena.
-                    self.live -= old.cost();
-                    self.len -= 1;
+                Value::Concat(..) => {
+                    // Stays, counted, until its value is copied.
+                    replaced = (1, old.cost());
                     self.mark_used(old.at);
-                    concat = Some((old, bytes, front));
                 }
             }
         }
-        let at = self.make_room(cost, limits, h);
+        let at = self.make_room(cost, limits, h, replaced);
         let value_at = at + record::HEADER_LEN + record::fields_len(fields.opts) + key.len();
-        if let Some((old, bytes, front)) = concat {
+        if let Value::Concat(bytes, front) = value
+            && found.is_some()
+        {
             match self.find(key, h) {
                 (i, Some(moved)) => {
                     let from = moved.key_at() + moved.key_len;
                     let to = value_at + if front { bytes.len() } else { 0 };
-                    let arena = self.arena.as_mut();
-                    arena.copy_within(from..from + moved.value_len, to);
-                    write_meta(arena, moved.at, record::DEAD);
-                    self.empty_slot(i);
+                    self.arena.as_mut().copy_within(from..from + moved.value_len, to);
+                    self.forget(i, moved);
                 }
                 (_, None) => {
-                    // Making room evicted it, and counted it out a second time.
-                    self.live += old.cost();
-                    self.len += 1;
+                    // Making room evicted it: nothing to append to any more.
                     self.write_dead(at, cost);
                     return Err(StoreError::NotStored);
                 }
@@ -1631,8 +1677,9 @@ where
     }
 
     /// Reserves `cost` bytes at the head for a new record of hash `h`,
-    /// reclaiming at the tail first as far as needed. The caller checked
-    /// the put may proceed, so this cannot fail.
+    /// reclaiming at the tail first as far as needed (not counting the
+    /// `replaced` entries and bytes, an entry the write replaces but still
+    /// needs). The caller checked the put may proceed, so this cannot fail.
     ///
     /// The hand at the tail passes dead records, drops expired ones, moves
     /// live ones to the head (at most [`MAX_MOVES`] records and
@@ -1643,14 +1690,17 @@ where
     /// docs, "Bounded work"). Over budget with the hand spent, or with a
     /// used record at the hand and no move left, the victim is taken near
     /// the key's slot instead ([`Store::evict_nearby`]).
-    fn make_room(&mut self, cost: usize, limits: Limits, h: u32) -> usize {
+    fn make_room(&mut self, cost: usize, limits: Limits, h: u32, replaced: (usize, usize)) -> usize {
         let evict = self.when_full == WhenFull::Evict;
         let budget = if evict { self.evict_budget(limits) } else { limits.byte_budget };
         let hand_visits = hand_visits(cost);
         let (mut visits, mut moves, mut moved) = (0, 0, 0);
         let mut nearby = Nearby { at: h as usize & self.mask(), spared: 0 };
         loop {
-            let over = evict && (self.live + cost > budget || self.len >= limits.max_entries);
+            // Less the entry this write replaces, still stored (a concat's):
+            // should it be evicted meanwhile, the write stores nothing.
+            let (len, live) = (self.len.saturating_sub(replaced.0), self.live.saturating_sub(replaced.1));
+            let over = evict && (live + cost > budget || len >= limits.max_entries);
             if !over && let Some(at) = self.reserve(cost) {
                 return at;
             }
@@ -2607,6 +2657,31 @@ mod test {
             let mut want = std::vec![1; 20];
             want.extend_from_slice(b"12345");
             assert_eq!(s.get(b"k"), Some(&want[..]));
+            s.check();
+        }
+
+        /// Found by the fuzzer (`store_model`): an evicting store whose
+        /// room making for a concat evicts the very entry (moves spent on
+        /// the 16 records before it) answers NotStored, leaves the dead
+        /// space it reserved behind, and keeps its counts. It subtracted
+        /// the entry twice, and overflowed when that was the last one.
+        #[test]
+        fn a_concat_whose_entry_is_evicted_to_make_room_stores_nothing() {
+            let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+            let arena = std::vec![0u8; 512].into_boxed_slice();
+            let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 50, 512)).when_full(WhenFull::Evict);
+            for k in 0..16u8 {
+                put(&mut s, &[k], b"", PutOptions::default(), 0).unwrap(); // 13 bytes each: 0..208
+            }
+            // Bigger than the 16 together: subtracted twice, the count went below 0.
+            put(&mut s, b"r", &[7; 230], PutOptions::default(), 0).unwrap(); // 208..451
+            put(&mut s, b"X", &[0; 16], PutOptions::default(), 0).unwrap(); // 451..480, within 15/16
+            assert!(s.delete(b"X"));
+            assert_eq!(s.concat(b"r", &[8; 10], false, 0), Err(StoreError::NotStored));
+            assert_eq!((s.get(b"r"), s.evictions(), s.len()), (None, 1, 16));
+            s.check();
+            assert!((0..16u8).all(|k| s.get(&[k]).is_some()), "the 16 were moved, not evicted");
+            put(&mut s, b"r", b"again", PutOptions::default(), 0).unwrap();
             s.check();
         }
 

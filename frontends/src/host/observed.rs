@@ -32,7 +32,8 @@ pub struct StoreFill {
 pub struct Filled {
     /// Entries held.
     pub entries: u64,
-    /// Budget bytes used (keys, values, 12 bytes an entry).
+    /// Budget bytes used (keys, values, a 12-byte header an entry, more
+    /// with an expiry, flags or cas).
     pub bytes: u64,
     /// Entries evicted so far to make room (`--when-full evict`).
     pub evictions: u64,
