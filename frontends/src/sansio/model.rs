@@ -35,13 +35,14 @@ use std::time::{Duration, Instant};
 use kvio_core::frame::{FrameParser, Parse, encode_frame};
 use kvio_core::store::Slot;
 use kvio_core::{Store, StoreLimits};
-use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind, MEMORY_LIMIT_REASON};
+use kvio_proto::{KeyValueMessage, Kind, MEMORY_LIMIT_REASON};
 use prost::Message;
 
 use crate::sansio::memory::ClientMemory;
 use crate::sansio::server::{Handle, Limits, Places, Server, Shared};
-use crate::sansio::session::{Framing, Timing};
+use crate::sansio::session::{Clock, Framing, Timing};
 use crate::sansio::stats::{Close, Counters};
+use crate::sansio::wire::{Handlers, Protocol, Protocols};
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 4;
@@ -65,6 +66,7 @@ fn timing() -> Timing {
         linger: 500 * MS,
         linger_bytes: 4096,
         stop_read_budget: 2048,
+        clock: Clock::starting(Instant::now(), 0),
     }
 }
 
@@ -213,7 +215,7 @@ impl Peer {
 
 /// The model: a server, its clients, a fake driver and a fake clock.
 struct Model<'a> {
-    server: Server<'a, KeyValueHandler<ModelStore>>,
+    server: Server<'a, Protocols<ModelStore>>,
     places: &'a Places,
     memory: &'a ClientMemory,
     peers: Vec<Peer>,
@@ -329,7 +331,7 @@ impl Model<'_> {
     }
 
     fn accept(&mut self, late_release: bool) {
-        let Ok(handle) = self.server.accept(None, self.now) else { return };
+        let Ok(handle) = self.server.accept(None, self.now, Protocol::Kvio) else { return };
         let reused = self.peers.iter().any(|p| p.held && p.handle.index() == handle.index());
         assert!(!reused, "handle {handle:?} given out while the driver holds a descriptor in its slot");
         self.peers.push(Peer::new(handle, late_release));
@@ -451,7 +453,7 @@ impl Model<'_> {
 /// evict, and checks the victim rule: every connection it evicted (but
 /// `handle`, whose charge during the call is unseen) held, before, at
 /// least as much as every other connection left unevicted.
-fn evicting<H: kvio_core::Handler>(server: &mut Server<'_, H>, handle: Handle, event: impl FnOnce(&mut Server<'_, H>)) {
+fn evicting<H: Handlers>(server: &mut Server<'_, H>, handle: Handle, event: impl FnOnce(&mut Server<'_, H>)) {
     let before: Vec<(Handle, usize, bool)> = server.charges().collect();
     event(server);
     let evicted_now = |h: Handle| server.charges().any(|(c, _, evicted)| c == h && evicted);
@@ -476,7 +478,7 @@ pub fn run(data: &[u8]) {
     let shared = Shared { places: &places, memory: &memory, counters: &counters };
     let t0 = Instant::now();
     let mut model = Model {
-        server: Server::new(Model::limits(), shared, KeyValueHandler::new(store())),
+        server: Server::new(Model::limits(), shared, Protocols::new(store())),
         places: &places,
         memory: &memory,
         peers: Vec::new(),

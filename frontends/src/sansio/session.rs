@@ -63,7 +63,9 @@ use std::time::{Duration, Instant};
 use std::fmt;
 use std::io;
 
-use kvio_core::{Connection, FrameError, Handler, Outcome, Output, OutputFull};
+use kvio_core::{Outcome, Output, OutputFull};
+
+use crate::sansio::wire::{Handlers, Protocol, ProtocolError, Wire};
 
 /// Longest a lingering close waits for the peer's end of stream. Long
 /// enough for a client to read a few MB of responses still queued and
@@ -84,7 +86,7 @@ pub const FRAME_DEADLINE_IDLE_TIMEOUTS: u32 = 10;
 pub const STOP_READ_BUDGET: usize = 64 * 1024;
 /// The `value` of the error frame sent to a connection evicted because all
 /// connections together hold more than `--max-client-memory` (the
-/// handler's [`Handler::evicted`] writes it).
+/// handler's `Handler::evicted` writes it).
 pub use kvio_proto::MEMORY_LIMIT_REASON;
 /// How long a stopping server keeps trying to deliver responses to
 /// requests it had already received.
@@ -110,6 +112,32 @@ pub struct Timing {
     pub linger_bytes: usize,
     /// How many bytes a stopping session may still read.
     pub stop_read_budget: usize,
+    /// The store's clock (expiry), carried forward from `Instant`s.
+    pub clock: Clock,
+}
+
+/// The store's clock: milliseconds since the Unix epoch, read once when the
+/// server starts and carried forward by the monotonic clock, so the time
+/// the store compares expiries with never goes back (a wall clock set back
+/// would make entries live longer; one set forward, expire early).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    origin: Instant,
+    origin_ms: u64,
+}
+
+impl Clock {
+    /// A clock that reads `origin_ms` at `origin`.
+    pub const fn starting(origin: Instant, origin_ms: u64) -> Clock {
+        Clock { origin, origin_ms }
+    }
+
+    /// Its reading at `now`, in milliseconds.
+    #[inline]
+    pub fn millis(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.origin).as_millis();
+        self.origin_ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
 }
 
 /// The framing limits of a session's connection (docs/protocol.md).
@@ -122,8 +150,9 @@ pub struct Framing {
 }
 
 impl Timing {
-    /// Closes after `idle` without a byte moved; the server's grace and linger; no frame deadline.
-    pub fn new(idle: Option<Duration>) -> Timing {
+    /// Closes after `idle` without a byte moved; the server's grace and
+    /// linger; no frame deadline; expiries on `clock`.
+    pub fn new(idle: Option<Duration>, clock: Clock) -> Timing {
         Timing {
             idle,
             frame: None,
@@ -131,6 +160,7 @@ impl Timing {
             linger: LINGER_TIME,
             linger_bytes: LINGER_BYTES,
             stop_read_budget: STOP_READ_BUDGET,
+            clock,
         }
     }
 
@@ -291,7 +321,7 @@ enum State {
 /// One client connection, apart from its socket. See the [module docs](self).
 #[derive(Debug)]
 pub struct Session {
-    conn: Connection,
+    wire: Wire,
     timing: Timing,
     state: State,
     /// Why it ends, decided when closing begins.
@@ -317,10 +347,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new connection at `now`.
-    pub fn new(framing: Framing, timing: Timing, now: Instant) -> Session {
+    /// A new connection speaking `protocol`, at `now`.
+    pub fn new(framing: Framing, timing: Timing, now: Instant, protocol: Protocol) -> Session {
         Session {
-            conn: Connection::new(framing.max_frame_len, framing.output_limit),
+            wire: Wire::new(protocol, framing),
             timing,
             state: State::Open,
             end: None,
@@ -387,7 +417,7 @@ impl Session {
 
     /// `n` bytes of [`Session::transmit`] were sent at `now`. Input held
     /// back by back-pressure is answered as room frees up.
-    pub fn advance<H: Handler + ?Sized>(&mut self, n: usize, now: Instant, handler: &mut H) {
+    pub fn advance<H: Handlers + ?Sized>(&mut self, n: usize, now: Instant, handler: &mut H) {
         self.out.advance(n);
         self.traffic.1 += n as u64;
         if n > 0 {
@@ -411,7 +441,7 @@ impl Session {
 
     /// The send of `buf` (from [`Session::take_transmit`]) completed with
     /// `n` bytes written at `now`; what it did not write goes out first next.
-    pub fn transmitted<H: Handler + ?Sized>(
+    pub fn transmitted<H: Handlers + ?Sized>(
         &mut self,
         mut buf: OutBuf,
         n: usize,
@@ -441,7 +471,7 @@ impl Session {
     /// while draining with nothing left to read (broken stream, evicted,
     /// stop budget spent), it is dropped: a completion driver may deliver
     /// bytes the kernel received before its receive was cancelled.
-    pub fn receive<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H, spare: &mut Spare) {
+    pub fn receive<H: Handlers + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H, spare: &mut Spare) {
         self.traffic.0 += input.len() as u64;
         match &mut self.state {
             State::Open => {}
@@ -526,7 +556,7 @@ impl Session {
     /// and the eviction is why it ends; one whose stream broke (its error
     /// frame queued or sent) gets no second error frame. Calling it again,
     /// or on a lingering or closed session, changes nothing more.
-    pub fn evict<H: Handler + ?Sized>(&mut self, handler: &mut H, spare: &mut Spare) {
+    pub fn evict<H: Handlers + ?Sized>(&mut self, handler: &mut H, spare: &mut Spare) {
         if self.evicted || self.state == State::Closed {
             return;
         }
@@ -540,17 +570,17 @@ impl Session {
         self.payload = Vec::new();
         self.held = Vec::new();
         self.end = Some(End::MemoryLimit(held));
-        if self.pending() > 0 && !self.conn.wants_read(self.pending()) {
+        if self.pending() > 0 && !self.wire.wants_read(self.pending()) {
             self.out = OutBuf::default();
             self.state = State::Closed;
             return;
         }
-        if self.conn.wants_read(0) {
+        if self.wire.wants_read(0) {
             if self.out.capacity() == 0 {
                 self.out = spare.take();
             }
             // A growable output always has room.
-            let _ = handler.evicted(&mut self.out);
+            self.wire.evicted(handler, &mut self.out);
         }
         match &mut self.state {
             // Draining already (a peer that closed keeps its close without linger).
@@ -644,7 +674,7 @@ impl Session {
 
     /// Requests answered since the last call.
     pub fn take_requests(&mut self) -> usize {
-        let total = self.conn.requests();
+        let total = self.wire.requests();
         let new = total - self.reported;
         self.reported = total;
         new as usize
@@ -669,34 +699,34 @@ impl Session {
         if self.held.is_empty() && self.held.capacity() > 0 {
             self.held = Vec::new();
         }
-        if self.conn.parser().buffered_payload() == 0 && self.payload.capacity() > 0 {
+        if self.wire.buffered() == 0 && self.payload.capacity() > 0 {
             self.payload = Vec::new();
         }
     }
 
     /// Open, between frames, nothing held, nothing unsent.
     fn is_quiet(&self) -> bool {
-        self.conn.parser().is_at_boundary() && self.held.is_empty() && self.pending() == 0
+        self.wire.is_at_boundary() && self.held.is_empty() && self.pending() == 0
     }
 
     fn can_take_input(&self) -> bool {
-        self.held.is_empty() && self.conn.wants_read(self.pending())
+        self.held.is_empty() && self.wire.wants_read(self.pending())
     }
 
     /// Pushes `input` through the connection; returns the bytes taken.
-    fn push<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H) -> usize {
-        let was_at_boundary = self.conn.parser().is_at_boundary();
+    fn push<H: Handlers + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H) -> usize {
+        let was_at_boundary = self.wire.is_at_boundary();
         let mut out = Counted { out: &mut self.out, in_flight: self.in_flight };
-        // The store has no expiry yet: its clock is not passed on.
-        let received = self.conn.receive(input, 0, &mut self.payload, handler, &mut out);
+        let ms = self.timing.clock.millis(now);
+        let received = self.wire.receive(input, ms, &mut self.payload, handler, &mut out);
         match received.outcome {
             Outcome::NeedMore | Outcome::Backpressure => {}
-            Outcome::Close(e) => self.drain_then_linger(End::Framing(e)),
+            Outcome::Close(e) => self.drain_then_linger(End::Protocol(e)),
             Outcome::OutputFull => self.drain_then_linger(End::OutputFull),
-            Outcome::Quit => self.drain_then_linger(End::Eof),
+            Outcome::Quit => self.drain_then_linger(End::Quit),
         }
         if self.timing.frame.is_some() {
-            self.frame_since = if self.conn.parser().is_at_boundary() {
+            self.frame_since = if self.wire.is_at_boundary() {
                 None
             } else if was_at_boundary || received.requests > 0 {
                 Some(now)
@@ -708,8 +738,8 @@ impl Session {
     }
 
     /// Output was sent: answer held input if there is room now, then settle.
-    fn after_output<H: Handler + ?Sized>(&mut self, now: Instant, handler: &mut H) {
-        if !self.held.is_empty() && self.conn.wants_read(self.pending()) {
+    fn after_output<H: Handlers + ?Sized>(&mut self, now: Instant, handler: &mut H) {
+        if !self.held.is_empty() && self.wire.wants_read(self.pending()) {
             let held = mem::take(&mut self.held);
             let used = self.push(&held, now, handler);
             self.held = held;
@@ -721,7 +751,7 @@ impl Session {
     /// Ends a draining session once everything owed is written.
     fn settle(&mut self, now: Instant) {
         let State::Draining { linger, input_waiting, .. } = self.state else { return };
-        if self.conn.parser().error().is_some() || !self.conn.wants_read(0) {
+        if self.wire.is_broken() || !self.wire.wants_read(0) {
             // Broken: nothing held can ever be answered.
             self.held.clear();
         }
@@ -766,8 +796,10 @@ impl Session {
 pub enum End {
     /// The client closed its side and every response was written.
     Eof,
-    /// The byte stream broke; the error frame was sent.
-    Framing(FrameError),
+    /// The byte stream broke; the protocol's error answer was sent.
+    Protocol(ProtocolError),
+    /// The client asked to close (RESP `QUIT`, memcached `quit`).
+    Quit,
     /// A response did not fit the output buffer.
     OutputFull,
     /// Nothing moved for the idle timeout.
@@ -788,12 +820,12 @@ pub enum End {
 impl End {
     /// Counted in the errors of the server's stats.
     pub fn is_error(&self) -> bool {
-        matches!(self, End::Framing(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_))
+        matches!(self, End::Protocol(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_))
     }
 
     /// Worth a log line (not a normal end).
     pub fn is_logged(&self) -> bool {
-        !matches!(self, End::Eof | End::Shutdown)
+        !matches!(self, End::Eof | End::Quit | End::Shutdown)
     }
 }
 
@@ -801,7 +833,8 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::Eof => f.write_str("end of stream"),
-            End::Framing(e) => write!(f, "framing error: {e}"),
+            End::Protocol(e) => write!(f, "{e}"),
+            End::Quit => f.write_str("the client quit"),
             End::OutputFull => f.write_str("response larger than the output buffer"),
             End::Idle => f.write_str("idle timeout"),
             End::SlowFrame(limit) => write!(f, "frame not complete within {} ms of its first byte", limit.as_millis()),
@@ -831,10 +864,12 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::sansio::wire::Protocols;
+    use kvio_core::FrameError;
     use kvio_core::frame::{FrameParser, Parse, encode_frame};
     use kvio_core::store::Slot;
     use kvio_core::{Store, StoreLimits};
-    use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind};
+    use kvio_proto::{KeyValueMessage, Kind};
     use prost::Message;
 
     const MS: Duration = Duration::from_millis(1);
@@ -859,6 +894,7 @@ mod test {
             linger: 500 * MS,
             linger_bytes: 10_000,
             stop_read_budget: 4096,
+            clock: Clock::starting(Instant::now(), 1_000_000),
         }
     }
 
@@ -890,7 +926,7 @@ mod test {
     struct Rig {
         t0: Instant,
         session: Session,
-        handler: KeyValueHandler<TestStore>,
+        handler: Protocols<TestStore>,
         spare: Spare,
         wire: Vec<u8>,
     }
@@ -900,8 +936,8 @@ mod test {
             let t0 = Instant::now();
             Rig {
                 t0,
-                session: Session::new(framing(), timing, t0),
-                handler: KeyValueHandler::new(store()),
+                session: Session::new(framing(), timing, t0, Protocol::Kvio),
+                handler: Protocols::new(store()),
                 spare: Spare::default(),
                 wire: Vec::new(),
             }
@@ -1060,7 +1096,7 @@ mod test {
         assert!(rig.session.take_shut_write());
         assert!(!rig.session.take_shut_write(), "once");
         assert!(rig.session.wants_read(), "late bytes are read and dropped");
-        assert!(matches!(rig.session.take_end(), End::Framing(FrameError::TooShort)));
+        assert!(matches!(rig.session.take_end(), End::Protocol(ProtocolError::Frame(FrameError::TooShort))));
     }
 
     /// A session lingering after a framing error at 0 ms, with the test's
