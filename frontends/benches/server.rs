@@ -48,7 +48,8 @@ impl Fixture {
     fn server(&self, t0: Instant) -> (Server<'_, Protocols<HostStore>>, Vec<Handle>) {
         let limits = Limits {
             framing: Framing { max_frame_len: 4096, output_limit: 65536 },
-            timing: Timing::new(Some(IDLE), Clock::starting(t0, 0)),
+            timing: Timing::new(Some(IDLE)),
+            clock: Clock::starting(t0, 0),
             // Setups share one count of places and never release theirs.
             max_connections: usize::MAX,
         };

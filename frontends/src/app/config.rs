@@ -173,12 +173,13 @@ impl Config {
     }
 
     /// The sans-IO server's limits: these, with the idle timeout and the
-    /// server's grace and linger (and the frame deadline if `flavor` is `blocking`).
+    /// server's grace and linger (and the frame deadline if `flavor` is
+    /// `blocking`), and the store's clock from now.
     pub fn limits(&self, flavor: Flavor) -> Limits {
-        let timing = Timing::new(self.idle_timeout, store_clock());
+        let timing = Timing::new(self.idle_timeout);
         let timing = if flavor == Flavor::Blocking { timing.with_frame_deadline() } else { timing };
         let framing = Framing { max_frame_len: self.max_frame_len, output_limit: self.output_limit };
-        Limits { framing, timing, max_connections: self.max_connections }
+        Limits { framing, timing, clock: store_clock(), max_connections: self.max_connections }
     }
 
     /// The store limits these settings call for.

@@ -447,7 +447,8 @@ mod test {
             Fixture {
                 limits: Limits {
                     framing,
-                    timing: Timing::new(idle_timeout, Clock::starting(Instant::now(), 0)),
+                    timing: Timing::new(idle_timeout),
+                    clock: Clock::starting(Instant::now(), 0),
                     max_connections: 16,
                 },
                 shutdown: Shutdown::new().unwrap(),

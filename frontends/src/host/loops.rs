@@ -235,7 +235,7 @@ mod test {
     /// Limits for loops that serve nobody: [`run`] only hands them on.
     fn limits() -> Limits {
         let framing = Framing { max_frame_len: 1 << 20, output_limit: 64 * 1024 };
-        Limits { framing, timing: Timing::new(None, Clock::starting(Instant::now(), 0)), max_connections: 16 }
+        Limits { framing, timing: Timing::new(None), clock: Clock::starting(Instant::now(), 0), max_connections: 16 }
     }
 
     /// Each loop's listeners: one each.

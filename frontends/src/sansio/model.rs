@@ -66,7 +66,6 @@ fn timing() -> Timing {
         linger: 500 * MS,
         linger_bytes: 4096,
         stop_read_budget: 2048,
-        clock: Clock::starting(Instant::now(), 0),
     }
 }
 
@@ -228,6 +227,7 @@ impl Model<'_> {
         Limits {
             framing: Framing { max_frame_len: MAX_FRAME_LEN, output_limit: 1024 },
             timing: timing(),
+            clock: Clock::starting(Instant::now(), 0),
             max_connections: MAX_CONNECTIONS,
         }
     }

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Share};
-use crate::sansio::session::{End, Framing, OutBuf, Phase, Session, Spare, Timing};
+use crate::sansio::session::{Clock, End, Framing, OutBuf, Phase, Session, Spare, Timing};
 use crate::sansio::stats::{Close, Counters, close_of};
 use crate::sansio::wire::{Handlers, Protocol};
 
@@ -75,6 +75,8 @@ pub struct Limits {
     pub framing: Framing,
     /// Each connection's timing rules.
     pub timing: Timing,
+    /// The store's clock (expiries), for the requests every connection sends.
+    pub clock: Clock,
     /// Connections served at once, over every loop.
     pub max_connections: usize,
 }
@@ -488,7 +490,8 @@ impl<'a, H: Handlers> Server<'a, H> {
     /// `input` arrived on `handle` at `now`: every complete request in it is answered.
     pub fn received(&mut self, handle: Handle, input: &[u8], now: Instant) {
         let Some(conn) = find_open(&mut self.slots, handle) else { return };
-        conn.session.receive(input, now, &mut self.handler, &mut self.spare);
+        let ms = self.limits.clock.millis(now);
+        conn.session.receive(input, now, ms, &mut self.handler, &mut self.spare);
         self.settle(handle);
     }
 
@@ -571,7 +574,8 @@ impl<'a, H: Handlers> Server<'a, H> {
     /// `n` bytes of [`Server::transmit`] were sent at `now`.
     pub fn advance(&mut self, handle: Handle, n: usize, now: Instant) {
         let Some(conn) = find_open(&mut self.slots, handle) else { return };
-        conn.session.advance(n, now, &mut self.handler);
+        let ms = self.limits.clock.millis(now);
+        conn.session.advance(n, now, ms, &mut self.handler);
         self.settle(handle);
     }
 
@@ -587,7 +591,8 @@ impl<'a, H: Handlers> Server<'a, H> {
     pub fn transmitted(&mut self, handle: Handle, buf: OutBuf, n: usize, now: Instant) {
         match find_open(&mut self.slots, handle) {
             Some(conn) => {
-                conn.session.transmitted(buf, n, now, &mut self.handler, &mut self.spare);
+                let ms = self.limits.clock.millis(now);
+                conn.session.transmitted(buf, n, now, ms, &mut self.handler, &mut self.spare);
                 self.settle(handle);
             }
             None => self.spare.put(buf),
@@ -859,7 +864,7 @@ fn find_open(slots: &mut [Slot], handle: Handle) -> Option<&mut Conn> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::sansio::session::{Clock, Timing};
+    use crate::sansio::session::Timing;
     use crate::sansio::wire::Protocols;
     use kvio_core::store::Slot;
     use kvio_core::{Store, StoreLimits};
@@ -880,8 +885,8 @@ mod test {
                 linger: Duration::from_secs(1),
                 linger_bytes: 4096,
                 stop_read_budget: 4096,
-                clock: Clock::starting(Instant::now(), 0),
             },
+            clock: Clock::starting(Instant::now(), 0),
             max_connections: 1000,
         };
         let slots = kvio_core::store::slots_for(16);

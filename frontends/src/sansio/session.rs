@@ -112,8 +112,6 @@ pub struct Timing {
     pub linger_bytes: usize,
     /// How many bytes a stopping session may still read.
     pub stop_read_budget: usize,
-    /// The store's clock (expiry), carried forward from `Instant`s.
-    pub clock: Clock,
 }
 
 /// The store's clock: milliseconds since the Unix epoch, read once when the
@@ -150,9 +148,8 @@ pub struct Framing {
 }
 
 impl Timing {
-    /// Closes after `idle` without a byte moved; the server's grace and
-    /// linger; no frame deadline; expiries on `clock`.
-    pub fn new(idle: Option<Duration>, clock: Clock) -> Timing {
+    /// Closes after `idle` without a byte moved; the server's grace and linger; no frame deadline.
+    pub fn new(idle: Option<Duration>) -> Timing {
         Timing {
             idle,
             frame: None,
@@ -160,7 +157,6 @@ impl Timing {
             linger: LINGER_TIME,
             linger_bytes: LINGER_BYTES,
             stop_read_budget: STOP_READ_BUDGET,
-            clock,
         }
     }
 
@@ -417,13 +413,14 @@ impl Session {
 
     /// `n` bytes of [`Session::transmit`] were sent at `now`. Input held
     /// back by back-pressure is answered as room frees up.
-    pub fn advance<H: Handlers + ?Sized>(&mut self, n: usize, now: Instant, handler: &mut H) {
+    /// (`ms` is `now` on the store's [`Clock`], for the requests it answers.)
+    pub fn advance<H: Handlers + ?Sized>(&mut self, n: usize, now: Instant, ms: u64, handler: &mut H) {
         self.out.advance(n);
         self.traffic.1 += n as u64;
         if n > 0 {
             self.last_active = now;
         }
-        self.after_output(now, handler);
+        self.after_output(now, ms, handler);
     }
 
     /// Hands every unsent byte to a completion driver, which keeps the
@@ -446,6 +443,7 @@ impl Session {
         mut buf: OutBuf,
         n: usize,
         now: Instant,
+        ms: u64,
         handler: &mut H,
         spare: &mut Spare,
     ) {
@@ -462,7 +460,7 @@ impl Session {
         if n > 0 {
             self.last_active = now;
         }
-        self.after_output(now, handler);
+        self.after_output(now, ms, handler);
     }
 
     /// `input` arrived at `now`: every complete request in it is answered
@@ -471,7 +469,15 @@ impl Session {
     /// while draining with nothing left to read (broken stream, evicted,
     /// stop budget spent), it is dropped: a completion driver may deliver
     /// bytes the kernel received before its receive was cancelled.
-    pub fn receive<H: Handlers + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H, spare: &mut Spare) {
+    /// (`ms` is `now` on the store's [`Clock`], for the requests it answers.)
+    pub fn receive<H: Handlers + ?Sized>(
+        &mut self,
+        input: &[u8],
+        now: Instant,
+        ms: u64,
+        handler: &mut H,
+        spare: &mut Spare,
+    ) {
         self.traffic.0 += input.len() as u64;
         match &mut self.state {
             State::Open => {}
@@ -500,7 +506,7 @@ impl Session {
         if self.out.capacity() == 0 {
             self.out = spare.take();
         }
-        let used = self.push(input, now, handler);
+        let used = self.push(input, now, ms, handler);
         self.held.extend_from_slice(&input[used..]);
         self.settle(now);
     }
@@ -714,10 +720,9 @@ impl Session {
     }
 
     /// Pushes `input` through the connection; returns the bytes taken.
-    fn push<H: Handlers + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H) -> usize {
+    fn push<H: Handlers + ?Sized>(&mut self, input: &[u8], now: Instant, ms: u64, handler: &mut H) -> usize {
         let was_at_boundary = self.wire.is_at_boundary();
         let mut out = Counted { out: &mut self.out, in_flight: self.in_flight };
-        let ms = self.timing.clock.millis(now);
         let received = self.wire.receive(input, ms, &mut self.payload, handler, &mut out);
         match received.outcome {
             Outcome::NeedMore | Outcome::Backpressure => {}
@@ -738,10 +743,10 @@ impl Session {
     }
 
     /// Output was sent: answer held input if there is room now, then settle.
-    fn after_output<H: Handlers + ?Sized>(&mut self, now: Instant, handler: &mut H) {
+    fn after_output<H: Handlers + ?Sized>(&mut self, now: Instant, ms: u64, handler: &mut H) {
         if !self.held.is_empty() && self.wire.wants_read(self.pending()) {
             let held = mem::take(&mut self.held);
-            let used = self.push(&held, now, handler);
+            let used = self.push(&held, now, ms, handler);
             self.held = held;
             self.held.drain(..used);
         }
@@ -894,7 +899,6 @@ mod test {
             linger: 500 * MS,
             linger_bytes: 10_000,
             stop_read_budget: 4096,
-            clock: Clock::starting(Instant::now(), 1_000_000),
         }
     }
 
@@ -949,7 +953,7 @@ mod test {
 
         fn receive(&mut self, ms: u64, bytes: &[u8]) {
             let now = self.at(ms);
-            self.session.receive(bytes, now, &mut self.handler, &mut self.spare);
+            self.session.receive(bytes, now, 0, &mut self.handler, &mut self.spare);
         }
 
         /// The socket takes at most `window` bytes.
@@ -957,7 +961,7 @@ mod test {
             let n = self.session.transmit().len().min(window);
             self.wire.extend_from_slice(&self.session.transmit()[..n]);
             let now = self.at(ms);
-            self.session.advance(n, now, &mut self.handler);
+            self.session.advance(n, now, 0, &mut self.handler);
             n
         }
 
@@ -1363,11 +1367,11 @@ mod test {
         let sent = 3;
         rig.wire.extend_from_slice(&buf.unsent()[..sent]);
         let now = rig.at(2);
-        rig.session.transmitted(buf, sent, now, &mut rig.handler, &mut rig.spare);
+        rig.session.transmitted(buf, sent, now, 0, &mut rig.handler, &mut rig.spare);
         let rest = rig.session.take_transmit(&mut rig.spare).unwrap();
         rig.wire.extend_from_slice(rest.unsent());
         let n = rest.pending();
-        rig.session.transmitted(rest, n, now, &mut rig.handler, &mut rig.spare);
+        rig.session.transmitted(rest, n, now, 0, &mut rig.handler, &mut rig.spare);
         let got = responses(&rig.wire);
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].kind, got[1].value.as_str()), (3, "1"));

@@ -88,15 +88,19 @@ impl<H> Handlers for H where
 {
 }
 
-/// One connection's protocol state.
+/// One connection's protocol state. kvio frames' is inline; RESP's and
+/// memcached's (a few dozen bytes more) are boxed, so a session of any
+/// protocol is as small as a kvio one was (an idle connection's memory is
+/// its session), and only the other protocols' connections pay that
+/// allocation, once, when accepted.
 #[derive(Debug)]
 pub enum Wire {
     /// kvio frames.
     Kvio(Connection<FrameParser>),
     /// RESP.
-    Resp(Connection<resp::RequestParser>),
+    Resp(Box<Connection<resp::RequestParser>>),
     /// memcached.
-    Memcache(Connection<memcache::RequestParser>),
+    Memcache(Box<Connection<memcache::RequestParser>>),
 }
 
 /// Calls `$body` with `$conn` bound to the connection, whatever its protocol.
@@ -131,11 +135,11 @@ impl Wire {
             Protocol::Kvio => Wire::Kvio(Connection::new(framing.max_frame_len, limit)),
             Protocol::Resp => {
                 let parser = resp::RequestParser::new(framing.max_frame_len as usize);
-                Wire::Resp(Connection::with_parser(parser, limit))
+                Wire::Resp(Box::new(Connection::with_parser(parser, limit)))
             }
             Protocol::Memcache => {
                 let max_value = StoreLimits::for_frame(framing.max_frame_len, 0, 0).max_value_len;
-                Wire::Memcache(Connection::with_parser(memcache::RequestParser::new(max_value), limit))
+                Wire::Memcache(Box::new(Connection::with_parser(memcache::RequestParser::new(max_value), limit)))
             }
         }
     }
