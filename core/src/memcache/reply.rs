@@ -38,7 +38,7 @@ mod test {
 
     #[test]
     fn replies_are_whole_or_absent() {
-        let mut out: heapless::Vec<u8, 32> = heapless::Vec::new();
+        let mut out: heapless::Vec<u8, 48> = heapless::Vec::new();
         line(&mut out, b"STORED").unwrap();
         client_error(&mut out, b"bad data chunk").unwrap();
         assert_eq!(&out[..], b"STORED\r\nCLIENT_ERROR bad data chunk\r\n");
