@@ -312,6 +312,10 @@ pub struct Session {
     reported: u64,
     /// Bytes received and sent since the last [`Session::take_traffic`].
     traffic: (u64, u64),
+    /// Unsent answers at which it stops reading (and an eviction closes at once).
+    output_limit: usize,
+    /// Evicted under the client-memory cap (whatever ended it first).
+    evicted: bool,
 }
 
 impl Session {
@@ -330,6 +334,8 @@ impl Session {
             frame_since: None,
             reported: 0,
             traffic: (0, 0),
+            output_limit: framing.output_limit,
+            evicted: false,
         }
     }
 
@@ -519,30 +525,46 @@ impl Session {
     /// then a lingering close; but a session whose unsent answers reached
     /// the output limit (back-pressure: its peer is not reading them) is
     /// closed at once, as an error frame would only queue behind them.
+    /// A session already draining keeps its way of closing, and one whose
+    /// stream broke keeps its framing error frame as its last word.
     /// Calling it again changes nothing.
     pub fn evict<H: Handler + ?Sized>(&mut self, handler: &mut H, spare: &mut Spare) {
-        if self.is_evicted() || !matches!(self.state, State::Open | State::Draining { .. }) {
+        if self.evicted || !matches!(self.state, State::Open | State::Draining { .. }) {
             return;
         }
+        self.evicted = true;
         let held = self.buffered();
         self.payload = Vec::new();
         self.held = Vec::new();
-        if self.pending() > 0 && !self.conn.wants_read(self.pending()) {
+        if self.pending() >= self.output_limit {
             self.out = OutBuf::default();
-            self.close(End::MemoryLimit(held));
+            // Its answers are lost, whatever was ending it before: this is why it ends.
+            self.end = Some(End::MemoryLimit(held));
+            self.state = State::Closed;
             return;
         }
-        if self.out.capacity() == 0 {
-            self.out = spare.take();
+        // Broken (a framing error, or a response too large): its last frame is queued already.
+        if self.conn.wants_read(0) {
+            if self.out.capacity() == 0 {
+                self.out = spare.take();
+            }
+            // A growable output always has room.
+            let _ = handler.evicted(&mut self.out);
         }
-        // A growable output always has room.
-        let _ = handler.evicted(&mut self.out);
-        self.drain_then_linger(End::MemoryLimit(held));
+        match &mut self.state {
+            State::Draining { read_left, input_waiting, .. } => {
+                // Nothing more is read, not even what a stop found waiting.
+                *read_left = 0;
+                *input_waiting = false;
+                self.end.get_or_insert(End::MemoryLimit(held));
+            }
+            _ => self.drain_then_linger(End::MemoryLimit(held)),
+        }
     }
 
     /// Whether it was evicted under the client-memory cap.
     pub fn is_evicted(&self) -> bool {
-        matches!(self.end, Some(End::MemoryLimit(_)))
+        self.evicted
     }
 
     /// The server stops. A session that owes nothing and holds no unread
@@ -1238,6 +1260,46 @@ mod test {
         rig.session.evict(&mut rig.handler, &mut rig.spare);
         assert_eq!(rig.session.phase(), Phase::Closed);
         assert_eq!(rig.session.buffered(), 0);
+    }
+
+    /// The model's `evict-broken-stream` (fuzz/regressions/server): the
+    /// stream broke, so its error frame is queued; an eviction far below
+    /// the output limit must not lose the answers and the error frame.
+    #[test]
+    fn eviction_after_a_framing_error_keeps_the_answers_and_the_one_error_frame() {
+        let mut rig = Rig::new(timing());
+        let mut burst = request(Kind::PutOrUpdate, "k", "v");
+        burst.extend(request(Kind::Get, "k", ""));
+        burst.extend([0, 0, 0, 0]);
+        rig.receive(0, &burst);
+        assert_eq!(rig.session.phase(), Phase::Draining);
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        assert!(rig.session.is_evicted());
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        rig.send(1, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 3, "both answers, then one error frame: {got:?}");
+        assert_eq!((got[0].kind, got[1].value.as_str()), (3, "v"));
+        assert_eq!((got[2].kind, got[2].value.as_str()), (0, "frame length below 5"));
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+    }
+
+    /// The model's `evict-draining-after-eof`: evicted after the peer's
+    /// end, it is evicted (once: one error frame), and closes without
+    /// waiting for an end of stream that already came.
+    #[test]
+    fn eviction_of_a_session_draining_after_the_peers_end_is_one_eviction() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::Get, "k", ""));
+        rig.session.peer_closed(rig.at(0));
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        assert!(rig.session.is_evicted(), "evicted, though the peer's end came first");
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        rig.send(1, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 2, "the answer, then one error frame: {got:?}");
+        assert_eq!((got[1].kind, got[1].value.as_str()), (0, MEMORY_LIMIT_REASON));
+        assert_eq!(rig.session.phase(), Phase::Closed, "the peer's end came: no linger");
     }
 
     #[test]
