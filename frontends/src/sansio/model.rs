@@ -645,6 +645,9 @@ struct Model<'a> {
     peers: Vec<Peer>,
     /// Peers still of interest: held by the driver, or not checked yet.
     live: Vec<usize>,
+    /// Print every event (`KVIO_MODEL_TRACE` set), to read a failing input.
+    trace: bool,
+    t0: Instant,
     /// Time passes: a slow kernel completes its sends.
     kernel_turn: bool,
     now: Instant,
@@ -680,11 +683,15 @@ impl<'a> Model<'a> {
     fn step(&mut self, input: &mut Input<'_>) {
         let op = input.u8();
         let pick = input.u8();
+        if self.trace {
+            eprintln!("{:?} step: op {} pick {pick}", self.now - self.t0, op % 16);
+        }
         // Accepts and big frames twice as likely as the rest, requests four times.
         match op % 16 {
             0 | 11 => self.accept(pick),
             1 | 12 | 14 | 15 => {
-                let n = pick % 4 + 1;
+                // The peer from the pick's low bits, how many requests from its top two.
+                let n = pick / 64 + 1;
                 let k = input.u8();
                 let kinds: Vec<u8> = (0..n).map(|_| input.u8()).collect();
                 if let Some(i) = self.pick(pick).filter(|&i| self.peers[i].writable()) {
@@ -704,7 +711,8 @@ impl<'a> Model<'a> {
                         self.peers[i].partial = Some(id);
                     }
                     let peer = &mut self.peers[i];
-                    let n = usize::from(split) % peer.rest.len() + 1;
+                    // `split` bytes more of it; 0: the rest.
+                    let n = if split == 0 { peer.rest.len() } else { usize::from(split).min(peer.rest.len()) };
                     peer.outbox.extend(peer.rest.drain(..n));
                     if peer.rest.is_empty() {
                         // Whole now: it must be answered.
@@ -746,7 +754,7 @@ impl<'a> Model<'a> {
                 if let Some(i) = self.pick(pick) {
                     self.peers[i].excused = true;
                     let (s, handle) = (self.peers[i].server, self.peers[i].handle);
-                    self.event(s, handle, |server| {
+                    self.event(s, handle, ("socket error", 0), |server| {
                         server.socket_error(handle, std::io::ErrorKind::ConnectionReset.into())
                     });
                     self.apply(s);
@@ -925,6 +933,9 @@ impl<'a> Model<'a> {
         let mut moved = false;
         while let Some(io) = self.servers[s].as_mut().and_then(|server| server.poll_io()) {
             moved = true;
+            if self.trace {
+                eprintln!("{:?} server {s} says {io:?}", self.now - self.t0);
+            }
             let Some(i) = self.find(s, io.handle) else {
                 panic!("server {s} names {:?}, which the driver does not hold", io.handle);
             };
@@ -1019,7 +1030,7 @@ impl<'a> Model<'a> {
             let out = self.servers[s].as_ref().expect("serving").transmit(handle);
             let n = out.len().min(room);
             self.peers[i].inbox.extend_from_slice(&out[..n]);
-            self.event(s, handle, |server| server.advance(handle, n, now));
+            self.event(s, handle, ("advance", n), |server| server.advance(handle, n, now));
             moved = true;
         }
         self.server(s).take_shut_write(handle);
@@ -1036,10 +1047,10 @@ impl<'a> Model<'a> {
         if !peer.outbox.is_empty() {
             let n = peer.outbox.len().min(chunk);
             let input: Vec<u8> = peer.outbox.drain(..n).collect();
-            self.event(s, handle, |server| server.received(handle, &input, now));
+            self.event(s, handle, ("received", input.len()), |server| server.received(handle, &input, now));
         } else if peer.shut && !peer.eof_delivered {
             peer.eof_delivered = true;
-            self.event(s, handle, |server| server.peer_closed(handle, now));
+            self.event(s, handle, ("peer closed", 0), |server| server.peer_closed(handle, now));
         } else {
             return false;
         }
@@ -1084,7 +1095,7 @@ impl<'a> Model<'a> {
                 };
                 peer.inbox.extend_from_slice(&buf.unsent()[..n]);
                 peer.cancelled = false;
-                self.event(s, handle, |server| {
+                self.event(s, handle, ("transmitted", n), |server| {
                     server.transmitted(handle, buf, n, now);
                     server.touch(handle);
                 });
@@ -1103,6 +1114,9 @@ impl<'a> Model<'a> {
         {
             assert!(!buf.is_empty(), "an empty send taken");
             assert!(self.server(s).take_transmit(handle).is_none(), "a second send taken while one is in flight");
+            if self.trace {
+                eprintln!("{:?} server {s} {handle:?}: take_transmit {}", self.now - self.t0, buf.unsent().len());
+            }
             self.peers[i].sending = Some(buf);
             moved = true;
         }
@@ -1129,10 +1143,13 @@ impl<'a> Model<'a> {
     /// `handle`, whose charge during the call is unseen, held before at
     /// least as much as every other the same cap could take and left),
     /// and what must hold over the cap (see the [module docs](self)).
-    fn event(&mut self, s: usize, handle: Handle, event: impl FnOnce(&mut Server<'a, Tap<'a>>)) {
+    fn event(&mut self, s: usize, handle: Handle, what: (&str, usize), event: impl FnOnce(&mut Server<'a, Tap<'a>>)) {
         let before = self.charges();
         event(self.server(s));
         let after = self.charges();
+        if self.trace {
+            eprintln!("{:?} server {s} {handle:?}: {} {}; charges {after:?}", self.now - self.t0, what.0, what.1);
+        }
         let scope = |c: &&Charge| (self.config.threaded || c.server == s) && (c.server, c.handle) != (s, handle);
         let after_of = |c: &Charge| after.iter().find(|a| (a.server, a.handle) == (c.server, c.handle)).copied();
         let (mut victims, mut spared) = (Vec::new(), Vec::new());
@@ -1250,6 +1267,7 @@ fn run_counting(data: &[u8]) -> BTreeMap<&'static str, u64> {
     let registry = Registry::default();
     let store = RefCell::new(config.store());
     let reference = RefCell::new(Reference::new(config));
+    let t0 = Instant::now();
     let mut model = Model {
         config,
         servers: Vec::new(),
@@ -1261,8 +1279,10 @@ fn run_counting(data: &[u8]) -> BTreeMap<&'static str, u64> {
         reference: &reference,
         peers: Vec::new(),
         live: Vec::new(),
+        trace: std::env::var_os("KVIO_MODEL_TRACE").is_some(),
+        t0,
         kernel_turn: false,
-        now: Instant::now(),
+        now: t0,
         stopped_at: None,
     };
     if !config.threaded {
@@ -1288,7 +1308,7 @@ mod test {
     use super::*;
 
     /// xorshift64*: seeded, so a failure names the seed that reproduces it.
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    pub(super) fn bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {
@@ -1346,15 +1366,43 @@ mod test {
         eprintln!("{reached:#?}");
     }
 
+    /// What each seed (`fuzz/seeds.py`) is written to reach.
+    const SEEDS: [(&str, &[&str]); 11] = [
+        ("seed-accept-put-get-delete", &["put stored", "get hit", "get miss", "delete found", "delete absent"]),
+        ("seed-close-error-garbage", &["put stored"]),
+        ("seed-completion-partial-stop", &["connection: loop 1, completion", "completion: send whole", "get hit"]),
+        ("seed-completion-slow-reader", &["completion: send in part", "completion: send cancelled"]),
+        ("seed-late-release-reuse", &["connection: loop 0, readiness"]),
+        ("seed-loops-big-frames-evict", &["cap: evicted (loops)", "connection: loop 1, readiness"]),
+        ("seed-non-reader-stop", &["connection: threaded", "store evicted"]),
+        ("seed-store-full-evict", &["store evicted", "maybe evicted: gone", "maybe evicted: counted there"]),
+        ("seed-store-full-refuse", &["put refused: store full", "delete found"]),
+        ("seed-threaded-asked-to-go", &["cap: asked to go elsewhere", "threaded: a server holds off its reads"]),
+        ("seed-two-loops-one-store", &["connection: loop 1, readiness", "get hit", "delete found"]),
+    ];
+
+    /// Every seed keeps the rules and reaches what it was written for.
     #[test]
-    fn the_seed_corpus_keeps_every_rule() {
+    fn the_seed_corpus_keeps_every_rule_and_reaches_its_paths() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/server");
-        let entries = std::fs::read_dir(dir).expect("the server target's seed corpus");
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if let Err(panic) = std::panic::catch_unwind(|| run(&std::fs::read(&path).unwrap())) {
-                eprintln!("the model failed on {}", path.display());
-                std::panic::resume_unwind(panic);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("the server target's seed corpus")
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let expected: Vec<&str> = SEEDS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, expected, "fuzz/corpus/server is what fuzz/seeds.py writes");
+        for (name, paths) in SEEDS {
+            let data = std::fs::read(format!("{dir}/{name}")).unwrap();
+            let reached = match std::panic::catch_unwind(|| run_counting(&data)) {
+                Ok(reached) => reached,
+                Err(panic) => {
+                    eprintln!("the model failed on {name}");
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            for path in paths {
+                assert!(reached.contains_key(path), "{name} does not reach {path:?}: {reached:?}");
             }
         }
     }
