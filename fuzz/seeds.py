@@ -243,6 +243,14 @@ def server_regressions():
         # cap in the same event.
         "evicted-at-output-limit-reading": not_reading(16) + s_big(200, 1, 3) + s_big(300, 2, 3)
         + s_step(READS, 0, 3),
+        # Threaded: peer 0 holds 1,408 bytes of unsent answers (under the output limit), three
+        # partial frames pass the cap; peer 0, the biggest, is asked to go, but its eviction
+        # frees nothing. The next biggest must be asked then, or no thread reads again until
+        # an idle timeout (the server's bug this found).
+        "threaded-victim-frees-too-little": s_config(threaded=True, entries6=True, budget400=True)
+        + s_accept() * 4 + s_requests([(PUT, 60)] * 4, 0, 0, 4) + s_step(READS, 0, 4)
+        + b"".join(s_requests([(GET, 0)] * 4, 0, 0, 4) for _ in range(5))
+        + s_big(400, 1, 4) + s_big(450, 2, 4) + s_big(200, 3, 4),
     }
 
 
