@@ -614,9 +614,10 @@ impl<'a, H: Handler> Server<'a, H> {
     }
 
     /// Evicts [victims](memory::victim) until all connections together
-    /// are under the cap (each connection at most once).
+    /// are under the cap (each connection at most once), then, sharing
+    /// memory, asks elsewhere: one pass more than its connections.
     fn evict_over_cap(&mut self) {
-        for _ in 0..self.held {
+        for _ in 0..=self.held {
             if !self.shared.memory.is_over_with(self.unpublished) {
                 return;
             }
