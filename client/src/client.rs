@@ -10,12 +10,12 @@ use std::time::Duration;
 use kvio_core::frame::{FrameParser, Parse};
 use kvio_proto::{Kind, MessageView, Status, encode_request};
 
-use crate::error::{Error, timed_out};
+use crate::error::{Error, shorten, timed_out};
 
 /// The connect, read and write timeout the `kvio` command uses: 5 s.
 ///
 /// ```
-/// # include!("../tests/support/server.rs");
+/// # include!("../doc/server.rs");
 /// # fn main() -> Result<(), kvio_client::Error> {
 /// # let server = TestServer::start();
 /// use kvio_client::{Client, DEFAULT_TIMEOUT};
@@ -32,7 +32,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`Error::BadFrame`], refused from its 4 header bytes.
 ///
 /// ```
-/// # include!("../tests/support/server.rs");
+/// # include!("../doc/server.rs");
 /// # fn main() -> Result<(), kvio_client::Error> {
 /// # let server = TestServer::start();
 /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -56,8 +56,16 @@ const WINDOW: usize = 64 * 1024;
 /// One connection to a kvio server. Requests are answered in order; each
 /// call waits for its answer (or use a [`Pipeline`]).
 ///
+/// An answer is never matched to the wrong request: after a timeout, a
+/// reset, a close or a bad frame (any error but a refusal, see
+/// [`Error::is_refusal`]) the client drops the connection, since a late
+/// answer may still be on its way, and the next call connects again to the
+/// same address (resolved again), as redis-rs's `ConnectionManager` does.
+/// The failed request is not retried: a put that timed out may or may not
+/// have been stored.
+///
 /// ```
-/// # include!("../tests/support/server.rs");
+/// # include!("../doc/server.rs");
 /// # fn main() -> Result<(), kvio_client::Error> {
 /// # let server = TestServer::start();
 /// # let addr = server.addr().to_string();
@@ -72,10 +80,14 @@ const WINDOW: usize = 64 * 1024;
 /// # }
 /// ```
 pub struct Client {
-    stream: TcpStream,
+    /// `None` after an error that may have left answers in flight: the next
+    /// request connects again.
+    stream: Option<TcpStream>,
     /// The address as the caller gave it, for errors.
     addr: String,
     timeout: Duration,
+    /// Longest request frame (`len`) sent; see [`Client::set_max_frame_len`].
+    max_frame_len: u32,
     parser: FrameParser,
     /// Bytes read and not yet parsed are `read[pos..filled]`.
     read: Box<[u8]>,
@@ -97,7 +109,7 @@ impl fmt::Debug for Client {
 /// [`Client::send_raw`] (tests of servers, mostly).
 ///
 /// ```
-/// # include!("../tests/support/server.rs");
+/// # include!("../doc/server.rs");
 /// # fn main() -> Result<(), kvio_client::Error> {
 /// # let server = TestServer::start();
 /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -123,7 +135,7 @@ pub struct Response {
 /// The answer to one request of a [`Pipeline`].
 ///
 /// ```
-/// # include!("../tests/support/server.rs");
+/// # include!("../doc/server.rs");
 /// # fn main() -> Result<(), kvio_client::Error> {
 /// # let server = TestServer::start();
 /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -160,12 +172,25 @@ pub enum Reply {
     Deleted,
 }
 
+impl Reply {
+    /// The variant's name, for errors (a `Found` may hold a megabyte).
+    fn name(&self) -> &'static str {
+        match self {
+            Reply::Stored => "Stored",
+            Reply::Refused(_) => "Refused",
+            Reply::Found(_) => "Found",
+            Reply::NotFound => "NotFound",
+            Reply::Deleted => "Deleted",
+        }
+    }
+}
+
 impl Client {
     /// Connects to the first address of `addr` that answers within
     /// `timeout`, which also bounds every later read and write.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// use std::time::Duration;
@@ -179,22 +204,16 @@ impl Client {
     /// ```
     pub fn connect<A: ToSocketAddrs + fmt::Display>(addr: A, timeout: Duration) -> Result<Client, Error> {
         let name = addr.to_string();
-        let connect_error = |source| Error::Connect { addr: name.clone(), source, timeout };
-        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the name resolves to no address");
-        for resolved in addr.to_socket_addrs().map_err(connect_error)? {
-            match connect_one(resolved, timeout) {
-                Ok(stream) => return Ok(Client::from_stream(stream, name, timeout)),
-                Err(e) => last = e,
-            }
-        }
-        Err(connect_error(last))
+        let stream = connect_to(&addr, &name, timeout)?;
+        Ok(Client::from_stream(stream, name, timeout))
     }
 
     fn from_stream(stream: TcpStream, addr: String, timeout: Duration) -> Client {
         Client {
-            stream,
+            stream: Some(stream),
             addr,
             timeout,
+            max_frame_len: kvio_core::DEFAULT_MAX_FRAME_LEN,
             parser: FrameParser::new(MAX_RESPONSE_LEN),
             read: vec![0u8; 16 * 1024].into_boxed_slice(),
             pos: 0,
@@ -207,7 +226,7 @@ impl Client {
     /// The server's address as it was given to [`connect`](Self::connect).
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let addr = server.addr().to_string();
@@ -220,11 +239,69 @@ impl Client {
         &self.addr
     }
 
+    /// Whether the client holds a connection: false after an error that
+    /// dropped it (see [`Client`]), until the next call connects again.
+    ///
+    /// ```
+    /// # include!("../doc/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let server = TestServer::start();
+    /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
+    /// // A broken frame: the server answers with an error frame and closes.
+    /// client.send_raw(&[0, 0, 0, 0])?;
+    /// client.read_response()?;
+    /// assert!(client.read_response().is_err());
+    /// assert!(!client.is_connected(), "dropped after the error");
+    /// assert_eq!(client.get("k")?, None, "the next call connects again");
+    /// assert!(client.is_connected());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// The longest request frame the client sends (its `len` field: the
+    /// payload and the 5-byte footer): a kvio server's `--max-frame-len`,
+    /// which the protocol does not carry, so the client assumes the
+    /// default, 1 MiB. A request over it is [`Error::TooLong`], refused
+    /// before a byte is sent; a server with a larger `--max-frame-len`
+    /// takes longer ones once the client is told. A server with a smaller
+    /// one refuses what is over its own limit with an error frame
+    /// ([`Error::Server`]), which the client reads even when the server
+    /// resets the connection before the request was all written.
+    ///
+    /// ```
+    /// # include!("../doc/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let server = TestServer::start();
+    /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
+    /// use kvio_client::Error;
+    ///
+    /// assert_eq!(client.max_frame_len(), 1 << 20);
+    /// let big = "v".repeat(2 << 20);
+    /// assert!(matches!(client.put("k", &big), Err(Error::TooLong { .. })), "not sent");
+    /// assert!(client.is_connected(), "nothing was sent: the connection is kept");
+    /// // For a server started with `kvio serve --max-frame-len 4MiB`:
+    /// client.set_max_frame_len(4 << 20);
+    /// assert_eq!(client.max_frame_len(), 4 << 20);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_frame_len(&self) -> u32 {
+        self.max_frame_len
+    }
+
+    /// Sets [`max_frame_len`](Self::max_frame_len): the server's `--max-frame-len`.
+    pub fn set_max_frame_len(&mut self, max_frame_len: u32) {
+        self.max_frame_len = max_frame_len;
+    }
+
     /// Stores `value` under `key`. A refusal is [`Error::Refused`] with the
     /// server's reason; the connection stays usable.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -238,14 +315,14 @@ impl Client {
         match self.pipeline().put(key, value).one()? {
             Reply::Stored => Ok(()),
             Reply::Refused(reason) => Err(Error::Refused { addr: self.addr.clone(), key: key.to_owned(), reason }),
-            other => Err(self.unexpected(format!("{other:?} to a put"))),
+            other => Err(self.out_of_step(format!("{} to a put", other.name()))),
         }
     }
 
     /// The value under `key`, `None` if there is none.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -257,7 +334,7 @@ impl Client {
         match self.pipeline().get(key).one()? {
             Reply::Found(value) => Ok(Some(value)),
             Reply::NotFound => Ok(None),
-            other => Err(self.unexpected(format!("{other:?} to a get"))),
+            other => Err(self.out_of_step(format!("{} to a get", other.name()))),
         }
     }
 
@@ -266,7 +343,7 @@ impl Client {
     /// an unknown kind: docs/protocol.md, "Delete and older servers").
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -281,7 +358,7 @@ impl Client {
         match self.pipeline().delete(key).one()? {
             Reply::Deleted => Ok(true),
             Reply::NotFound => Ok(false),
-            other => Err(self.unexpected(format!("{other:?} to a delete"))),
+            other => Err(self.out_of_step(format!("{} to a delete", other.name()))),
         }
     }
 
@@ -289,7 +366,7 @@ impl Client {
     /// [`run`](Pipeline::run) them all and read their answers in order.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -316,7 +393,7 @@ impl Client {
     /// at once. Read what comes back with [`read_response`](Self::read_response).
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -329,13 +406,22 @@ impl Client {
     /// # }
     /// ```
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.stream.write_all(bytes).map_err(|e| self.io_error(e))
+        let sent = self.write(bytes);
+        self.checked(sent)
+    }
+
+    /// Writes `bytes`, connecting first if the connection was dropped.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let written = self.stream_mut()?.write_all(bytes);
+        written.map_err(|e| self.io_error(e))
     }
 
     /// Reads the next response, whatever it is (see [`send_raw`](Self::send_raw)).
+    /// After an error that dropped the connection, [`Error::Closed`]: the
+    /// answers it was to carry are gone.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -349,27 +435,54 @@ impl Client {
     /// # }
     /// ```
     pub fn read_response(&mut self) -> Result<Response, Error> {
-        self.next_response(|m| Response {
+        let response = self.next_response(|m| Response {
             key: m.key.to_owned(),
             value: m.value.to_owned(),
             kind: m.kind,
             status: m.status,
-        })
+        });
+        self.checked(response)
     }
 
-    /// The socket, to shut down a side or change its timeouts.
+    /// The socket, to shut down a side or change its timeouts; `None`
+    /// while the connection is dropped (see [`is_connected`](Self::is_connected)).
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
-    /// assert!(client.stream().peer_addr().is_ok());
+    /// assert!(client.stream().is_some_and(|s| s.peer_addr().is_ok()));
     /// # Ok(())
     /// # }
     /// ```
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    pub fn stream(&self) -> Option<&TcpStream> {
+        self.stream.as_ref()
+    }
+
+    /// The connection, made again if an error dropped it.
+    fn stream_mut(&mut self) -> Result<&mut TcpStream, Error> {
+        if self.stream.is_none() {
+            self.stream = Some(connect_to(self.addr.as_str(), &self.addr, self.timeout)?);
+        }
+        Ok(self.stream.as_mut().expect("connected just now"))
+    }
+
+    /// The one rule for keeping a connection: `result` passes through, and
+    /// an error other than a refusal drops the connection (with what was
+    /// read of it), so that no answer still in flight is ever read as the
+    /// answer to a later request. [`ShardedClient`](crate::ShardedClient)'s
+    /// connections are `Client`s: the same rule.
+    fn checked<R>(&mut self, result: Result<R, Error>) -> Result<R, Error> {
+        if let Err(e) = &result
+            && !e.is_refusal()
+        {
+            self.stream = None;
+            self.parser = FrameParser::new(MAX_RESPONSE_LEN);
+            (self.pos, self.filled) = (0, 0);
+            self.payload.clear();
+        }
+        result
     }
 
     /// Writes the queue's requests and reads their answers, [`WINDOW`]
@@ -380,10 +493,16 @@ impl Client {
         // Keep the buffers' capacity for the next pipeline.
         self.queue = queue;
         self.queue.clear();
-        result
+        self.checked(result)
     }
 
     fn exchange(&mut self, queue: &Queue) -> Result<Vec<Reply>, Error> {
+        // Refused whole before a byte is written: a server would answer a
+        // frame over its limit with an error and close the connection.
+        if let Some(op) = queue.ops.iter().find(|op| op.frame_len() > u64::from(self.max_frame_len)) {
+            let key = queue.keys[op.key.clone()].to_owned();
+            return Err(Error::TooLong { addr: self.addr.clone(), key, len: op.frame_len(), max: self.max_frame_len });
+        }
         let mut replies = Vec::with_capacity(queue.ops.len());
         let mut first = 0;
         while first < queue.ops.len() {
@@ -393,16 +512,29 @@ impl Client {
             while last < queue.ops.len() && queue.ops[last].end - start <= WINDOW {
                 last += 1;
             }
-            self.send_raw(&queue.requests[start..queue.ops[last - 1].end])?;
+            let sent = self.write(&queue.requests[start..queue.ops[last - 1].end]);
+            // A server that refuses a request (a frame over its limit) may
+            // answer, then reset the connection before the client has
+            // written it all: its answer is read before the reset is
+            // reported. After a timeout there is nothing to wait for.
+            if let Err(e) = &sent
+                && !was_reset(e)
+            {
+                return Err(sent.unwrap_err());
+            }
             for op in &queue.ops[first..last] {
                 let key = &queue.keys[op.key.clone()];
-                let reply = self.next_response(|m| answer(op.kind, key, m))?;
+                let reply = match self.next_response(|m| answer(op.kind, key, m)) {
+                    Ok(reply) => reply,
+                    Err(read) => return Err(sent.err().unwrap_or(read)),
+                };
                 replies.push(
                     reply
                         .map_err(|what| self.unexpected(what))?
                         .map_err(|reason| Error::Server { addr: self.addr.clone(), reason })?,
                 );
             }
+            sent?;
             first = last;
         }
         Ok(replies)
@@ -410,6 +542,9 @@ impl Client {
 
     /// Reads one response frame and hands its decoded payload to `f`.
     fn next_response<R>(&mut self, f: impl FnOnce(MessageView<'_>) -> R) -> Result<R, Error> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(Error::Closed { addr: self.addr.clone() });
+        };
         loop {
             if self.pos < self.filled {
                 let (used, status) = self
@@ -425,9 +560,10 @@ impl Client {
             }
             // The parser took everything it was given: refill from the start.
             let n = loop {
-                match self.stream.read(&mut self.read) {
+                match stream.read(&mut self.read) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other.map_err(|e| self.io_error(e))?,
+                    Err(e) => return Err(io_error(&self.addr, self.timeout, e)),
+                    Ok(n) => break n,
                 }
             };
             if n == 0 {
@@ -439,16 +575,49 @@ impl Client {
 
     /// A socket error, named after the server; a timeout said as one.
     fn io_error(&self, source: io::Error) -> Error {
-        if timed_out(&source) {
-            Error::Timeout { addr: self.addr.clone(), after: self.timeout }
-        } else {
-            Error::Io { addr: self.addr.clone(), source }
-        }
+        io_error(&self.addr, self.timeout, source)
     }
 
     fn unexpected(&self, what: String) -> Error {
         Error::Unexpected { addr: self.addr.clone(), what }
     }
+
+    /// [`unexpected`](Self::unexpected), with the connection dropped.
+    fn out_of_step(&mut self, what: String) -> Error {
+        let e = self.unexpected(what);
+        self.checked::<()>(Err(e)).unwrap_err()
+    }
+}
+
+/// A socket error, named after the server at `addr`; a timeout said as one.
+fn io_error(addr: &str, timeout: Duration, source: io::Error) -> Error {
+    if timed_out(&source) {
+        Error::Timeout { addr: addr.to_owned(), after: timeout }
+    } else {
+        Error::Io { addr: addr.to_owned(), source }
+    }
+}
+
+/// A write that failed because the server reset or closed the connection
+/// (as opposed to a timeout): its answer may already be in the socket.
+fn was_reset(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if matches!(
+        source.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+    ))
+}
+
+/// Connects to the first address of `addr` that answers within `timeout`.
+fn connect_to<A: ToSocketAddrs + ?Sized>(addr: &A, name: &str, timeout: Duration) -> Result<TcpStream, Error> {
+    let connect_error = |source| Error::Connect { addr: name.to_owned(), source, timeout };
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the name resolves to no address");
+    for resolved in addr.to_socket_addrs().map_err(connect_error)? {
+        match connect_one(resolved, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(connect_error(last))
 }
 
 fn connect_one(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
@@ -468,7 +637,7 @@ fn answer(kind: Kind, key: &str, m: MessageView<'_>) -> Result<Result<Reply, Str
         (Kind::PutOrUpdate, Kind::PutOrUpdate) if ok => Ok(Ok(Reply::Stored)),
         (Kind::PutOrUpdate, Kind::PutOrUpdate) => Ok(Ok(Reply::Refused(m.value.to_owned()))),
         (Kind::Get, Kind::GetResponse) if m.key != key => {
-            Err(format!("the answer to a get of {key:?} is for the key {:?}", m.key))
+            Err(format!("the answer to a get of {} is for the key {}", shorten(key), shorten(m.key)))
         }
         (Kind::Get, Kind::GetResponse) if ok => Ok(Ok(Reply::Found(m.value.to_owned()))),
         (Kind::Get, Kind::GetResponse) => Ok(Ok(Reply::NotFound)),
@@ -497,6 +666,13 @@ struct Queued {
     len: usize,
 }
 
+impl Queued {
+    /// The frame's `len` field: all of it but the 4-byte length itself.
+    fn frame_len(&self) -> u64 {
+        (self.len - 4) as u64
+    }
+}
+
 impl Queue {
     fn clear(&mut self) {
         self.requests.clear();
@@ -520,7 +696,7 @@ impl Queue {
 /// of 64 KiB of requests at a time). Made by [`Client::pipeline`].
 ///
 /// ```
-/// # include!("../tests/support/server.rs");
+/// # include!("../doc/server.rs");
 /// # fn main() -> Result<(), kvio_client::Error> {
 /// # let server = TestServer::start();
 /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -540,7 +716,7 @@ impl Pipeline<'_> {
     /// Queues a get of `key`; its reply is [`Reply::Found`] or [`Reply::NotFound`].
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -558,7 +734,7 @@ impl Pipeline<'_> {
     /// or [`Reply::Refused`] (which does not stop the pipeline).
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -579,7 +755,7 @@ impl Pipeline<'_> {
     /// [`Reply::NotFound`].
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -598,7 +774,7 @@ impl Pipeline<'_> {
     /// Requests queued and not yet run.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;
@@ -624,10 +800,12 @@ impl Pipeline<'_> {
     /// they were queued; the pipeline is then empty and can be filled
     /// again. A connection-level error (timeout, close, bad frame, an error
     /// frame) ends the run: the requests before it may have been applied,
-    /// and the connection is out of step (drop it).
+    /// and the client drops the connection (the next call connects again).
+    /// A request over [`Client::max_frame_len`] fails the run before
+    /// anything is sent ([`Error::TooLong`]).
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let server = TestServer::start();
     /// # let mut client = kvio_client::Client::connect(server.addr(), std::time::Duration::from_secs(5))?;

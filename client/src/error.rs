@@ -9,10 +9,17 @@ use kvio_core::frame::FrameError;
 use kvio_proto::DecodeError;
 
 /// Why a request did not get the answer it wanted. Every variant names the
-/// server's address as the caller gave it; a refused put names its key too.
+/// server's address as the caller gave it; a refused put names its key too
+/// (cut by [`shorten`]: a 2,000-byte key is not printed whole).
+///
+/// After an error the [`Client`](crate::Client) keeps its connection only
+/// if the request was refused ([`is_refusal`](Error::is_refusal)); after
+/// any other (a timeout, a reset, a bad frame) it drops the connection, so
+/// that a late answer can never be read as the answer to the next request,
+/// and its next call connects afresh.
 ///
 /// ```
-/// # include!("../tests/support/server.rs");
+/// # include!("../doc/server.rs");
 /// # fn main() -> Result<(), kvio_client::Error> {
 /// # let server = TestServer::start();
 /// use std::time::Duration;
@@ -101,6 +108,22 @@ pub enum Error {
         /// What was asked and what came back.
         what: String,
     },
+    /// A request's frame is longer than the client's limit
+    /// ([`Client::set_max_frame_len`](crate::Client::set_max_frame_len),
+    /// by default a kvio server's default `--max-frame-len`, 1 MiB): it
+    /// was not sent, nor was any other request of its pipeline, and the
+    /// connection is kept. A server would refuse it and close the
+    /// connection.
+    TooLong {
+        /// The address as given.
+        addr: String,
+        /// The key of the request.
+        key: String,
+        /// The frame's `len` field (its payload and footer).
+        len: u64,
+        /// The client's limit.
+        max: u32,
+    },
 }
 
 impl Error {
@@ -125,12 +148,15 @@ impl Error {
             | Error::BadPayload { addr, .. }
             | Error::Server { addr, .. }
             | Error::Refused { addr, .. }
-            | Error::Unexpected { addr, .. } => addr,
+            | Error::Unexpected { addr, .. }
+            | Error::TooLong { addr, .. } => addr,
         }
     }
 
-    /// Whether the connection is still usable after this error: only a
-    /// refused put leaves it as it was.
+    /// Whether the request was refused, by the server (a put, [`Error::Refused`])
+    /// or before it was sent ([`Error::TooLong`]): nothing changed and the
+    /// connection is kept. After any other error the connection is dropped
+    /// and the next request connects again (see [`Error`]).
     ///
     /// ```
     /// use std::time::Duration;
@@ -140,7 +166,7 @@ impl Error {
     /// assert!(!error.is_refusal());
     /// ```
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Refused { .. })
+        matches!(self, Error::Refused { .. } | Error::TooLong { .. })
     }
 }
 
@@ -163,14 +189,27 @@ impl fmt::Display for Error {
             Error::Timeout { addr, after } => write!(f, "timed out after {} waiting for {addr}", Seconds(*after)),
             Error::Io { addr, source } => write!(f, "connection to {addr}: {source}"),
             Error::Closed { addr } => write!(f, "{addr} closed the connection before it answered"),
-            Error::BadFrame { addr, error } => write!(f, "bad response frame from {addr}: {error}"),
-            Error::BadPayload { addr, error } => write!(f, "bad response payload from {addr}: {error}"),
+            // What a server of another protocol (HTTP, say) gets: its bytes read as a kvio frame.
+            Error::BadFrame { addr, error } => {
+                write!(f, "bad response frame from {addr}: {error}; {NOT_KVIO}")
+            }
+            Error::BadPayload { addr, error } => {
+                write!(f, "bad response payload from {addr}: {error}; {NOT_KVIO}")
+            }
             Error::Server { addr, reason } => write!(f, "{addr} answered with an error: {reason}"),
             Error::Refused { addr, key, reason } if reason.is_empty() => {
-                write!(f, "{addr} refused the put of {key:?} (no reason given)")
+                write!(f, "{addr} refused the put of {} (no reason given)", shorten(key))
             }
-            Error::Refused { addr, key, reason } => write!(f, "{addr} refused the put of {key:?}: {reason}"),
+            Error::Refused { addr, key, reason } => write!(f, "{addr} refused the put of {}: {reason}", shorten(key)),
             Error::Unexpected { addr, what } => write!(f, "unexpected response from {addr}: {what}"),
+            Error::TooLong { addr, key, len, max } => write!(
+                f,
+                "not sent to {addr}: the request for {} is a {}-byte frame, over the client's limit of {} bytes \
+                 (a kvio server's --max-frame-len; raise it with set_max_frame_len if the server's is larger)",
+                shorten(key),
+                thousands(*len),
+                thousands(u64::from(*max)),
+            ),
         }
     }
 }
@@ -184,6 +223,44 @@ impl std::error::Error for Error {
             _ => None,
         }
     }
+}
+
+/// Said after a response that is not a kvio frame: the usual cause is an
+/// address that is another server's (an HTTP port, such as `--metrics`).
+const NOT_KVIO: &str = "is this a kvio server?";
+
+/// How many characters of a key or value a message repeats.
+const ECHO_CHARS: usize = 64;
+
+/// A key or value as kvio's messages repeat it: quoted and escaped, cut to
+/// 64 characters with its full length in bytes when longer, so that a
+/// 100 KiB key does not fill a log or a terminal. The `kvio` command says
+/// keys this way too.
+///
+/// ```
+/// use kvio_client::shorten;
+///
+/// assert_eq!(shorten("user:42"), "\"user:42\"");
+/// assert_eq!(shorten(&"k".repeat(2000)), format!("\"{}…\" (2,000 bytes)", "k".repeat(64)));
+/// ```
+pub fn shorten(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS) {
+        None => format!("\"{}\"", text.escape_debug()),
+        Some((cut, _)) => format!("\"{}…\" ({} bytes)", text[..cut].escape_debug(), thousands(text.len() as u64)),
+    }
+}
+
+/// `1,048,576`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
 
 /// A socket timeout: EAGAIN on a blocking socket with SO_RCVTIMEO, or ETIMEDOUT.
@@ -218,6 +295,7 @@ mod test {
             Error::Refused { addr: addr(), key: "k".into(), reason: "store full".into() },
             Error::Refused { addr: addr(), key: "k".into(), reason: String::new() },
             Error::Unexpected { addr: addr(), what: "a response of kind 7".into() },
+            Error::TooLong { addr: addr(), key: "k".into(), len: 9_000_021, max: 1 << 20 },
         ];
         for e in &errors {
             assert_eq!(e.addr(), "db1:7878");
@@ -227,6 +305,39 @@ mod test {
         assert_eq!(errors[2].to_string(), "timed out after 5 s waiting for db1:7878");
         assert_eq!(errors[8].to_string(), "db1:7878 refused the put of \"k\": store full");
         assert_eq!(errors[9].to_string(), "db1:7878 refused the put of \"k\" (no reason given)");
-        assert_eq!(errors.iter().filter(|e| e.is_refusal()).count(), 2);
+        assert_eq!(errors.iter().filter(|e| e.is_refusal()).count(), 3);
+        assert_eq!(
+            errors[11].to_string(),
+            "not sent to db1:7878: the request for \"k\" is a 9,000,021-byte frame, over the client's limit of \
+             1,048,576 bytes (a kvio server's --max-frame-len; raise it with set_max_frame_len if the server's is larger)"
+        );
+    }
+
+    #[test]
+    fn a_response_that_is_not_a_kvio_frame_asks_whether_it_is_a_kvio_server() {
+        // An HTTP server's "HTTP/1.1 400" read as a frame: its `len` is 0x50545448.
+        let e = Error::BadFrame { addr: "127.0.0.1:9878".into(), error: FrameError::TooLong };
+        assert_eq!(
+            e.to_string(),
+            "bad response frame from 127.0.0.1:9878: frame length over maximum; is this a kvio server?"
+        );
+        let e = Error::BadPayload { addr: "127.0.0.1:9878".into(), error: DecodeError::NotUtf8 };
+        assert!(e.to_string().ends_with("; is this a kvio server?"), "{e}");
+    }
+
+    #[test]
+    fn a_long_key_is_cut_to_64_characters_with_its_length() {
+        let key = "k".repeat(2000);
+        let e = Error::Refused { addr: "db1:7878".into(), key, reason: "key too long".into() };
+        assert_eq!(
+            e.to_string(),
+            format!("db1:7878 refused the put of \"{}…\" (2,000 bytes): key too long", "k".repeat(64))
+        );
+        assert_eq!(shorten("k"), "\"k\"");
+        assert_eq!(shorten(&"é".repeat(64)), format!("\"{}\"", "é".repeat(64)));
+        assert_eq!(shorten(&"é".repeat(65)), format!("\"{}…\" (130 bytes)", "é".repeat(64)));
+        assert_eq!(shorten(&"k".repeat(100 * 1024)), format!("\"{}…\" (102,400 bytes)", "k".repeat(64)));
+        assert_eq!(shorten("a\"b\n"), "\"a\\\"b\\n\"");
+        assert_eq!([0, 999, 1000, 1_048_576].map(thousands), ["0", "999", "1,000", "1,048,576"]);
     }
 }

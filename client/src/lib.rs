@@ -5,7 +5,7 @@
 //! [`Rendezvous`] hashing).
 //!
 //! ```
-//! # include!("../tests/support/server.rs");
+//! # include!("../doc/server.rs");
 //! # fn main() -> Result<(), kvio_client::Error> {
 //! # let server = TestServer::start();
 //! # let addr = server.addr();
@@ -42,5 +42,5 @@ mod error;
 mod sharded;
 
 pub use client::{Client, DEFAULT_TIMEOUT, MAX_RESPONSE_LEN, Pipeline, Reply, Response};
-pub use error::Error;
+pub use error::{Error, shorten};
 pub use sharded::{Rendezvous, ShardedClient};

@@ -113,10 +113,11 @@ impl Rendezvous {
 
 /// A client over several kvio servers: each key's requests go to the one
 /// server [`Rendezvous`] picks for it. Connections are made on first use
-/// and remade after a failure, so one server down fails only its own keys.
+/// and remade after a failure (the [`Client`]'s rule: any error but a
+/// refusal drops the connection), so one server down fails only its own keys.
 ///
 /// ```
-/// # include!("../tests/support/server.rs");
+/// # include!("../doc/server.rs");
 /// # fn main() -> Result<(), kvio_client::Error> {
 /// # let (a, b, c) = (TestServer::start(), TestServer::start(), TestServer::start());
 /// # let addrs = [a.addr().to_string(), b.addr().to_string(), c.addr().to_string()];
@@ -190,7 +191,7 @@ impl ShardedClient {
     /// a pipeline of that server's keys.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let (a, b) = (TestServer::start(), TestServer::start());
     /// # let addrs = [a.addr().to_string(), b.addr().to_string()];
@@ -213,7 +214,7 @@ impl ShardedClient {
     /// Stores `value` under `key` on its server.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let (a, b) = (TestServer::start(), TestServer::start());
     /// # let addrs = [a.addr().to_string(), b.addr().to_string()];
@@ -231,7 +232,7 @@ impl ShardedClient {
     /// The value under `key` on its server, `None` if there is none.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let (a, b) = (TestServer::start(), TestServer::start());
     /// # let addrs = [a.addr().to_string(), b.addr().to_string()];
@@ -247,7 +248,7 @@ impl ShardedClient {
     /// Deletes `key` on its server: `true` when it was there.
     ///
     /// ```
-    /// # include!("../tests/support/server.rs");
+    /// # include!("../doc/server.rs");
     /// # fn main() -> Result<(), kvio_client::Error> {
     /// # let (a, b) = (TestServer::start(), TestServer::start());
     /// # let addrs = [a.addr().to_string(), b.addr().to_string()];
@@ -262,16 +263,10 @@ impl ShardedClient {
         self.with_client(key, |c| c.delete(key))
     }
 
-    /// Runs `f` on `key`'s connection; drops the connection after an error
-    /// that leaves it unusable, so that the next request connects afresh.
+    /// Runs `f` on `key`'s connection. After an error the [`Client`]
+    /// itself drops its connection unless the request was refused, and
+    /// connects again on its next call: one rule for both clients.
     fn with_client<R>(&mut self, key: &str, f: impl FnOnce(&mut Client) -> Result<R, Error>) -> Result<R, Error> {
-        let index = self.placement.server_for(key);
-        let result = f(self.client_for(key)?);
-        if let Err(e) = &result
-            && !e.is_refusal()
-        {
-            self.clients[index] = None;
-        }
-        result
+        f(self.client_for(key)?)
     }
 }

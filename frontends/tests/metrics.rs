@@ -182,14 +182,21 @@ fn metrics_count_exactly_what_the_clients_did(flavor: Flavor) {
     let full_lines: Vec<&String> =
         stderr.iter().filter(|l| l.contains("WARN") && l.contains("refusing puts: store full")).collect();
     assert!((1..=2).contains(&full_lines.len()), "one rate-limited line for the burst: {stderr:?}");
-    if full_lines.len() == 1 && did.full > 1 {
-        let summary = format!("{} more puts refused: store full not shown", did.full - 1);
-        assert!(stderr.iter().any(|l| l.contains(&summary)), "the count at exit ({summary:?}): {stderr:?}");
-    }
+    assert!(!full_lines[0].contains(" more like it"), "nothing came before the first line: {stderr:?}");
+    // Every refusal is in the log exactly once: a line, a line's "(N more
+    // like it ...)", or the count at exit, whichever lines there are.
+    let number_before = |line: &str, words: &str| -> u64 {
+        let Some(at) = line.find(words) else { return 0 };
+        let digits = line[..at].rsplit(|c: char| !c.is_ascii_digit()).next().unwrap_or("");
+        digits.parse().unwrap_or_else(|_| panic!("no count before {words:?} in {line:?}"))
+    };
+    let in_lines: u64 = full_lines.iter().map(|l| 1 + number_before(l, " more like it not shown")).sum();
+    let at_exit: u64 = stderr.iter().map(|l| number_before(l, " more puts refused: store full not shown")).sum();
+    assert_eq!(in_lines + at_exit, did.full, "the counts the log states: {stderr:?}");
 }
 
 /// Under `--when-full evict`: deletes by result, and the store's evictions,
-/// which match the store line a single-thread driver prints at the stop.
+/// which match the store line every flavor prints at the stop.
 fn deletes_and_evictions_are_exported(flavor: Flavor) {
     const PUTS: u64 = 6;
     let (mut server, at) = start(flavor, &["--store-entries", "4", "--when-full", "evict"]);
@@ -215,17 +222,15 @@ fn deletes_and_evictions_are_exported(flavor: Flavor) {
 
     let exit = server.terminate();
     assert_eq!(exit.status.code(), Some(0));
-    let line = exit.stdout.iter().find(|l| l.starts_with("kvio serve: store "));
-    if matches!(flavor, Flavor::Blocking | Flavor::Threaded) {
-        assert_eq!(line, None, "blocking and threaded print no store line, as before");
-    } else {
-        let line = line.unwrap_or_else(|| panic!("no store line: {:?}", exit.stdout));
-        assert_eq!(
-            line,
-            &format!("kvio serve: store entries={entries} evictions={evictions}"),
-            "the store line agrees"
-        );
-    }
+    // Every flavor prints the store line, just before the stopped line.
+    let at = exit.stdout.iter().position(|l| l.starts_with("kvio serve: store "));
+    let at = at.unwrap_or_else(|| panic!("{flavor:?} printed no store line: {:?}", exit.stdout));
+    assert_eq!(
+        exit.stdout[at],
+        format!("kvio serve: store entries={entries} evictions={evictions}"),
+        "the store line agrees"
+    );
+    assert!(exit.stdout[at + 1].starts_with("kvio serve: stopped "), "{:?}", exit.stdout);
 }
 
 /// Issue 27: under `--when-full evict`, the one put refused as full is an

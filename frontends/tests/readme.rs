@@ -206,3 +206,43 @@ fn shell_lines_are_read_as_the_shell_reads_them() {
         [(4, "kvio serve".to_owned())]
     );
 }
+
+/// The Install block's lines after `cargo install`, run as written by
+/// bash in an empty home (a temp dir) whose ~/.cargo/bin holds kvio, as
+/// `cargo install` leaves a new account: the completion script lands where
+/// bash-completion reads it, and `man kvio` finds the page.
+#[test]
+fn the_install_lines_work_in_an_empty_home() {
+    let text = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let install = &text[text.find("## Install").expect("an Install section")..];
+    let install = &install[..install[3..].find("\n## ").map_or(install.len(), |end| end + 3)];
+    let lines: Vec<String> =
+        runnable_lines(install).into_iter().map(|(_, l)| l).filter(|l| !l.starts_with("cargo install ")).collect();
+    assert!(lines.iter().any(|l| l.contains("kvio man")), "the Install block installs the man page: {lines:?}");
+    let home = std::env::temp_dir().join(format!("kvio-readme-home-{}", std::process::id()));
+    let bin = home.join(".cargo/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(KVIO, bin.join("kvio")).unwrap();
+    let mut script = String::from("set -euo pipefail\n");
+    for line in &lines {
+        script.push_str(line);
+        script.push('\n');
+    }
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bash");
+    let page = String::from_utf8_lossy(&out.stdout).into_owned();
+    let completion = home.join(".local/share/bash-completion/completions/kvio");
+    let parsed = Command::new("bash").arg("-n").arg(&completion).status();
+    std::fs::remove_dir_all(&home).unwrap();
+    assert!(out.status.success(), "{lines:?} in an empty home: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(page.contains("KVIO SERVE") && page.contains("--store-bytes"), "`man kvio` printed: {page}");
+    assert!(parsed.is_ok_and(|s| s.success()), "the completion script at {}", completion.display());
+}

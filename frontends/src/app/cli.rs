@@ -11,7 +11,7 @@
 //! moves where a server listens.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -85,7 +85,9 @@ enum Command {
     /// Commands are read line by line and answered in order, one line each:
     /// `get KEY` prints the value or `(nil)`; `put KEY VALUE` prints `OK` or
     /// `ERR <reason>`; `del KEY` prints `OK` (deleted) or `(nil)` (it was not
-    /// there); `help` lists the commands. Words are split as a shell
+    /// there); `help` lists the commands; `quit` or `exit` leaves. At a
+    /// terminal, lines are edited as in a shell (arrows, Ctrl-R), with a
+    /// history kept in ~/.kvio_history. Words are split as a shell
     /// splits them: quote a key or a value with spaces (`put "a key" "a
     /// value"`). Blank lines and lines starting with `#` are skipped. If the
     /// server closed the idle connection, it reconnects once. Exit status:
@@ -110,9 +112,10 @@ enum Command {
     },
     /// Print a shell completion script for kvio.
     ///
-    /// bash: `kvio completions bash > ~/.local/share/bash-completion/completions/kvio`;
-    /// zsh: `kvio completions zsh > ~/.zfunc/_kvio` (with `fpath+=~/.zfunc`);
-    /// fish: `kvio completions fish > ~/.config/fish/completions/kvio.fish`.
+    /// bash (with the bash-completion package): `mkdir -p ~/.local/share/bash-completion/completions`, then
+    /// `kvio completions bash > ~/.local/share/bash-completion/completions/kvio`;
+    /// zsh: `mkdir -p ~/.zfunc`, `kvio completions zsh > ~/.zfunc/_kvio` (with `fpath+=~/.zfunc` before compinit in
+    /// ~/.zshrc); fish: `mkdir -p ~/.config/fish/completions`, `kvio completions fish > ~/.config/fish/completions/kvio.fish`.
     Completions {
         /// The shell.
         #[arg(value_enum)]
@@ -120,7 +123,9 @@ enum Command {
     },
     /// Print the man page, kvio(1), in roff.
     ///
-    /// `kvio man > ~/.local/share/man/man1/kvio.1`, then `man kvio`; or read it at once with `kvio man | man -l -`.
+    /// `mkdir -p ~/.cargo/share/man/man1`, `kvio man > ~/.cargo/share/man/man1/kvio.1`, then `man kvio` (man looks in
+    /// ../share/man beside each directory on PATH, and cargo installs kvio in ~/.cargo/bin); or read it at once with
+    /// `kvio man | man -l -`.
     Man,
 }
 
@@ -133,6 +138,10 @@ struct ConnArgs {
     /// Seconds to wait for the connection and for each answer (fractions allowed, e.g. 0.5).
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = seconds)]
     timeout: Duration,
+    /// The server's --max-frame-len: a longer request is refused here, before it is sent (the protocol does not
+    /// carry the server's limit; give the same value as `kvio serve` if it is not the default).
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = size_at_least::<u32>(MIN_MAX_FRAME_LEN.into()))]
+    max_frame_len: u32,
 }
 
 /// `kvio stats` arguments.
@@ -395,6 +404,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
         report("serve", e);
         return ExitCode::from(EXIT_FAILURE);
     }
+    // Before the start-up line: a store the machine cannot give would
+    // otherwise abort the process once it says it listens.
+    if let Err(e) = config.check_store(args.flavor, threads) {
+        report("serve", e);
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let run = || -> Result<stats::Stats, String> {
         let addrs = resolve(&args.addr)?;
         if let Err(e) = net::raise_fd_limit() {
@@ -454,7 +469,9 @@ fn named(given: &str, resolved: std::net::SocketAddr) -> String {
 }
 
 fn connect(conn: &ConnArgs) -> Result<Client, ClientError> {
-    Client::connect(conn.addr.as_str(), conn.timeout)
+    let mut client = Client::connect(conn.addr.as_str(), conn.timeout)?;
+    client.set_max_frame_len(conn.max_frame_len);
+    Ok(client)
 }
 
 /// The value to put: the argument, stdin (`-`) or a file, which must be UTF-8.
@@ -484,20 +501,9 @@ fn put_value(args: &PutArgs) -> Result<String, String> {
     })
 }
 
-/// How many characters of a key or value a message repeats.
-const ECHO_CHARS: usize = 64;
-
-/// A key or value as a message repeats it: quoted, cut to [`ECHO_CHARS`]
-/// characters with its full length when longer (a 100 KiB key must not
-/// fill the terminal).
-pub(crate) fn shorten(text: &str) -> String {
-    match text.char_indices().nth(ECHO_CHARS) {
-        None => format!("\"{}\"", text.escape_debug()),
-        Some((cut, _)) => {
-            format!("\"{}…\" ({} bytes)", text[..cut].escape_debug(), size::thousands(text.len() as u64))
-        }
-    }
-}
+/// A key or value as a message repeats it (cut to 64 characters with its
+/// length): the client library's rule, so both say a key the same way.
+pub(crate) use kvio_client::shorten;
 
 /// Prints `kvio COMMAND: message`, ending the sentence if it does not end yet.
 fn report(command: &str, message: impl std::fmt::Display) {
@@ -508,13 +514,17 @@ fn report(command: &str, message: impl std::fmt::Display) {
 
 /// Why a put was refused, with the sizes that matter: `reason` is the
 /// server's (docs/protocol.md), the limits those of a server started with
-/// the default `--max-frame-len` (the protocol does not carry the server's).
-fn refusal(reason: &str, key: &str, value: &str) -> String {
-    let limits = kvio_core::StoreLimits::for_frame(kvio_core::DEFAULT_MAX_FRAME_LEN, 0, 0);
-    let default_frame = size::bytes(u64::from(kvio_core::DEFAULT_MAX_FRAME_LEN));
+/// `max_frame_len` (`--max-frame-len`: the protocol does not carry the server's).
+fn refusal(reason: &str, key: &str, value: &str, max_frame_len: u32) -> String {
+    let limits = kvio_core::StoreLimits::for_frame(max_frame_len, 0, 0);
+    let frame = if max_frame_len == kvio_core::DEFAULT_MAX_FRAME_LEN {
+        format!("the default --max-frame-len ({})", size::bytes(u64::from(max_frame_len)))
+    } else {
+        format!("--max-frame-len {}", size::bytes(u64::from(max_frame_len)))
+    };
     let over = |what: &str, len: usize, limit: usize| {
         format!(
-            "the {what} is {}; a server with the default --max-frame-len ({default_frame}) takes {what}s up to {}.",
+            "the {what} is {}; a server with {frame} takes {what}s up to {}.",
             size::bytes(len as u64),
             size::bytes(limit as u64)
         )
@@ -539,12 +549,26 @@ fn put(args: &PutArgs) -> ExitCode {
     match connect(&args.conn).and_then(|mut c| c.put(&args.key, &value)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(ClientError::Refused { reason, .. }) => {
-            let why = refusal(&reason, &args.key, &value);
+            let why = refusal(&reason, &args.key, &value, args.conn.max_frame_len);
             report("put", format_args!("{} refused to store {}: {why}", args.conn.addr, shorten(&args.key)));
             ExitCode::from(EXIT_FAILURE)
         }
+        Err(ClientError::TooLong { .. }) => {
+            let limits = kvio_core::StoreLimits::for_frame(args.conn.max_frame_len, 0, 0);
+            let reason = if args.key.len() > limits.max_key_len { "key too long" } else { "value too long" };
+            let why = refusal(reason, &args.key, &value, args.conn.max_frame_len);
+            report(
+                "put",
+                format_args!(
+                    "not sent to {}: {why} For a server started with a larger --max-frame-len, give kvio put the \
+                     same --max-frame-len",
+                    args.conn.addr
+                ),
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
         Err(ClientError::Server { reason, .. }) if reason == kvio_core::frame::FrameError::TooLong.as_str() => {
-            let why = refusal("value too long", &args.key, &value);
+            let why = refusal("value too long", &args.key, &value, args.conn.max_frame_len);
             report("put", format_args!("{} refused the request as too long ({reason}): {why}", args.conn.addr));
             ExitCode::from(EXIT_FAILURE)
         }
@@ -560,6 +584,13 @@ fn put(args: &PutArgs) -> ExitCode {
 fn client_error(e: &ClientError) -> String {
     match e {
         ClientError::Unexpected { what, .. } => format!("unexpected response: {}", shorten(what)),
+        ClientError::TooLong { addr, key, len, max } => format!(
+            "not sent to {addr}: the request for {} is a {}-byte frame, over --max-frame-len {}; for a server \
+             started with a larger --max-frame-len, give the same one here",
+            shorten(key),
+            size::thousands(*len),
+            size::bytes(u64::from(*max))
+        ),
         other => other.to_string(),
     }
 }
@@ -619,6 +650,7 @@ fn answer(client: &mut Client, line: &Line) -> Result<(String, bool), ClientErro
             Err(ClientError::Refused { reason, .. }) => Ok((format!("ERR {reason}"), true)),
             Err(e) => Err(e),
         },
+        Line::Quit => Ok((String::new(), false)),
         Line::Del(key) => Ok((if client.delete(key)? { "OK" } else { "(nil)" }.to_owned(), false)),
     }
 }
@@ -636,55 +668,53 @@ fn cli(args: &ConnArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let stdin = io::stdin();
-    let interactive = stdin.is_terminal();
-    let mut input = stdin.lock();
+    let mut input = match repl::Input::open(format!("kvio {}> ", args.addr)) {
+        Ok(input) => input,
+        Err(e) => {
+            report("cli", e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let interactive = input.is_terminal();
     let mut out = io::stdout().lock();
     let mut raw = Vec::new();
     let (mut commands, mut failed) = (0u64, 0u64);
     if interactive {
-        eprintln!("kvio cli: connected to {}; type help for the commands, Ctrl-D to leave.", args.addr);
+        eprintln!("kvio cli: connected to {}; type help for the commands, quit or Ctrl-D to leave.", args.addr);
     }
+    let mut quit = false;
     loop {
-        if interactive {
-            eprint!("kvio {}> ", args.addr);
-        }
-        raw.clear();
-        match input.read_until(b'\n', &mut raw) {
-            Ok(0) => break,
-            Ok(_) => {}
+        let line = match input.next_line(&mut raw) {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
             Err(e) => {
-                report("cli", format_args!("stdin: {e}"));
+                report("cli", e);
                 return ExitCode::from(EXIT_FAILURE);
             }
-        }
-        let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        let line = match std::str::from_utf8(text) {
-            Ok(text) => repl::parse_line(text),
-            Err(_) => Line::Invalid("the line is not valid UTF-8.".into()),
         };
-        if line == Line::Blank {
-            continue;
+        match line {
+            Line::Blank => continue,
+            Line::Quit => {
+                quit = true;
+                break;
+            }
+            _ => {}
         }
         let reply = match answer(&mut client, &line) {
             Ok(reply) => reply,
             Err(ClientError::Server { reason, .. }) => (format!("ERR server error: {reason}"), true),
+            Err(e @ ClientError::TooLong { .. }) => (format!("ERR {}", client_error(&e)), true),
             // A server may close a connection that sat idle (the blocking
-            // flavor after 200 ms): reconnect once and ask again (a get or
-            // the same put twice changes nothing more than once).
-            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
-                match connect(args).and_then(|mut c| answer(&mut c, &line).map(|r| (c, r))) {
-                    Ok((fresh, reply)) => {
-                        client = fresh;
-                        reply
-                    }
-                    Err(e) => {
-                        report("cli", client_error(&e));
-                        return ExitCode::from(EXIT_FAILURE);
-                    }
+            // flavor after 200 ms): the client dropped it, and asking again
+            // connects once more (a get or the same put twice changes
+            // nothing more than once).
+            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => match answer(&mut client, &line) {
+                Ok(reply) => reply,
+                Err(e) => {
+                    report("cli", client_error(&e));
+                    return ExitCode::from(EXIT_FAILURE);
                 }
-            }
+            },
             Err(e) => {
                 report("cli", client_error(&e));
                 return ExitCode::from(EXIT_FAILURE);
@@ -697,9 +727,12 @@ fn cli(args: &ConnArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     }
+    input.close();
     if interactive {
-        // Ctrl-D: leave the shell's prompt on a line of its own.
-        eprintln!();
+        if !quit {
+            // Ctrl-D: leave the shell's prompt on a line of its own.
+            eprintln!();
+        }
         return ExitCode::SUCCESS;
     }
     if failed > 0 {
@@ -832,15 +865,6 @@ mod test {
             let e = Cli::try_parse_from(["kvio", sub, "--version"]).unwrap_err();
             assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion, "{sub}");
         }
-    }
-
-    #[test]
-    fn echoed_words_are_cut_to_64_characters_with_their_length() {
-        assert_eq!(shorten("k"), "\"k\"");
-        assert_eq!(shorten(&"é".repeat(64)), format!("\"{}\"", "é".repeat(64)));
-        assert_eq!(shorten(&"é".repeat(65)), format!("\"{}…\" (130 bytes)", "é".repeat(64)));
-        assert_eq!(shorten(&"k".repeat(100 * 1024)), format!("\"{}…\" (102,400 bytes)", "k".repeat(64)));
-        assert_eq!(shorten("a\"b\n"), "\"a\\\"b\\n\"");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub use kvio_core::store::slots_for;
 
 /// The store of a Linux server (its home is the host layer).
 pub use crate::host::sharded::HostStore;
-use crate::host::sharded::ShardedStore;
+use crate::host::sharded::{ShardedStore, StoreAllocError};
 use crate::sansio::server::Limits;
 /// How long a stopping server keeps delivering responses (the session's rule).
 pub use crate::sansio::session::SHUTDOWN_GRACE;
@@ -190,6 +190,51 @@ impl Config {
             .with_cas(self.store_cas)
     }
 
+    /// Whether the machine gives the memory of the store that `flavor`
+    /// with `loops` loops allocates ([`crate::serve_in`] and
+    /// [`crate::serve_loops`]: a sharded store for threaded and for more
+    /// than one loop, the plain store otherwise): it is allocated and
+    /// freed. Pages nobody writes cost nothing, so this is cheap; it lets
+    /// `kvio serve` refuse to start, with a sentence, where the allocation
+    /// after the start-up line would abort the process.
+    pub fn check_store(&self, flavor: Flavor, loops: usize) -> Result<(), String> {
+        let tried = match flavor {
+            Flavor::Threaded => {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                self.try_sharded_store(cpus).map(drop)
+            }
+            _ if loops > 1 => self.try_sharded_store(loops).map(drop),
+            _ => crate::host::sharded::try_host_store(self.store_limits(), self.store_entries, self.store_bytes)
+                .map(drop),
+        };
+        tried.map_err(|e| self.store_too_big(e, machine_memory()))
+    }
+
+    fn try_sharded_store(&self, loops: usize) -> Result<ShardedStore, StoreAllocError> {
+        let limits = self.store_limits();
+        ShardedStore::try_with_policy(limits, ShardedStore::shard_count(limits, loops), self.when_full)
+    }
+
+    /// What `kvio serve` says when the store cannot be allocated: what was
+    /// asked, and what the machine has (`(total, available)` bytes, from
+    /// /proc/meminfo, when it could be read).
+    fn store_too_big(&self, e: StoreAllocError, machine: Option<(u64, u64)>) -> String {
+        use crate::app::size::bytes as said;
+        let has = match machine {
+            Some((total, available)) => {
+                format!("this machine has {} of memory, {} of it available", said(total), said(available))
+            }
+            None => "this machine's memory could not be read from /proc/meminfo".to_owned(),
+        };
+        format!(
+            "cannot allocate the store: --store-bytes {} and --store-entries {} ask for {} at start-up; {has}. \
+             Give a smaller --store-bytes",
+            said(self.store_bytes as u64),
+            self.store_entries,
+            said(e.bytes as u64),
+        )
+    }
+
     /// The start-up line's fields after the flavor and address.
     pub fn describe(&self) -> String {
         format!(
@@ -204,6 +249,17 @@ impl Config {
             self.max_client_memory,
         )
     }
+}
+
+/// `(MemTotal, MemAvailable)` of /proc/meminfo, in bytes.
+fn machine_memory() -> Option<(u64, u64)> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| {
+        let line = info.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..].trim().strip_suffix("kB")?.trim().parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
 }
 
 #[cfg(test)]
@@ -221,6 +277,28 @@ mod test {
         }
         assert!(store.put(b"one too many", b"v").is_err());
         assert_eq!(KeyValueStore::get(&mut store, b"k7", |v| v.map(<[u8]>::to_vec)), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn a_store_the_machine_cannot_give_is_a_sentence_not_an_abort() {
+        // Past any machine's address space (128 TiB on x86-64 Linux), whatever the overcommit setting.
+        let config = Config { store_bytes: 1 << 50, ..Config::for_flavor(Flavor::Epoll) };
+        let e = config.check_store(Flavor::Epoll, 1).unwrap_err();
+        assert!(e.starts_with("cannot allocate the store: --store-bytes 1,125,899,906,842,624 bytes ("), "{e}");
+        assert!(e.contains("this machine has ") && e.ends_with("Give a smaller --store-bytes"), "{e}");
+        let said = config.store_too_big(StoreAllocError { bytes: 3 << 30 }, Some((24 << 30, 20 << 30)));
+        assert!(said.contains("ask for 3,221,225,472 bytes (3 GiB) at start-up; this machine has"), "{said}");
+        assert!(
+            said.contains("has 25,769,803,776 bytes (24 GiB) of memory, 21,474,836,480 bytes (20 GiB) of it"),
+            "{said}"
+        );
+        let (total, available) = machine_memory().expect("/proc/meminfo");
+        assert!(total >= available && available > 0);
+        // What the defaults ask is had, for every flavor and loop count.
+        let config = Config::for_flavor(Flavor::Epoll);
+        for (flavor, loops) in [(Flavor::Epoll, 1), (Flavor::Epoll, 4), (Flavor::Threaded, 1), (Flavor::Blocking, 1)] {
+            assert_eq!(config.check_store(flavor, loops), Ok(()), "{flavor} {loops}");
+        }
     }
 
     #[test]

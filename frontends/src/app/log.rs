@@ -25,16 +25,17 @@ pub use crate::sansio::warn::{Limited, WINDOW, flush_suppressed};
 /// The level used when neither `--log-level` nor `RUST_LOG` says.
 pub const DEFAULT_LEVEL: &str = "info";
 
+/// The levels, for the message about a bad one.
+pub const LEVELS: &str = "error, warn, info, debug, trace or off";
+
 /// Sets up the log on stderr: `level` (an `EnvFilter` directive such as
 /// `warn` or `kvio=debug`) if given, else `RUST_LOG`, else [`DEFAULT_LEVEL`].
 /// Err: the directive is not valid. Once per process; later calls do nothing.
 pub fn init(level: Option<&str>) -> Result<(), String> {
     let filter = match level {
-        Some(level) => EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?,
+        Some(level) => filter(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?,
         None => match std::env::var("RUST_LOG") {
-            Ok(env) if !env.trim().is_empty() => {
-                EnvFilter::try_new(&env).map_err(|e| format!("invalid RUST_LOG {env:?}: {e}"))?
-            }
+            Ok(env) if !env.trim().is_empty() => filter(&env).map_err(|e| format!("invalid RUST_LOG {env:?}: {e}"))?,
             _ => EnvFilter::new(DEFAULT_LEVEL),
         },
     };
@@ -45,6 +46,29 @@ pub fn init(level: Option<&str>) -> Result<(), String> {
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     Ok(())
+}
+
+/// `directives` as a filter, if each of them names a level: `warn`, or
+/// `kvio=debug`. EnvFilter reads a lone word that is not a level as a
+/// target with every level (`verbose`: only events of a target named
+/// verbose), which turns kvio's log off without a word; a typo must not.
+fn filter(directives: &str) -> Result<EnvFilter, String> {
+    let mut any = false;
+    for directive in directives.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        any = true;
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if level.parse::<tracing_subscriber::filter::LevelFilter>().is_err() {
+            return Err(if directive.contains('=') {
+                format!("{level:?} in {directive:?} is not a level: expected {LEVELS}")
+            } else {
+                format!("expected {LEVELS}, or directives such as kvio=debug,warn")
+            });
+        }
+    }
+    if !any {
+        return Err(format!("no level: expected {LEVELS}"));
+    }
+    EnvFilter::try_new(directives).map_err(|e| e.to_string())
 }
 
 /// Warns once that `ip` is not a loopback address: kvio has no
@@ -93,8 +117,24 @@ mod test {
 
     #[test]
     fn levels_and_directives_are_checked() {
-        assert!(EnvFilter::try_new("warn").is_ok());
+        for good in ["warn", "INFO", "off", "kvio=debug,warn", " trace ", "kvio::sansio=debug", "2"] {
+            assert!(filter(good).is_ok(), "{good}");
+        }
         assert!(init(Some("kvio=debug,warn")).is_ok());
         assert!(init(Some("[bad")).unwrap_err().starts_with("invalid --log-level"));
+        // A typo is a lone word, which EnvFilter would take as a target: refused.
+        assert_eq!(
+            init(Some("verbose")).unwrap_err(),
+            "invalid --log-level \"verbose\": expected error, warn, info, debug, trace or off, or directives such as \
+             kvio=debug,warn"
+        );
+        assert!(EnvFilter::try_new("verbose").is_ok(), "EnvFilter alone accepts it");
+        assert_eq!(
+            filter("kvio=loud").unwrap_err(),
+            "\"loud\" in \"kvio=loud\" is not a level: expected error, warn, info, debug, trace or off"
+        );
+        assert!(filter("warn,kvio").is_err(), "a lone target");
+        assert!(filter("").unwrap_err().starts_with("no level"));
+        assert!(filter(" , ").is_err());
     }
 }

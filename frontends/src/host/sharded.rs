@@ -81,12 +81,57 @@ type ShardStore = Store<Box<[Slot]>, Box<[u8]>, StoreLimits, GlobalCount>;
 /// A store of `entries` entries and `bytes` bytes under `limits`,
 /// allocated now and never again.
 pub fn host_store(limits: StoreLimits, entries: usize, bytes: usize) -> HostStore {
-    // vec![0; n] is calloc: pages nobody writes cost no memory.
-    Store::with_storage(
-        vec![Slot::EMPTY; slots_for(entries)].into_boxed_slice(),
-        vec![0u8; bytes].into_boxed_slice(),
-        limits,
-    )
+    try_host_store(limits, entries, bytes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`host_store`], or how much was asked when the memory cannot be had.
+pub fn try_host_store(limits: StoreLimits, entries: usize, bytes: usize) -> Result<HostStore, StoreAllocError> {
+    let error = StoreAllocError { bytes: storage_bytes(entries, bytes) };
+    let mut slots = Vec::new();
+    // The store writes every slot at once (Store::with_storage fills them).
+    slots.try_reserve_exact(slots_for(entries)).map_err(|_| error)?;
+    slots.resize(slots_for(entries), Slot::EMPTY);
+    Ok(Store::with_storage(slots.into_boxed_slice(), try_zeroed(bytes).ok_or(error)?, limits))
+}
+
+/// A store's memory could not be allocated: its slot table and arena
+/// together (over every shard) are `bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreAllocError {
+    /// What was asked, in bytes.
+    pub bytes: usize,
+}
+
+impl std::fmt::Display for StoreAllocError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot allocate the store's {} bytes", self.bytes)
+    }
+}
+
+impl std::error::Error for StoreAllocError {}
+
+/// The bytes a slot table for `entries` and an arena of `bytes` take.
+fn storage_bytes(entries: usize, bytes: usize) -> usize {
+    slots_for(entries).saturating_mul(std::mem::size_of::<Slot>()).saturating_add(bytes)
+}
+
+/// `bytes` zeroed bytes, or `None` if the allocator has none: calloc, as
+/// `vec![0; n]` is, so pages nobody writes cost no memory; but fallible,
+/// which `vec!` is not (it aborts).
+fn try_zeroed(bytes: usize) -> Option<Box<[u8]>> {
+    if bytes == 0 {
+        return Some(Box::default());
+    }
+    let layout = std::alloc::Layout::array::<u8>(bytes).ok()?;
+    // SAFETY: `layout` has a non-zero size (checked above).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` is a live allocation of the global allocator with
+    // `layout` (`bytes` u8s, alignment 1), all zeroed: a valid `[u8]` of
+    // `bytes`, which the Box owns and frees with that same layout.
+    Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, bytes)) })
 }
 
 /// Shards per loop (or per CPU for the threaded flavor): enough that two
@@ -242,6 +287,16 @@ impl ShardedStore {
     /// A store of exactly `shards` shards (a power of two) doing `when_full`
     /// when full (see the [module docs](self)).
     pub fn with_policy(limits: StoreLimits, shards: usize, when_full: WhenFull) -> ShardedStore {
+        Self::try_with_policy(limits, shards, when_full).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`with_policy`](Self::with_policy), or how much was asked (over
+    /// every shard) when the memory cannot be had.
+    pub fn try_with_policy(
+        limits: StoreLimits,
+        shards: usize,
+        when_full: WhenFull,
+    ) -> Result<ShardedStore, StoreAllocError> {
         assert!(shards.is_power_of_two(), "shards must be a power of two");
         let cap = (u32::MAX - 1) as usize;
         let limits = StoreLimits {
@@ -260,21 +315,15 @@ impl ShardedStore {
             max_entries: limits.max_entries as u64,
             budget: limits.byte_budget as u64,
         });
+        let all = StoreAllocError { bytes: storage_bytes(entries, bytes).saturating_mul(shards) };
         let shards = (0..shards)
             .map(|_| {
-                // vec![0; n] is calloc: pages nobody writes cost no memory.
-                Shard::new(
-                    Store::with_storage(
-                        vec![Slot::EMPTY; slots_for(entries)].into_boxed_slice(),
-                        vec![0u8; bytes].into_boxed_slice(),
-                        shard_limits,
-                    )
-                    .when_full(when_full)
-                    .with_quota(GlobalCount { count: Arc::clone(&count), reserved: (0, 0) }),
-                )
+                let store = try_host_store(shard_limits, entries, bytes).map_err(|_| all)?;
+                let quota = GlobalCount { count: Arc::clone(&count), reserved: (0, 0) };
+                Ok(Shard::new(store.when_full(when_full).with_quota(quota)))
             })
-            .collect::<Box<[Shard]>>();
-        ShardedStore {
+            .collect::<Result<Box<[Shard]>, StoreAllocError>>()?;
+        Ok(ShardedStore {
             shift: 64 - shards.len().trailing_zeros(),
             shards,
             limits,
@@ -282,7 +331,7 @@ impl ShardedStore {
             count,
             evictions: AtomicU64::new(0),
             expired: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The same store with cas in every shard, or without (see

@@ -312,6 +312,8 @@ pub struct Session {
     reported: u64,
     /// Bytes received and sent since the last [`Session::take_traffic`].
     traffic: (u64, u64),
+    /// Evicted under the client-memory cap ([`Session::evict`]).
+    evicted: bool,
 }
 
 impl Session {
@@ -330,6 +332,7 @@ impl Session {
             frame_since: None,
             reported: 0,
             traffic: (0, 0),
+            evicted: false,
         }
     }
 
@@ -515,34 +518,53 @@ impl Session {
     /// The server is over its client-memory cap and this session holds the
     /// most: what it holds of a partial frame or held-back input is
     /// dropped at once, and it reads nothing more. It still gets the
-    /// answers it is owed, then an error frame ([`MEMORY_LIMIT_REASON`]),
+    /// answers already made, then an error frame ([`MEMORY_LIMIT_REASON`]),
     /// then a lingering close; but a session whose unsent answers reached
-    /// the output limit (back-pressure: its peer is not reading them) is
-    /// closed at once, as an error frame would only queue behind them.
-    /// Calling it again changes nothing.
+    /// the output limit (back-pressure) is closed at once, as an error frame
+    /// would only queue behind them. A session already draining for another
+    /// reason (its peer's end of stream, a stop) is evicted the same way,
+    /// and the eviction is why it ends; one whose stream broke (its error
+    /// frame queued or sent) gets no second error frame. Calling it again,
+    /// or on a lingering or closed session, changes nothing more.
     pub fn evict<H: Handler + ?Sized>(&mut self, handler: &mut H, spare: &mut Spare) {
-        if self.is_evicted() || !matches!(self.state, State::Open | State::Draining { .. }) {
+        if self.evicted || self.state == State::Closed {
+            return;
+        }
+        // Marked whatever the state, so the server never picks it again.
+        self.evicted = true;
+        if matches!(self.state, State::Lingering { .. }) {
+            // It holds nothing and owes nothing: its buffers went when the linger began.
             return;
         }
         let held = self.buffered();
         self.payload = Vec::new();
         self.held = Vec::new();
+        self.end = Some(End::MemoryLimit(held));
         if self.pending() > 0 && !self.conn.wants_read(self.pending()) {
             self.out = OutBuf::default();
-            self.close(End::MemoryLimit(held));
+            self.state = State::Closed;
             return;
         }
-        if self.out.capacity() == 0 {
-            self.out = spare.take();
+        if self.conn.wants_read(0) {
+            if self.out.capacity() == 0 {
+                self.out = spare.take();
+            }
+            // A growable output always has room.
+            let _ = handler.evicted(&mut self.out);
         }
-        // A growable output always has room.
-        let _ = handler.evicted(&mut self.out);
-        self.drain_then_linger(End::MemoryLimit(held));
+        match &mut self.state {
+            // Draining already (a peer that closed keeps its close without linger).
+            State::Draining { read_left, input_waiting, .. } => {
+                *read_left = 0;
+                *input_waiting = false;
+            }
+            _ => self.drain_then_linger(End::MemoryLimit(held)),
+        }
     }
 
     /// Whether it was evicted under the client-memory cap.
     pub fn is_evicted(&self) -> bool {
-        matches!(self.end, Some(End::MemoryLimit(_)))
+        self.evicted
     }
 
     /// The server stops. A session that owes nothing and holds no unread
@@ -1226,6 +1248,44 @@ mod test {
         assert_eq!((got[0].kind, got[1].value.as_str()), (3, "v"));
         assert_eq!((got[2].kind, got[2].value.as_str()), (0, MEMORY_LIMIT_REASON));
         assert_eq!(rig.session.phase(), Phase::Lingering);
+    }
+
+    /// Found by the `server` fuzz target (fuzz/regressions/server/over-cap):
+    /// a session draining after its peer's end of stream was evicted without
+    /// being marked (its end stayed `Eof`), so the server picked it again and
+    /// again, queueing an error frame each time, and never reached the next
+    /// victim: the total stayed over the cap.
+    #[test]
+    fn evicting_a_session_draining_after_end_of_stream_marks_it_once() {
+        let mut rig = Rig::new(timing());
+        let mut burst = request(Kind::PutOrUpdate, "k", "v");
+        burst.extend(request(Kind::Get, "k", ""));
+        rig.receive(0, &burst);
+        rig.session.peer_closed(rig.at(1));
+        assert_eq!(rig.session.phase(), Phase::Draining, "two answers unsent");
+        for _ in 0..3 {
+            rig.session.evict(&mut rig.handler, &mut rig.spare);
+            assert!(rig.session.is_evicted());
+        }
+        rig.send(2, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 3, "the two answers and one error frame: {got:?}");
+        assert_eq!((got[2].kind, got[2].value.as_str()), (0, MEMORY_LIMIT_REASON));
+        assert_eq!(rig.session.phase(), Phase::Closed, "the peer closed first: no linger");
+        assert!(matches!(rig.session.take_end(), End::MemoryLimit(_)), "the eviction is why it ended");
+    }
+
+    #[test]
+    fn evicting_a_broken_stream_adds_no_second_error_frame() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &0u32.to_le_bytes());
+        rig.send(1, usize::MAX);
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        assert!(rig.session.is_evicted());
+        rig.send(2, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 1, "only the framing error frame: {got:?}");
+        assert_eq!(got[0].value, "frame length below 5");
     }
 
     #[test]
