@@ -6,6 +6,10 @@
 //!   under arbitrary splits and payload buffers.
 //! - [`connection`]: byte streams through connection + handler + store, against
 //!   responses predicted by prost and a model store, with arbitrary reads and drains.
+//! - [`resp`], [`memcache`]: the RESP2 and memcached push parsers against
+//!   whole-stream models, under arbitrary splits and payload buffers.
+//! - [`differential`]: one operation sequence over kvio frames, RESP and
+//!   memcached, which must agree on every answer and leave the same stores.
 //! - [`store`]: put/get sequences against a `BTreeMap` with the same limits.
 //! - [`roundtrip`]: any `KeyValueMessage` framed and parsed back.
 //! - [`decode`]: any payload through the borrowed `MessageView` and prost's
@@ -20,8 +24,11 @@
 
 pub mod connection;
 pub mod decode;
+pub mod differential;
 pub mod frames;
 pub mod input;
+pub mod memcache;
 pub mod model;
+pub mod resp;
 pub mod roundtrip;
 pub mod store;

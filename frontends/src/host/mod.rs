@@ -7,7 +7,10 @@
 //!   the loops keep, readable while they run (for `/metrics`).
 //! - [`observed`]: the store as the handler sees it: gets, puts and deletes
 //!   counted, the fill and evictions kept for `/metrics`.
+//! - [`facts`]: what RESP's `INFO` and memcached's `stats` tell, from the
+//!   loops' counters.
 
+pub mod facts;
 pub mod loops;
 pub mod net;
 pub mod observed;
