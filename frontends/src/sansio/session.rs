@@ -312,6 +312,9 @@ pub struct Session {
     reported: u64,
     /// Bytes received and sent since the last [`Session::take_traffic`].
     traffic: (u64, u64),
+    /// Evicted at the client-memory cap (whatever ended it first: the
+    /// stop, say; `end` keeps the first reason).
+    evicted: bool,
 }
 
 impl Session {
@@ -330,6 +333,7 @@ impl Session {
             frame_since: None,
             reported: 0,
             traffic: (0, 0),
+            evicted: false,
         }
     }
 
@@ -521,9 +525,10 @@ impl Session {
     /// closed at once, as an error frame would only queue behind them.
     /// Calling it again changes nothing.
     pub fn evict<H: Handler + ?Sized>(&mut self, handler: &mut H, spare: &mut Spare) {
-        if self.is_evicted() || !matches!(self.state, State::Open | State::Draining { .. }) {
+        if self.evicted || !matches!(self.state, State::Open | State::Draining { .. }) {
             return;
         }
+        self.evicted = true;
         let held = self.buffered();
         self.payload = Vec::new();
         self.held = Vec::new();
@@ -540,9 +545,10 @@ impl Session {
         self.drain_then_linger(End::MemoryLimit(held));
     }
 
-    /// Whether it was evicted under the client-memory cap.
+    /// Whether it was evicted under the client-memory cap (even if it was
+    /// already ending for another reason, which [`Session::take_end`] keeps).
     pub fn is_evicted(&self) -> bool {
-        matches!(self.end, Some(End::MemoryLimit(_)))
+        self.evicted
     }
 
     /// The server stops. A session that owes nothing and holds no unread
@@ -1226,6 +1232,29 @@ mod test {
         assert_eq!((got[0].kind, got[1].value.as_str()), (3, "v"));
         assert_eq!((got[2].kind, got[2].value.as_str()), (0, MEMORY_LIMIT_REASON));
         assert_eq!(rig.session.phase(), Phase::Lingering);
+    }
+
+    /// The `server` fuzz target's crash-909bed7e: evicted during the stop,
+    /// a session kept its first reason to end (the stop), so it did not
+    /// count as evicted and the server evicted it again and again, each
+    /// time queueing another error frame, while the others stayed over the cap.
+    #[test]
+    fn an_eviction_during_the_stop_happens_once() {
+        let mut rig = Rig::new(timing());
+        let frame = request(Kind::PutOrUpdate, "k", &"v".repeat(5000));
+        rig.receive(0, &frame[..3000]);
+        rig.session.begin_shutdown(rig.at(1), true);
+        assert_eq!(rig.session.phase(), Phase::Draining);
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        assert!(rig.session.is_evicted(), "evicted, whatever ended it first");
+        let owed = rig.session.pending();
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        assert_eq!(rig.session.pending(), owed, "a second eviction changes nothing");
+        rig.send(2, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 1, "one error frame: {got:?}");
+        assert_eq!(got[0].value, MEMORY_LIMIT_REASON);
+        assert!(matches!(rig.session.take_end(), End::Shutdown), "the first reason to end is kept");
     }
 
     #[test]
