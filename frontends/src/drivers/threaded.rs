@@ -25,13 +25,15 @@
 //!   thread whose server [holds](Server::is_holding) reads nothing until
 //!   the memory is freed. A thread's read goes into its own buffer; the
 //!   hand-over to its server, which may allocate a whole frame and then
-//!   charges it, is one of at most as many intakes at once as there are
-//!   CPUs (`Intakes`), the server looking at the cap inside it. And the
+//!   charges it, goes at once while the memory has room for every
+//!   hand-over under way, and near the cap is one of at most as many at
+//!   once as there are CPUs (`Intakes`), the server looking at the cap
+//!   inside it. And the
 //!   threads share one malloc arena per CPU (`share_malloc_arenas`), so
 //!   what one frees the next reuses. So the cap is
 //!   passed by at most a frame per CPU, as with one loop per core:
 //!   measured, 200 clients holding 1 MiB partial frames against a 64 MiB
-//!   cap peak at 76-78 MiB resident (release; 82 MiB in debug), where they
+//!   cap peak at 76-78 MiB resident (release; 82-83 MiB in debug), where they
 //!   reached 98-153 MiB before.
 //! - Panics: a connection thread that panics is caught at its top
 //!   (`catch_unwind`); its server ends the session as a panic (an error,
