@@ -488,14 +488,14 @@ fn idle_timeout_closes(flavor: Flavor) {
     let server = Server::start_protocols(flavor, &["--idle-timeout-ms", "300"]);
     let started = Instant::now();
     let mut redis = server.resp();
-    let mut memcache = server.memcache();
     assert_eq!(redis.cmd_words("PING"), Reply::simple("PONG"));
-    assert_eq!(memcache.mc("version"), "VERSION 1.6.21");
-    assert!(redis.closed_by_server(), "RESP: not closed within {IO_TIMEOUT:?}");
-    assert!(memcache.closed_by_server(), "memcached: not closed within {IO_TIMEOUT:?}");
+    // Half a command counts as idle too.
+    let mut half = server.resp();
+    half.send(b"*2\r\n$3\r\nGET\r\n");
+    assert!(redis.closed_by_server(), "not closed within {IO_TIMEOUT:?}");
+    assert!(half.closed_by_server(), "not closed within {IO_TIMEOUT:?}");
     assert!(started.elapsed() >= Duration::from_millis(300), "closed after {:?}", started.elapsed());
-    // The listener still serves.
-    assert_eq!(server.resp().cmd_words("PING"), Reply::simple("PONG"));
+    assert_eq!(server.resp().cmd_words("PING"), Reply::simple("PONG"), "the listener still serves");
 }
 
 /// A value put over one protocol is read over the others, and deletes and
