@@ -1,4 +1,4 @@
-# Sourced by ci/clients and ci/proxy: start `kvio serve` on loopback with
+# Sourced by ci/clients: start `kvio serve` on loopback with
 # port 0, learn its addresses from its start-up lines, stop it by PID with
 # SIGTERM and check it exits 0. Every wait is bounded.
 #
