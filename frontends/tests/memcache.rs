@@ -170,6 +170,9 @@ fn retrieval_commands(flavor: Flavor) {
     assert_eq!(mc.mc("get"), "CLIENT_ERROR bad command line format");
 }
 
+/// One write to key `k`, over whichever connection it holds.
+type Write<'a> = Box<dyn FnMut(&mut TextClient) + 'a>;
+
 /// The cas unique changes on every write, whatever protocol wrote.
 fn cas_changes_on_every_write(flavor: Flavor) {
     let server = Server::start_protocols(flavor, &[]);
@@ -178,7 +181,7 @@ fn cas_changes_on_every_write(flavor: Flavor) {
     let mut kvio = server.connect();
     assert_eq!(mc.mc_store("set k 0 0 1", b"a"), "STORED");
     let mut seen = vec![cas_of(&mut mc, "k")];
-    let mut writes: Vec<Box<dyn FnMut(&mut TextClient)>> = vec![
+    let mut writes: Vec<Write> = vec![
         Box::new(|mc| assert_eq!(mc.mc_store("set k 0 0 1", b"b"), "STORED")),
         Box::new(|mc| assert_eq!(mc.mc_store("append k 0 0 1", b"c"), "STORED")),
         Box::new(|mc| assert_eq!(mc.mc_store("set k 0 0 1", b"1"), "STORED")),
