@@ -24,8 +24,10 @@
 use std::io;
 use std::sync::OnceLock;
 use std::thread;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::host::facts::Description;
+use kvio_core::WhenFull;
+
 use crate::host::net::Listener;
 use crate::host::observed::{Filled, StoreFill};
 use crate::host::shutdown::Shutdown;
@@ -223,6 +225,41 @@ fn pin_current_thread(cpu: usize) -> io::Result<()> {
     let mut set = CpuSet::new();
     set.set(cpu);
     Ok(sched_setaffinity(None, &set)?)
+}
+
+/// What a server was started with, for `INFO` and `stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct Description {
+    /// The IO model's name.
+    pub flavor: &'static str,
+    /// When it started.
+    pub started: Instant,
+    /// Its start as a Unix time in seconds.
+    pub started_unix: u64,
+    /// `--max-connections`.
+    pub max_connections: usize,
+    /// `--store-entries`.
+    pub store_entries: usize,
+    /// `--store-bytes`.
+    pub store_bytes: usize,
+    /// `--when-full`.
+    pub when_full: WhenFull,
+}
+
+impl Description {
+    /// Started now (reads the clocks: the application's to call).
+    pub fn now(flavor: &'static str) -> Description {
+        let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Description {
+            flavor,
+            started: Instant::now(),
+            started_unix,
+            max_connections: 0,
+            store_entries: 0,
+            store_bytes: 0,
+            when_full: WhenFull::Refuse,
+        }
+    }
 }
 
 #[cfg(test)]
