@@ -101,11 +101,28 @@ def store_model():
             if VECTORS[n]["kind"] == 3 and len(FRAME[n]) < 2048 and n.startswith("put_request")]
     golden = b"".join(put(k, v) + get(k) for k, v in puts) + get(b"absent")
     churn = b"".join(u8(0x18) + u8(i % 8) + u8(i * 7 % 40) + u8(i) for i in range(40))  # small keys, new sizes
+    # Ops over time: a put with options (bit 5), then its options byte
+    # (bits 0-1 expiry: never/keep/ahead/behind + a ms byte, 2-3 condition,
+    # 4 flags + a byte, 5 text); gets' bits 5-7: get, delete, touch, concat,
+    # incr, wait, get and delete at now 0.
+    def put_opts(i, value, opts, *extra):  # key `k` + i, a short value
+        return u8(0x28) + u8(i) + u8(len(value)) + value + u8(opts) + bytes(extra)
+
+    def op(kind, i, *extra):
+        return u8(0x01 | kind << 5) + u8(i) + bytes(extra)
+
+    wait, touch, concat, incr = 5, 2, 3, 4
+    timed = (put_opts(1, b"41", 0x02, 10) + put_opts(2, b"v", 0x10 | 0x20, 7) + op(incr, 1, 2)
+             + op(concat, 2, 3) + b"abc" + op(touch, 2, 2 | 40 << 2) + op(wait, 0, 12) + op(0, 1) + op(0, 2)
+             + put_opts(3, b"x", 0x04) + put_opts(3, b"y", 0x04) + put_opts(3, b"z", 0x0C, 0)
+             + op(incr, 3, 0xFF) + put_opts(1, b"9", 0x03, 5) + op(1, 2))
     return {
         "golden-puts": config(arena=2048, budget=2048, max_len=2048) + golden,
         "golden-puts-tight": config(slots=4, arena=96, budget=90, entries=2) + golden,
         "churn-compaction": config(arena=200, budget=160) + churn + get(b"k\x03"),
         "no-slots": config(slots=0) + golden[:40],
+        "timed": config(entries=8 | 0x40) + timed,
+        "timed-evicting": config(arena=256, budget=256, entries=6 | 0x80 | 0x40) + timed * 3,
     }
 
 

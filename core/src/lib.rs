@@ -94,7 +94,10 @@ pub use buffer::{Output, OutputFull, PayloadBuffer};
 pub use connection::{Connection, Handler, Outcome, Received};
 pub use frame::{FrameError, FrameParser, Parse};
 pub use serial::{LineState, SerialLink};
-pub use store::{KeyValueStore, Limits as StoreLimits, Shared, Store, StoreError, WhenFull};
+pub use store::{
+    Condition, Entry, Expiry, KeyValueStore, Limits as StoreLimits, Millis, PutOptions, Quota, Shared, Store,
+    StoreError, WhenFull,
+};
 
 /// The default maximum frame length (`len` field: payload + 5 footer bytes): 1 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 1 << 20;

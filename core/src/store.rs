@@ -1,19 +1,17 @@
 //! A key/value store whose capacity is fixed when it is built.
 //!
 //! Capacity is two numbers: how many entries, and a byte budget for what the
-//! entries hold (each entry costs its key, its value and a 12-byte record
-//! header). Memory is the slot table plus the arena that holds those bytes;
-//! nothing is reserved per entry for the largest key or value, and nothing
-//! is ever allocated: the storage is handed in (arrays in a `static` on a
-//! microcontroller, boxed slices on a host).
+//! entries hold (each entry costs its key, its value and a record header of
+//! 12 bytes, plus 8 for an expiry, 4 for nonzero flags and 8 in a store
+//! with cas: see "Records"). Memory is the slot table plus the arena that
+//! holds those bytes; nothing is reserved per entry for the largest key or
+//! value, and nothing is ever allocated: the storage is handed in (arrays
+//! in a `static` on a microcontroller, boxed slices on a host).
 //!
 //! Layout: an open-addressing table of [`Slot`]s (hash + arena offset,
-//! linear probing) and a byte arena of records
-//! `[meta: u32][key_len: u32][value_len: u32][key][value]`, `meta` being the
-//! record's slot index plus a "recently used" bit, or all ones for a dead
-//! record. A delete empties its slot by backward shift (the entries after
-//! it in the probe run move back), so there are no tombstones and probes
-//! stay as short as the load allows.
+//! linear probing) and a byte arena of records. A delete empties its slot
+//! by backward shift (the entries after it in the probe run move back), so
+//! there are no tombstones and probes stay as short as the load allows.
 //!
 //! A lookup touches the arena only where it must. Each slot holds the key's
 //! full 32-bit hash, and a probe reads a record only when that hash matches:
@@ -23,19 +21,64 @@
 //! a probe is nearly always one line of a table several times smaller than
 //! the arena: the record is the one access expected to miss the cache.
 //!
+//! # Records
+//!
+//! ```text
+//! [meta: u32][key_len: u16][opts: u16][value_len: u32]   12 bytes, always
+//! [expires: u64]    if opts & EXPIRES   absolute, on the caller's clock (ms)
+//! [cas: u64]        if opts & CAS       every record of a store built with_cas
+//! [flags: u32]      if opts & FLAGS     only when nonzero
+//! [key][value]
+//! ```
+//!
+//! `meta` is the record's slot index plus a "recently used" bit, or all
+//! ones for a dead record; `opts` says which optional fields follow (and,
+//! in its `TEXT` bit, that the value is known to be UTF-8). A plain entry,
+//! the only kind a kvio frame makes, is the 12-byte header, its key and
+//! its value, as before expiry and cas existed; keys are at most
+//! [`MAX_KEY_LEN`] (64 KiB - 1) bytes to fit `key_len`.
+//!
+//! # Time and expiry
+//!
+//! The store never reads a clock: each operation takes `now` ([`Millis`])
+//! and the store keeps the latest it was given, so an operation passed 0
+//! (the [`KeyValueStore`] methods of old) uses that. An entry whose expiry
+//! is at or before now is absent to every operation. A lookup that finds
+//! one forgets it at once (lazy expiry, as Redis and memcached do); the
+//! reclaiming hand (below) drops an expired record it reaches instead of
+//! moving or evicting it. Both are counted in [`Store::expired`], apart
+//! from evictions.
+//!
 //! # The arena is a ring, reclaimed at its tail
 //!
-//! An update of the same size is written in place. Any other put appends a
-//! record at the ring's head; the record it replaces, like a deleted one, is
-//! marked dead. Space comes back at the tail, the oldest record, one record
-//! at a time, only as a put needs it: a dead record is passed over, a live
-//! one is moved to the head (or, under [`WhenFull::Evict`], evicted). So no
-//! put pays for more than a bounded slice of reclaiming: it moves at most
-//! [`MAX_MOVES`] records and [`move_budget`]`(cost)` bytes (log-structured
-//! cleaning, as in Segcache or a log-structured file system, with the
-//! segment shrunk to one record). A refusing store whose tail is packed
-//! with live records beyond that slice falls back to sliding every live
-//! record down in one pass: give such an arena slack beyond its budget.
+//! An update that keeps the record's size is written in place (the value
+//! and the optional fields). Any other put appends a record at the ring's
+//! head; the record it replaces, like a deleted one, is marked dead. Space
+//! comes back at the tail, the oldest record, one record at a time, only
+//! as a put needs it: a dead record is passed over, a live one is moved to
+//! the head (or, under [`WhenFull::Evict`], evicted). A move may overlap
+//! the bytes the record leaves, so it never fails for want of room
+//! (log-structured cleaning, as in Segcache or a log-structured file
+//! system, with the segment shrunk to one record).
+//!
+//! # Bounded work
+//!
+//! No put pays for more than a bounded slice of reclaiming: it moves at
+//! most [`MAX_MOVES`] records and [`move_budget`]`(cost)` bytes, and visits
+//! at most [`visit_budget`]`(cost)` records, dead ones included (a fixed
+//! slice plus three per 12 bytes of its own size). The count that makes
+//! this hold: every record the hand visits, but a move, frees at least 12
+//! contiguous bytes (a record is at least its 12-byte header), so after
+//! its moves and twice `cost / 12` other visits the hand has made room for
+//! any record. Many updates of one key leave a long run of dead records;
+//! a put that needs room passes only as many as it needs, and a put that
+//! needs budget (an evicting store over its entry or byte limit) does not
+//! walk the run to its end: see below.
+//!
+//! A refusing store whose tail is packed with live records beyond the
+//! slice falls back to sliding every live record down in one pass
+//! ([`Store::compactions`]): give such an arena slack beyond its budget.
+//! An evicting store never compacts.
 //!
 //! # When full
 //!
@@ -45,13 +88,41 @@
 //!
 //! [`WhenFull::Evict`]: the tail is also a CLOCK hand. A get or a put marks
 //! its record used (one bit in `meta`); a new entry starts unmarked. When a
-//! put needs room, the live record at the tail is given a second chance if
-//! it is marked (moved to the head, mark cleared) and evicted if not. CLOCK
-//! rather than sampled LRU because the hand is the reclaiming cursor the
-//! ring needs anyway: eviction frees bytes exactly where the next record
-//! goes, with no per-entry timestamp (one bit, in a header already there)
-//! and no random sampling of the table. Evictions are counted
-//! ([`Store::evictions`]).
+//! put is over budget (the entry limit, or the byte budget less 1/16 of the
+//! arena kept for moves), the live record at the tail is given a second
+//! chance if it is marked (moved to the head, mark cleared) and evicted if
+//! not. Within budget, a put that only needs contiguous room moves live
+//! records rather than evict them. CLOCK rather than sampled LRU because
+//! the hand is the reclaiming cursor the ring needs anyway: eviction frees
+//! bytes exactly where the next record goes, with no per-entry timestamp
+//! (one bit, in a header already there) and no random sampling of the
+//! table. Evictions are counted ([`Store::evictions`]).
+//!
+//! Second chance and bounded work meet in two places, and this is what a
+//! put does there:
+//!
+//! - Over budget, when the hand has spent its visits (a long run of dead
+//!   records at the tail) or holds a used record with no move left, the
+//!   victim is taken near the key's slot in the table instead, in place:
+//!   used entries there have their mark cleared and are passed, up to
+//!   [`NEARBY`] a put, and the first unused one is evicted (its record is
+//!   dead where it lies). So a used entry is evicted for budget only after
+//!   a put has spared [`NEARBY`] others.
+//! - Within budget but without contiguous room, once the moves are spent,
+//!   the record at the hand is evicted, used or not: room exists only
+//!   beyond it. No bounded rule can do better: a run at the tail of more
+//!   live, used records than a put may move leaves only a used one to
+//!   evict. This needs more live records in a row at the tail than a put
+//!   may move, with the dead bytes beyond them.
+//!
+//! # Operations beyond put, get and delete
+//!
+//! [`KeyValueStore`] also has what RESP and the memcached protocols need:
+//! conditional puts ([`Condition`]: NX / XX / cas), expiry ([`Expiry`]),
+//! client flags, [`touch`](KeyValueStore::touch),
+//! [`concat`](KeyValueStore::concat) (append / prepend) and
+//! [`incr`](KeyValueStore::incr). A store built [`with_cas`](Store::with_cas)
+//! gives every write a new cas from a store-wide counter.
 //!
 //! [`Shared`] wraps any store in a `critical_section::Mutex<RefCell<_>>`
 //! reachable from a `static`: threads or interrupt handlers reach it only
@@ -59,7 +130,85 @@
 
 use core::cell::RefCell;
 
-/// Why a put was refused. Nothing was stored, and nothing existing lost.
+/// A time on the caller's clock, in milliseconds (the host passes Unix
+/// time in ms; a firmware may pass 0 for ever: nothing then expires but an
+/// entry put with [`Expiry::At`]`(0)`). The store never reads a clock. It
+/// keeps the latest `now` it was given (the maximum), so the methods that
+/// take no `now` (and those passed 0) use that.
+pub type Millis = u64;
+
+/// When an entry written by [`KeyValueStore::put_with`] expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Expiry {
+    /// No expiry (a put with it clears the old entry's).
+    #[default]
+    Never,
+    /// Expires at this instant (absolute). At or before `now`: the put
+    /// succeeds and the entry is at once absent (Redis and memcached both
+    /// accept a past expiry as "delete"). `At(u64::MAX)` is `Never`.
+    At(Millis),
+    /// Keep the old entry's expiry (Redis KEEPTTL; none if it had none or
+    /// was absent).
+    Keep,
+}
+
+/// When [`KeyValueStore::put_with`] may store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Condition {
+    /// Whether or not the key is present.
+    #[default]
+    Always,
+    /// Only if the key is absent (NX, memcached `add`); else
+    /// [`StoreError::NotStored`].
+    Absent,
+    /// Only if the key is present (XX, memcached `replace`); else
+    /// [`StoreError::NotStored`].
+    Present,
+    /// Only if present with this cas (memcached `cas`): absent is
+    /// [`StoreError::NotFound`], another cas [`StoreError::Exists`]. A
+    /// store built without cas has no cas to match: always `Exists` (or
+    /// `NotFound`).
+    Cas(u64),
+}
+
+/// How [`KeyValueStore::put_with`] stores. The default is a plain put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PutOptions {
+    /// Stored with the value and handed back by gets (memcached's client
+    /// flags); 0 costs nothing (nonzero: 4 bytes of the record).
+    pub flags: u32,
+    /// When the entry expires (one: 8 bytes of the record).
+    pub expiry: Expiry,
+    /// When the put may store.
+    pub condition: Condition,
+    /// The caller knows the value is valid UTF-8 (kvio frames decode it as
+    /// a proto3 string, so they know for free); kept as one header bit so
+    /// a kvio-frame get of a value stored over RESP can tell without
+    /// validating every time.
+    pub text: bool,
+}
+
+/// An entry as a get sees it (borrowed from the arena for the closure's call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Entry<'a> {
+    /// The value.
+    pub value: &'a [u8],
+    /// The flags it was put with (0 if none).
+    pub flags: u32,
+    /// Absolute expiry on the caller's clock; None: never.
+    pub expires: Option<Millis>,
+    /// Changes on every write of the entry (memcached's cas unique, a
+    /// store-wide counter); 0 in a store built without cas.
+    pub cas: u64,
+    /// Known valid UTF-8 (see [`PutOptions::text`]).
+    pub text: bool,
+}
+
+/// Why an operation stored nothing. Nothing existing was lost either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -70,6 +219,19 @@ pub enum StoreError {
     ValueTooLong,
     /// The entry does not fit: the entry count or the byte budget is used up.
     Full,
+    /// A [`Condition::Absent`] or [`Condition::Present`] did not hold, or
+    /// [`KeyValueStore::concat`] found no entry.
+    NotStored,
+    /// [`Condition::Cas`]: the entry is there with another cas.
+    Exists,
+    /// [`Condition::Cas`] or [`KeyValueStore::incr`] found no entry.
+    NotFound,
+    /// [`KeyValueStore::incr`]: the value is not a decimal u64 (1 to 20 digits).
+    NotANumber,
+    /// An expiry in the future or nonzero flags, asked of a store whose
+    /// records cannot carry them: kvio-core built without its
+    /// `entry-fields` feature (a device that serves kvio frames only).
+    Unsupported,
 }
 
 impl StoreError {
@@ -79,6 +241,11 @@ impl StoreError {
             StoreError::KeyTooLong => "key too long",
             StoreError::ValueTooLong => "value too long",
             StoreError::Full => "store full",
+            StoreError::NotStored => "not stored",
+            StoreError::Exists => "changed since its cas was read",
+            StoreError::NotFound => "not found",
+            StoreError::NotANumber => "not a number",
+            StoreError::Unsupported => "expiry and flags unsupported by this store",
         }
     }
 }
@@ -91,17 +258,89 @@ impl core::fmt::Display for StoreError {
 
 impl core::error::Error for StoreError {}
 
-/// What a key/value store does for the request handler.
+/// What a key/value store does for the protocols: kvio frames use `put`,
+/// `get` and `delete`; RESP and memcached the rest.
+///
+/// Every method that takes `now` treats an entry whose expiry is at or
+/// before it as absent (see [`Millis`]); `put`, `get` and `delete` pass 0,
+/// that is the latest `now` the store was given.
 pub trait KeyValueStore {
-    /// Stores `value` under `key`, replacing any old value.
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Stores `value` under `key`, replacing any old value (no expiry, no
+    /// flags, whatever the old entry had).
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.put_with(key, value, PutOptions::default(), 0, |_| ()).1.map(drop)
+    }
 
     /// Calls `f` with the value stored under `key` (the borrow lasts only
     /// for the call, so a shared store's lock cannot outlive it).
-    fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R;
+    fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        self.get_entry(key, 0, |entry| f(entry.map(|entry| entry.value)))
+    }
 
     /// Removes `key`; true when it was there.
-    fn delete(&mut self, key: &[u8]) -> bool;
+    fn delete(&mut self, key: &[u8]) -> bool {
+        self.delete_at(key, 0)
+    }
+
+    /// Calls `f` with the entry under `key` (None if absent or expired at
+    /// `now`), marked used.
+    fn get_entry<R>(&mut self, key: &[u8], now: Millis, f: impl FnOnce(Option<Entry<'_>>) -> R) -> R;
+
+    /// Stores `value` under `key` if `opts.condition` holds; `old` is first
+    /// called with the entry it replaces (None if absent or expired),
+    /// before anything is written (Redis `SET .. GET` answers with it),
+    /// whether the put then stores or not. Returns what `old` returned and
+    /// the new entry's cas (0 without cas, and 0 for an expiry at or before
+    /// `now`, which leaves no entry). Refusals are checked in this order:
+    /// the key and value limits, the condition, then room.
+    fn put_with<R>(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        opts: PutOptions,
+        now: Millis,
+        old: impl FnOnce(Option<Entry<'_>>) -> R,
+    ) -> (R, Result<u64, StoreError>);
+
+    /// Removes `key`; true if it was there (and not expired).
+    fn delete_at(&mut self, key: &[u8], now: Millis) -> bool;
+
+    /// Sets ([`Expiry::At`]), clears ([`Expiry::Never`]) or leaves
+    /// ([`Expiry::Keep`]) the expiry of a present entry and marks it used;
+    /// its cas is kept (memcached's `touch` and Redis's `EXPIRE` do not
+    /// change the value). None if absent; else Some(the expiry it had). An
+    /// expiry at or before `now` removes the entry (it had one: Some).
+    ///
+    /// In place when the entry has an expiry field (clearing keeps the
+    /// field, set to never). Giving one to an entry that has none rewrites
+    /// its record 8 bytes longer: a refusing store with less than that
+    /// left of its budget (or arena) cannot, and then touch changes nothing
+    /// and returns None as for an absent key (the one case it does); an
+    /// evicting store makes room, and in the rare case that making room
+    /// evicts this very entry, returns None too (it is gone).
+    fn touch(&mut self, key: &[u8], expiry: Expiry, now: Millis) -> Option<Option<Millis>>;
+
+    /// Appends (front = false) or prepends `bytes` to a present entry's
+    /// value, keeping its flags and expiry (and its UTF-8 mark if `bytes`
+    /// are UTF-8); [`StoreError::NotStored`] if absent; the usual
+    /// [`StoreError::ValueTooLong`] / [`StoreError::Full`]. Returns the new
+    /// cas. The old and the new record are in the arena at once while it
+    /// is written: a refusing store whose live bytes plus the new record
+    /// pass its arena refuses it as `Full`; an evicting store whose room
+    /// making evicts this very entry answers `NotStored`, as if it had been
+    /// evicted just before.
+    fn concat(&mut self, key: &[u8], bytes: &[u8], front: bool, now: Millis) -> Result<u64, StoreError>;
+
+    /// memcached incr/decr: the value read as a decimal u64, plus (down =
+    /// false, wrapping at 2^64) or minus (down = true, floored at 0)
+    /// `delta`, written back as decimal (no leading zeros; marked UTF-8);
+    /// keeps flags and expiry. Returns the new number.
+    /// [`StoreError::NotFound`] if absent, [`StoreError::NotANumber`] if
+    /// the value is not 1 to 20 ASCII digits of a u64.
+    fn incr(&mut self, key: &[u8], delta: u64, down: bool, now: Millis) -> Result<u64, StoreError>;
+
+    /// Entries held (expired ones not yet reclaimed included, as Redis's DBSIZE).
+    fn entries(&mut self) -> usize;
 }
 
 impl<T: KeyValueStore + ?Sized> KeyValueStore for &mut T {
@@ -115,6 +354,41 @@ impl<T: KeyValueStore + ?Sized> KeyValueStore for &mut T {
 
     fn delete(&mut self, key: &[u8]) -> bool {
         (**self).delete(key)
+    }
+
+    fn get_entry<R>(&mut self, key: &[u8], now: Millis, f: impl FnOnce(Option<Entry<'_>>) -> R) -> R {
+        (**self).get_entry(key, now, f)
+    }
+
+    fn put_with<R>(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        opts: PutOptions,
+        now: Millis,
+        old: impl FnOnce(Option<Entry<'_>>) -> R,
+    ) -> (R, Result<u64, StoreError>) {
+        (**self).put_with(key, value, opts, now, old)
+    }
+
+    fn delete_at(&mut self, key: &[u8], now: Millis) -> bool {
+        (**self).delete_at(key, now)
+    }
+
+    fn touch(&mut self, key: &[u8], expiry: Expiry, now: Millis) -> Option<Option<Millis>> {
+        (**self).touch(key, expiry, now)
+    }
+
+    fn concat(&mut self, key: &[u8], bytes: &[u8], front: bool, now: Millis) -> Result<u64, StoreError> {
+        (**self).concat(key, bytes, front, now)
+    }
+
+    fn incr(&mut self, key: &[u8], delta: u64, down: bool, now: Millis) -> Result<u64, StoreError> {
+        (**self).incr(key, delta, down, now)
+    }
+
+    fn entries(&mut self) -> usize {
+        (**self).entries()
     }
 }
 
@@ -130,6 +404,26 @@ pub enum WhenFull {
     Evict,
 }
 
+/// A limit a refusing store shares with others: the global entry and byte
+/// count of a host's sharded store, asked before a shard grows. The store
+/// asks once per write that grows it (a new entry, or a bigger record) and
+/// only after its own limits let the write through; if `reserve` says yes
+/// the write cannot fail any more. `()` is no such limit. An evicting
+/// store never asks (it holds its own share exactly).
+pub trait Quota {
+    /// The store is about to hold `entries` more entries and `bytes` more
+    /// budget bytes than when the operation began (either may be 0);
+    /// false refuses the write as [`StoreError::Full`].
+    fn reserve(&mut self, entries: usize, bytes: usize) -> bool;
+}
+
+impl Quota for () {
+    #[inline(always)]
+    fn reserve(&mut self, _entries: usize, _bytes: usize) -> bool {
+        true
+    }
+}
+
 /// Most live records one put moves from the tail to the head.
 pub const MAX_MOVES: usize = 16;
 
@@ -140,6 +434,37 @@ pub const fn move_budget(cost: usize) -> usize {
     4096 + 2 * cost
 }
 
+/// Records one put may visit for reclaiming, beyond a share of its own
+/// size: see [`visit_budget`].
+pub const MAX_VISITS: usize = 2 * MAX_MOVES + NEARBY;
+
+/// Used entries one put spares (clears the mark of) when it looks for a
+/// victim near its key's slot; see the module docs, "Bounded work".
+pub const NEARBY: usize = 32;
+
+/// Records the hand at the tail may visit for one put of `cost` bytes:
+/// each visit but the [`MAX_MOVES`] moves frees at least 12 bytes, and the
+/// free bytes may lie on both sides of a wrap, hence twice `cost / 12`.
+const fn hand_visits(cost: usize) -> usize {
+    2 * MAX_MOVES + 2 * cost.div_ceil(RECORD_HEADER_LEN)
+}
+
+/// Most records one put of `cost` budget bytes visits for reclaiming
+/// (dead ones passed over, live ones moved or evicted, neighbours looked
+/// at for a victim): a fixed slice plus three per 12 bytes of its own
+/// size, since a dead record it passes gives back at least 12 bytes.
+/// Only a refusing store's one-pass compaction reads more.
+pub const fn visit_budget(cost: usize) -> usize {
+    MAX_VISITS + 3 * cost.div_ceil(RECORD_HEADER_LEN)
+}
+
+/// Where a put looks for a victim near its key's slot, and how many used
+/// entries it spared there.
+struct Nearby {
+    at: usize,
+    spared: usize,
+}
+
 /// The most bytes any single response adds around a key and a value
 /// (tags, length varints, kind and status), so a stored entry always fits
 /// in a `Get` response frame. The encoding is `kvio-proto`'s business: a
@@ -147,8 +472,20 @@ pub const fn move_budget(cost: usize) -> usize {
 pub const RESPONSE_OVERHEAD: usize = 20;
 /// Key limit used by [`Limits::for_frame`] when the frame leaves room for it.
 pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
-/// Bytes of budget each entry costs beyond its key and value.
+/// The longest key any store holds: a record keeps its length in 16 bits.
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
+/// Bytes of budget every entry costs beyond its key and value: the record
+/// header. An expiry adds [`EXPIRY_LEN`], nonzero flags [`FLAGS_LEN`], and
+/// a store with cas [`CAS_LEN`] to every entry.
 pub const RECORD_HEADER_LEN: usize = 12;
+/// Bytes an entry's expiry adds to its cost.
+pub const EXPIRY_LEN: usize = 8;
+/// Bytes an entry's cas adds to its cost (every entry of a store with cas).
+pub const CAS_LEN: usize = 8;
+/// Bytes an entry's nonzero flags add to its cost.
+pub const FLAGS_LEN: usize = 4;
+
+const _: () = assert!(DEFAULT_MAX_KEY_LEN <= MAX_KEY_LEN, "key_len is 16 bits");
 
 /// The store's limits. Build them with [`Limits::for_frame`] so that the
 /// store and the frame parser agree.
@@ -157,9 +494,10 @@ pub const RECORD_HEADER_LEN: usize = 12;
 pub struct Limits {
     /// Most entries held at once.
     pub max_entries: usize,
-    /// Bytes all entries may hold together (key + value + 12 each).
+    /// Bytes all entries may hold together (key + value + 12 each, more
+    /// with an expiry, flags or cas).
     pub byte_budget: usize,
-    /// Longest key accepted.
+    /// Longest key accepted (at most [`MAX_KEY_LEN`]: a store lowers it).
     pub max_key_len: usize,
     /// Longest value accepted.
     pub max_value_len: usize,
@@ -231,13 +569,16 @@ impl Slot {
     }
 }
 
-/// Record header fields in the arena.
+/// Record header fields in the arena, and the optional fields after it.
 mod record {
     use core::ops::Range;
 
     /// The slot index, the used bit, or [`DEAD`].
     pub const META: Range<usize> = 0..4;
-    pub const KEY_LEN: Range<usize> = 4..8;
+    pub const KEY_LEN: Range<usize> = 4..6;
+    /// Which optional fields follow the header ([`EXPIRES`], [`CAS`],
+    /// [`FLAGS`], in that order) and the [`TEXT`] mark.
+    pub const OPTS: Range<usize> = 6..8;
     pub const VALUE_LEN: Range<usize> = 8..12;
     pub const HEADER_LEN: usize = VALUE_LEN.end;
     /// Marks a record whose entry was deleted or moved on.
@@ -246,39 +587,103 @@ mod record {
     pub const USED: u32 = 1 << 31;
     /// The slot index bits.
     pub const SLOT: u32 = USED - 1;
+
+    /// An expiry (u64 ms, absolute) follows the header.
+    pub const EXPIRES: u16 = 1 << 0;
+    /// A cas (u64) follows (the expiry, if any).
+    pub const CAS: u16 = 1 << 1;
+    /// Flags (u32) follow (the cas, if any).
+    pub const FLAGS: u16 = 1 << 2;
+    /// The value is known to be UTF-8 (no field).
+    pub const TEXT: u16 = 1 << 3;
+    /// The bits that add a field: records with the same ones have the same layout.
+    pub const FIELDS: u16 = EXPIRES | CAS | FLAGS;
+    /// An expiry field that never expires (what clearing in place leaves).
+    pub const NEVER: u64 = u64::MAX;
+
+    /// Bytes of the optional fields `opts` says follow the header.
+    #[inline]
+    pub const fn fields_len(opts: u16) -> usize {
+        if !super::FIELDS {
+            return 0;
+        }
+        let o = opts as usize;
+        (o & EXPIRES as usize) * super::EXPIRY_LEN
+            + ((o & CAS as usize) >> 1) * super::CAS_LEN
+            + ((o & FLAGS as usize) >> 2) * super::FLAGS_LEN
+    }
+
+    /// Where the expiry field is (when `EXPIRES` is set).
+    pub const EXPIRY_AT: usize = HEADER_LEN;
+
+    /// Where the cas field is, after the expiry if any.
+    #[inline]
+    pub const fn cas_at(opts: u16) -> usize {
+        HEADER_LEN + fields_len(opts & EXPIRES)
+    }
+
+    /// Where the flags field is, after the expiry and the cas if any.
+    #[inline]
+    pub const fn flags_at(opts: u16) -> usize {
+        HEADER_LEN + fields_len(opts & (EXPIRES | CAS))
+    }
 }
+
+/// Whether records may carry an expiry, flags and a cas (the `entry-fields`
+/// feature). Off, every record is a plain one and the code that reads or
+/// writes those fields is compiled out: a device that speaks only kvio
+/// frames does not pay for it (see [`StoreError::Unsupported`]).
+const FIELDS: bool = cfg!(feature = "entry-fields");
 
 /// Largest slot table: a slot index must fit `meta` beside the used bit
 /// (and never be all ones, the dead mark).
 const MAX_TABLE: usize = 1 << 30;
 
 #[inline]
-fn read_u32(arena: &[u8], at: usize, field: core::ops::Range<usize>) -> usize {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&arena[at + field.start..at + field.end]);
-    u32::from_le_bytes(b) as usize
+fn read_le<const N: usize>(arena: &[u8], at: usize) -> [u8; N] {
+    let mut b = [0u8; N];
+    b.copy_from_slice(&arena[at..at + N]);
+    b
 }
 
 #[inline]
-fn write_u32(arena: &mut [u8], at: usize, field: core::ops::Range<usize>, value: usize) {
-    arena[at + field.start..at + field.end].copy_from_slice(&(value as u32).to_le_bytes());
+fn read_u32(arena: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(read_le(arena, at))
+}
+
+#[inline]
+fn read_u64(arena: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(read_le(arena, at))
+}
+
+#[inline]
+fn write_bytes<const N: usize>(arena: &mut [u8], at: usize, bytes: [u8; N]) {
+    arena[at..at + N].copy_from_slice(&bytes);
 }
 
 #[inline]
 fn read_meta(arena: &[u8], at: usize) -> u32 {
-    read_u32(arena, at, record::META) as u32
+    read_u32(arena, at + record::META.start)
 }
 
 #[inline]
 fn write_meta(arena: &mut [u8], at: usize, meta: u32) {
-    write_u32(arena, at, record::META, meta as usize);
+    write_bytes(arena, at + record::META.start, meta.to_le_bytes());
+}
+
+/// The key's hash: [`hash_words`] on 64-bit hosts, [`hash_bytes`] where
+/// `usize` is 32 bits (a Cortex-M). Hashes never leave the process, so
+/// the two need not agree.
+#[inline]
+fn hash(key: &[u8]) -> u32 {
+    if cfg!(target_pointer_width = "32") { hash_bytes(key) } else { hash_words(key) }
 }
 
 /// A word-at-a-time multiply-rotate hash (FxHash's step, with a final
 /// multiply so the low bits, which pick the slot, depend on every input bit).
 /// 8 bytes per step instead of FNV-1a's one.
 #[inline]
-fn hash(key: &[u8]) -> u32 {
+fn hash_words(key: &[u8]) -> u32 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let step = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
     let mut h = key.len() as u64;
@@ -298,10 +703,25 @@ fn hash(key: &[u8]) -> u32 {
     (h >> 32) as u32
 }
 
+/// FNV-1a with a final fold of the high bits into the low ones (which pick
+/// the slot): on a 32-bit device a 64-bit multiply is several instructions,
+/// and this loop is the least code, which the device's `.text` counts
+/// (keys there are short).
+#[inline]
+fn hash_bytes(key: &[u8]) -> u32 {
+    let h = key.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    h ^ (h >> 15)
+}
+
 /// `a == b`, with keys of up to 16 bytes compared in two overlapping word
-/// loads each instead of a call to `memcmp`.
+/// loads each instead of a call to `memcmp` on 64-bit hosts. Where `usize`
+/// is 32 bits, `memcmp` is linked anyway and the word loads would only
+/// add code.
 #[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if cfg!(target_pointer_width = "32") {
+        return a == b;
+    }
     #[inline(always)]
     fn u64_at(s: &[u8], at: usize) -> u64 {
         let mut w = [0u8; 8];
@@ -332,41 +752,161 @@ struct Record {
     /// Arena offset of the header.
     at: usize,
     key_len: usize,
+    /// The optional fields and the text mark (`record::EXPIRES` ...).
+    opts: u16,
     value_len: usize,
 }
 
 impl Record {
     #[inline]
     fn read(arena: &[u8], at: usize) -> Record {
-        Record { at, key_len: read_u32(arena, at, record::KEY_LEN), value_len: read_u32(arena, at, record::VALUE_LEN) }
+        let lens: [u8; 8] = read_le(arena, at + record::KEY_LEN.start);
+        Record {
+            at,
+            key_len: usize::from(u16::from_le_bytes([lens[0], lens[1]])),
+            opts: u16::from_le_bytes([lens[2], lens[3]]),
+            value_len: u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize,
+        }
+    }
+
+    /// Where the key starts: after the header and the optional fields.
+    #[inline]
+    fn key_at(&self) -> usize {
+        self.at + record::HEADER_LEN + record::fields_len(self.opts)
     }
 
     #[inline]
     fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
-        let start = self.at + record::HEADER_LEN;
+        let start = self.key_at();
         &arena[start..start + self.key_len]
     }
 
     #[inline]
     fn value<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
-        let start = self.at + record::HEADER_LEN + self.key_len;
+        let start = self.key_at() + self.key_len;
         &arena[start..start + self.value_len]
     }
 
-    /// Budget the record takes (header included).
-    const fn cost(&self) -> usize {
-        record::HEADER_LEN + self.key_len + self.value_len
+    /// Budget the record takes (header and fields included).
+    #[inline]
+    fn cost(&self) -> usize {
+        record::HEADER_LEN + record::fields_len(self.opts) + self.key_len + self.value_len
     }
+
+    /// Its expiry field (`record::NEVER` if it has none).
+    #[inline]
+    fn expiry(&self, arena: &[u8]) -> u64 {
+        if !FIELDS || self.opts & record::EXPIRES == 0 {
+            record::NEVER
+        } else {
+            read_u64(arena, self.at + record::EXPIRY_AT)
+        }
+    }
+
+    /// Whether it expired by `now` (which the store keeps below `NEVER`).
+    /// The bit test inline, the field read out of line: one copy of it
+    /// serves every caller (a device's `.text` counts).
+    #[inline(always)]
+    fn expired(&self, arena: &[u8], now: Millis) -> bool {
+        FIELDS && self.opts & record::EXPIRES != 0 && self.expiry_passed(arena, now)
+    }
+
+    #[inline(never)]
+    fn expiry_passed(&self, arena: &[u8], now: Millis) -> bool {
+        read_u64(arena, self.at + record::EXPIRY_AT) <= now
+    }
+
+    #[inline]
+    fn fields(&self, arena: &[u8]) -> Fields {
+        let has = |bit: u16| FIELDS && self.opts & bit != 0;
+        Fields {
+            opts: self.opts,
+            expires: self.expiry(arena),
+            cas: if has(record::CAS) { read_u64(arena, self.at + record::cas_at(self.opts)) } else { 0 },
+            flags: if has(record::FLAGS) { read_u32(arena, self.at + record::flags_at(self.opts)) } else { 0 },
+        }
+    }
+
+    #[inline]
+    fn entry<'a>(&self, arena: &'a [u8]) -> Entry<'a> {
+        let fields = self.fields(arena);
+        Entry {
+            value: self.value(arena),
+            flags: fields.flags,
+            expires: (fields.expires != record::NEVER).then_some(fields.expires),
+            cas: fields.cas,
+            text: self.opts & record::TEXT != 0,
+        }
+    }
+}
+
+/// What a record holds besides its key and value: `opts` and the fields
+/// its bits call for.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    opts: u16,
+    /// `record::NEVER` for none.
+    expires: Millis,
+    cas: u64,
+    flags: u32,
+}
+
+impl Fields {
+    /// For a record of `expires` (`NEVER`: none), `flags`, `cas` (0 in a
+    /// store without cas) and the text mark.
+    #[inline]
+    fn new(expires: Millis, flags: u32, cas: u64, text: bool) -> Fields {
+        let bit = |on: bool, bit: u16| if on { bit } else { 0 };
+        Fields {
+            opts: bit(expires != record::NEVER, record::EXPIRES)
+                | bit(cas != 0, record::CAS)
+                | bit(flags != 0, record::FLAGS)
+                | bit(text, record::TEXT),
+            expires,
+            cas,
+            flags,
+        }
+    }
+
+    /// Writes `opts` and the fields into the record at `at`.
+    #[inline]
+    fn write(&self, arena: &mut [u8], at: usize) {
+        write_bytes(arena, at + record::OPTS.start, self.opts.to_le_bytes());
+        if !FIELDS {
+            return;
+        }
+        if self.opts & record::EXPIRES != 0 {
+            write_bytes(arena, at + record::EXPIRY_AT, self.expires.to_le_bytes());
+        }
+        if self.opts & record::CAS != 0 {
+            write_bytes(arena, at + record::cas_at(self.opts), self.cas.to_le_bytes());
+        }
+        if self.opts & record::FLAGS != 0 {
+            write_bytes(arena, at + record::flags_at(self.opts), self.flags.to_le_bytes());
+        }
+    }
+}
+
+/// Where a written value's bytes come from.
+#[derive(Debug, Clone, Copy)]
+enum Value<'v> {
+    /// The caller's.
+    Bytes(&'v [u8]),
+    /// The old record's value with these bytes after it (or before it:
+    /// `true`); the old record stays in the arena until it is copied.
+    Concat(&'v [u8], bool),
 }
 
 /// A fixed-capacity key/value store over caller-provided storage. See the
 /// [module docs](self).
 #[derive(Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Store<S, A, L = Limits> {
+pub struct Store<S, A, L = Limits, Q = ()> {
     slots: S,
     arena: A,
     limits: L,
+    /// Asked before a refusing store grows (see [`Quota`]).
+    quota: Q,
     /// Entries stored.
     len: usize,
     /// Budget in use by live records (headers included).
@@ -381,12 +921,26 @@ pub struct Store<S, A, L = Limits> {
     /// yet: the records are `tail..end` then `0..head`, else `tail..head`.
     wrapped: bool,
     when_full: WhenFull,
+    /// Whether a record with an expiry was ever written: only then may a
+    /// refusing store find expired entries to reclaim before it refuses.
+    expiring: bool,
+    /// The latest time any operation was given (kept below `record::NEVER`).
+    now: Millis,
+    /// The cas the next write gets; 0 in a store without cas.
+    next_cas: u64,
+    // The counters are usize (32 bits on a 32-bit device, where they wrap)
+    // so that an `ArrayStore` keeps its RAM constant within 64 bytes.
     /// Entries evicted since the store was built.
-    evictions: u64,
+    evictions: usize,
+    /// Entries dropped because they expired, since the store was built.
+    expired: usize,
     /// Bytes moved by reclaiming since the store was built.
-    moved: u64,
+    moved: usize,
     /// One-pass compactions since the store was built.
-    compactions: u64,
+    compactions: usize,
+    /// Records the reclaiming hand visited since the store was built (tests).
+    #[cfg(test)]
+    visited: usize,
 }
 
 /// A store in arrays with compile-time limits, buildable in a `static`:
@@ -399,26 +953,12 @@ impl<const SLOTS: usize, const BYTES: usize, const MAX_FRAME_LEN: u32> ArrayStor
     /// A store in arrays: at most `SLOTS - SLOTS / 8 - 1` entries (`SLOTS`
     /// must be a power of two), a byte budget of `BYTES`, and key and value
     /// limits for frames of `MAX_FRAME_LEN` as in [`Limits::for_frame`].
-    /// It refuses puts when full.
+    /// It refuses puts when full, and has no cas.
     pub const fn new() -> Self {
         assert!(SLOTS.is_power_of_two(), "SLOTS must be a power of two");
         assert!(SLOTS <= MAX_TABLE, "slot indices are 30 bits");
         assert!(BYTES < u32::MAX as usize, "arena offsets are u32");
-        Store {
-            slots: [Slot::EMPTY; SLOTS],
-            arena: [0; BYTES],
-            limits: FrameLimits,
-            len: 0,
-            live: 0,
-            head: 0,
-            tail: 0,
-            end: 0,
-            wrapped: false,
-            when_full: WhenFull::Refuse,
-            evictions: 0,
-            moved: 0,
-            compactions: 0,
-        }
+        Store::from_parts([Slot::EMPTY; SLOTS], [0; BYTES], FrameLimits, ())
     }
 }
 
@@ -430,28 +970,13 @@ impl<const SLOTS: usize, const BYTES: usize, const MAX_FRAME_LEN: u32> Default
     }
 }
 
-impl<S, A> Store<S, A, Limits>
-where
-    S: AsRef<[Slot]> + AsMut<[Slot]>,
-    A: AsRef<[u8]> + AsMut<[u8]>,
-{
-    /// A store over the given storage. `slots` is filled with empty slots;
-    /// only the largest power-of-two prefix of it is used (at most 2^30),
-    /// under 7/8 full. `limits` are lowered to what the storage can hold.
-    /// It refuses puts when full (see [`Store::when_full`]).
-    pub fn with_storage(mut slots: S, arena: A, limits: Limits) -> Self {
-        slots.as_mut().fill(Slot::EMPTY);
-        let table = table_len(slots.as_ref().len());
-        let arena_len = arena.as_ref().len().min(u32::MAX as usize - 1);
-        let limits = Limits {
-            max_entries: limits.max_entries.min(max_entries_for(table)),
-            byte_budget: limits.byte_budget.min(arena_len),
-            ..limits
-        };
+impl<S, A, L, Q> Store<S, A, L, Q> {
+    const fn from_parts(slots: S, arena: A, limits: L, quota: Q) -> Self {
         Store {
             slots,
             arena,
             limits,
+            quota,
             len: 0,
             live: 0,
             head: 0,
@@ -459,18 +984,49 @@ where
             end: 0,
             wrapped: false,
             when_full: WhenFull::Refuse,
+            expiring: false,
+            now: 0,
+            next_cas: 0,
             evictions: 0,
+            expired: 0,
             moved: 0,
             compactions: 0,
+            #[cfg(test)]
+            visited: 0,
         }
     }
 }
 
-impl<S, A, L> Store<S, A, L>
+impl<S, A> Store<S, A, Limits>
+where
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+    A: AsRef<[u8]> + AsMut<[u8]>,
+{
+    /// A store over the given storage. `slots` is filled with empty slots;
+    /// only the largest power-of-two prefix of it is used (at most 2^30),
+    /// under 7/8 full. `limits` are lowered to what the storage can hold
+    /// (and keys to [`MAX_KEY_LEN`]). It refuses puts when full (see
+    /// [`Store::when_full`]) and has no cas (see [`Store::with_cas`]).
+    pub fn with_storage(mut slots: S, arena: A, limits: Limits) -> Self {
+        slots.as_mut().fill(Slot::EMPTY);
+        let table = table_len(slots.as_ref().len());
+        let arena_len = arena.as_ref().len().min(u32::MAX as usize - 1);
+        let limits = Limits {
+            max_entries: limits.max_entries.min(max_entries_for(table)),
+            byte_budget: limits.byte_budget.min(arena_len),
+            max_key_len: limits.max_key_len.min(MAX_KEY_LEN),
+            ..limits
+        };
+        Store::from_parts(slots, arena, limits, ())
+    }
+}
+
+impl<S, A, L, Q> Store<S, A, L, Q>
 where
     S: AsRef<[Slot]> + AsMut<[Slot]>,
     A: AsRef<[u8]> + AsMut<[u8]>,
     L: LimitsSource,
+    Q: Quota,
 {
     /// The same store, doing `policy` when full.
     pub fn when_full(mut self, policy: WhenFull) -> Self {
@@ -478,9 +1034,57 @@ where
         self
     }
 
+    /// The same store, with cas or without (the default). With it, every
+    /// record carries an 8-byte cas (counted in the budget) that changes on
+    /// every write of its entry, from a store-wide counter starting at 1;
+    /// without it, entries report cas 0 and [`Condition::Cas`] fails with
+    /// [`StoreError::Exists`]. Build the store with it: entries already
+    /// stored keep what they have. Without the `entry-fields` feature
+    /// there is no cas field: the store stays without cas.
+    pub fn with_cas(mut self, cas: bool) -> Self {
+        self.next_cas = u64::from(cas && FIELDS);
+        self
+    }
+
+    /// The same store, asking `quota` before it grows (see [`Quota`]).
+    pub fn with_quota<Q2: Quota>(self, quota: Q2) -> Store<S, A, L, Q2> {
+        Store {
+            slots: self.slots,
+            arena: self.arena,
+            limits: self.limits,
+            quota,
+            len: self.len,
+            live: self.live,
+            head: self.head,
+            tail: self.tail,
+            end: self.end,
+            wrapped: self.wrapped,
+            when_full: self.when_full,
+            expiring: self.expiring,
+            now: self.now,
+            next_cas: self.next_cas,
+            evictions: self.evictions,
+            expired: self.expired,
+            moved: self.moved,
+            compactions: self.compactions,
+            #[cfg(test)]
+            visited: self.visited,
+        }
+    }
+
     /// What the store does when full.
     pub fn policy(&self) -> WhenFull {
         self.when_full
+    }
+
+    /// Whether entries carry a cas (see [`Store::with_cas`]).
+    pub fn has_cas(&self) -> bool {
+        self.next_cas != 0
+    }
+
+    /// The quota it asks before growing.
+    pub fn quota_mut(&mut self) -> &mut Q {
+        &mut self.quota
     }
 
     /// The limits in force.
@@ -488,7 +1092,7 @@ where
         self.limits.limits(table_len(self.slots.as_ref().len()), self.arena_len())
     }
 
-    /// Entries stored.
+    /// Entries stored (expired ones not yet reclaimed included).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -498,28 +1102,48 @@ where
         self.len == 0
     }
 
-    /// Budget bytes in use (keys, values and 12 bytes a record).
+    /// Budget bytes in use (keys, values, headers and their fields).
     pub fn bytes_used(&self) -> usize {
         self.live
+    }
+
+    /// The latest time an operation was given.
+    pub fn now(&self) -> Millis {
+        self.now
     }
 
     /// Entries evicted to make room since the store was built (always 0
     /// under [`WhenFull::Refuse`]).
     pub fn evictions(&self) -> u64 {
-        self.evictions
+        self.evictions as u64
+    }
+
+    /// Entries dropped because they had expired since the store was built:
+    /// forgotten by the lookup that found them, or by the reclaiming hand
+    /// that reached them (never counted as evictions).
+    pub fn expired(&self) -> u64 {
+        self.expired as u64
     }
 
     /// Bytes moved by reclaiming (records given a second chance, or slid
     /// down by a compaction) since the store was built.
     pub fn bytes_moved(&self) -> u64 {
-        self.moved
+        self.moved as u64
+    }
+
+    /// Records visited by reclaiming since the store was built: each
+    /// record the hand passes (dead), drops (expired), moves or evicts
+    /// counts one, and so does each record a compaction reads.
+    #[cfg(test)]
+    fn records_visited(&self) -> u64 {
+        self.visited as u64
     }
 
     /// One-pass compactions of the whole arena since the store was built:
     /// never under [`WhenFull::Evict`]; under [`WhenFull::Refuse`] only when
     /// a tail packed with live records leaves no room (see the module docs).
     pub fn compactions(&self) -> u64 {
-        self.compactions
+        self.compactions as u64
     }
 
     fn arena_len(&self) -> usize {
@@ -528,6 +1152,27 @@ where
 
     fn mask(&self) -> usize {
         table_len(self.slots.as_ref().len()).wrapping_sub(1)
+    }
+
+    /// Takes `now` in (the latest wins) and returns the store's now.
+    #[inline]
+    fn observe(&mut self, now: Millis) -> Millis {
+        // Below NEVER, so that an expiry field of NEVER never expires.
+        self.now = self.now.max(now.min(record::NEVER - 1));
+        self.now
+    }
+
+    /// The cas for a write (0 without cas), and the next one.
+    #[inline]
+    fn take_cas(&mut self) -> u64 {
+        if !FIELDS {
+            return 0;
+        }
+        let cas = self.next_cas;
+        if cas != 0 {
+            self.next_cas = cas.wrapping_add(1).max(1);
+        }
+        cas
     }
 
     /// The slot holding `key` and its record, or the empty slot where it
@@ -558,25 +1203,56 @@ where
         }
     }
 
+    /// [`Store::find`] at the store's now: an expired entry is forgotten
+    /// at once (lazy expiry) and reported absent, with its key's slot.
+    #[inline]
+    fn lookup(&mut self, key: &[u8], h: u32) -> (usize, Option<Record>) {
+        let (i, found) = self.find(key, h);
+        match found {
+            Some(record) if record.expired(self.arena.as_ref(), self.now) => {
+                self.forget(i, record);
+                self.expired = self.expired.wrapping_add(1);
+                // The backward shift may have filled slot i.
+                (self.find(key, h).0, None)
+            }
+            found => (i, found),
+        }
+    }
+
     /// The value stored under `key`, without marking it used (a peek: the
-    /// CLOCK hand does not see it). Requests go through [`Store::fetch`].
+    /// CLOCK hand does not see it); None if it expired by [`Store::now`].
+    /// Requests go through [`Store::fetch`] or [`Store::entry`].
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         if key.len() > self.limits().max_key_len {
             return None;
         }
-        let (_, record) = self.find(key, hash(key));
-        Some(record?.value(self.arena.as_ref()))
+        let record = self.find(key, hash(key)).1?;
+        let arena = self.arena.as_ref();
+        (!record.expired(arena, self.now)).then(|| record.value(arena))
     }
 
     /// The value stored under `key`, marked used so an evicting store keeps
-    /// it over entries nobody asked for.
+    /// it over entries nobody asked for ([`Store::entry`] at the store's now).
     pub fn fetch(&mut self, key: &[u8]) -> Option<&[u8]> {
+        // Not through `entry`: a kvio get needs the value only.
         if key.len() > self.limits().max_key_len {
             return None;
         }
-        let record = self.find(key, hash(key)).1?;
+        let record = self.lookup(key, hash(key)).1?;
         self.mark_used(record.at);
         Some(record.value(self.arena.as_ref()))
+    }
+
+    /// The entry under `key` (None if absent or expired at `now`), marked
+    /// used. An expired entry it finds is forgotten at once.
+    pub fn entry(&mut self, key: &[u8], now: Millis) -> Option<Entry<'_>> {
+        self.observe(now);
+        if key.len() > self.limits().max_key_len {
+            return None;
+        }
+        let record = self.lookup(key, hash(key)).1?;
+        self.mark_used(record.at);
+        Some(record.entry(self.arena.as_ref()))
     }
 
     /// Sets the used bit (an evicting store only; the line is written only
@@ -595,10 +1271,16 @@ where
     /// (reclaimed when the tail reaches them) and its slot is emptied by
     /// backward shift.
     pub fn delete(&mut self, key: &[u8]) -> bool {
+        self.delete_at(key, 0)
+    }
+
+    /// [`Store::delete`] at `now`: false for an entry expired by then.
+    pub fn delete_at(&mut self, key: &[u8], now: Millis) -> bool {
+        self.observe(now);
         if key.len() > self.limits().max_key_len {
             return false;
         }
-        match self.find(key, hash(key)) {
+        match self.lookup(key, hash(key)) {
             (i, Some(record)) => {
                 self.forget(i, record);
                 true
@@ -641,59 +1323,300 @@ where
         slots[hole] = Slot::EMPTY;
     }
 
-    /// Stores `value` under `key`. See [`StoreError`] for refusals.
+    /// Stores `value` under `key`, with no expiry and no flags. See
+    /// [`StoreError`] for refusals.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        // Not through `put_with`: no old entry to hand out.
         let limits = self.limits();
         if key.len() > limits.max_key_len {
             return Err(StoreError::KeyTooLong);
         }
+        let h = hash(key);
+        let start = (self.len, self.live);
+        let (i, found) = self.lookup(key, h);
+        self.put_found(key, value, PutOptions::default(), (self.now, h, limits, start), i, found).map(drop)
+    }
+
+    /// [`KeyValueStore::put_with`].
+    pub fn put_with<R>(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        opts: PutOptions,
+        now: Millis,
+        old: impl FnOnce(Option<Entry<'_>>) -> R,
+    ) -> (R, Result<u64, StoreError>) {
+        let now = self.observe(now);
+        let limits = self.limits();
+        if key.len() > limits.max_key_len {
+            return (old(None), Err(StoreError::KeyTooLong));
+        }
+        let h = hash(key);
+        let start = (self.len, self.live);
+        let (i, found) = self.lookup(key, h);
+        let answer = old(found.map(|record| record.entry(self.arena.as_ref())));
+        (answer, self.put_found(key, value, opts, (now, h, limits, start), i, found))
+    }
+
+    /// The rest of a put, once the old entry is known: the value limit, the
+    /// condition, the expiry, then [`Store::write`].
+    fn put_found(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        opts: PutOptions,
+        (now, h, limits, start): (Millis, u32, Limits, (usize, usize)),
+        i: usize,
+        found: Option<Record>,
+    ) -> Result<u64, StoreError> {
         if value.len() > limits.max_value_len {
             return Err(StoreError::ValueTooLong);
         }
-        let h = hash(key);
-        let (mut i, found) = self.find(key, h);
-        let cost = record::HEADER_LEN + key.len() + value.len();
-        if let Some(record) = found
-            && record.value_len == value.len()
+        let arena = self.arena.as_ref();
+        match (opts.condition, found) {
+            (Condition::Absent, Some(_)) | (Condition::Present, None) => return Err(StoreError::NotStored),
+            (Condition::Cas(_), None) => return Err(StoreError::NotFound),
+            (Condition::Cas(cas), Some(old)) if cas == 0 || old.fields(arena).cas != cas => {
+                return Err(StoreError::Exists);
+            }
+            _ => {}
+        }
+        let expires = match opts.expiry {
+            Expiry::Never => record::NEVER,
+            Expiry::At(at) => at,
+            Expiry::Keep => found.map_or(record::NEVER, |old| old.expiry(arena)),
+        };
+        if expires != record::NEVER && expires <= now {
+            // Stored and expired at once: what is left is no entry.
+            if let Some(old) = found {
+                self.forget(i, old);
+            }
+            return Ok(0);
+        }
+        if !FIELDS && (expires != record::NEVER || opts.flags != 0) {
+            return Err(StoreError::Unsupported);
+        }
+        let cas = self.take_cas();
+        let fields = Fields::new(expires, opts.flags, cas, opts.text);
+        self.write(key, (h, limits, start), (i, found), fields, Value::Bytes(value), value.len())?;
+        Ok(cas)
+    }
+
+    /// Writes `key`'s entry: `fields` and `value_len` bytes of value from
+    /// `value`, over the record `found` in slot `i` if there is one (else
+    /// `i` is the empty slot the key goes in). In place when the record
+    /// keeps its layout and size; else a new record at the head, after the
+    /// refusal rule, the [`Quota`] and reclaiming. `start` is (entries,
+    /// live bytes) when the operation began.
+    fn write(
+        &mut self,
+        key: &[u8],
+        (h, limits, start): (u32, Limits, (usize, usize)),
+        (i, found): (usize, Option<Record>),
+        fields: Fields,
+        value: Value<'_>,
+        value_len: usize,
+    ) -> Result<(), StoreError> {
+        if let Some(old) = found
+            && old.value_len == value_len
+            && (old.opts ^ fields.opts) & record::FIELDS == 0
         {
-            let start = record.at + record::HEADER_LEN + key.len();
-            self.arena.as_mut()[start..start + value.len()].copy_from_slice(value);
-            self.mark_used(record.at);
+            let arena = self.arena.as_mut();
+            fields.write(arena, old.at);
+            if let Value::Bytes(bytes) = value {
+                let start = old.key_at() + old.key_len;
+                arena[start..start + value_len].copy_from_slice(bytes);
+            }
+            self.mark_used(old.at);
             return Ok(());
         }
-        let refused = match self.when_full {
-            WhenFull::Refuse => {
-                let freed = found.map_or(0, |old| old.cost());
-                self.live - freed + cost > limits.byte_budget || (found.is_none() && self.len >= limits.max_entries)
+        let cost = record::HEADER_LEN + record::fields_len(fields.opts) + key.len() + value_len;
+        let freed = found.map_or(0, |old| old.cost());
+        let mut i = i;
+        let mut swept = false;
+        loop {
+            let (len, live) = (self.len + usize::from(found.is_none()), self.live - freed + cost);
+            let refused = match self.when_full {
+                WhenFull::Refuse => {
+                    live > limits.byte_budget
+                        || len > limits.max_entries
+                        // The old record stays in the arena while the new one is written.
+                        || (matches!(value, Value::Concat(..)) && self.live + cost > self.arena_len())
+                        || !((len <= start.0 && live <= start.1)
+                            || self.quota.reserve(len.saturating_sub(start.0), live.saturating_sub(start.1)))
+                }
+                WhenFull::Evict => cost > self.evict_budget(limits) || limits.max_entries == 0,
+            };
+            if !refused {
+                break;
             }
-            WhenFull::Evict => cost > self.evict_budget(limits) || limits.max_entries == 0,
-        };
-        if refused {
-            return Err(StoreError::Full);
-        }
-        // From here the put cannot fail: the old entry may be given up.
-        let evictions = self.evictions;
-        if let Some(old) = found {
-            self.forget(i, old);
-        }
-        let at = self.make_room(cost, limits);
-        if found.is_some() || self.evictions != evictions {
-            // Backward shifts may have moved the key's place in the table.
+            // Expired entries the hand has not reached hold budget: a
+            // refusing store gives back those near the key, then decides.
+            if swept || !FIELDS || !self.expiring || self.when_full == WhenFull::Evict || !self.sweep_near(h) {
+                return Err(StoreError::Full);
+            }
+            swept = true;
+            // Backward shifts may have moved the key's slot.
             i = self.find(key, h).0;
         }
+        // From here the write cannot fail (but for a concat whose entry is evicted).
+        let dropped = (self.evictions, self.expired);
+        // The entry being replaced: what making room may count as gone.
+        let mut replaced = (0, 0);
+        if let Some(old) = found {
+            match value {
+                Value::Bytes(_) => self.forget(i, old),
+                Value::Concat(..) => {
+                    // Stays, counted, until its value is copied.
+                    replaced = (1, old.cost());
+                    self.mark_used(old.at);
+                }
+            }
+        }
+        let at = self.make_room(cost, limits, h, replaced);
+        let value_at = at + record::HEADER_LEN + record::fields_len(fields.opts) + key.len();
+        if let Value::Concat(bytes, front) = value
+            && found.is_some()
+        {
+            match self.find(key, h) {
+                (i, Some(moved)) => {
+                    let from = moved.key_at() + moved.key_len;
+                    let to = value_at + if front { bytes.len() } else { 0 };
+                    self.arena.as_mut().copy_within(from..from + moved.value_len, to);
+                    self.forget(i, moved);
+                }
+                (_, None) => {
+                    // Making room evicted it: nothing to append to any more.
+                    self.write_dead(at, cost);
+                    return Err(StoreError::NotStored);
+                }
+            }
+        }
+        let i = match found {
+            // No backward shift since the lookup: its slot stands.
+            None if dropped == (self.evictions, self.expired) => i,
+            _ => self.find(key, h).0,
+        };
+        self.expiring |= fields.opts & record::EXPIRES != 0;
         let arena = self.arena.as_mut();
         // An update is a use; a new entry waits for one (CLOCK's insertion rule).
         let used = if found.is_some() && self.when_full == WhenFull::Evict { record::USED } else { 0 };
         write_meta(arena, at, used | i as u32);
-        write_u32(arena, at, record::KEY_LEN, key.len());
-        write_u32(arena, at, record::VALUE_LEN, value.len());
-        let start = at + record::HEADER_LEN;
-        arena[start..start + key.len()].copy_from_slice(key);
-        arena[start + key.len()..start + key.len() + value.len()].copy_from_slice(value);
+        write_bytes(arena, at + record::KEY_LEN.start, (key.len() as u16).to_le_bytes());
+        write_bytes(arena, at + record::VALUE_LEN.start, (value_len as u32).to_le_bytes());
+        fields.write(arena, at);
+        arena[value_at - key.len()..value_at].copy_from_slice(key);
+        match value {
+            Value::Bytes(bytes) => arena[value_at..value_at + value_len].copy_from_slice(bytes),
+            Value::Concat(bytes, front) => {
+                let to = if front { value_at } else { value_at + value_len - bytes.len() };
+                arena[to..to + bytes.len()].copy_from_slice(bytes);
+            }
+        }
         self.live += cost;
         self.len += 1;
         self.slots.as_mut()[i] = Slot::new(h, at);
         Ok(())
+    }
+
+    /// Fills `cost` reserved bytes at `at` with a dead record.
+    fn write_dead(&mut self, at: usize, cost: usize) {
+        let arena = self.arena.as_mut();
+        write_meta(arena, at, record::DEAD);
+        write_bytes(arena, at + record::KEY_LEN.start, [0u8; 4]);
+        write_bytes(arena, at + record::VALUE_LEN.start, ((cost - record::HEADER_LEN) as u32).to_le_bytes());
+    }
+
+    /// [`KeyValueStore::touch`].
+    pub fn touch(&mut self, key: &[u8], expiry: Expiry, now: Millis) -> Option<Option<Millis>> {
+        let now = self.observe(now);
+        let limits = self.limits();
+        if key.len() > limits.max_key_len {
+            return None;
+        }
+        let h = hash(key);
+        let start = (self.len, self.live);
+        let (i, found) = self.lookup(key, h);
+        let record = found?;
+        let fields = record.fields(self.arena.as_ref());
+        let had = (fields.expires != record::NEVER).then_some(fields.expires);
+        let want = match expiry {
+            Expiry::Never => record::NEVER,
+            Expiry::At(at) => at,
+            Expiry::Keep => fields.expires,
+        };
+        self.mark_used(record.at);
+        if want <= now {
+            self.forget(i, record);
+        } else if want != fields.expires {
+            if !FIELDS {
+                // No expiry field to set (nor to clear: there is none).
+                return None;
+            } else if record.opts & record::EXPIRES != 0 {
+                write_bytes(self.arena.as_mut(), record.at + record::EXPIRY_AT, want.to_le_bytes());
+            } else {
+                // A record 8 bytes longer, with the same value and cas.
+                let fields = Fields { opts: record.opts | record::EXPIRES, expires: want, ..fields };
+                let value = Value::Concat(&[], false);
+                self.write(key, (h, limits, start), (i, found), fields, value, record.value_len).ok()?;
+            }
+        }
+        Some(had)
+    }
+
+    /// [`KeyValueStore::concat`].
+    pub fn concat(&mut self, key: &[u8], bytes: &[u8], front: bool, now: Millis) -> Result<u64, StoreError> {
+        self.observe(now);
+        let limits = self.limits();
+        if key.len() > limits.max_key_len {
+            return Err(StoreError::KeyTooLong);
+        }
+        let h = hash(key);
+        let start = (self.len, self.live);
+        let (i, found) = self.lookup(key, h);
+        let record = found.ok_or(StoreError::NotStored)?;
+        let value_len = record.value_len + bytes.len();
+        if value_len > limits.max_value_len {
+            return Err(StoreError::ValueTooLong);
+        }
+        let text = record.opts & record::TEXT != 0 && core::str::from_utf8(bytes).is_ok();
+        let fields = self.rewritten(record, text);
+        let value = Value::Concat(bytes, front);
+        self.write(key, (h, limits, start), (i, found), fields, value, value_len)?;
+        Ok(fields.cas)
+    }
+
+    /// [`KeyValueStore::incr`].
+    pub fn incr(&mut self, key: &[u8], delta: u64, down: bool, now: Millis) -> Result<u64, StoreError> {
+        self.observe(now);
+        let limits = self.limits();
+        if key.len() > limits.max_key_len {
+            return Err(StoreError::KeyTooLong);
+        }
+        let h = hash(key);
+        let start = (self.len, self.live);
+        let (i, found) = self.lookup(key, h);
+        let record = found.ok_or(StoreError::NotFound)?;
+        let n = parse_decimal(record.value(self.arena.as_ref())).ok_or(StoreError::NotANumber)?;
+        let n = if down { n.saturating_sub(delta) } else { n.wrapping_add(delta) };
+        let mut buf = [0u8; 20];
+        let digits = write_decimal(n, &mut buf);
+        if digits.len() > limits.max_value_len {
+            return Err(StoreError::ValueTooLong);
+        }
+        let fields = self.rewritten(record, true);
+        self.write(key, (h, limits, start), (i, found), fields, Value::Bytes(digits), digits.len())?;
+        Ok(n)
+    }
+
+    /// The fields of a rewrite of `record`'s entry (concat, incr): its
+    /// expiry and flags kept, a new cas, `text` for the mark.
+    fn rewritten(&mut self, record: Record, text: bool) -> Fields {
+        let old = record.fields(self.arena.as_ref());
+        let cas = self.take_cas();
+        let keep = record.opts & (record::EXPIRES | record::FLAGS);
+        let opts = keep | if cas != 0 { record::CAS } else { 0 } | if text { record::TEXT } else { 0 };
+        Fields { opts, cas, ..old }
     }
 
     /// The budget an evicting store fills up to: its byte budget, less
@@ -704,18 +1627,31 @@ where
         limits.byte_budget.min(arena - arena / 16)
     }
 
-    /// Reserves `cost` bytes at the head for a new record, reclaiming at
-    /// the tail first as far as needed: dead records are passed over, live
-    /// ones moved to the head (at most [`MAX_MOVES`] records and
-    /// [`move_budget`] bytes) or, under [`WhenFull::Evict`], evicted
-    /// unless used since the hand last passed. The caller checked the put
-    /// may proceed, so this cannot fail.
-    fn make_room(&mut self, cost: usize, limits: Limits) -> usize {
+    /// Reserves `cost` bytes at the head for a new record of hash `h`,
+    /// reclaiming at the tail first as far as needed (not counting the
+    /// `replaced` entries and bytes, an entry the write replaces but still
+    /// needs). The caller checked the put may proceed, so this cannot fail.
+    ///
+    /// The hand at the tail passes dead records, drops expired ones, moves
+    /// live ones to the head (at most [`MAX_MOVES`] records and
+    /// [`move_budget`] bytes) and, under [`WhenFull::Evict`], evicts the
+    /// unused ones while the put is over budget. It visits at most
+    /// `hand_visits(cost)` records: every visit but a move frees at least
+    /// 12 contiguous bytes, so that is room enough for the record (module
+    /// docs, "Bounded work"). Over budget with the hand spent, or with a
+    /// used record at the hand and no move left, the victim is taken near
+    /// the key's slot instead ([`Store::evict_nearby`]).
+    fn make_room(&mut self, cost: usize, limits: Limits, h: u32, replaced: (usize, usize)) -> usize {
         let evict = self.when_full == WhenFull::Evict;
         let budget = if evict { self.evict_budget(limits) } else { limits.byte_budget };
-        let (mut moves, mut moved) = (0, 0);
+        let hand_visits = hand_visits(cost);
+        let (mut visits, mut moves, mut moved) = (0, 0, 0);
+        let mut nearby = Nearby { at: h as usize & self.mask(), spared: 0 };
         loop {
-            let over = evict && (self.live + cost > budget || self.len >= limits.max_entries);
+            // Less the entry this write replaces, still stored (a concat's):
+            // should it be evicted meanwhile, the write stores nothing.
+            let (len, live) = (self.len.saturating_sub(replaced.0), self.live.saturating_sub(replaced.1));
+            let over = evict && (live + cost > budget || len >= limits.max_entries);
             if !over && let Some(at) = self.reserve(cost) {
                 return at;
             }
@@ -724,22 +1660,117 @@ where
                 debug_assert!(!over);
                 continue;
             };
-            let meta = read_meta(self.arena.as_ref(), tail.at);
-            if meta == record::DEAD {
-                self.tail += tail.cost();
+            let arena = self.arena.as_ref();
+            let meta = read_meta(arena, tail.at);
+            let dead = meta == record::DEAD;
+            let expired = !dead && tail.expired(arena, self.now);
+            let used = !dead && meta & record::USED != 0;
+            let may_move = moves < MAX_MOVES && moved + tail.cost() <= move_budget(cost);
+            if over && (visits >= hand_visits || (used && !expired && !may_move)) {
+                // Budget is what is missing: an unused entry near the key goes.
+                self.evict_nearby(&mut nearby);
                 continue;
             }
-            let second_chance = !evict || !over || meta & record::USED != 0;
-            let may_move = moves < MAX_MOVES && moved + tail.cost() <= move_budget(cost);
-            if second_chance && may_move && self.move_tail(tail, meta) {
+            debug_assert!(visits < hand_visits || !evict, "room is made within the hand's visits");
+            visits += 1;
+            #[cfg(test)]
+            {
+                self.visited += 1;
+            }
+            if dead {
+                self.tail += tail.cost();
+            } else if expired {
+                self.forget((meta & record::SLOT) as usize, tail);
+                self.expired = self.expired.wrapping_add(1);
+                self.tail += tail.cost();
+            } else if (!over || used) && may_move {
+                // A second chance, or (within budget) keeping the entry.
                 moves += 1;
                 moved += tail.cost();
+                self.move_tail(tail, meta);
             } else if evict {
+                // Over budget and unused; or room is missing and the slice is spent.
                 self.evict_tail(tail, meta);
             } else {
                 // A refusing store whose tail is packed with live records.
                 self.compact();
             }
+        }
+    }
+
+    /// Forgets the expired entries among [`NEARBY`] entries of the table
+    /// from `h`'s home slot (a refusing store about to refuse: the budget
+    /// they hold comes back now, their bytes when the tail passes them).
+    /// True if it found any. Near the key, so that refused puts of many
+    /// keys sweep the whole table between them, with no cursor to keep.
+    fn sweep_near(&mut self, h: u32) -> bool {
+        let mask = self.mask();
+        let (mut at, mut seen, mut dropped) = (h as usize & mask, 0, false);
+        while seen < NEARBY.min(self.len) {
+            let slot = self.slots.as_ref()[at];
+            if slot.is_empty() {
+                at = (at + 1) & mask;
+                continue;
+            }
+            seen += 1;
+            #[cfg(test)]
+            {
+                self.visited += 1;
+            }
+            let record = Record::read(self.arena.as_ref(), slot.offset());
+            if record.expired(self.arena.as_ref(), self.now) {
+                // The backward shift may move a later entry into this slot: look again.
+                self.forget(at, record);
+                self.expired = self.expired.wrapping_add(1);
+                dropped = true;
+            } else {
+                at = (at + 1) & mask;
+            }
+        }
+        dropped
+    }
+
+    /// Over budget, with the hand spent or holding a used record it may not
+    /// move: evicts one entry found by walking the slot table from the
+    /// key's home slot, in place (its record turns dead where it lies,
+    /// reclaimed when the tail reaches it). An expired entry found there is
+    /// dropped instead. Second chance holds here too: a used entry's mark
+    /// is cleared and it is passed, up to [`NEARBY`] of them a put; then
+    /// the next entry goes whatever its mark. A victim near the key rather
+    /// than the oldest: the fallback samples, as Redis's eviction does,
+    /// where the hand would walk too far.
+    fn evict_nearby(&mut self, nearby: &mut Nearby) {
+        let mask = self.mask();
+        loop {
+            let i = nearby.at;
+            nearby.at = (i + 1) & mask;
+            let slot = self.slots.as_ref()[i];
+            if slot.is_empty() {
+                continue;
+            }
+            #[cfg(test)]
+            {
+                self.visited += 1;
+            }
+            let at = slot.offset();
+            let arena = self.arena.as_ref();
+            let meta = read_meta(arena, at);
+            let record = Record::read(arena, at);
+            let expired = record.expired(arena, self.now);
+            if !expired && meta & record::USED != 0 && nearby.spared < NEARBY {
+                nearby.spared += 1;
+                write_meta(self.arena.as_mut(), at, meta & !record::USED);
+                continue;
+            }
+            self.forget(i, record);
+            if expired {
+                self.expired = self.expired.wrapping_add(1);
+            } else {
+                self.evictions = self.evictions.wrapping_add(1);
+            }
+            // The backward shift may have moved a later entry into slot i.
+            nearby.at = i;
+            return;
         }
     }
 
@@ -783,26 +1814,38 @@ where
         }
     }
 
-    /// Moves the live record at the tail to the head (its used bit
-    /// cleared); false when no room is free for it.
-    fn move_tail(&mut self, tail: Record, meta: u32) -> bool {
+    /// Moves the live record at the tail to the head, its used bit
+    /// cleared. Always possible: the bytes it leaves count as free, so the
+    /// copy may overlap them (when wrapped the head is at or below the
+    /// tail; else it goes after the head or, not fitting there, to the
+    /// arena's start, at or below the tail). A record that lands where it
+    /// lay is not copied.
+    fn move_tail(&mut self, tail: Record, meta: u32) {
         let size = tail.cost();
-        let Some(to) = self.reserve(size) else { return false };
+        let to = if self.wrapped || self.head + size <= self.arena_len() {
+            self.head
+        } else {
+            // Wrap, as reserve does: the records above end where the head is now.
+            (self.end, self.wrapped) = (self.head, true);
+            0
+        };
+        self.head = to + size;
         let i = (meta & record::SLOT) as usize;
         let arena = self.arena.as_mut();
-        arena.copy_within(tail.at..tail.at + size, to);
+        if to != tail.at {
+            arena.copy_within(tail.at..tail.at + size, to);
+            self.moved = self.moved.wrapping_add(size);
+        }
         write_meta(arena, to, i as u32);
         let slots = self.slots.as_mut();
         slots[i] = Slot::new(slots[i].hash, to);
         self.tail += size;
-        self.moved += size as u64;
-        true
     }
 
     /// Evicts the live record at the tail.
     fn evict_tail(&mut self, tail: Record, meta: u32) {
         self.forget((meta & record::SLOT) as usize, tail);
-        self.evictions += 1;
+        self.evictions = self.evictions.wrapping_add(1);
         self.tail += tail.cost();
     }
 
@@ -816,36 +1859,49 @@ where
             if self.wrapped { ((0, self.head), (self.tail, self.end)) } else { ((self.tail, self.head), (0, 0)) };
         let top = self.slide(newer, 0);
         let top = self.slide(older, top);
-        self.compactions += 1;
-        self.moved += top as u64;
+        self.compactions = self.compactions.wrapping_add(1);
+        self.moved = self.moved.wrapping_add(top);
         (self.tail, self.head, self.end, self.wrapped) = (0, top, 0, false);
     }
 
     /// Moves the live records of `from.0..from.1` down to `to` on (never
-    /// past the ones still to move); where they end.
+    /// past the ones still to move), dropping expired ones; where they end.
     fn slide(&mut self, (mut read, end): (usize, usize), mut to: usize) -> usize {
-        let arena = self.arena.as_mut();
-        let slots = self.slots.as_mut();
         while read < end {
+            #[cfg(test)]
+            {
+                self.visited += 1;
+            }
+            let arena = self.arena.as_ref();
             let record = Record::read(arena, read);
             let meta = read_meta(arena, read);
+            let size = record.cost();
             if meta != record::DEAD {
-                arena.copy_within(read..read + record.cost(), to);
                 let i = (meta & record::SLOT) as usize;
-                slots[i] = Slot::new(slots[i].hash, to);
-                to += record.cost();
+                if record.expired(arena, self.now) {
+                    // The backward shift rewrites other records' meta where
+                    // their slots say they are: moved ones already say so.
+                    self.forget(i, record);
+                    self.expired = self.expired.wrapping_add(1);
+                } else {
+                    self.arena.as_mut().copy_within(read..read + size, to);
+                    let slots = self.slots.as_mut();
+                    slots[i] = Slot::new(slots[i].hash, to);
+                    to += size;
+                }
             }
-            read += record.cost();
+            read += size;
         }
         to
     }
 }
 
-impl<S, A, L> KeyValueStore for Store<S, A, L>
+impl<S, A, L, Q> KeyValueStore for Store<S, A, L, Q>
 where
     S: AsRef<[Slot]> + AsMut<[Slot]>,
     A: AsRef<[u8]> + AsMut<[u8]>,
     L: LimitsSource,
+    Q: Quota,
 {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         Store::put(self, key, value)
@@ -857,6 +1913,65 @@ where
 
     fn delete(&mut self, key: &[u8]) -> bool {
         Store::delete(self, key)
+    }
+
+    fn get_entry<R>(&mut self, key: &[u8], now: Millis, f: impl FnOnce(Option<Entry<'_>>) -> R) -> R {
+        f(Store::entry(self, key, now))
+    }
+
+    fn put_with<R>(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        opts: PutOptions,
+        now: Millis,
+        old: impl FnOnce(Option<Entry<'_>>) -> R,
+    ) -> (R, Result<u64, StoreError>) {
+        Store::put_with(self, key, value, opts, now, old)
+    }
+
+    fn delete_at(&mut self, key: &[u8], now: Millis) -> bool {
+        Store::delete_at(self, key, now)
+    }
+
+    fn touch(&mut self, key: &[u8], expiry: Expiry, now: Millis) -> Option<Option<Millis>> {
+        Store::touch(self, key, expiry, now)
+    }
+
+    fn concat(&mut self, key: &[u8], bytes: &[u8], front: bool, now: Millis) -> Result<u64, StoreError> {
+        Store::concat(self, key, bytes, front, now)
+    }
+
+    fn incr(&mut self, key: &[u8], delta: u64, down: bool, now: Millis) -> Result<u64, StoreError> {
+        Store::incr(self, key, delta, down, now)
+    }
+
+    fn entries(&mut self) -> usize {
+        self.len
+    }
+}
+
+/// The value of `digits` if they are 1 to 20 ASCII digits of a u64.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 { None } else { n.checked_mul(10)?.checked_add(u64::from(digit)) }
+    })
+}
+
+/// `n` in decimal, at the end of `buf`.
+fn write_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
@@ -921,6 +2036,41 @@ impl<T: KeyValueStore> KeyValueStore for &Shared<T> {
     fn delete(&mut self, key: &[u8]) -> bool {
         self.with(|store| store.delete(key))
     }
+
+    fn get_entry<R>(&mut self, key: &[u8], now: Millis, f: impl FnOnce(Option<Entry<'_>>) -> R) -> R {
+        self.with(|store| store.get_entry(key, now, f))
+    }
+
+    fn put_with<R>(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        opts: PutOptions,
+        now: Millis,
+        old: impl FnOnce(Option<Entry<'_>>) -> R,
+    ) -> (R, Result<u64, StoreError>) {
+        self.with(|store| store.put_with(key, value, opts, now, old))
+    }
+
+    fn delete_at(&mut self, key: &[u8], now: Millis) -> bool {
+        self.with(|store| store.delete_at(key, now))
+    }
+
+    fn touch(&mut self, key: &[u8], expiry: Expiry, now: Millis) -> Option<Option<Millis>> {
+        self.with(|store| store.touch(key, expiry, now))
+    }
+
+    fn concat(&mut self, key: &[u8], bytes: &[u8], front: bool, now: Millis) -> Result<u64, StoreError> {
+        self.with(|store| store.concat(key, bytes, front, now))
+    }
+
+    fn incr(&mut self, key: &[u8], delta: u64, down: bool, now: Millis) -> Result<u64, StoreError> {
+        self.with(|store| store.incr(key, delta, down, now))
+    }
+
+    fn entries(&mut self) -> usize {
+        self.with(|store| store.entries())
+    }
 }
 
 #[cfg(test)]
@@ -931,11 +2081,12 @@ mod test {
 
     type Small = ArrayStore<16, 128, 1024>;
 
-    impl<S, A, L> Store<S, A, L>
+    impl<S, A, L, Q> Store<S, A, L, Q>
     where
         S: AsRef<[Slot]> + AsMut<[Slot]>,
         A: AsRef<[u8]> + AsMut<[u8]>,
         L: LimitsSource,
+        Q: Quota,
     {
         /// Walks the ring and the table: every live record and its slot
         /// point at each other, and the counts add up.
@@ -1060,8 +2211,9 @@ mod test {
     }
 
     /// The pause bound, in work: whatever the churn, one put moves at most
-    /// [`MAX_MOVES`] records and [`move_budget`] bytes for reclaiming, and
-    /// an evicting store never compacts.
+    /// [`MAX_MOVES`] records and [`move_budget`] bytes for reclaiming,
+    /// visits at most [`visit_budget`] records, and an evicting store
+    /// never compacts.
     #[test]
     fn one_put_moves_a_bounded_slice() {
         let slots = std::vec![Slot::EMPTY; 1 << 12].into_boxed_slice();
@@ -1088,10 +2240,13 @@ mod test {
                 }
                 _ => {
                     let len = [0, 8, 16, 100, 1000, 4000][(r >> 32) as usize % 6];
-                    let before = s.bytes_moved();
+                    let (before, visits) = (s.bytes_moved(), s.records_visited());
                     s.put(&key, &std::vec![r as u8; len]).unwrap();
                     let moved = s.bytes_moved() - before;
-                    assert!(moved as usize <= move_budget(RECORD_HEADER_LEN + 8 + len), "{moved} for {len}");
+                    let visited = s.records_visited() - visits;
+                    let cost = RECORD_HEADER_LEN + 8 + len;
+                    assert!(moved as usize <= move_budget(cost), "{moved} bytes moved for {len}");
+                    assert!(visited as usize <= visit_budget(cost), "{visited} records visited for {len}");
                     worst = worst.max(moved);
                 }
             }
@@ -1100,6 +2255,488 @@ mod test {
         assert_eq!(s.compactions(), 0);
         assert!(s.evictions() > 10_000, "the churn overflowed the store");
         assert!(worst > 0, "second chances were given");
+    }
+
+    /// Issue 27: many updates of one key leave a run of dead records; a
+    /// put that must evict walked all of them to reach a live one. Now a
+    /// put visits at most [`visit_budget`] records, dead ones included.
+    #[test]
+    fn a_put_visits_a_bounded_number_of_records_after_many_updates() {
+        let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+        let arena = std::vec![0u8; 1 << 16].into_boxed_slice();
+        let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 40, 1 << 16)).when_full(WhenFull::Evict);
+        for round in 0..2000usize {
+            s.put(b"x", &[round as u8; 6][..5 + round % 2]).unwrap(); // sizes alternate: a dead record each
+        }
+        for k in 1..40u8 {
+            s.put(&[k], b"v").unwrap();
+        }
+        assert_eq!(s.len(), 40);
+        for k in 100..140u8 {
+            let before = s.records_visited();
+            s.put(&[k], b"v").unwrap(); // over the entry limit: evicts
+            let visited = s.records_visited() - before;
+            assert!(visited as usize <= visit_budget(RECORD_HEADER_LEN + 2), "put {k} visited {visited} records");
+            s.check();
+        }
+        assert_eq!(s.len(), 40);
+        assert_eq!(s.get(&[139]), Some(&b"v"[..]));
+    }
+
+    /// Over budget with a long dead run at the tail, the victim comes from
+    /// near the key's slot, and second chance holds there: the one entry
+    /// not used since goes, every used one stays.
+    #[test]
+    fn a_victim_found_near_the_key_is_the_unused_one() {
+        let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+        let arena = std::vec![0u8; 1 << 16].into_boxed_slice();
+        let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 20, 1 << 16)).when_full(WhenFull::Evict);
+        for round in 0..2000usize {
+            s.put(b"x", &[round as u8; 6][..5 + round % 2]).unwrap();
+        }
+        for k in 1..20u8 {
+            s.put(&[k], b"v").unwrap();
+        }
+        for k in (1..20u8).filter(|&k| k != 7) {
+            assert!(KeyValueStore::get(&mut s, &[k], |v| v.is_some()));
+        }
+        let before = s.records_visited();
+        s.put(b"new", b"v").unwrap();
+        assert!((s.records_visited() - before) as usize <= visit_budget(RECORD_HEADER_LEN + 4));
+        assert_eq!(s.evictions(), 1);
+        assert_eq!(s.get(&[7]), None, "the unused entry went");
+        assert!((1..20u8).filter(|&k| k != 7).all(|k| s.get(&[k]).is_some()), "every used one stayed");
+        assert!(s.get(b"x").is_some() && s.get(b"new").is_some());
+        s.check();
+    }
+
+    /// Issue 27: with too little room at the head to move the record at the
+    /// tail, the store evicted it, used or not, although the put was
+    /// within budget. A move may overlap the space the record leaves, so
+    /// it always can: nothing is evicted while the budget has room and
+    /// dead bytes are within the put's slice.
+    #[test]
+    fn a_used_entry_is_kept_while_the_store_has_budget_for_the_put() {
+        let mut s = ArrayStore::<16, 256, 1024>::new().when_full(WhenFull::Evict); // fills up to 240 bytes
+        for k in [b"a", b"b", b"c", b"e"] {
+            s.put(k, &[k[0]; 47]).unwrap(); // 60 bytes each: 0..240
+        }
+        assert!(s.delete(b"c") && s.delete(b"e")); // 120 bytes live, 16 free at the arena's end
+        assert!(KeyValueStore::get(&mut s, b"a", |v| v.is_some()));
+        s.put(b"d", &[b'd'; 47]).unwrap(); // 180 of 240 bytes: within budget
+        s.check();
+        assert_eq!(s.evictions(), 0, "evicted with the budget not reached");
+        assert_eq!((s.get(b"a"), s.get(b"b")), (Some(&[b'a'; 47][..]), Some(&[b'b'; 47][..])));
+    }
+
+    #[test]
+    fn hashes_spread_keys_over_a_table() {
+        for (name, hash) in [("words", hash_words as fn(&[u8]) -> u32), ("bytes", hash_bytes)] {
+            let mut per_slot = [0usize; 64];
+            for i in 0..64_000u32 {
+                let key = std::format!("key-{i}");
+                per_slot[hash(key.as_bytes()) as usize & 63] += 1;
+            }
+            assert!(per_slot.iter().all(|&n| (800..1200).contains(&n)), "{name}: {per_slot:?}");
+        }
+    }
+
+    /// Kvio frames' entries are plain records: 12 bytes beyond the key and
+    /// the value, whatever the store can do.
+    #[test]
+    fn a_plain_entry_costs_its_key_its_value_and_12_bytes() {
+        let mut s = Small::new();
+        s.put(b"key", b"value").unwrap();
+        assert_eq!(s.bytes_used(), 12 + 3 + 5);
+        let mut with_cas = Small::new().with_cas(cfg!(feature = "entry-fields"));
+        with_cas.put(b"key", b"value").unwrap();
+        let cas = if cfg!(feature = "entry-fields") { CAS_LEN } else { 0 };
+        assert_eq!(with_cas.bytes_used(), 12 + cas + 3 + 5);
+    }
+
+    #[cfg(not(feature = "entry-fields"))]
+    #[test]
+    fn without_entry_fields_expiry_and_flags_are_refused_and_nothing_is_lost() {
+        let mut s = Small::new().with_cas(true);
+        s.put(b"k", b"v").unwrap();
+        let at = |t| PutOptions { expiry: Expiry::At(t), ..PutOptions::default() };
+        assert_eq!(s.put_with(b"k", b"w", at(100), 10, |_| ()).1, Err(StoreError::Unsupported));
+        let flags = PutOptions { flags: 1, ..PutOptions::default() };
+        assert_eq!(s.put_with(b"k", b"w", flags, 10, |_| ()).1, Err(StoreError::Unsupported));
+        assert_eq!(s.get(b"k"), Some(&b"v"[..]));
+        assert_eq!(s.touch(b"k", Expiry::At(100), 10), None, "no expiry to set");
+        assert_eq!(s.entry(b"k", 10).map(|e| e.cas), Some(0), "no cas without the fields");
+        assert_eq!(s.put_with(b"k", b"w", at(5), 10, |_| ()).1, Ok(0), "a past expiry is a delete");
+        assert_eq!(s.get(b"k"), None);
+    }
+
+    /// Expiry, flags, cas, conditions, touch, concat and incr.
+    #[cfg(feature = "entry-fields")]
+    mod entry_fields {
+        use super::*;
+
+        type Cas = Store<std::boxed::Box<[Slot]>, std::boxed::Box<[u8]>>;
+
+        fn store(cas: bool) -> Cas {
+            let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+            let arena = std::vec![0u8; 4096].into_boxed_slice();
+            Store::with_storage(slots, arena, Limits::for_frame(1024, 40, 4096)).with_cas(cas)
+        }
+
+        fn opts(expiry: Expiry, flags: u32, condition: Condition) -> PutOptions {
+            PutOptions { flags, expiry, condition, text: false }
+        }
+
+        fn put(s: &mut Cas, key: &[u8], value: &[u8], o: PutOptions, now: Millis) -> Result<u64, StoreError> {
+            let result = s.put_with(key, value, o, now, |_| ()).1;
+            s.check();
+            result
+        }
+
+        /// An entry's value, flags, expiry, cas and text mark.
+        type Seen = (Vec<u8>, u32, Option<Millis>, u64, bool);
+
+        fn entry(s: &mut Cas, key: &[u8], now: Millis) -> Option<Seen> {
+            s.entry(key, now).map(|e| (e.value.to_vec(), e.flags, e.expires, e.cas, e.text))
+        }
+
+        #[test]
+        fn fields_cost_their_bytes_and_come_back() {
+            let mut s = store(false);
+            put(&mut s, b"k", b"v", opts(Expiry::At(100), 0, Condition::Always), 0).unwrap();
+            assert_eq!(s.bytes_used(), 12 + EXPIRY_LEN + 2);
+            put(&mut s, b"k", b"v", opts(Expiry::Never, 7, Condition::Always), 0).unwrap();
+            assert_eq!(s.bytes_used(), 12 + FLAGS_LEN + 2, "the expiry went, flags came");
+            put(&mut s, b"k", b"v", opts(Expiry::At(100), 7, Condition::Always), 0).unwrap();
+            assert_eq!(s.bytes_used(), 12 + EXPIRY_LEN + FLAGS_LEN + 2);
+            assert_eq!(entry(&mut s, b"k", 0), Some((b"v".to_vec(), 7, Some(100), 0, false)));
+            let text = PutOptions { text: true, ..PutOptions::default() };
+            put(&mut s, b"k", b"v", text, 0).unwrap();
+            assert_eq!(s.bytes_used(), 12 + 2, "the text mark takes no byte");
+            assert_eq!(entry(&mut s, b"k", 0), Some((b"v".to_vec(), 0, None, 0, true)));
+            let mut c = store(true);
+            put(&mut c, b"k", b"v", opts(Expiry::At(100), 7, Condition::Always), 0).unwrap();
+            assert_eq!(c.bytes_used(), 12 + EXPIRY_LEN + CAS_LEN + FLAGS_LEN + 2);
+        }
+
+        #[test]
+        fn an_entry_expires_at_its_instant_not_before() {
+            let mut s = store(false);
+            put(&mut s, b"k", b"v", opts(Expiry::At(1000), 0, Condition::Always), 500).unwrap();
+            assert_eq!(entry(&mut s, b"k", 999).map(|e| e.2), Some(Some(1000)));
+            assert_eq!(s.get(b"k"), Some(&b"v"[..]));
+            assert_eq!(KeyValueStore::entries(&mut s), 1);
+            assert_eq!(entry(&mut s, b"k", 1000), None, "expires == now is expired");
+            assert_eq!((s.len(), s.bytes_used(), s.expired()), (0, 0, 1), "the get forgot it");
+            s.check();
+        }
+
+        #[test]
+        fn every_operation_sees_an_expired_entry_as_absent() {
+            let expiring = opts(Expiry::At(100), 3, Condition::Always);
+            type Absent = fn(&mut Cas) -> bool;
+            let cases: [(&str, Absent); 7] = [
+                ("get", |s| s.entry(b"k", 100).is_none()),
+                ("delete", |s| !s.delete_at(b"k", 100)),
+                ("touch", |s| s.touch(b"k", Expiry::At(500), 100).is_none()),
+                ("concat", |s| s.concat(b"k", b"x", false, 100) == Err(StoreError::NotStored)),
+                ("incr", |s| s.incr(b"k", 1, false, 100) == Err(StoreError::NotFound)),
+                ("put NX", |s| {
+                    s.put_with(b"k", b"new", opts(Expiry::Never, 0, Condition::Absent), 100, |old| old.is_none())
+                        == (true, Ok(0))
+                }),
+                ("put XX", |s| {
+                    s.put_with(b"k", b"new", opts(Expiry::Never, 0, Condition::Present), 100, |_| ()).1
+                        == Err(StoreError::NotStored)
+                }),
+            ];
+            for (name, absent) in cases {
+                let mut s = store(false);
+                put(&mut s, b"k", b"1", expiring, 50).unwrap();
+                assert!(absent(&mut s), "{name}");
+                s.check();
+                assert_eq!(s.expired(), 1, "{name}: the expired entry was forgotten");
+            }
+        }
+
+        #[test]
+        fn a_past_expiry_stores_nothing_and_removes_the_old_entry() {
+            let mut s = store(true);
+            put(&mut s, b"k", b"old", PutOptions::default(), 100).unwrap();
+            let got = s.put_with(b"k", b"new", opts(Expiry::At(100), 0, Condition::Always), 100, |old| {
+                old.map(|e| e.value.to_vec())
+            });
+            assert_eq!(got, (Some(b"old".to_vec()), Ok(0)), "the put succeeds and hands the old value");
+            assert_eq!((s.get(b"k"), s.len(), s.bytes_used()), (None, 0, 0));
+            assert_eq!(put(&mut s, b"k", b"v", opts(Expiry::At(7), 0, Condition::Absent), 100), Ok(0));
+            assert_eq!(s.get(b"k"), None);
+        }
+
+        #[test]
+        fn keep_keeps_the_old_expiry_and_never_clears_it() {
+            let mut s = store(false);
+            put(&mut s, b"k", b"a", opts(Expiry::At(900), 0, Condition::Always), 0).unwrap();
+            put(&mut s, b"k", b"bb", opts(Expiry::Keep, 0, Condition::Always), 0).unwrap();
+            assert_eq!(entry(&mut s, b"k", 0).map(|e| e.2), Some(Some(900)));
+            put(&mut s, b"k", b"c", PutOptions::default(), 0).unwrap();
+            assert_eq!(entry(&mut s, b"k", 0).map(|e| e.2), Some(None));
+            put(&mut s, b"new", b"c", opts(Expiry::Keep, 0, Condition::Always), 0).unwrap();
+            assert_eq!(entry(&mut s, b"new", 0).map(|e| e.2), Some(None), "keep of nothing is none");
+        }
+
+        #[test]
+        fn conditions_decide_before_anything_is_written_and_old_is_always_called() {
+            let mut s = store(true);
+            let nx = opts(Expiry::Never, 0, Condition::Absent);
+            let xx = opts(Expiry::Never, 0, Condition::Present);
+            let mut seen = Vec::new();
+            let mut put_seeing = |s: &mut Cas, value: &[u8], o: PutOptions| {
+                let (old, result) = s.put_with(b"k", value, o, 0, |old| old.map(|e| e.value.to_vec()));
+                seen.push(old);
+                result
+            };
+            assert_eq!(put_seeing(&mut s, b"1", xx), Err(StoreError::NotStored), "XX on absent");
+            let first = put_seeing(&mut s, b"1", nx).unwrap();
+            assert_eq!(put_seeing(&mut s, b"2", nx), Err(StoreError::NotStored), "NX on present");
+            let second = put_seeing(&mut s, b"2", xx).unwrap();
+            assert_eq!(seen, [None, None, Some(b"1".to_vec()), Some(b"1".to_vec())]);
+            assert!(first != 0 && second != first);
+            assert_eq!(s.get(b"k"), Some(&b"2"[..]));
+            let cas = |c| opts(Expiry::Never, 0, Condition::Cas(c));
+            assert_eq!(put(&mut s, b"k", b"3", cas(first), 0), Err(StoreError::Exists), "a stale cas");
+            let third = put(&mut s, b"k", b"3", cas(second), 0).unwrap();
+            assert!(third > second);
+            assert_eq!(put(&mut s, b"absent", b"3", cas(third), 0), Err(StoreError::NotFound));
+            assert_eq!(s.get(b"k"), Some(&b"3"[..]));
+            assert_eq!(s.len(), 1);
+        }
+
+        #[test]
+        fn without_cas_entries_report_0_and_a_cas_put_fails_with_exists() {
+            let mut s = store(false);
+            assert_eq!(put(&mut s, b"k", b"v", PutOptions::default(), 0), Ok(0));
+            assert_eq!(entry(&mut s, b"k", 0).map(|e| e.3), Some(0));
+            let cas = |c| opts(Expiry::Never, 0, Condition::Cas(c));
+            assert_eq!(put(&mut s, b"k", b"w", cas(0), 0), Err(StoreError::Exists));
+            assert_eq!(put(&mut s, b"k", b"w", cas(1), 0), Err(StoreError::Exists));
+            assert_eq!(put(&mut s, b"absent", b"w", cas(0), 0), Err(StoreError::NotFound));
+            assert_eq!(s.concat(b"k", b"x", false, 0), Ok(0));
+        }
+
+        #[test]
+        fn cas_changes_on_every_write_and_only_on_writes() {
+            let mut s = store(true);
+            let mut last = put(&mut s, b"n", b"5", PutOptions::default(), 0).unwrap();
+            let mut next = |cas: u64, what: &str| {
+                assert!(cas > last, "{what}: {cas} after {last}");
+                last = cas;
+            };
+            next(put(&mut s, b"n", b"6", PutOptions::default(), 0).unwrap(), "in-place update");
+            next(put(&mut s, b"n", b"77", PutOptions::default(), 0).unwrap(), "update to a new record");
+            next(s.concat(b"n", b"8", false, 0).unwrap(), "append");
+            next(s.concat(b"n", b"", true, 0).unwrap(), "prepend nothing");
+            s.incr(b"n", 1, false, 0).unwrap();
+            next(entry(&mut s, b"n", 0).unwrap().3, "incr");
+            s.incr(b"n", 1000, true, 0).unwrap();
+            next(entry(&mut s, b"n", 0).unwrap().3, "decr");
+            assert_eq!(s.touch(b"n", Expiry::At(1_000), 0), Some(None));
+            assert_eq!(entry(&mut s, b"n", 0).unwrap().3, last, "touch keeps the cas");
+            assert_eq!(s.touch(b"n", Expiry::Never, 0), Some(Some(1_000)));
+            assert_eq!(entry(&mut s, b"n", 0).unwrap().3, last, "so does clearing");
+            s.check();
+        }
+
+        #[test]
+        fn touch_sets_clears_and_keeps_and_says_what_there_was() {
+            let mut s = store(true);
+            assert_eq!(s.touch(b"k", Expiry::At(100), 0), None, "absent");
+            put(&mut s, b"k", b"v", opts(Expiry::Never, 9, Condition::Always), 0).unwrap();
+            let plain = s.bytes_used();
+            assert_eq!(s.touch(b"k", Expiry::Keep, 0), Some(None));
+            assert_eq!(s.touch(b"k", Expiry::At(100), 0), Some(None));
+            assert_eq!(s.bytes_used(), plain + EXPIRY_LEN, "the record gained an expiry field");
+            assert_eq!(s.touch(b"k", Expiry::At(200), 0), Some(Some(100)));
+            assert_eq!(s.touch(b"k", Expiry::Keep, 0), Some(Some(200)));
+            assert_eq!(s.touch(b"k", Expiry::Never, 0), Some(Some(200)));
+            assert_eq!(s.bytes_used(), plain + EXPIRY_LEN, "cleared in place: the field stays");
+            assert_eq!(entry(&mut s, b"k", 0).map(|e| (e.0, e.1, e.2)), Some((b"v".to_vec(), 9, None)));
+            assert_eq!(s.touch(b"k", Expiry::At(300), 250), Some(None), "set in place again");
+            assert_eq!(entry(&mut s, b"k", 299).map(|e| e.2), Some(Some(300)));
+            assert_eq!(s.touch(b"k", Expiry::At(10), 299), Some(Some(300)), "a past expiry removes");
+            assert_eq!((s.len(), s.get(b"k")), (0, None));
+            s.check();
+        }
+
+        #[test]
+        fn touch_that_cannot_grow_a_full_refusing_store_changes_nothing() {
+            let slots = std::vec![Slot::EMPTY; 16].into_boxed_slice();
+            let arena = std::vec![0u8; 40].into_boxed_slice();
+            let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 10, 40));
+            put(&mut s, b"k", &[1; 20], PutOptions::default(), 0).unwrap(); // 33 of 40 bytes
+            assert_eq!(s.touch(b"k", Expiry::At(100), 0), None, "8 more bytes do not fit");
+            assert_eq!((s.get(b"k"), s.bytes_used()), (Some(&[1; 20][..]), 33));
+            assert_eq!(entry(&mut s, b"k", 0).map(|e| e.2), Some(None));
+        }
+
+        #[test]
+        fn concat_appends_and_prepends_keeping_flags_and_expiry() {
+            let mut s = store(true);
+            assert_eq!(s.concat(b"k", b"x", false, 0), Err(StoreError::NotStored));
+            let text = PutOptions { text: true, ..opts(Expiry::At(5000), 42, Condition::Always) };
+            put(&mut s, b"k", b"mid", text, 0).unwrap();
+            s.concat(b"k", b"-end", false, 0).unwrap();
+            let cas = s.concat(b"k", b"start-", true, 0).unwrap();
+            assert_eq!(entry(&mut s, b"k", 0), Some((b"start-mid-end".to_vec(), 42, Some(5000), cas, true)));
+            s.concat(b"k", &[0xff], false, 0).unwrap();
+            assert_eq!(entry(&mut s, b"k", 0).map(|e| e.4), Some(false), "not UTF-8 any more");
+            let long = std::vec![b'x'; s.limits().max_value_len];
+            assert_eq!(s.concat(b"k", &long, false, 0), Err(StoreError::ValueTooLong));
+            assert_eq!(s.len(), 1);
+            s.check();
+        }
+
+        #[test]
+        fn concat_needs_the_old_and_the_new_record_at_once_in_a_refusing_store() {
+            let slots = std::vec![Slot::EMPTY; 16].into_boxed_slice();
+            let arena = std::vec![0u8; 100].into_boxed_slice();
+            let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 10, 100));
+            put(&mut s, b"k", &[1; 40], PutOptions::default(), 0).unwrap(); // 53 bytes
+            assert_eq!(s.concat(b"k", b"12345", false, 0), Err(StoreError::Full), "53 + 58 > 100");
+            assert_eq!(s.get(b"k"), Some(&[1; 40][..]));
+            put(&mut s, b"k", &[1; 20], PutOptions::default(), 0).unwrap(); // 33 bytes
+            assert_eq!(s.concat(b"k", b"12345", false, 0), Ok(0));
+            let mut want = std::vec![1; 20];
+            want.extend_from_slice(b"12345");
+            assert_eq!(s.get(b"k"), Some(&want[..]));
+            s.check();
+        }
+
+        /// Found by the fuzzer (`store_model`): an evicting store whose
+        /// room making for a concat evicts the very entry (moves spent on
+        /// the 16 records before it) answers NotStored, leaves the dead
+        /// space it reserved behind, and keeps its counts. It subtracted
+        /// the entry twice, and overflowed when that was the last one.
+        #[test]
+        fn a_concat_whose_entry_is_evicted_to_make_room_stores_nothing() {
+            let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+            let arena = std::vec![0u8; 512].into_boxed_slice();
+            let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 50, 512)).when_full(WhenFull::Evict);
+            for k in 0..16u8 {
+                put(&mut s, &[k], b"", PutOptions::default(), 0).unwrap(); // 13 bytes each: 0..208
+            }
+            // Bigger than the 16 together: subtracted twice, the count went below 0.
+            put(&mut s, b"r", &[7; 230], PutOptions::default(), 0).unwrap(); // 208..451
+            put(&mut s, b"X", &[0; 16], PutOptions::default(), 0).unwrap(); // 451..480, within 15/16
+            assert!(s.delete(b"X"));
+            assert_eq!(s.concat(b"r", &[8; 10], false, 0), Err(StoreError::NotStored));
+            assert_eq!((s.get(b"r"), s.evictions(), s.len()), (None, 1, 16));
+            s.check();
+            assert!((0..16u8).all(|k| s.get(&[k]).is_some()), "the 16 were moved, not evicted");
+            put(&mut s, b"r", b"again", PutOptions::default(), 0).unwrap();
+            s.check();
+        }
+
+        #[test]
+        fn incr_and_decr_wrap_floor_and_keep_flags_and_expiry() {
+            let mut s = store(true);
+            assert_eq!(s.incr(b"n", 1, false, 0), Err(StoreError::NotFound));
+            put(&mut s, b"n", b"0041", opts(Expiry::At(9000), 5, Condition::Always), 0).unwrap();
+            assert_eq!(s.incr(b"n", 1, false, 0), Ok(42));
+            let e = entry(&mut s, b"n", 0).unwrap();
+            assert_eq!((e.0, e.1, e.2, e.4), (b"42".to_vec(), 5, Some(9000), true));
+            assert_eq!(s.incr(b"n", 100, true, 0), Ok(0), "decr floors at 0");
+            assert_eq!(s.get(b"n"), Some(&b"0"[..]));
+            put(&mut s, b"n", b"18446744073709551615", PutOptions::default(), 0).unwrap();
+            assert_eq!(s.incr(b"n", 2, false, 0), Ok(1), "incr wraps at 2^64");
+            assert_eq!(s.get(b"n"), Some(&b"1"[..]));
+            assert_eq!(s.incr(b"n", 9, false, 0), Ok(10));
+            assert_eq!(s.incr(b"n", 1, true, 0), Ok(9), "one digit fewer");
+            s.check();
+            for bad in [&b""[..], b"12a", b"-1", b" 1", b"18446744073709551616", b"000000000000000000001"] {
+                put(&mut s, b"n", bad, PutOptions::default(), 0).unwrap();
+                assert_eq!(s.incr(b"n", 1, false, 0), Err(StoreError::NotANumber), "{bad:?}");
+                assert_eq!(s.get(b"n"), Some(bad), "unchanged");
+            }
+        }
+
+        /// Expired entries nobody reads any more come back before anything
+        /// live is evicted or a put refused: the evicting store's hand drops
+        /// them; a refusing store about to refuse sweeps the table near the
+        /// key. Counted as expired, never as evictions.
+        #[test]
+        fn expired_entries_are_reclaimed_before_anything_live_is_evicted_or_refused() {
+            for policy in [WhenFull::Refuse, WhenFull::Evict] {
+                let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+                let arena = std::vec![0u8; 1024].into_boxed_slice();
+                let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 40, 1024)).when_full(policy);
+                for k in 0..20u8 {
+                    put(&mut s, &[k], &[k; 20], opts(Expiry::At(100), 0, Condition::Always), 0).unwrap();
+                }
+                // Time passes: 25 new entries fit only in place of the expired ones.
+                for k in 20..45u8 {
+                    put(&mut s, &[k], &[k; 20], PutOptions::default(), 200).unwrap();
+                }
+                assert!(s.expired() >= 5, "{policy:?}: {} expired", s.expired());
+                assert!((20..45u8).all(|k| s.get(&[k]).is_some()), "{policy:?}");
+                assert_eq!(s.evictions(), 0, "{policy:?}: nothing live was evicted for them");
+                assert!((0..20u8).all(|k| s.get(&[k]).is_none()));
+            }
+        }
+
+        #[test]
+        fn a_compaction_drops_expired_records() {
+            // No slack beyond the budget: 17 live records at the tail are
+            // more than one put may move, so the refusing store compacts.
+            let slots = std::vec![Slot::EMPTY; 64].into_boxed_slice();
+            let arena = std::vec![0u8; 600].into_boxed_slice();
+            let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 50, 600));
+            for k in 0..17u8 {
+                put(&mut s, &[k], b"", PutOptions::default(), 0).unwrap(); // 13 bytes each
+            }
+            for k in 100..103u8 {
+                put(&mut s, &[k], &[k; 10], opts(Expiry::At(100), 0, Condition::Always), 0).unwrap(); // 31 each
+            }
+            put(&mut s, b"X", &[0; 263], PutOptions::default(), 0).unwrap(); // 276: the head at 590
+            assert!(s.delete(b"X"));
+            put(&mut s, b"Y", &[1; 20], PutOptions::default(), 200).unwrap(); // within budget, no room at the head
+            assert_eq!((s.compactions(), s.expired(), s.evictions()), (1, 3, 0));
+            assert_eq!(s.len(), 18);
+            assert!((100..103u8).all(|k| s.get(&[k]).is_none()));
+            assert!((0..17u8).all(|k| s.get(&[k]) == Some(&b""[..])));
+        }
+
+        /// A refusing store asks its quota before it grows, with what it
+        /// grows by since the operation began, and a no is a `Full` that
+        /// changes nothing.
+        #[test]
+        fn the_quota_is_asked_before_growing_and_a_no_changes_nothing() {
+            #[derive(Default)]
+            struct Tally {
+                asked: Vec<(usize, usize)>,
+                allow: bool,
+            }
+            impl Quota for Tally {
+                fn reserve(&mut self, entries: usize, bytes: usize) -> bool {
+                    self.asked.push((entries, bytes));
+                    self.allow
+                }
+            }
+            let mut s = store(false).with_quota(Tally { allow: true, ..Tally::default() });
+            s.put(b"k", b"abc").unwrap();
+            s.put(b"k", b"xyz").unwrap(); // in place: not asked
+            s.put(b"k", b"a").unwrap(); // smaller: not asked
+            s.put(b"k", b"abcdef").unwrap();
+            s.put_with(b"e", b"v", opts(Expiry::At(50), 0, Condition::Always), 0, |_| ()).1.unwrap();
+            // The expired entry goes first: the new one grows nothing on balance.
+            s.put_with(b"e", b"v", PutOptions::default(), 60, |_| ()).1.unwrap();
+            assert_eq!(s.quota_mut().asked, [(1, 16), (0, 5), (1, 22)]);
+            s.quota_mut().allow = false;
+            assert_eq!(s.put(b"new", b"v"), Err(StoreError::Full));
+            assert_eq!(s.concat(b"k", b"more", false, 60), Err(StoreError::Full));
+            assert_eq!((s.get(b"new"), s.get(b"k")), (None, Some(&b"abcdef"[..])));
+            assert_eq!(s.len(), 2);
+            s.check();
+        }
     }
 
     #[test]
@@ -1226,6 +2863,331 @@ mod test {
         assert_eq!(s.limits().byte_budget, 200);
         s.put(b"k", b"v").unwrap();
         assert_eq!(s.get(b"k"), Some(&b"v"[..]));
+    }
+
+    /// Every operation against a model over a `BTreeMap` that knows time:
+    /// expiry at the boundary, flags, cas, conditions, touch, concat, incr.
+    #[cfg(feature = "entry-fields")]
+    mod timed_model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::boxed::Box;
+        use std::string::ToString;
+        use std::vec;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Put {
+                key: u8,
+                value: Vec<u8>,
+                flags: u32,
+                expiry: Expiry,
+                condition: u8,
+                text: bool,
+            },
+            Get(u8),
+            Delete(u8),
+            Touch(u8, Expiry),
+            Concat(u8, Vec<u8>, bool),
+            Incr(u8, u64, bool),
+            /// Time passes; the op after it passes 0 (the latest) when the flag is set.
+            Wait(u64, bool),
+        }
+
+        fn value() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::sample::select(vec!["", "0", "7", "42", "99", "18446744073709551615", "x"])
+                    .prop_map(|v| v.as_bytes().to_vec()),
+                prop::collection::vec(any::<u8>(), 0..12),
+            ]
+        }
+
+        fn expiry() -> impl Strategy<Value = Expiry> {
+            prop_oneof![Just(Expiry::Never), Just(Expiry::Keep), (0u64..40).prop_map(|t| Expiry::At(990 + t))]
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let key = 0u8..5;
+            prop_oneof![
+                4 => (key.clone(), value(), prop_oneof![Just(0u32), Just(7)], expiry(), 0u8..6, any::<bool>())
+                    .prop_map(|(key, value, flags, expiry, condition, text)| Op::Put { key, value, flags, expiry, condition, text }),
+                2 => key.clone().prop_map(Op::Get),
+                1 => key.clone().prop_map(Op::Delete),
+                1 => (key.clone(), expiry()).prop_map(|(k, e)| Op::Touch(k, e)),
+                1 => (key.clone(), value(), any::<bool>()).prop_map(|(k, v, f)| Op::Concat(k, v, f)),
+                1 => (key, prop_oneof![Just(1u64), Just(5), Just(u64::MAX)], any::<bool>()).prop_map(|(k, d, down)| Op::Incr(k, d, down)),
+                1 => (0u64..12, any::<bool>()).prop_map(|(t, latest)| Op::Wait(t, latest)),
+            ]
+        }
+
+        #[derive(Debug, Clone, PartialEq)]
+        struct Held {
+            value: Vec<u8>,
+            flags: u32,
+            expires: Option<Millis>,
+            /// The record has an expiry field (a cleared one stays).
+            field: bool,
+            cas: u64,
+            text: bool,
+        }
+
+        /// The store's rule over a map: live entries, and expired ones the
+        /// store may not have reclaimed yet (they hold budget until then).
+        struct Model {
+            live: BTreeMap<u8, Held>,
+            lingering: BTreeMap<u8, usize>,
+            now: Millis,
+            limits: Limits,
+            cas: bool,
+            last_cas: u64,
+        }
+
+        impl Model {
+            fn cost(&self, held: &Held) -> usize {
+                let fields = EXPIRY_LEN * usize::from(held.field) + FLAGS_LEN * usize::from(held.flags != 0);
+                RECORD_HEADER_LEN + fields + CAS_LEN * usize::from(self.cas) + 1 + held.value.len()
+            }
+
+            /// Time moves on: entries expired by now linger.
+            fn tick(&mut self) {
+                let now = self.now;
+                let gone: Vec<u8> =
+                    self.live.iter().filter(|(_, h)| h.expires.is_some_and(|t| t <= now)).map(|(k, _)| *k).collect();
+                for k in gone {
+                    let held = self.live.remove(&k).unwrap();
+                    self.lingering.insert(k, self.cost(&held));
+                }
+            }
+
+            /// A lookup of `key` forgets its expired entry for sure.
+            fn look(&mut self, key: u8) -> Option<Held> {
+                self.lingering.remove(&key);
+                self.live.get(&key).cloned()
+            }
+
+            /// Whether a write that replaces `key`'s entry by `new` must,
+            /// may or must not be refused: (surely fits, surely refused).
+            fn fits(&self, key: u8, new: &Held) -> (bool, bool) {
+                let others = self.live.iter().filter(|(k, _)| **k != key);
+                let (entries, bytes) = others.fold((1, self.cost(new)), |(n, b), (_, h)| (n + 1, b + self.cost(h)));
+                let (more_entries, more_bytes) = (self.lingering.len(), self.lingering.values().sum::<usize>());
+                let ok = |e: usize, b: usize| e <= self.limits.max_entries && b <= self.limits.byte_budget;
+                (ok(entries + more_entries, bytes + more_bytes), !ok(entries, bytes))
+            }
+
+            fn next_cas(&mut self, got: u64) {
+                if self.cas {
+                    assert!(got > self.last_cas, "cas {got} after {}", self.last_cas);
+                    self.last_cas = got;
+                } else {
+                    assert_eq!(got, 0);
+                }
+            }
+        }
+
+        fn seen(entry: Option<Entry<'_>>) -> Option<Held> {
+            entry.map(|e| Held {
+                value: e.value.to_vec(),
+                flags: e.flags,
+                expires: e.expires,
+                field: false,
+                cas: e.cas,
+                text: e.text,
+            })
+        }
+
+        fn same(got: Option<Held>, want: Option<&Held>) -> bool {
+            match (got, want) {
+                (None, None) => true,
+                (Some(g), Some(w)) => Held { field: w.field, ..g } == *w,
+                _ => false,
+            }
+        }
+
+        /// A refusal the model allows: `Full` where the write may not fit
+        /// (expired entries the store still holds), else what it predicts.
+        fn check_write(model: &Model, key: u8, new: &Held, got: &Result<u64, StoreError>) -> bool {
+            let (fits, refused) = model.fits(key, new);
+            match got {
+                Err(StoreError::Full) => !fits,
+                Ok(_) => !refused,
+                _ => false,
+            }
+        }
+
+        fn parse(v: &[u8]) -> Option<u64> {
+            (1..=20).contains(&v.len()).then_some(())?;
+            std::str::from_utf8(v).ok()?.parse().ok().filter(|_| v.iter().all(u8::is_ascii_digit))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+            #[test]
+            fn store_matches_a_model_with_time(cas in any::<bool>(), entries in 2usize..8, ops in prop::collection::vec(op(), 0..250)) {
+                let budget = 160;
+                let slots = std::vec![Slot::EMPTY; 16].into_boxed_slice();
+                // Room for the old and the new record of a concat at once.
+                let arena = std::vec![0u8; 2 * budget].into_boxed_slice();
+                let mut store: Store<Box<[Slot]>, Box<[u8]>> =
+                    Store::with_storage(slots, arena, Limits::for_frame(70, entries, budget)).with_cas(cas);
+                let mut model = Model { live: BTreeMap::new(), lingering: BTreeMap::new(), now: 1000, limits: store.limits(), cas, last_cas: 0 };
+                let mut latest = false;
+                for op in ops {
+                    let now = if latest { 0 } else { model.now };
+                    latest = false;
+                    match op {
+                        Op::Wait(t, l) => {
+                            model.now += t;
+                            model.tick();
+                            latest = l;
+                            // The store learns the time from the next operation.
+                            if !l { continue; }
+                            store.observe(model.now);
+                        }
+                        Op::Get(k) => {
+                            let got = seen(store.entry(&[k], now));
+                            let want = model.look(k);
+                            prop_assert!(same(got.clone(), want.as_ref()), "get {}: {:?} against {:?}", k, got, want);
+                        }
+                        Op::Delete(k) => {
+                            let want = model.look(k).is_some();
+                            prop_assert_eq!(store.delete_at(&[k], now), want);
+                            model.live.remove(&k);
+                        }
+                        Op::Put { key, value, flags, expiry, condition, text } => {
+                            let old = model.look(key);
+                            let condition = match condition {
+                                0 | 1 => Condition::Always,
+                                2 => Condition::Absent,
+                                3 => Condition::Present,
+                                4 => Condition::Cas(old.as_ref().map_or(1, |h| h.cas)),
+                                _ => Condition::Cas(model.last_cas.wrapping_add(1)),
+                            };
+                            let opts = PutOptions { flags, expiry, condition, text };
+                            let (got_old, got) = store.put_with(&[key], &value, opts, now, seen);
+                            prop_assert!(same(got_old, old.as_ref()), "old entry of {}", key);
+                            let limits = model.limits;
+                            let expires = match expiry {
+                                Expiry::Never => None,
+                                Expiry::At(t) => Some(t),
+                                Expiry::Keep => old.as_ref().and_then(|h| h.expires),
+                            };
+                            let want = if value.len() > limits.max_value_len {
+                                Some(Err(StoreError::ValueTooLong))
+                            } else {
+                                match (condition, &old) {
+                                    (Condition::Absent, Some(_)) | (Condition::Present, None) => Some(Err(StoreError::NotStored)),
+                                    (Condition::Cas(_), None) => Some(Err(StoreError::NotFound)),
+                                    (Condition::Cas(c), Some(h)) if !cas || c != h.cas => Some(Err(StoreError::Exists)),
+                                    _ if expires.is_some_and(|t| t <= model.now) => Some(Ok(0)),
+                                    _ => None,
+                                }
+                            };
+                            match want {
+                                Some(want) => {
+                                    prop_assert_eq!(got, want, "put {}", key);
+                                    if want == Ok(0) {
+                                        model.live.remove(&key);
+                                    }
+                                }
+                                None => {
+                                    let new = Held { value, flags, expires, field: expires.is_some(), cas: 0, text };
+                                    prop_assert!(check_write(&model, key, &new, &got), "put {}: {:?}", key, got);
+                                    if let Ok(c) = got {
+                                        model.next_cas(c);
+                                        model.live.insert(key, Held { cas: c, ..new });
+                                    }
+                                }
+                            }
+                        }
+                        Op::Touch(k, expiry) => {
+                            let old = model.look(k);
+                            let got = store.touch(&[k], expiry, now);
+                            match old {
+                                None => prop_assert_eq!(got, None),
+                                Some(mut held) => {
+                                    let want = match expiry {
+                                        Expiry::Never => None,
+                                        Expiry::At(t) => Some(t),
+                                        Expiry::Keep => held.expires,
+                                    };
+                                    if want.is_some_and(|t| t <= model.now) {
+                                        prop_assert_eq!(got, Some(held.expires));
+                                        model.live.remove(&k);
+                                    } else if want != held.expires && !held.field {
+                                        // A record 8 bytes longer: may not fit.
+                                        let longer = Held { field: true, expires: want, ..held.clone() };
+                                        let (fits, refused) = model.fits(k, &longer);
+                                        match got {
+                                            Some(had) => {
+                                                prop_assert!(!refused);
+                                                prop_assert_eq!(had, held.expires);
+                                                model.live.insert(k, longer);
+                                            }
+                                            None => prop_assert!(!fits, "touch {} refused", k),
+                                        }
+                                    } else {
+                                        prop_assert_eq!(got, Some(held.expires));
+                                        held.expires = want;
+                                        model.live.insert(k, held);
+                                    }
+                                }
+                            }
+                        }
+                        Op::Concat(k, bytes, front) => {
+                            let old = model.look(k);
+                            let got = store.concat(&[k], &bytes, front, now);
+                            match old {
+                                None => prop_assert_eq!(got, Err(StoreError::NotStored)),
+                                Some(held) => {
+                                    let mut value = held.value.clone();
+                                    if front { value.splice(0..0, bytes.iter().copied()); } else { value.extend_from_slice(&bytes); }
+                                    if value.len() > model.limits.max_value_len {
+                                        prop_assert_eq!(got, Err(StoreError::ValueTooLong));
+                                        continue;
+                                    }
+                                    let text = held.text && std::str::from_utf8(&bytes).is_ok();
+                                    let new = Held { value, text, ..held };
+                                    prop_assert!(check_write(&model, k, &new, &got), "concat {}: {:?}", k, got);
+                                    if let Ok(c) = got {
+                                        model.next_cas(c);
+                                        model.live.insert(k, Held { cas: c, ..new });
+                                    }
+                                }
+                            }
+                        }
+                        Op::Incr(k, delta, down) => {
+                            let old = model.look(k);
+                            let got = store.incr(&[k], delta, down, now);
+                            match old {
+                                None => prop_assert_eq!(got, Err(StoreError::NotFound)),
+                                Some(held) => match parse(&held.value) {
+                                    None => prop_assert_eq!(got, Err(StoreError::NotANumber)),
+                                    Some(n) => {
+                                        let n = if down { n.saturating_sub(delta) } else { n.wrapping_add(delta) };
+                                        let new = Held { value: n.to_string().into_bytes(), text: true, ..held };
+                                        prop_assert!(check_write(&model, k, &new, &got.map(|_| 0)), "incr {}: {:?}", k, got);
+                                        if let Ok(got) = got {
+                                            prop_assert_eq!(got, n);
+                                            let c = store.entry(&[k], 0).map_or(0, |e| e.cas);
+                                            model.next_cas(c);
+                                            model.live.insert(k, Held { cas: c, ..new });
+                                        }
+                                    }
+                                },
+                            }
+                        }
+                    }
+                    store.check();
+                    let live_bytes: usize = model.live.values().map(|h| model.cost(h)).sum();
+                    let lingering: usize = model.lingering.values().sum();
+                    prop_assert!((model.live.len()..=model.live.len() + model.lingering.len()).contains(&store.len()));
+                    prop_assert!((live_bytes..=live_bytes + lingering).contains(&store.bytes_used()),
+                        "{} bytes used, {} live and {} lingering", store.bytes_used(), live_bytes, lingering);
+                    prop_assert!(store.bytes_used() <= budget && store.len() <= entries);
+                }
+            }
+        }
     }
 
     mod model {

@@ -235,6 +235,38 @@ fn deletes_and_evictions_are_exported(flavor: Flavor) {
     }
 }
 
+/// Issue 27: under `--when-full evict`, the one put refused as full is an
+/// entry larger than the whole store; its warning says so instead of
+/// advising the `--when-full evict` the server already runs.
+fn an_entry_larger_than_the_store_is_named_so_under_evict(flavor: Flavor) {
+    let (mut server, at) = start(flavor, &["--store-bytes", "4096", "--when-full", "evict"]);
+    let mut client = server.connect();
+    client.put_ok("small", "v");
+    let response = client.request(&msg(PUT, "big", &"x".repeat(5000)));
+    assert_eq!((response.status, response.value.as_str()), (NOT_OK, "store full"), "{response:?}");
+    assert_eq!(client.get("small").as_deref(), Some("v"), "nothing stored was lost");
+    drop(client);
+    let s = scrape_until(&at, |s| s.sum("kvio_requests_total", "") == 3.0);
+    assert_eq!(s.sum("kvio_puts_total", "result=\"store_full\""), 1.0);
+    let exit = server.terminate();
+    assert_eq!(exit.status.code(), Some(0));
+    let stderr = settled_stderr(&server, "stopping");
+    let warned: Vec<&String> = stderr.iter().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warned.len(), 1, "{stderr:?}");
+    assert!(warned[0].contains("the entry is larger than the whole store can hold"), "{stderr:?}");
+    assert!(!warned[0].contains("--when-full evict makes room"), "{stderr:?}");
+}
+
+#[test]
+fn an_entry_larger_than_the_store_is_named_so_under_evict_epoll() {
+    an_entry_larger_than_the_store_is_named_so_under_evict(Flavor::Epoll);
+}
+
+#[test]
+fn an_entry_larger_than_the_store_is_named_so_under_evict_epoll_threads2() {
+    an_entry_larger_than_the_store_is_named_so_under_evict(Flavor::EpollLoops);
+}
+
 /// The server's stderr once a line containing `last` has been read (bounded).
 fn settled_stderr(server: &Server, last: &str) -> Vec<String> {
     let seen = poll_until(IO_TIMEOUT, Duration::from_millis(10), || {

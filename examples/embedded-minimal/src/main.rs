@@ -17,7 +17,8 @@ use kvio_proto::KeyValueHandler;
 const MAX_FRAME_LEN: u32 = 1024;
 /// Slots of the store's table (a power of two): 111 entries (7/8 of it, less one).
 const STORE_SLOTS: usize = 128;
-/// The store's byte budget: keys, values and a 12-byte header per entry.
+/// The store's byte budget: keys, values and a 12-byte header per entry
+/// (more for an expiry, flags or cas: docs/store.md).
 const STORE_BYTES: usize = 16 * 1024;
 /// Unsent response bytes at which the link stops taking requests.
 const OUTPUT_LIMIT: usize = 256;

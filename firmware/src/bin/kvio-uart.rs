@@ -52,7 +52,8 @@ mod size {
     pub const MAX_FRAME_LEN: u32 = 66 * 1024;
     /// Slots of the store's table: 1,791 entries (it stays under 7/8 full).
     pub const STORE_SLOTS: usize = 2048;
-    /// The store's byte budget for keys, values and 12 bytes per entry.
+    /// The store's byte budget for keys, values and 12 bytes per entry (the
+    /// device's records are plain: no `entry-fields`).
     pub const STORE_BYTES: usize = 256 * 1024;
     /// Unsent response bytes at which the link stops taking requests.
     pub const OUTPUT_LIMIT: usize = 1024;

@@ -283,6 +283,8 @@ impl ServeArgs {
                 WhenFullArg::Refuse => kvio_core::WhenFull::Refuse,
                 WhenFullArg::Evict => kvio_core::WhenFull::Evict,
             },
+            // Only memcached's `cas` needs it; kvio frames never read it.
+            store_cas: false,
         }
     }
 }

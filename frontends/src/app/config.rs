@@ -122,7 +122,8 @@ pub struct Config {
     pub max_frame_len: u32,
     /// Entries the store must be able to hold.
     pub store_entries: usize,
-    /// The store's byte budget for keys and values (12 bytes a record on top).
+    /// The store's byte budget for keys and values (12 bytes a record on
+    /// top; more for an expiry, flags or cas: docs/store.md).
     pub store_bytes: usize,
     /// Connections served at once; one more is accepted and closed at once.
     pub max_connections: usize,
@@ -134,6 +135,9 @@ pub struct Config {
     pub max_client_memory: usize,
     /// What a full store does with a put that does not fit (`--when-full`).
     pub when_full: WhenFull,
+    /// Whether every entry carries a cas (memcached's `cas` needs it; 8
+    /// bytes an entry). No flag sets it yet: the memcached listener will.
+    pub store_cas: bool,
 }
 
 impl Config {
@@ -148,6 +152,7 @@ impl Config {
             output_limit: kvio_core::connection::DEFAULT_OUTPUT_LIMIT,
             max_client_memory: DEFAULT_MAX_CLIENT_MEMORY,
             when_full: WhenFull::Refuse,
+            store_cas: false,
         }
     }
 
@@ -175,12 +180,14 @@ impl Config {
     pub fn sharded_store(&self, loops: usize) -> ShardedStore {
         let limits = self.store_limits();
         ShardedStore::with_policy(limits, ShardedStore::shard_count(limits, loops), self.when_full)
+            .with_cas(self.store_cas)
     }
 
     /// The store these limits call for, allocated now and never again.
     pub fn store(&self) -> HostStore {
         crate::host::sharded::host_store(self.store_limits(), self.store_entries, self.store_bytes)
             .when_full(self.when_full)
+            .with_cas(self.store_cas)
     }
 
     /// Whether the machine gives the memory of the store that `flavor`

@@ -304,7 +304,7 @@ impl Collector for Scrape {
         gauge(
             &mut e,
             "kvio_store_bytes",
-            "Store budget bytes used: keys, values, 12 bytes an entry.",
+            "Store budget bytes used: keys, values, a 12-byte header an entry (more with expiry, flags or cas).",
             &one(self.store.bytes),
         )?;
         counter(
