@@ -7,6 +7,8 @@
 //!   `critical_section` wrapper that lets threads or interrupt handlers share it.
 //! - [`connection`]: the sans-IO connection: bytes in, response bytes out,
 //!   pipelining, error frames and back-pressure accounting.
+//! - [`journal`]: the durability record format (encode, decode, CRC-32C),
+//!   so that a host's log and snapshots (or a device's flash) share it.
 //! - [`serial`]: a connection over a byte stream that never closes (a UART):
 //!   resynchronisation by line silence, with time passed in.
 //!
@@ -87,6 +89,7 @@ mod fmt;
 pub mod buffer;
 pub mod connection;
 pub mod frame;
+pub mod journal;
 pub mod serial;
 pub mod store;
 
@@ -96,7 +99,7 @@ pub use frame::{FrameError, FrameParser, Parse};
 pub use serial::{LineState, SerialLink};
 pub use store::{
     Condition, Entry, Expiry, KeyValueStore, Limits as StoreLimits, Millis, PutOptions, Quota, Shared, Store,
-    StoreError, WhenFull,
+    StoreError, VisitCursor, WhenFull,
 };
 
 /// The default maximum frame length (`len` field: payload + 5 footer bytes): 1 MiB.
