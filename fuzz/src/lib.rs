@@ -8,6 +8,8 @@
 //!   responses predicted by prost and a model store, with arbitrary reads and drains.
 //! - [`store`]: put/get sequences against a `BTreeMap` with the same limits.
 //! - [`roundtrip`]: any `KeyValueMessage` framed and parsed back.
+//! - [`journal`]: the journal's record decoder on any bytes, and recovery
+//!   on logs cut or damaged anywhere, against the records wholly before.
 //! - [`decode`]: any payload through the borrowed `MessageView` and prost's
 //!   decoders, which must agree.
 //! - `server` (its invariants are `kvio::sansio::model`'s): interleavings of
@@ -22,6 +24,7 @@ pub mod connection;
 pub mod decode;
 pub mod frames;
 pub mod input;
+pub mod journal;
 pub mod model;
 pub mod roundtrip;
 pub mod store;
