@@ -1,5 +1,7 @@
 //! The host: what a server needs from Linux around its drivers.
 //!
+//! - [`data_dir`]: `--data-dir`: the lock, which journal files make up the
+//!   state, atomic snapshots, torn tails truncated, damage moved aside.
 //! - [`net`]: the listener, accept, socket calls.
 //! - [`shutdown`]: the stop request and the signals that make it.
 //! - [`sharded`]: the store of a Linux server, and its sharded form for N loops.
@@ -8,6 +10,7 @@
 //! - [`observed`]: the store as the handler sees it: gets, puts and deletes
 //!   counted, the fill and evictions kept for `/metrics`.
 
+pub mod data_dir;
 pub mod loops;
 pub mod net;
 pub mod observed;
