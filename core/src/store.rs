@@ -232,6 +232,10 @@ pub enum StoreError {
     /// records cannot carry them: kvio-core built without its
     /// `entry-fields` feature (a device that serves kvio frames only).
     Unsupported,
+    /// The host cannot write its journal (disk full, an IO error): the
+    /// write was refused rather than acknowledged unwritten. Never
+    /// returned by a [`Store`]; a host's journaled store returns it.
+    NotPersisted,
 }
 
 impl StoreError {
@@ -246,6 +250,7 @@ impl StoreError {
             StoreError::NotFound => "not found",
             StoreError::NotANumber => "not a number",
             StoreError::Unsupported => "expiry and flags unsupported by this store",
+            StoreError::NotPersisted => "not persisted: the server cannot write its journal",
         }
     }
 }
@@ -1297,6 +1302,17 @@ where
         let record = self.find(key, hash(key)).1?;
         let arena = self.arena.as_ref();
         (!record.expired(arena, self.now)).then(|| record.value(arena))
+    }
+
+    /// The entry under `key` at [`Store::now`], without marking it used or
+    /// forgetting it if expired (a peek: what a journal records after a write).
+    pub fn peek(&self, key: &[u8]) -> Option<Entry<'_>> {
+        if key.len() > self.limits().max_key_len {
+            return None;
+        }
+        let record = self.find(key, hash(key)).1?;
+        let arena = self.arena.as_ref();
+        (!record.expired(arena, self.now)).then(|| record.entry(arena))
     }
 
     /// The value stored under `key`, marked used so an evicting store keeps

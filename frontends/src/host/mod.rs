@@ -2,6 +2,8 @@
 //!
 //! - [`data_dir`]: `--data-dir`: the lock, which journal files make up the
 //!   state, atomic snapshots, torn tails truncated, damage moved aside.
+//! - [`journaled`]: the store under `--data-dir`: every write logged with
+//!   its sequence number; the snapshot a rewrite writes while serving.
 //! - [`net`]: the listener, accept, socket calls.
 //! - [`shutdown`]: the stop request and the signals that make it.
 //! - [`sharded`]: the store of a Linux server, and its sharded form for N loops.
@@ -11,6 +13,7 @@
 //!   counted, the fill and evictions kept for `/metrics`.
 
 pub mod data_dir;
+pub mod journaled;
 pub mod loops;
 pub mod net;
 pub mod observed;
