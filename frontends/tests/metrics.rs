@@ -196,7 +196,7 @@ fn metrics_count_exactly_what_the_clients_did(flavor: Flavor) {
 }
 
 /// Under `--when-full evict`: deletes by result, and the store's evictions,
-/// which match the store line a single-thread driver prints at the stop.
+/// which match the store line every flavor prints at the stop.
 fn deletes_and_evictions_are_exported(flavor: Flavor) {
     const PUTS: u64 = 6;
     let (mut server, at) = start(flavor, &["--store-entries", "4", "--when-full", "evict"]);
@@ -222,17 +222,15 @@ fn deletes_and_evictions_are_exported(flavor: Flavor) {
 
     let exit = server.terminate();
     assert_eq!(exit.status.code(), Some(0));
-    let line = exit.stdout.iter().find(|l| l.starts_with("kvio serve: store "));
-    if matches!(flavor, Flavor::Blocking | Flavor::Threaded) {
-        assert_eq!(line, None, "blocking and threaded print no store line, as before");
-    } else {
-        let line = line.unwrap_or_else(|| panic!("no store line: {:?}", exit.stdout));
-        assert_eq!(
-            line,
-            &format!("kvio serve: store entries={entries} evictions={evictions}"),
-            "the store line agrees"
-        );
-    }
+    // Every flavor prints the store line, just before the stopped line.
+    let at = exit.stdout.iter().position(|l| l.starts_with("kvio serve: store "));
+    let at = at.unwrap_or_else(|| panic!("{flavor:?} printed no store line: {:?}", exit.stdout));
+    assert_eq!(
+        exit.stdout[at],
+        format!("kvio serve: store entries={entries} evictions={evictions}"),
+        "the store line agrees"
+    );
+    assert!(exit.stdout[at + 1].starts_with("kvio serve: stopped "), "{:?}", exit.stdout);
 }
 
 /// Issue 27: under `--when-full evict`, the one put refused as full is an

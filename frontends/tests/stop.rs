@@ -149,14 +149,14 @@ fn a_stop_with_a_client_that_keeps_sending_and_reading_ends_within_the_bound(fla
 /// Fixed overhead on top of the cap and the store: the binary, the loop's
 /// buffers and the allocator's slack.
 const FIXED_OVERHEAD_KIB: u64 = 48 * 1024;
-/// The threaded flavor's, larger: 200 threads' stacks and buffers, glibc's
-/// per-thread malloc arenas (up to 8 per core), each of which keeps some
-/// of the megabyte buffers its threads freed, and the reads under way: a
-/// read allocates its whole frame before its charge is seen, and 200
-/// threads on 2 cores may be preempted between the two. Measured, peak:
-/// 107-142 MiB over 8 debug runs, 88-92 MiB in release (a 64 MiB cap);
-/// with no cap the 200 frames alone would be 200 MiB.
-const THREADED_OVERHEAD_KIB: u64 = 120 * 1024;
+/// The threaded flavor's, tighter (200 threads' stacks and read buffers
+/// are in it): at most a frame per CPU is handed to the servers past the
+/// cap at once (its intakes), and the threads share one malloc arena per
+/// CPU, so a frame one frees the next reuses. Measured, peak: 82 MiB in
+/// each of 20 debug runs, 76-78 MiB over 20 release runs (a 64 MiB cap;
+/// 98-153 MiB in debug before); with no cap the 200 frames alone would be
+/// 200 MiB.
+const THREADED_OVERHEAD_KIB: u64 = 32 * 1024;
 
 fn client_memory_is_capped_by_evicting_the_biggest_clients(flavor: Flavor) {
     let _turn = one_at_a_time();
@@ -212,8 +212,10 @@ fn client_memory_is_capped_by_evicting_the_biggest_clients(flavor: Flavor) {
         evicted += 1;
     }
     let peak_kib = peak_rss_kib(server.pid());
-    let overhead = if flavor == Flavor::Threaded { THREADED_OVERHEAD_KIB } else { FIXED_OVERHEAD_KIB };
-    let bound_kib = (CAP_MIB << 10) + 1024 + overhead;
+    let bound_kib = match flavor {
+        Flavor::Threaded => (CAP_MIB << 10) + THREADED_OVERHEAD_KIB,
+        _ => (CAP_MIB << 10) + 1024 + FIXED_OVERHEAD_KIB,
+    };
     eprintln!(
         "{}: {evicted} of {CLIENTS} clients evicted; peak RSS {} MiB (bound {} MiB)",
         flavor.name(),

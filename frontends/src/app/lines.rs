@@ -17,8 +17,7 @@ pub fn startup_line(flavor: Flavor, addr: SocketAddr, config: &Config, threads: 
 
 /// Under `--when-full evict`, a stopping server's line on its store, on
 /// stdout before the final line: `kvio serve: store entries=N evictions=N`
-/// (the single-thread drivers; blocking and threaded keep the count in
-/// their store, where the metrics read it).
+/// (every flavor).
 pub fn store_line(config: &Config, entries: usize, evictions: u64) {
     if config.when_full == kvio_core::WhenFull::Evict {
         let _ = announce(&format!("kvio serve: store entries={entries} evictions={evictions}"));

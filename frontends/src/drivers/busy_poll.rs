@@ -12,7 +12,8 @@
 //!   number of connections.
 //! - Limits (the server's): `--max-connections` (the next one is accepted
 //!   and closed at once), `--max-client-memory`; a session between
-//!   requests holds no buffer.
+//!   requests holds no buffer. After an accept that failed, the passes
+//!   try no accept while the server pauses accepting ([`Server::accepting`]).
 //! - Stop: the listener closes, the server [begins the stop](Server::begin_stop),
 //!   and the passes go on until the last connection has closed.
 
@@ -45,7 +46,6 @@ impl Driver for BusyPoll {
 /// last connection has closed.
 pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
     let mut server = Server::new(run.limits, run.shared, KeyValueHandler::new(store));
-    let counters = server.counters();
     let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
     // By handle index.
     let mut sockets: Vec<Option<(Handle, OwnedFd)>> = Vec::new();
@@ -62,9 +62,9 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
             server.begin_stop(now, waiting);
         }
         for _ in 0..ACCEPTS_PER_PASS {
-            let Some(listener) = &mut listener else { break };
+            let Some(listener) = listener.as_mut().filter(|_| server.accepting()) else { break };
             match listener.accept(true) {
-                Ok(Accepted::Connection(fd, peer)) => {
+                Accepted::Connection(fd, peer) => {
                     moved = true;
                     // A refusal is counted by the server; dropping `fd` closes it.
                     let Ok(handle) = server.accept(peer, now) else { continue };
@@ -73,14 +73,10 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
                     }
                     sockets[handle.index()] = Some((handle, fd));
                 }
-                Ok(Accepted::Refused(e)) => {
+                Accepted::Nothing => break,
+                Accepted::Failed(failure) => {
                     moved = true;
-                    counters.refused(None, format_args!("out of file descriptors: {e}"));
-                }
-                Ok(Accepted::Nothing) => break,
-                Err(e) => {
-                    counters.error(format_args!("accept: {e}"));
-                    break;
+                    server.accept_failed(failure, now);
                 }
             }
         }

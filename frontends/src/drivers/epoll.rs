@@ -23,9 +23,11 @@
 //!   is accepted and closed at once); `--max-client-memory`, counted across
 //!   every loop too (a loop that sees the total over the cap evicts its own
 //!   biggest connections). EMFILE on accept closes that connection with a
-//!   spare descriptor, or if even that fails pauses accepting for 100 ms instead
-//!   of spinning on a listener that stays readable; an fd is removed from
-//!   epoll before it is closed.
+//!   spare descriptor; an accept that fails anyway is the server's to count,
+//!   and while the server pauses accepting ([`Server::accepting`]) the
+//!   listener is out of the interest list instead of spinning the loop as
+//!   a listener that stays readable would; an fd is removed from epoll
+//!   before it is closed.
 //! - Stop: the listener closes, the server [begins the
 //!   stop](Server::begin_stop) and the loop goes on until the last
 //!   connection has closed (idle ones at once, the others within grace + linger).
@@ -36,7 +38,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kvio_core::KeyValueStore;
 use kvio_proto::KeyValueHandler;
@@ -57,8 +59,6 @@ const LISTENER: u64 = u64::MAX;
 const SHUTDOWN: u64 = u64::MAX - 1;
 /// Events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 1024;
-/// How long accepting pauses when the process is out of descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The epoll driver.
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +93,8 @@ struct EpollLoop<'a, S> {
     epoll: OwnedFd,
     /// `None` once stopping.
     listener: Option<Listener>,
-    listener_paused_until: Option<Instant>,
+    /// The listener is in the interest list with IN (not while the server pauses accepting).
+    listening: bool,
     /// By handle index.
     sockets: Vec<Option<Socket>>,
     server: Server<'a, KeyValueHandler<S>>,
@@ -111,7 +112,7 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
     let mut lp = EpollLoop {
         epoll,
         listener: Some(listener),
-        listener_paused_until: None,
+        listening: true,
         sockets: Vec::new(),
         server: Server::new(run.limits, run.shared, KeyValueHandler::new(store)),
         read: vec![0u8; READ_CHUNK].into_boxed_slice(),
@@ -122,10 +123,9 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
         lp.begin_stop(shutdown, now);
     }
     while lp.listener.is_some() || !lp.server.is_empty() {
-        let wake_at = [lp.server.poll_timeout(), lp.listener_paused_until].into_iter().flatten().min();
         // From the clock read after the last wait: a deadline is at most one
         // batch's work late, and a wake-up reads the clock once, not twice.
-        let timeout = wake_at.map(|at| {
+        let timeout = lp.server.poll_timeout().map(|at| {
             let wait = at.saturating_duration_since(now);
             Timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ }
         });
@@ -142,11 +142,9 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
             }
             lp.apply();
         }
-        if lp.listener_paused_until.is_some_and(|at| now >= at) {
-            lp.resume_accepting();
-        }
         lp.server.handle_timeout(now);
         lp.apply();
+        lp.listen_if_accepting();
     }
     Ok(())
 }
@@ -156,12 +154,13 @@ impl<S: KeyValueStore> EpollLoop<'_, S> {
         self.sockets.get(handle.index())?.as_ref().filter(|s| s.handle == handle)
     }
 
-    /// Accepts until EAGAIN.
+    /// Accepts until EAGAIN, or until the server stops accepting.
     fn accept_all(&mut self, now: Instant) {
-        let counters = self.server.counters();
-        while let Some(listener) = &mut self.listener {
+        while let Some(listener) = &mut self.listener
+            && self.server.accepting()
+        {
             match listener.accept(true) {
-                Ok(Accepted::Connection(fd, peer)) => {
+                Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
                     let Ok(handle) = self.server.accept(peer, now) else { continue };
                     let added = epoll::add(&self.epoll, &fd, EventData::new_u64(handle.to_bits()), EventFlags::IN);
@@ -173,30 +172,26 @@ impl<S: KeyValueStore> EpollLoop<'_, S> {
                         self.server.socket_error(handle, e.into());
                     }
                 }
-                Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
-                Ok(Accepted::Nothing) => return,
-                Err(e) if net::out_of_descriptors(&e) => {
-                    // Not even the spare descriptor could be had: stop listening for a while.
-                    counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
-                    if epoll::modify(&self.epoll, &*listener, EventData::new_u64(LISTENER), EventFlags::empty()).is_ok()
-                    {
-                        self.listener_paused_until = Some(now + ACCEPT_PAUSE);
-                    }
-                    return;
-                }
-                Err(e) => {
-                    counters.error(format_args!("accept: {e}"));
-                    return;
-                }
+                Accepted::Nothing => break,
+                Accepted::Failed(failure) => self.server.accept_failed(failure, now),
             }
         }
+        self.listen_if_accepting();
     }
 
-    fn resume_accepting(&mut self) {
-        self.listener_paused_until = None;
+    /// Keeps the listener in the interest list exactly while the server
+    /// accepts: level-triggered, a listener left in while paused would
+    /// wake every wait at once.
+    fn listen_if_accepting(&mut self) {
         let Some(listener) = &self.listener else { return };
-        if let Err(e) = epoll::modify(&self.epoll, listener, EventData::new_u64(LISTENER), EventFlags::IN) {
-            self.server.counters().error(format_args!("resume accepting: {e}"));
+        let accepting = self.server.accepting();
+        if accepting == self.listening {
+            return;
+        }
+        let flags = if accepting { EventFlags::IN } else { EventFlags::empty() };
+        match epoll::modify(&self.epoll, listener, EventData::new_u64(LISTENER), flags) {
+            Ok(()) => self.listening = accepting,
+            Err(e) => self.server.counters().error(format_args!("listener interest: {e}")),
         }
     }
 
@@ -244,7 +239,6 @@ impl<S: KeyValueStore> EpollLoop<'_, S> {
         if let Some(listener) = self.listener.take() {
             let _ = epoll::delete(&self.epoll, &listener);
         }
-        self.listener_paused_until = None;
         let sockets = &self.sockets;
         let waiting = |handle: Handle| {
             sockets.get(handle.index()).and_then(Option::as_ref).is_some_and(|s| net::has_unread(s.fd.as_fd()))

@@ -1,8 +1,14 @@
 //! The drivers: each moves bytes between sockets and the sans-IO
 //! [`Server`](crate::sansio::server::Server) with one IO model, and owns
 //! nothing but its descriptor↔handle map and its syscalls. Every rule
-//! (admission, client memory and eviction, the stop's fan-out, deadlines,
-//! counting) is the server's.
+//! (admission, refusals and the pause after a failed accept, client
+//! memory and eviction, whether a session is read, the stop's fan-out,
+//! deadlines, counting) is the server's: a driver reports what happened
+//! and does what the server says.
+//!
+//! The drivers sit above the host and import it (the listener, the stop,
+//! [`Loop`], which the host's loop runner hands each loop); nothing below
+//! imports a driver.
 //!
 //! - [`busy_poll`], [`epoll`] (readiness) and [`uring`] (completions):
 //!   single-thread loops behind the one [`Driver`] trait, so the
@@ -22,9 +28,8 @@ use std::io;
 
 use kvio_core::KeyValueStore;
 
+pub use crate::host::loops::Loop;
 use crate::host::net::Listener;
-use crate::host::shutdown::Shutdown;
-use crate::sansio::server::{Limits, Shared};
 
 pub mod blocking;
 pub mod busy_poll;
@@ -32,20 +37,6 @@ pub mod epoll;
 pub mod pump;
 pub mod threaded;
 pub mod uring;
-
-/// What one loop is given: its index, its server's limits, the stop, and
-/// what it shares with the other loops.
-#[derive(Debug, Clone, Copy)]
-pub struct Loop<'a> {
-    /// 0..N.
-    pub index: usize,
-    /// Its server's limits.
-    pub limits: Limits,
-    /// The stop, shared by every loop.
-    pub shutdown: &'a Shutdown,
-    /// Places, client memory, and this loop's counters.
-    pub shared: Shared<'a>,
-}
 
 /// A single-thread IO model: one loop on the calling thread.
 pub trait Driver {

@@ -9,6 +9,7 @@
 //! - [`serve_blocking`]: a whole connection on a blocking socket, for the
 //!   `blocking` and `threaded` flavors: it sleeps in `recv` or `send` with
 //!   SO_RCVTIMEO/SO_SNDTIMEO derived from [`Server::poll_timeout`].
+//! - [`wait_for_connection`]: the blocking listener's wait, for the same two.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -20,7 +21,6 @@ use rustix::net::RecvFlags;
 use crate::host::net::{self, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::server::{Handle, Server};
-use crate::sansio::stats::Counters;
 
 /// Bytes read per `recv` by the single-thread flavors (one buffer per loop).
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -30,9 +30,6 @@ pub const READS_PER_TURN: usize = 4;
 /// Longest a blocking socket waits before the blocking flavor looks at the
 /// stop flag again (a signal usually interrupts the wait sooner).
 pub const TICK: Duration = Duration::from_millis(100);
-/// How often a lingering close looks for late bytes once the server shut the
-/// socket's reading side itself (reads then never wait).
-const LINGER_PACE: Duration = Duration::from_millis(10);
 /// Below this a change of a blocking socket's timeout is not worth a
 /// setsockopt: the wait ends at most this late.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
@@ -102,18 +99,51 @@ pub fn shut_write_if_asked(fd: BorrowedFd<'_>, asked: bool) {
     }
 }
 
-/// How a thread asleep in `recv` is woken from outside its connection:
-/// the threaded flavor's registry. Without one ([`serve_blocking`]'s
-/// `None`), every wait ends within a [`TICK`] to look at the stop flag.
+/// What a connection thread shares with the others of its flavor: the
+/// threaded flavor's registry. Without one ([`serve_blocking`]'s `None`),
+/// every wait ends within a [`TICK`] to look at the stop flag.
 pub trait Wake {
-    /// Whether the server shut this socket's reading side itself, to wake
+    /// Whether this socket's reading side was shut from outside, to wake
     /// its thread for a stop or an eviction: from then on a read that says
     /// end of stream means only that nothing is queued now, not that the
     /// peer closed.
     fn read_shut(&self) -> bool;
-    /// Waits until client memory is freed by other connections (the
-    /// server [holds](Server::is_holding)), or `limit` passes.
-    fn wait_for_room(&self, limit: Duration);
+    /// Waits until `holding()` is false (the server
+    /// [holds](Server::is_holding) until other connections free client
+    /// memory, or one of its own is asked to go), the stop comes, or
+    /// `limit` passes.
+    fn wait_for_room(&self, limit: Duration, holding: &dyn Fn() -> bool);
+    /// Runs `intake` (the server's look at the cap, then its taking of
+    /// input) as one of a bounded number of threads at once: between the
+    /// look and the charge of what the input made the session hold, a
+    /// thread holds memory no other thread sees, so only a few may be
+    /// there together.
+    fn intake(&self, intake: &mut dyn FnMut());
+}
+
+/// Hands the `input` read from `handle`'s socket to `server` at `now`
+/// (with a [`Wake`], as one of its [intakes](Wake::intake)); false if the
+/// server [holds](Server::is_holding) for room: then nothing was handed
+/// over, and the caller keeps `input` until it may.
+fn hand_over<H: Handler>(
+    server: &mut Server<'_, H>,
+    handle: Handle,
+    input: &[u8],
+    now: Instant,
+    wake: Option<&dyn Wake>,
+) -> bool {
+    let Some(wake) = wake else {
+        server.received(handle, input, now);
+        return true;
+    };
+    let mut handed = false;
+    wake.intake(&mut || {
+        if !server.is_holding() {
+            server.received(handle, input, now);
+            handed = true;
+        }
+    });
+    handed
 }
 
 /// Serves `handle` of `server` on the blocking socket `fd` until the
@@ -134,10 +164,13 @@ pub fn serve_blocking<H: Handler>(
     wake: Option<&dyn Wake>,
 ) {
     let mut timeouts = Timeouts::default();
+    // Bytes at the start of `read` taken from the socket, not yet handed
+    // to the server: it began holding for room between the read and the hand-over.
+    let mut unread = 0;
     loop {
         let now = Instant::now();
         if shutdown.is_requested() && !server.is_stopping() {
-            server.begin_stop(now, |_| net::has_unread(fd));
+            server.begin_stop(now, |_| unread > 0 || net::has_unread(fd));
         }
         server.handle_asked();
         server.handle_timeout(now);
@@ -147,6 +180,10 @@ pub fn serve_blocking<H: Handler>(
             }
             shut_write_if_asked(fd, io.shut_write);
         }
+        if unread > 0 && hand_over(server, handle, &read[..unread], now, wake) {
+            unread = 0;
+            continue;
+        }
         let until = server.poll_timeout().map(|at| at.saturating_duration_since(now));
         let tick = until.map_or(TICK, |until| until.min(TICK));
         let result = if server.wants_write(handle) {
@@ -154,33 +191,26 @@ pub fn serve_blocking<H: Handler>(
                 .set(fd, Kind::Send, Some(tick))
                 .and_then(|()| net::send(fd, server.transmit(handle)))
                 .map(|n| server.advance(handle, n, Instant::now()))
-        } else if server.wants_read(handle) {
+        } else if unread == 0 && server.wants_read(handle) {
             let limit = if wake.is_some() { until } else { Some(tick) };
             timeouts.set(fd, Kind::Recv, limit).and_then(|()| net::recv_once(fd, read)).map(|n| {
                 let now = Instant::now();
                 match n {
                     0 if wake.is_some_and(|wake| wake.read_shut()) => {
-                        // Woken by the server: the stop or an eviction is taken in now.
+                        // Woken from outside: the stop or an eviction is taken in now.
                         if shutdown.is_requested() && !server.is_stopping() {
                             server.begin_stop(now, |_| false);
                         }
                         server.handle_asked();
-                        if server.is_lingering(handle) {
-                            // The peer's end of stream cannot be told from ours: drop what
-                            // comes until the linger's deadline or byte cap, looking every few ms.
-                            let left =
-                                server.poll_timeout().map_or(LINGER_PACE, |at| at.saturating_duration_since(now));
-                            std::thread::sleep(left.min(LINGER_PACE));
-                        } else {
-                            server.stop_reading(handle);
-                        }
+                        server.read_shut(handle, now);
                     }
                     0 => server.peer_closed(handle, now),
-                    n => server.received(handle, &read[..n], now),
+                    n if hand_over(server, handle, &read[..n], now, wake) => {}
+                    n => unread = n,
                 }
             })
         } else if let Some(wake) = wake.filter(|_| server.is_holding()) {
-            wake.wait_for_room(tick);
+            wake.wait_for_room(tick, &|| server.is_holding());
             Ok(())
         } else {
             // Only a deadline can move this session on: sleep until it.
@@ -239,25 +269,44 @@ fn timespec(d: Duration) -> rustix::event::Timespec {
     rustix::event::Timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ }
 }
 
+/// What ended a [`wait_for_connection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// A connection waits on the listener.
+    Connection,
+    /// The deadline passed (the caller calls its `handle_timeout`).
+    Deadline,
+    /// The stop was requested.
+    Stop,
+}
+
 /// For the flavors that accept on a blocking listener: sleeps in `poll`
-/// until a connection waits (true) or the stop is requested (false).
-pub fn wait_for_connection(listener: &Listener, shutdown: &Shutdown) -> io::Result<bool> {
+/// until a connection waits, `until` (the server's next deadline) passes,
+/// or the stop is requested. While not `accepting` (a pause after an
+/// accept failed), the listener is not looked at.
+pub fn wait_for_connection(
+    listener: &Listener,
+    shutdown: &Shutdown,
+    accepting: bool,
+    until: Option<Instant>,
+) -> io::Result<Waited> {
     use rustix::event::{PollFd, PollFlags};
     while !shutdown.is_requested() {
+        let wait = until.map(|at| at.saturating_duration_since(Instant::now()));
+        if wait == Some(Duration::ZERO) {
+            return Ok(Waited::Deadline);
+        }
         let mut fds =
-            [PollFd::new(listener, PollFlags::IN), PollFd::from_borrowed_fd(shutdown.wake_fd(), PollFlags::IN)];
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) if fds[0].revents().contains(PollFlags::IN) => return Ok(true),
+            [PollFd::from_borrowed_fd(shutdown.wake_fd(), PollFlags::IN), PollFd::new(listener, PollFlags::IN)];
+        let fds = if accepting { &mut fds[..] } else { &mut fds[..1] };
+        match rustix::event::poll(fds, wait.map(timespec).as_ref()) {
+            Ok(0) => return Ok(Waited::Deadline),
+            Ok(_) if fds.get(1).is_some_and(|fd| fd.revents().contains(PollFlags::IN)) => {
+                return Ok(Waited::Connection);
+            }
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(false)
-}
-
-/// An accept failed for another reason than a refusal: logged, and a
-/// tick's pause, since whatever failed is likely to fail again at once.
-pub fn accept_failed(counters: &Counters, e: &io::Error) {
-    counters.error(format_args!("accept: {e}"));
-    std::thread::sleep(TICK);
+    Ok(Waited::Stop)
 }

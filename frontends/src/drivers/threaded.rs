@@ -1,7 +1,9 @@
 //! Flavor `threaded`: a thread per connection.
 //!
 //! - Model: the main thread accepts (it waits in `poll` on the listener
-//!   and the stop's wake-up socket), admits the connection into a
+//!   and the stop's wake-up socket; an accept that gave nothing to serve
+//!   is counted, and may pause accepting, by the rules of [`Listening`],
+//!   which every server follows), admits the connection into a
 //!   [`Server`] of its own, and hands both to a new thread that serves it
 //!   with blocking IO ([`driver::serve_blocking`]), like the blocking
 //!   flavor but without its frame deadline: a client trickling bytes holds
@@ -19,8 +21,18 @@
 //! - Client memory: over `--max-client-memory`, the victim is picked over
 //!   every thread's connections with the one rule
 //!   ([`memory::victim`]): the registry is each server's
-//!   [`Elsewhere`]. The victim's thread is woken to evict it, and the
-//!   thread over the cap reads nothing until the memory is freed.
+//!   [`Elsewhere`]. The victim's thread is woken to evict it, and a
+//!   thread whose server [holds](Server::is_holding) reads nothing until
+//!   the memory is freed. A thread's read goes into its own buffer; the
+//!   hand-over to its server, which may allocate a whole frame and then
+//!   charges it, is one of at most as many intakes at once as there are
+//!   CPUs (`Intakes`), the server looking at the cap inside it. And the
+//!   threads share one malloc arena per CPU (`share_malloc_arenas`), so
+//!   what one frees the next reuses. So the cap is
+//!   passed by at most a frame per CPU, as with one loop per core:
+//!   measured, 200 clients holding 1 MiB partial frames against a 64 MiB
+//!   cap peak at 76-78 MiB resident (release; 82 MiB in debug), where they
+//!   reached 98-153 MiB before.
 //! - Panics: a connection thread that panics is caught at its top
 //!   (`catch_unwind`); its server ends the session as a panic (an error,
 //!   logged) and gives back the connection's place and memory. A
@@ -32,7 +44,9 @@
 //!   The stop reaches it from outside: the accepting thread keeps a
 //!   `Registry` of the live connections' sockets and, when the stop is
 //!   requested, shuts down each one's reading side, which ends the `recv`;
-//!   the thread then answers what it had already received and exits.
+//!   the thread then answers what it had already received and exits (a
+//!   lingering close then reads at the pace the server sets,
+//!   [`Server::read_shut`], as its reads can no longer wait).
 //!   Registered sockets are `Arc<Entry>`s shared with their thread, so a
 //!   descriptor cannot be closed and its number reused while registered.
 //!   An idle server makes no wake-up at all.
@@ -42,7 +56,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -50,31 +64,125 @@ use std::time::{Duration, Instant};
 use kvio_core::{Handler, KeyValueStore};
 use kvio_proto::KeyValueHandler;
 
-use crate::app::config::{Config, Flavor};
 use crate::drivers::Loop;
-use crate::drivers::pump::{self as driver, TICK, Wake};
+use crate::drivers::pump::{self as driver, TICK, Waited, Wake};
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Room, Share};
-use crate::sansio::server::{Handle, Places, Server, Shared};
+use crate::sansio::server::{Handle, Listening, Server};
 use crate::sansio::session::End;
-use crate::sansio::stats::{Counters, Stats};
 
 /// Stack of a connection thread (see the [module docs](self) for the measurement).
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Bytes read per `recv` by a connection thread.
 pub const READ_CHUNK: usize = 16 * 1024;
+/// Caps glibc's malloc arenas at `cpus`, as many as loops would have. By
+/// default glibc gives threads up to 8 arenas per core, and a big buffer
+/// (after the first, a partial frame's megabyte) comes from the arena of
+/// the thread that allocated it and stays there when freed, at the top of
+/// that arena's heap, for that arena's threads only: at the cap, hundreds
+/// of connection threads spread over 16 arenas kept evicted frames
+/// resident that no other arena could reuse (about 20 MiB over a 64 MiB
+/// cap, measured with 1 MiB frames, and more with longer ones). With one
+/// arena per core, what one thread frees the next one reuses. The request
+/// path allocates nothing, so the shared arenas' locks are taken only for
+/// connections and big frames. (Pinning the mmap threshold instead would
+/// unmap every big buffer at every free: 1.3-1.9x the server CPU per
+/// request with 300 KB values; malloc_trim leaves non-main arenas' tops.)
+fn share_malloc_arenas(cpus: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of glibc's allocator, under its
+    // own lock. Should it refuse (it returns 0), glibc keeps its default.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, libc::c_int::try_from(cpus.max(1)).unwrap_or(libc::c_int::MAX));
+    }
+}
 
 /// The connections being served, so that a stop can wake their threads out
 /// of `recv` (see the [module docs](self)), and the client-memory cap can
 /// take the one holding the most, whichever thread serves it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Registry {
     inner: Mutex<Sockets>,
     /// Signalled when client memory was freed (an evicted or ended
     /// connection), a connection was asked to go, or the stop came: what a
     /// thread holding off its reads for room waits for.
     room: Condvar,
+    /// The threads taking input at once ([`Wake::intake`]).
+    intakes: Intakes,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        Registry { inner: Mutex::default(), room: Condvar::new(), intakes: Intakes::new(cpus) }
+    }
+}
+
+/// At most `n` threads at once between a server's look at the client
+/// memory cap and its charge of what the input made its session hold (a
+/// whole frame's buffer, allocated by a read of its first bytes): a
+/// counting semaphore. Each thread's reads stay its own; only the
+/// hand-over to its server waits for a turn. With a thread per connection
+/// and a few cores, hundreds of threads would otherwise be preempted
+/// between the two, each holding a frame no other thread sees, and the
+/// cap would be passed by that many frames. `n` is the number of CPUs:
+/// no more run at once anyway, as with one loop per core. A turn costs
+/// two atomic operations; a lock only when every turn is taken.
+#[derive(Debug)]
+struct Intakes {
+    free: AtomicUsize,
+    /// Threads waiting for a turn (or about to).
+    waiting: AtomicUsize,
+    lock: Mutex<()>,
+    returned: Condvar,
+}
+
+impl Intakes {
+    fn new(n: usize) -> Intakes {
+        Intakes {
+            free: AtomicUsize::new(n.max(1)),
+            waiting: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            returned: Condvar::new(),
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        self.free.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |free| free.checked_sub(1)).is_ok()
+    }
+
+    /// Runs `f` holding one of the `n` turns (given back if `f` panics).
+    fn run(&self, f: &mut dyn FnMut()) {
+        if !self.try_take() {
+            // The waiter counts itself before it looks, and whoever gives a
+            // turn back looks at the count after: one of the two sees the other.
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let mut lock = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            while !self.try_take() {
+                lock = self.returned.wait(lock).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            drop(lock);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        let _turn = Turn(self);
+        f();
+    }
+}
+
+/// One of [`Intakes`]'s turns, given back on drop.
+struct Turn<'a>(&'a Intakes);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let intakes = self.0;
+        intakes.free.fetch_add(1, Ordering::SeqCst);
+        if intakes.waiting.load(Ordering::SeqCst) > 0 {
+            // Under the lock, so the waiter is either before its look or asleep.
+            let _lock = intakes.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            intakes.returned.notify_one();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -133,15 +241,14 @@ impl Registry {
         self.room.notify_all();
     }
 
-    /// Holds `me`'s thread while every connection together holds more than
-    /// the cap because the ones asked to go have not freed their memory
-    /// yet: until they have, `me` is asked to go itself or the stop comes,
-    /// for at most `limit`.
-    fn wait_for_room(&self, memory: &ClientMemory, me: &Share, limit: Duration) {
+    /// Holds a thread while its server holds for room (`holding()`, the
+    /// server's rule: the connections asked to go have not freed their
+    /// memory yet), until it no longer does or the stop comes, for at
+    /// most `limit`. Whatever changes `holding()` notifies `room` under
+    /// the lock, so no wake-up is lost between the look and the wait.
+    fn wait_for_room(&self, limit: Duration, holding: &dyn Fn() -> bool) {
         let sockets = self.lock();
-        let waited = self
-            .room
-            .wait_timeout_while(sockets, limit, |sockets| !sockets.woken && !me.is_evicting() && memory.is_over());
+        let waited = self.room.wait_timeout_while(sockets, limit, |sockets| !sockets.woken && holding());
         drop(waited.unwrap_or_else(|poisoned| poisoned.into_inner()));
     }
 }
@@ -181,10 +288,9 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// How a connection thread is woken: the registry's [`Wake`].
+/// What a connection thread shares with the others: the registry's [`Wake`].
 struct Woken<'a> {
     registry: &'a Registry,
-    memory: &'a ClientMemory,
     entry: &'a Entry,
 }
 
@@ -193,55 +299,62 @@ impl Wake for Woken<'_> {
         self.entry.woken.load(Ordering::Acquire)
     }
 
-    fn wait_for_room(&self, limit: Duration) {
-        self.registry.wait_for_room(self.memory, &self.entry.share, limit);
+    fn wait_for_room(&self, limit: Duration, holding: &dyn Fn() -> bool) {
+        self.registry.wait_for_room(limit, holding);
+    }
+
+    fn intake(&self, intake: &mut dyn FnMut()) {
+        self.registry.intakes.run(intake);
     }
 }
 
-/// Serves until `shutdown` is requested, then waits for every connection thread.
-pub fn serve(listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    let (counters, places) = (Counters::default(), Places::default());
-    let memory = ClientMemory::new(config.max_client_memory);
-    let shared = Shared { places: &places, memory: &memory, counters: &counters };
-    let run = Loop { index: 0, limits: config.limits(Flavor::Threaded), shutdown, shared };
-    let store = config.sharded_store(thread::available_parallelism().map_or(1, |n| n.get()));
-    serve_with(listener, run, || &store)?;
-    Ok(counters.snapshot())
-}
-
-/// [`serve`] with what `run` shares (places, client memory, counters),
-/// each connection thread answering from the store `store()` gives it
-/// (one shared store, seen through whatever wrapper the caller wants).
-pub fn serve_with<S, F>(mut listener: Listener, run: Loop<'_>, store: F) -> io::Result<()>
+/// Serves until `run.shutdown` is requested, then waits for every
+/// connection thread, with what `run` shares (places, client memory,
+/// counters); each connection thread answers from the store `store()`
+/// gives it (one shared store, seen through whatever wrapper the caller
+/// wants).
+pub fn serve<S, F>(mut listener: Listener, run: Loop<'_>, store: F) -> io::Result<()>
 where
     S: KeyValueStore + Send,
     F: Fn() -> S + Sync,
 {
     let (shutdown, counters) = (run.shutdown, run.shared.counters);
+    share_malloc_arenas(thread::available_parallelism().map_or(1, |n| n.get()));
     let registry = Registry::default();
+    // The listener's rules; each connection's server has the rest.
+    let mut listening = Listening::default();
     // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
     net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
     thread::scope(|scope| {
-        while driver::wait_for_connection(&listener, shutdown)? {
+        loop {
+            match driver::wait_for_connection(&listener, shutdown, listening.is_accepting(), listening.poll_timeout())?
+            {
+                Waited::Connection => {}
+                Waited::Deadline => {
+                    listening.handle_timeout(Instant::now());
+                    continue;
+                }
+                Waited::Stop => break,
+            }
+            let now = Instant::now();
             match listener.accept(false) {
-                Ok(Accepted::Connection(fd, peer)) => {
+                Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
                     let Some(admitted) = admit(run, &registry, KeyValueHandler::new(store()), fd, peer) else {
                         continue;
                     };
-                    let (registry, memory) = (&registry, run.shared.memory);
+                    let registry = &registry;
                     let spawned = thread::Builder::new()
                         .name("kvio-connection".into())
                         .stack_size(STACK_SIZE)
-                        .spawn_scoped(scope, move || connection(admitted, registry, memory, shutdown));
+                        .spawn_scoped(scope, move || connection(admitted, registry, shutdown));
                     if let Err(e) = spawned {
                         // The server went with the closure: its drop gave the place back and counted the end.
                         counters.error(format_args!("cannot start a connection thread: {e}"));
                     }
                 }
-                Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
-                Ok(Accepted::Nothing) => {}
-                Err(e) => driver::accept_failed(counters, &e),
+                Accepted::Nothing => {}
+                Accepted::Failed(failure) => listening.failed(failure, now, counters),
             }
         }
         // Stop accepting before the connections finish, then wake the ones asleep in recv.
@@ -280,9 +393,9 @@ fn admit<'a, H: Handler>(
 
 /// A connection thread's body: serves the connection until its session
 /// closes; a panic is caught here and ends the session.
-fn connection<H: Handler>(admitted: Admitted<'_, H>, registry: &Registry, memory: &ClientMemory, shutdown: &Shutdown) {
+fn connection<H: Handler>(admitted: Admitted<'_, H>, registry: &Registry, shutdown: &Shutdown) {
     let Admitted { mut server, handle, entry, registered } = admitted;
-    let wake = Woken { registry, memory, entry: &entry };
+    let wake = Woken { registry, entry: &entry };
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
         driver::serve_blocking(entry.fd.as_fd(), &mut server, handle, &mut read, shutdown, Some(&wake));
@@ -300,6 +413,10 @@ fn connection<H: Handler>(admitted: Admitted<'_, H>, registry: &Registry, memory
 mod test {
     use super::*;
     use crate::host::sharded::ShardedStore;
+    use crate::sansio::server::{Limits, Places, Shared};
+    use crate::sansio::session::{Framing, Timing};
+    use crate::sansio::stats::{Counters, Stats};
+    use kvio_core::StoreLimits;
     use kvio_core::frame::{FrameError, encode_frame};
     use kvio_core::{Output, OutputFull};
     use std::io::{Read, Write};
@@ -307,7 +424,7 @@ mod test {
 
     /// What a connection thread borrows, owned by one test.
     struct Fixture {
-        config: Config,
+        limits: Limits,
         shutdown: Shutdown,
         counters: Counters,
         places: Places,
@@ -316,12 +433,10 @@ mod test {
     }
 
     impl Fixture {
-        /// A small store.
         fn new(idle_timeout: Option<Duration>) -> Self {
-            let config =
-                Config { idle_timeout, store_entries: 16, store_bytes: 4096, ..Config::for_flavor(Flavor::Threaded) };
+            let framing = Framing { max_frame_len: 1 << 20, output_limit: 64 * 1024 };
             Fixture {
-                config,
+                limits: Limits { framing, timing: Timing::new(idle_timeout), max_connections: 16 },
                 shutdown: Shutdown::new().unwrap(),
                 counters: Counters::default(),
                 places: Places::default(),
@@ -330,15 +445,20 @@ mod test {
             }
         }
 
+        /// A small store, for one shard.
+        fn store(&self) -> ShardedStore {
+            ShardedStore::new(StoreLimits::for_frame(self.limits.framing.max_frame_len, 16, 4096), 1)
+        }
+
         fn run(&self) -> Loop<'_> {
             let shared = Shared { places: &self.places, memory: &self.memory, counters: &self.counters };
-            Loop { index: 0, limits: self.config.limits(Flavor::Threaded), shutdown: &self.shutdown, shared }
+            Loop { index: 0, limits: self.limits, shutdown: &self.shutdown, shared }
         }
 
         /// Admits `fd`, answered by `handler`, and serves it on this thread.
         fn serve<H: Handler>(&self, fd: OwnedFd, handler: H) {
             let admitted = admit(self.run(), &self.registry, handler, fd, None).expect("admitted");
-            connection(admitted, &self.registry, &self.memory, &self.shutdown);
+            connection(admitted, &self.registry, &self.shutdown);
         }
     }
 
@@ -364,7 +484,7 @@ mod test {
         // No idle timeout: only the registry's wake-up can end the thread's recv.
         let fixture = Fixture::new(None);
         let (registry, shutdown, counters) = (&fixture.registry, &fixture.shutdown, &fixture.counters);
-        let store = fixture.config.sharded_store(1);
+        let store = fixture.store();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -404,6 +524,31 @@ mod test {
         assert_eq!(fixture.places.taken(), 0, "place given back");
         let mut rest = Vec::new();
         assert_eq!(client.read_to_end(&mut rest).unwrap(), 0, "closed after the stop");
+    }
+
+    #[test]
+    fn no_more_intakes_than_turns_at_once_and_a_panic_gives_its_turn_back() {
+        let intakes = Intakes::new(2);
+        let (inside, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..500 {
+                        intakes.run(&mut || {
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            thread::yield_now();
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                });
+            }
+        });
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&most), "two turns, yet {most} threads inside at once");
+        let panicked = panic::catch_unwind(AssertUnwindSafe(|| intakes.run(&mut || panic!("injected"))));
+        assert!(panicked.is_err());
+        assert_eq!(intakes.free.load(Ordering::SeqCst), 2, "every turn given back");
     }
 
     #[test]
@@ -447,7 +592,7 @@ mod test {
     #[test]
     fn a_panicking_connection_is_counted_and_the_store_stays_usable() {
         let fixture = Fixture::new(Some(Duration::from_secs(300)));
-        let store = fixture.config.sharded_store(1);
+        let store = fixture.store();
         let (client, server) = UnixStream::pair().unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut frame = Vec::new();

@@ -14,9 +14,10 @@
 //! keeps its own [`Counters`] (no cache line bounces between cores on the
 //! request path); the stopped line is their sum ([`Loops::totals`]).
 //!
-//! [`run`] is driver-agnostic: it takes a per-loop entry point, in practice
-//! [`Driver::serve_loop`](crate::drivers::Driver::serve_loop) of any
-//! single-thread driver (`epoll`, `busy-poll`, `uring`).
+//! [`run`] is driver-agnostic: it takes a per-loop entry point (given a
+//! [`Loop`]: what one loop is told), in practice `Driver::serve_loop` of
+//! any single-thread driver (`epoll`, `busy-poll`, `uring`); the drivers
+//! sit above the host and import it, never the other way round.
 //!
 //! `--pin` puts loop i on the i-th CPU the process may run on.
 
@@ -24,7 +25,6 @@ use std::io;
 use std::sync::OnceLock;
 use std::thread;
 
-pub use crate::drivers::Loop;
 use crate::host::net::Listener;
 use crate::host::observed::{Filled, StoreFill};
 use crate::host::shutdown::Shutdown;
@@ -32,6 +32,20 @@ use crate::sansio::memory::ClientMemory;
 pub use crate::sansio::server::Places;
 use crate::sansio::server::{Limits, Shared};
 use crate::sansio::stats::{Counters, Figures, Stats};
+
+/// What one loop is given: its index, its server's limits, the stop, and
+/// what it shares with the other loops.
+#[derive(Debug, Clone, Copy)]
+pub struct Loop<'a> {
+    /// 0..N.
+    pub index: usize,
+    /// Its server's limits.
+    pub limits: Limits,
+    /// The stop, shared by every loop.
+    pub shutdown: &'a Shutdown,
+    /// Places, client memory, and this loop's counters.
+    pub shared: Shared<'a>,
+}
 
 /// The state of N loops that outlives them: built before the server
 /// starts, readable while it runs (tests see which loop served what),
@@ -195,9 +209,13 @@ fn pin_current_thread(cpu: usize) -> io::Result<()> {
 mod test {
     use super::*;
 
-    use crate::app::config::{Config, Flavor};
-    use crate::drivers::Driver;
-    use crate::drivers::epoll::Epoll;
+    use crate::sansio::session::{Framing, Timing};
+
+    /// Limits for loops that serve nobody: [`run`] only hands them on.
+    fn limits() -> Limits {
+        let framing = Framing { max_frame_len: 1 << 20, output_limit: 64 * 1024 };
+        Limits { framing, timing: Timing::new(None), max_connections: 16 }
+    }
 
     #[test]
     fn places_are_counted_against_the_limit() {
@@ -219,16 +237,24 @@ mod test {
 
     #[test]
     fn a_failing_loop_stops_the_others() {
-        let config = Config::for_flavor(Flavor::Epoll);
+        use rustix::event::{PollFd, PollFlags, Timespec};
         let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let shutdown = Shutdown::new().unwrap();
         let loops = Loops::new(2, false);
-        let (limits, memory) = (config.limits(Flavor::Epoll), config.max_client_memory);
-        let result = run(listeners, limits, memory, &shutdown, &loops, |listener, run| {
+        let result = run(listeners, limits(), 1 << 20, &shutdown, &loops, |_, run| {
             if run.index == 0 {
                 return Err(io::Error::other("loop 0 fails"));
             }
-            Epoll::serve_loop(listener, run, config.store())
+            // Loop 1 serves until the stop, as a driver's loop does: it
+            // ends only if loop 0's failure requested it (or after 10 s).
+            let mut wake = [PollFd::from_borrowed_fd(run.shutdown.wake_fd(), PollFlags::IN)];
+            let ten_seconds = Timespec { tv_sec: 10, tv_nsec: 0 };
+            while !run.shutdown.is_requested() {
+                if rustix::event::poll(&mut wake, Some(&ten_seconds))? == 0 {
+                    return Err(io::Error::other("loop 1 was never stopped"));
+                }
+            }
+            Ok(())
         });
         assert_eq!(result.unwrap_err().to_string(), "loop 0 fails");
         assert!(shutdown.is_requested());
@@ -236,14 +262,12 @@ mod test {
 
     #[test]
     fn pinned_loops_run_on_their_cpu() {
-        let config = Config::for_flavor(Flavor::Epoll);
         let cpus = allowed_cpus().unwrap();
         let n = cpus.len().min(4);
         let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), n).unwrap();
         let shutdown = Shutdown::new().unwrap();
         let seen = std::sync::Mutex::new(Vec::new());
-        let (limits, memory) = (config.limits(Flavor::Epoll), config.max_client_memory);
-        run(listeners, limits, memory, &shutdown, &Loops::new(n, true), |_, run| {
+        run(listeners, limits(), 1 << 20, &shutdown, &Loops::new(n, true), |_, run| {
             let set = rustix::thread::sched_getaffinity(None)?;
             let mine: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
             seen.lock().unwrap().push((run.index, mine));

@@ -4,7 +4,9 @@
 //! connection with a spare descriptor instead of spinning), reads and writes
 //! with EINTR retried, and RLIMIT_NOFILE.
 //!
-//! What it does not own: what is read or written (that is [`crate::session`]).
+//! What it does not own: what is read or written (that is [`crate::session`]),
+//! nor what an accept that gave nothing to serve means (counted, a pause):
+//! that is the server's ([`AcceptFailure`], [`Server::accept_failed`](crate::sansio::server::Server::accept_failed)).
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +16,8 @@ use std::time::Duration;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
+
+pub use crate::sansio::server::AcceptFailure;
 
 /// Connections the kernel may queue before `accept` (it clamps this to `net.core.somaxconn`).
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -105,12 +109,27 @@ pub fn raise_fd_limit() -> io::Result<Option<u64>> {
 pub enum Accepted {
     /// A new connection (TCP_NODELAY on, CLOEXEC, non-blocking if asked).
     Connection(OwnedFd, Option<SocketAddr>),
-    /// The process was out of descriptors: the connection was accepted with
-    /// the spare descriptor and closed at once (so the loop does not spin on
-    /// a listener that stays readable).
-    Refused(io::Error),
     /// Nothing waiting (EAGAIN, or the listener's SO_RCVTIMEO expired).
     Nothing,
+    /// Nothing to serve, for the server to count (out of descriptors, the
+    /// connection taken with the spare descriptor and closed; a socket
+    /// that could not be set up, closed; or the accept failed).
+    Failed(AcceptFailure),
+}
+
+/// Readies `fd`, just accepted (from `peer`), for serving: TCP_NODELAY.
+/// On failure it is closed, and the failure is the server's to count.
+pub fn set_up(fd: OwnedFd, peer: Option<SocketAddr>) -> Accepted {
+    // Responses are written whole; Nagle would only delay them.
+    match sockopt::set_tcp_nodelay(&fd, true) {
+        Ok(()) => Accepted::Connection(fd, peer),
+        Err(e) => Accepted::Failed(AcceptFailure::Setup(peer, e.into())),
+    }
+}
+
+/// The peer of a connected socket, if it can be told.
+pub fn peer_of(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
+    net::getpeername(fd).ok().flatten().and_then(|a| SocketAddr::try_from(a).ok())
 }
 
 /// The listening socket, and a spare descriptor kept for EMFILE.
@@ -163,16 +182,11 @@ impl Listener {
     }
 
     /// Accepts one connection. `nonblocking` sets O_NONBLOCK on the new socket.
-    pub fn accept(&mut self, nonblocking: bool) -> io::Result<Accepted> {
+    pub fn accept(&mut self, nonblocking: bool) -> Accepted {
         let flags = if nonblocking { SocketFlags::CLOEXEC | SocketFlags::NONBLOCK } else { SocketFlags::CLOEXEC };
         match retry(|| net::acceptfrom_with(&self.fd, flags)) {
-            Ok((fd, peer)) => {
-                // Responses are written whole; Nagle would only delay them.
-                sockopt::set_tcp_nodelay(&fd, true)?;
-                let peer = peer.and_then(|a| SocketAddr::try_from(a).ok());
-                Ok(Accepted::Connection(fd, peer))
-            }
-            Err(e) if would_block(&e) => Ok(Accepted::Nothing),
+            Ok((fd, peer)) => set_up(fd, peer.and_then(|a| SocketAddr::try_from(a).ok())),
+            Err(e) if would_block(&e) => Accepted::Nothing,
             Err(e) if out_of_descriptors(&e) => {
                 // Free the spare, take the connection off the queue, close it, and take the spare back.
                 // Linux reserves the descriptor before looking at the queue, so EMFILE
@@ -182,20 +196,20 @@ impl Listener {
                         drop(spare);
                         // The refused connection is closed before the spare is taken back.
                         let refused = match retry(|| net::accept_with(&self.fd, flags)) {
-                            Ok(_closed) => Ok(Accepted::Refused(e)),
-                            Err(e) if would_block(&e) => Ok(Accepted::Nothing),
-                            Err(e) => Err(e),
+                            Ok(_closed) => Accepted::Failed(AcceptFailure::OutOfDescriptors(e)),
+                            Err(e) if would_block(&e) => Accepted::Nothing,
+                            Err(e) => Accepted::Failed(AcceptFailure::Failed(e)),
                         };
                         self.spare = open_spare();
                         refused
                     }
                     None => {
                         self.spare = open_spare();
-                        Err(e)
+                        Accepted::Failed(AcceptFailure::Failed(e))
                     }
                 }
             }
-            Err(e) => Err(e),
+            Err(e) => Accepted::Failed(AcceptFailure::Failed(e)),
         }
     }
 }
@@ -228,10 +242,10 @@ mod test {
         let addr = listener.local_addr();
         assert_ne!(addr.port(), 0);
         set_timeouts(listener.as_fd(), Some(Duration::from_millis(50)), None).unwrap();
-        assert!(matches!(listener.accept(false).unwrap(), Accepted::Nothing), "timeout is EAGAIN");
+        assert!(matches!(listener.accept(false), Accepted::Nothing), "timeout is EAGAIN");
         let mut client = TcpStream::connect(addr).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let Accepted::Connection(fd, peer) = listener.accept(true).unwrap() else { panic!("no connection") };
+        let Accepted::Connection(fd, peer) = listener.accept(true) else { panic!("no connection") };
         assert_eq!(peer, Some(client.local_addr().unwrap()));
         assert!(sockopt::tcp_nodelay(&fd).unwrap());
         let mut buf = [0u8; 8];

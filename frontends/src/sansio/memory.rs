@@ -3,9 +3,10 @@
 //! and unsent responses ([`Session::buffered`](crate::session::Session::buffered)).
 //! Per connection that is bounded by the max frame length plus the output
 //! limit; this bounds the sum, as Redis's `maxmemory-clients` does. When
-//! the sum passes the cap, the driver evicts the connection holding the
-//! most ([`Session::evict`](crate::session::Session::evict)), and the
-//! others keep being served.
+//! the sum passes the cap, the [`Server`](crate::sansio::server::Server)
+//! evicts the connection holding the most
+//! ([`Session::evict`](crate::session::Session::evict)), and the others
+//! keep being served; no driver takes part in that decision.
 //!
 //! Each connection's charge is also readable from other threads
 //! ([`Share`]), so the threaded flavor can pick the biggest connection

@@ -6,7 +6,11 @@
 //! - **Table**: sessions keyed by a small [`Handle`] (slot index and the
 //!   slot's generation), which a driver maps to its descriptor.
 //! - **Admission**: [`Server::accept`] admits or refuses against
-//!   `max_connections`, counted across every loop ([`Places`]).
+//!   `max_connections`, counted across every loop ([`Places`]). An accept
+//!   that gave nothing to serve is reported too ([`Server::accept_failed`]):
+//!   the server counts the refusal or the error, and pauses accepting
+//!   after a failure that would only repeat at once ([`Listening`];
+//!   [`Server::accepting`] says when the driver may accept).
 //! - **Client memory**: every session's heap is charged to the
 //!   [`ClientMemory`] shared by every loop; whenever the total passes the
 //!   cap, the [victim](crate::sansio::memory::victim) is evicted at once
@@ -14,12 +18,19 @@
 //! - **Stop**: [`Server::begin_stop`] fans the stop out to every session;
 //!   [`Server::is_done`] says when the last one has been released.
 //! - **Time**: [`Server::poll_timeout`] is the earliest deadline over all
-//!   sessions; [`Server::handle_timeout`] acts on every one due.
+//!   sessions and the end of an accept pause; [`Server::handle_timeout`]
+//!   acts on every one due.
+//! - **Reads**: one rule says whether a session is read now
+//!   ([`Server::wants_read`], [`Server::wants`] and [`Server::poll_io`]
+//!   all use it): the session wants input, the server is not
+//!   [holding](Server::is_holding) for room under the memory cap, and a
+//!   lingering session whose socket's reading side the driver shut itself
+//!   is looked at only every [`LINGER_PACE`] ([`Server::read_shut`]).
 //! - **Counters**: [`Counters`], shared with whoever reads them.
 //!
-//! Events in: [`Server::accept`], [`Server::received`],
+//! Events in: [`Server::accept`], [`Server::accept_failed`], [`Server::received`],
 //! [`Server::peer_closed`], [`Server::advance`] / [`Server::transmitted`],
-//! [`Server::socket_error`], [`Server::begin_stop`],
+//! [`Server::socket_error`], [`Server::read_shut`], [`Server::begin_stop`],
 //! [`Server::handle_timeout`]. Out, per handle: bytes to send
 //! ([`Server::transmit`] / [`Server::take_transmit`]), read and write
 //! interest and close ([`Server::poll_io`], for every handle whose answer
@@ -38,13 +49,15 @@
 //! one early sweep.
 
 use std::fmt;
+use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kvio_core::Handler;
+use rustix::io::Errno;
 
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Share};
 use crate::sansio::session::{End, Framing, OutBuf, Phase, Session, Spare, Timing};
@@ -141,6 +154,98 @@ impl fmt::Display for Refused {
     }
 }
 
+/// How long accepting pauses after an accept failed for want of a
+/// resource (descriptors, kernel memory): tried again at once, it would
+/// only fail again, and a readiness loop would spin on a listener that
+/// stays readable.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How often a lingering session whose socket's reading side the driver
+/// shut itself ([`Server::read_shut`]) is read again: such a read never
+/// waits (it says end of stream when nothing is queued), so late bytes
+/// are looked for at this pace until the linger ends.
+pub const LINGER_PACE: Duration = Duration::from_millis(10);
+
+/// An accept that gave no connection to serve, as the driver reports it
+/// ([`Server::accept_failed`]). A descriptor it may have taken is closed.
+#[derive(Debug)]
+pub enum AcceptFailure {
+    /// The process is out of descriptors: the connection waiting was
+    /// taken with a spare descriptor and closed, so that it is refused
+    /// rather than left to make the listener ready for ever.
+    OutOfDescriptors(io::Error),
+    /// A connection (from the address, if known) was taken, but its
+    /// socket could not be set up for serving (TCP_NODELAY): closed.
+    Setup(Option<SocketAddr>, io::Error),
+    /// The accept itself failed (out of descriptors with no spare left
+    /// to refuse with, out of memory, or anything else).
+    Failed(io::Error),
+}
+
+/// The listener's rules, apart from any connection: what an accept that
+/// gave nothing to serve means, and the pause after one that failed for
+/// want of a resource. Every [`Server`] keeps one; the threaded flavor's
+/// accepting thread, which serves no connection itself, keeps its own.
+#[derive(Debug, Default)]
+pub struct Listening {
+    paused_until: Option<Instant>,
+}
+
+impl Listening {
+    /// `failure` happened at `now`: a refusal or an error is counted (and
+    /// logged, rate-limited) in `counters`; a failure that would repeat
+    /// at once pauses accepting for [`ACCEPT_PAUSE`].
+    pub fn failed(&mut self, failure: AcceptFailure, now: Instant, counters: &Counters) {
+        match failure {
+            AcceptFailure::OutOfDescriptors(e) => counters.refused(None, format_args!("out of file descriptors: {e}")),
+            AcceptFailure::Setup(peer, e) => counters.refused(peer, format_args!("TCP_NODELAY: {e}")),
+            AcceptFailure::Failed(e) if connection_gone(&e) => counters.error(format_args!("accept: {e}")),
+            AcceptFailure::Failed(e) => {
+                counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
+                self.paused_until = Some(now + ACCEPT_PAUSE);
+            }
+        }
+    }
+
+    /// Whether the driver may accept now (not while paused).
+    pub fn is_accepting(&self) -> bool {
+        self.paused_until.is_none()
+    }
+
+    /// When a pause ends, if accepting is paused.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// Ends a pause that is over at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|at| now >= at) {
+            self.paused_until = None;
+        }
+    }
+}
+
+/// An accept error that is the waiting connection's own (it was reset, or
+/// its network failed; accept(2) says to treat these like EAGAIN): the
+/// next connection may be accepted at once.
+fn connection_gone(e: &io::Error) -> bool {
+    matches!(
+        Errno::from_io_error(e),
+        Some(
+            Errno::CONNABORTED
+                | Errno::PROTO
+                | Errno::NETDOWN
+                | Errno::NOPROTOOPT
+                | Errno::HOSTDOWN
+                | Errno::NONET
+                | Errno::HOSTUNREACH
+                | Errno::OPNOTSUPP
+                | Errno::NETUNREACH
+                | Errno::PERM
+        )
+    )
+}
+
 /// What a driver does for one handle now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Io {
@@ -179,6 +284,16 @@ struct Conn {
     ended: Option<Close>,
     /// In `Server::touched`.
     touched: bool,
+    /// The driver shut the socket's reading side itself while the session
+    /// lingers: it is read again at this instant ([`LINGER_PACE`]).
+    look_again: Option<Instant>,
+}
+
+impl Conn {
+    /// Whether the session is read now, but for the server's holding.
+    fn reads(&self) -> bool {
+        !self.closed && self.look_again.is_none() && self.session.wants_read()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +325,7 @@ pub struct Server<'a, H> {
     unpublished: isize,
     /// Other servers' connections the cap may take ([`Server::share_memory_with`]).
     elsewhere: Option<&'a dyn Elsewhere>,
+    listening: Listening,
 }
 
 /// Unpublished charges that are written to the shared total at once, not
@@ -238,6 +354,7 @@ impl<'a, H: Handler> Server<'a, H> {
             touched: Vec::new(),
             unpublished: 0,
             elsewhere: None,
+            listening: Listening::default(),
         }
     }
 
@@ -254,9 +371,21 @@ impl<'a, H: Handler> Server<'a, H> {
 
     /// Over the cap, this server (sharing its memory with others) waits
     /// for connections to free theirs: its sessions read nothing meanwhile
-    /// ([`Server::wants_read`] is false), and the driver waits for room.
+    /// ([`Server::wants_read`] is false), and the driver waits for room,
+    /// until this is false again: the total is back under the cap, or one
+    /// of this server's connections was asked to go (act on it:
+    /// [`Server::handle_asked`]).
     pub fn is_holding(&self) -> bool {
-        self.elsewhere.is_some() && self.shared.memory.is_over_with(self.unpublished)
+        self.elsewhere.is_some() && self.shared.memory.is_over_with(self.unpublished) && !self.is_asked()
+    }
+
+    /// Whether another server asked one of this server's connections to
+    /// go, and it has not gone yet.
+    fn is_asked(&self) -> bool {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.conn.as_ref())
+            .any(|c| !c.closed && c.share.is_evicting() && !c.session.is_evicted())
     }
 
     /// Acts on evictions other servers asked for ([`Elsewhere::make_room`])
@@ -296,6 +425,21 @@ impl<'a, H: Handler> Server<'a, H> {
         self.stopping && self.held == 0
     }
 
+    /// Whether the driver may take connections off its listener now: not
+    /// during the stop, nor while accepting is paused after a failure
+    /// ([`Server::accept_failed`]; the pause ends at a
+    /// [`Server::handle_timeout`]).
+    pub fn accepting(&self) -> bool {
+        !self.stopping && self.listening.is_accepting()
+    }
+
+    /// An accept at `now` gave no connection to serve: counted and logged
+    /// (as a refusal, or an error), and accepting may pause (see
+    /// [`Listening::failed`]).
+    pub fn accept_failed(&mut self, failure: AcceptFailure, now: Instant) {
+        self.listening.failed(failure, now, self.shared.counters);
+    }
+
     /// A connection from `peer` was accepted at `now`: its handle, or why
     /// it is refused (counted and logged; the driver closes it). Accepted
     /// during a stop, it is told to stop at once.
@@ -329,7 +473,7 @@ impl<'a, H: Handler> Server<'a, H> {
         });
         let slot = &mut self.slots[index as usize];
         let session = Session::new(self.limits.framing, self.limits.timing, now);
-        slot.conn = Some(Conn { session, share, peer, closed: false, ended: None, touched: false });
+        slot.conn = Some(Conn { session, share, peer, closed: false, ended: None, touched: false, look_again: None });
         self.held += 1;
         self.shared.counters.connection();
         let handle = Handle { index, generation: slot.generation };
@@ -361,10 +505,20 @@ impl<'a, H: Handler> Server<'a, H> {
         self.settle(handle);
     }
 
-    /// The driver can read nothing more from `handle` (it shut the reading side itself).
-    pub fn stop_reading(&mut self, handle: Handle) {
+    /// A read of `handle` at `now` said end of stream after the driver
+    /// shut the socket's reading side itself (to wake its thread for the
+    /// stop or an eviction): from then on nothing tells the peer's end of
+    /// stream from that one, and reads never wait. A lingering session
+    /// still drops late bytes until its linger ends, so it is read again
+    /// every [`LINGER_PACE`] ([`Server::poll_timeout`] says when); any
+    /// other reads nothing more, and finishes what it owes.
+    pub fn read_shut(&mut self, handle: Handle, now: Instant) {
         let Some(conn) = self.open(handle) else { return };
-        conn.session.stop_reading();
+        if conn.session.phase() == Phase::Lingering {
+            conn.look_again = Some(now + LINGER_PACE);
+        } else {
+            conn.session.stop_reading();
+        }
         self.settle(handle);
     }
 
@@ -372,13 +526,16 @@ impl<'a, H: Handler> Server<'a, H> {
     /// driver's turn asks this between its syscalls); taking `shut_write`.
     /// `None` once the session is over, or for a stale handle.
     pub fn wants(&mut self, handle: Handle) -> Option<Wants> {
-        let session = &mut find_open(&mut self.slots, handle)?.session;
-        Some(Wants { read: session.wants_read(), write: session.wants_write(), shut_write: session.take_shut_write() })
+        let holding = self.is_holding();
+        let conn = find_open(&mut self.slots, handle)?;
+        let read = conn.reads() && !holding;
+        let session = &mut conn.session;
+        Some(Wants { read, write: session.wants_write(), shut_write: session.take_shut_write() })
     }
 
-    /// Whether `handle`'s session wants input now.
+    /// Whether `handle`'s session is read now (the one rule: see the [module docs](self)).
     pub fn wants_read(&self, handle: Handle) -> bool {
-        self.get(handle).is_some_and(|c| !c.closed && c.session.wants_read()) && !self.is_holding()
+        self.get(handle).is_some_and(Conn::reads) && !self.is_holding()
     }
 
     /// Whether `handle`'s session is in its lingering close: it only drops
@@ -455,18 +612,27 @@ impl<'a, H: Handler> Server<'a, H> {
 
     /// When [`Server::handle_timeout`] must be called next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sweep
+        match (self.next_sweep, self.listening.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Acts on every session deadline passed by `now`.
+    /// Acts on every deadline passed by `now`: the sessions', and the end
+    /// of an accept pause.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.listening.handle_timeout(now);
         if self.next_sweep.is_none_or(|at| now < at) {
             return;
         }
         self.next_sweep = None;
         for index in 0..self.slots.len() {
             let Some(handle) = self.live_at(index) else { continue };
-            self.conn(handle).expect("live").session.handle_timeout(now);
+            let conn = self.conn(handle).expect("live");
+            if conn.look_again.is_some_and(|at| now >= at) {
+                conn.look_again = None;
+            }
+            conn.session.handle_timeout(now);
             self.settle(handle);
         }
     }
@@ -476,13 +642,15 @@ impl<'a, H: Handler> Server<'a, H> {
     /// handle, after a sweep, a stop or an eviction that touched others.
     pub fn poll_io(&mut self) -> Option<Io> {
         while let Some(handle) = self.touched.pop() {
+            let holding = self.is_holding();
             let Some(conn) = self.conn(handle) else { continue };
             conn.touched = false;
             if conn.closed {
                 return Some(Io { handle, read: false, write: false, shut_write: false, close: true });
             }
+            let read = conn.reads() && !holding;
             let session = &mut conn.session;
-            let (read, write, shut_write) = (session.wants_read(), session.wants_write(), session.take_shut_write());
+            let (write, shut_write) = (session.wants_write(), session.take_shut_write());
             return Some(Io { handle, read, write, shut_write, close: false });
         }
         if self.unpublished != 0 {
@@ -607,6 +775,9 @@ impl<'a, H: Handler> Server<'a, H> {
         if let Some(at) = conn.session.poll_timeout() {
             self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
         }
+        if let Some(at) = conn.look_again {
+            self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
+        }
         over
     }
 
@@ -718,6 +889,157 @@ mod test {
             StoreLimits::for_frame(FRAME as u32, 16, 1 << 16),
         );
         Server::new(limits, shared, KeyValueHandler::new(store))
+    }
+
+    /// A loop's places, memory capped at [`CAP`] and counters.
+    struct Shares {
+        places: Places,
+        memory: ClientMemory,
+        counters: Counters,
+    }
+
+    impl Shares {
+        fn new() -> Shares {
+            Shares { places: Places::default(), memory: ClientMemory::new(CAP), counters: Counters::default() }
+        }
+
+        fn shared(&self) -> Shared<'_> {
+            Shared { places: &self.places, memory: &self.memory, counters: &self.counters }
+        }
+    }
+
+    fn errno(e: Errno) -> io::Error {
+        io::Error::from_raw_os_error(e.raw_os_error())
+    }
+
+    #[test]
+    fn a_failed_accept_that_would_repeat_pauses_accepting_until_its_deadline() {
+        let shares = Shares::new();
+        let mut server = server(shares.shared());
+        let t0 = Instant::now();
+        assert!(server.accepting());
+        server.accept_failed(AcceptFailure::Failed(errno(Errno::MFILE)), t0);
+        assert!(!server.accepting(), "no spare descriptor left: accepting pauses");
+        assert_eq!(server.poll_timeout(), Some(t0 + ACCEPT_PAUSE), "the loop wakes when the pause ends");
+        server.handle_timeout(t0 + ACCEPT_PAUSE - Duration::from_millis(1));
+        assert!(!server.accepting(), "not before");
+        server.handle_timeout(t0 + ACCEPT_PAUSE);
+        assert!(server.accepting());
+        assert_eq!(server.poll_timeout(), None);
+        let figures = shares.counters.figures();
+        assert_eq!((shares.counters.snapshot().errors, figures.refused), (1, 0), "an error, not a refusal");
+    }
+
+    #[test]
+    fn refusals_at_the_door_are_counted_and_a_lost_connection_pauses_nothing() {
+        let shares = Shares::new();
+        let mut server = server(shares.shared());
+        let now = Instant::now();
+        server.accept_failed(AcceptFailure::OutOfDescriptors(errno(Errno::MFILE)), now);
+        let peer = Some("127.0.0.1:9".parse().unwrap());
+        server.accept_failed(AcceptFailure::Setup(peer, errno(Errno::INVAL)), now);
+        assert_eq!(shares.counters.figures().refused, 2, "refused with the spare, and with no TCP_NODELAY");
+        server.accept_failed(AcceptFailure::Failed(errno(Errno::CONNABORTED)), now);
+        server.accept_failed(AcceptFailure::Failed(errno(Errno::PROTO)), now);
+        assert!(server.accepting(), "the next connection may be accepted at once");
+        assert_eq!(server.poll_timeout(), None);
+        assert_eq!((shares.counters.snapshot().errors, shares.counters.figures().refused), (4, 2));
+        server.begin_stop(now, |_| false);
+        assert!(!server.accepting(), "nor during the stop");
+    }
+
+    /// A session that answered a broken frame with an error frame and
+    /// lingers, its writing side shut.
+    fn lingering(server: &mut Server<'_, KeyValueHandler<TestStore>>, now: Instant) -> Handle {
+        let handle = server.accept(None, now).expect("admitted");
+        server.received(handle, &[0, 0, 0, 0], now);
+        let n = server.transmit(handle).len();
+        server.advance(handle, n, now);
+        assert!(server.is_lingering(handle) && server.take_shut_write(handle));
+        handle
+    }
+
+    #[test]
+    fn a_linger_whose_reading_side_the_driver_shut_is_read_at_a_pace_until_it_ends() {
+        let shares = Shares::new();
+        let mut server = server(shares.shared());
+        let t0 = Instant::now();
+        let handle = lingering(&mut server, t0);
+        while server.poll_io().is_some() {}
+        assert!(server.wants_read(handle), "lingering: late bytes are read and dropped");
+        server.read_shut(handle, t0);
+        assert!(!server.wants_read(handle), "a read now would say end of stream at once");
+        let io = std::iter::from_fn(|| server.poll_io()).find(|io| io.handle == handle).expect("touched");
+        assert!(!io.read && !io.close, "poll_io agrees: {io:?}");
+        assert_eq!(server.wants(handle).map(|w| w.read), Some(false), "and wants agrees");
+        assert_eq!(server.poll_timeout(), Some(t0 + LINGER_PACE));
+        server.handle_timeout(t0 + LINGER_PACE - Duration::from_millis(1));
+        assert!(!server.wants_read(handle));
+        server.handle_timeout(t0 + LINGER_PACE);
+        assert!(server.wants_read(handle), "looked at again after the pace");
+        // The linger still ends at its deadline (1 s here), paced or not.
+        let mut now = t0 + LINGER_PACE;
+        while !server.is_closed(handle) {
+            server.read_shut(handle, now);
+            now = server.poll_timeout().expect("a deadline");
+            assert!(now <= t0 + Duration::from_secs(1), "past the linger's deadline: {:?}", now - t0);
+            server.handle_timeout(now);
+        }
+        assert_eq!(server.ended(handle), Some(Close::BadFrame));
+    }
+
+    #[test]
+    fn a_session_whose_reading_side_the_driver_shut_reads_no_more_and_finishes() {
+        use kvio_core::frame::encode_frame;
+        use kvio_proto::{KeyValueMessage, Kind};
+        use prost::Message;
+        let shares = Shares::new();
+        let mut server = server(shares.shared());
+        let now = Instant::now();
+        let handle = server.accept(None, now).expect("admitted");
+        let get = KeyValueMessage { key: "k".into(), kind: Kind::Get.into(), ..Default::default() };
+        let mut frame = Vec::new();
+        encode_frame(&get.encode_to_vec(), &mut frame).unwrap();
+        server.received(handle, &frame, now);
+        server.read_shut(handle, now);
+        assert!(!server.wants_read(handle), "nothing more is read");
+        assert!(server.wants_write(handle), "the answer owed is still sent");
+    }
+
+    /// Other servers' connections, none of which can make room.
+    #[derive(Debug)]
+    struct NoOtherServer;
+
+    impl Elsewhere for NoOtherServer {
+        fn make_room(&self, _: &ClientMemory, _: usize) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn holding_for_room_is_one_rule_for_every_question_and_ends_when_one_of_mine_is_asked_to_go() {
+        let shares = Shares::new();
+        let mut server = server(shares.shared());
+        server.share_memory_with(&NoOtherServer);
+        let now = Instant::now();
+        let mine = Arc::new(Share::default());
+        let handle = server.accept_with(None, now, Arc::clone(&mine)).expect("admitted");
+        while server.poll_io().is_some() {}
+        assert!(!server.is_holding() && server.wants_read(handle));
+        // Another server's connection takes the memory past the cap.
+        let theirs = Share::default();
+        shares.memory.charge(&theirs, CAP + 1);
+        assert!(server.is_holding());
+        assert!(!server.wants_read(handle));
+        assert_eq!(server.wants(handle).map(|w| w.read), Some(false));
+        server.touch(handle);
+        assert!(!server.poll_io().expect("touched").read, "poll_io holds too");
+        mine.ask_to_evict();
+        assert!(!server.is_holding(), "asked to go: the driver must act on it, not wait");
+        server.handle_asked();
+        assert!(server.is_holding(), "evicted (it held nothing), and the total still over the cap");
+        shares.memory.charge(&theirs, 0);
+        assert!(!server.is_holding());
     }
 
     /// A frame's length prefix and all but 100 bytes of its payload.

@@ -41,8 +41,10 @@
 //!   once); EMFILE ends the multishot accept, the pending connection is
 //!   refused with a spare descriptor and the accept re-armed (with no
 //!   connection pending, a poll on the listener waits for one: an accept
-//!   would fail again at once), or, if even that fails, accepting pauses
-//!   for 100 ms. Needs Linux 6.0 (multishot
+//!   would fail again at once). An accept that gave nothing to serve is
+//!   the server's to count, and the accept is re-armed only while the
+//!   server accepts ([`Server::accepting`]: not during the pause after a
+//!   failure that would repeat). Needs Linux 6.0 (multishot
 //!   receive) and an io_uring not disabled by a seccomp profile or
 //!   `kernel.io_uring_disabled`: otherwise `kvio serve` refuses to start
 //!   and names what is missing ([`probe`]).
@@ -51,15 +53,15 @@
 //!   and the loop goes on until the last one has closed.
 //! - Syscalls: per loop turn one `io_uring_enter` and one clock read (vDSO),
 //!   however many connections moved; `shutdown(SHUT_WR)` for a lingering
-//!   close; per new connection `setsockopt(TCP_NODELAY)` and `getpeername`.
+//!   close; per new connection `getpeername` and `setsockopt(TCP_NODELAY)`
+//!   ([`net::set_up`], as every flavor's accept).
 //!   Measured figures: `frontends/README.md`.
 mod ring;
 
 use std::io;
 use std::mem;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kvio_core::KeyValueStore;
 use kvio_proto::KeyValueHandler;
@@ -68,16 +70,14 @@ use rustix::net::{SendFlags, SocketFlags};
 use rustix_uring::{cqueue, opcode, types};
 
 use self::ring::{BUFFER_GROUP, Op, Ring, Token};
-pub use self::ring::{RECV_BUFFER_LEN, RECV_BUFFERS, Unsupported, probe};
+pub use self::ring::{RECV_BUFFER_LEN, RECV_BUFFERS, REFUSED_OPT_OUT, Unsupported, probe, runs_here};
 use crate::drivers::pump::shut_write_if_asked;
 use crate::drivers::{Driver, Loop};
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
-use crate::sansio::server::{Handle, Io, Server};
+use crate::sansio::server::{AcceptFailure, Handle, Io, Server};
 use crate::sansio::session::OutBuf;
 
-/// How long accepting pauses when the process is out of descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// POLLIN, as a poll operation takes it.
 const POLL_IN: u32 = rustix::event::PollFlags::IN.bits() as u32;
 
@@ -137,7 +137,6 @@ struct UringLoop<'a, S> {
     /// `None` once stopped and the accept has ended.
     listener: Option<Listener>,
     accepting: Accepting,
-    accept_paused_until: Option<Instant>,
     stopping: bool,
     /// By handle index.
     sockets: Vec<Option<Socket>>,
@@ -152,7 +151,6 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
         uring,
         listener: Some(listener),
         accepting: Accepting::Idle,
-        accept_paused_until: None,
         stopping: false,
         sockets: Vec::new(),
         server: Server::new(run.limits, run.shared, KeyValueHandler::new(store)),
@@ -183,9 +181,8 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
         }
         while self.listener.is_some() || !self.server.is_empty() {
             self.uring.bufs.publish();
-            let wake_at = [self.server.poll_timeout(), self.accept_paused_until].into_iter().flatten().min();
             // From the clock read after the last wait, as in the epoll flavor.
-            self.uring.wait(wake_at.map(|at| at.saturating_duration_since(now)))?;
+            self.uring.wait(self.server.poll_timeout().map(|at| at.saturating_duration_since(now)))?;
             now = Instant::now();
             while self.uring.reap() {
                 let mut cqes = mem::take(&mut self.uring.cqes);
@@ -194,12 +191,10 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
                 }
                 self.uring.cqes = cqes;
             }
-            if self.accept_paused_until.is_some_and(|at| now >= at) {
-                self.accept_paused_until = None;
-                self.arm_accept()?;
-            }
             self.server.handle_timeout(now);
             self.apply()?;
+            // Once a pause after an accept failure is over.
+            self.arm_accept()?;
         }
         Ok(())
     }
@@ -230,7 +225,7 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
 
     fn arm_accept(&mut self) -> io::Result<()> {
         let Some(listener) = &self.listener else { return Ok(()) };
-        if self.accepting != Accepting::Idle || self.stopping || self.accept_paused_until.is_some() {
+        if self.accepting != Accepting::Idle || self.stopping || !self.server.accepting() {
             return Ok(());
         }
         let accept = opcode::AcceptMulti::new(types::Fd(listener.as_fd().as_raw_fd()))
@@ -262,14 +257,12 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
                 // SAFETY: an accept's result is a new descriptor, installed in
                 // this process's table for this completion and owned by no one else.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-                self.admit(fd, now);
+                let peer = net::peer_of(fd.as_fd());
+                self.admit(net::set_up(fd, peer), now);
             }
             Err(Errno::CANCELED) => {}
             Err(e) if net::out_of_descriptors(&e.into()) => self.refuse_one(now)?,
-            Err(e) => {
-                self.server.counters().error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
-                self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-            }
+            Err(e) => self.server.accept_failed(AcceptFailure::Failed(e.into()), now),
         }
         if ended && self.accepting == Accepting::Idle {
             return self.listener_idle();
@@ -280,20 +273,20 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
     /// Out of descriptors: the connection waiting is taken off the queue
     /// with the spare descriptor and closed, as the other flavors do.
     fn refuse_one(&mut self, now: Instant) -> io::Result<()> {
-        let counters = self.server.counters();
         let Some(listener) = &mut self.listener else { return Ok(()) };
         // Non-blocking for this one accept only: the queue may be empty.
-        let accepted = net::set_nonblocking(listener.as_fd(), true).and_then(|()| {
-            let accepted = listener.accept(false);
-            net::set_nonblocking(listener.as_fd(), false).and(accepted)
-        });
-        match accepted {
-            Ok(Accepted::Refused(e)) => counters.refused(None, format_args!("out of file descriptors: {e}")),
-            Ok(Accepted::Connection(fd, peer)) => {
-                drop(fd);
-                counters.refused(peer, "out of file descriptors");
+        let accepted = match net::set_nonblocking(listener.as_fd(), true) {
+            Ok(()) => {
+                let accepted = listener.accept(false);
+                match net::set_nonblocking(listener.as_fd(), false) {
+                    Ok(()) => accepted,
+                    Err(e) => Accepted::Failed(AcceptFailure::Failed(e)),
+                }
             }
-            Ok(Accepted::Nothing) if !self.stopping => {
+            Err(e) => Accepted::Failed(AcceptFailure::Failed(e)),
+        };
+        match accepted {
+            Accepted::Nothing if !self.stopping => {
                 // Linux reserves the descriptor before it looks at the queue:
                 // an accept now would fail at once, again and again. Wait for
                 // a connection to refuse instead.
@@ -304,23 +297,20 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
                 unsafe { self.uring.push(&poll)? };
                 self.accepting = Accepting::Polling;
             }
-            Ok(Accepted::Nothing) => {}
-            Err(e) => {
-                counters.error(format_args!("accept: {e}; pausing accepts for {ACCEPT_PAUSE:?}"));
-                self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-            }
+            // A descriptor was free after all (another connection closed meanwhile).
+            accepted => self.admit(accepted, now),
         }
         Ok(())
     }
 
-    fn admit(&mut self, fd: OwnedFd, now: Instant) {
-        let peer = rustix::net::getpeername(&fd).ok().flatten().and_then(|a| SocketAddr::try_from(a).ok());
-        // Responses are written whole; Nagle would only delay them.
-        if let Err(e) = rustix::net::sockopt::set_tcp_nodelay(&fd, true) {
-            self.server.counters().refused(peer, format_args!("TCP_NODELAY: {e}"));
-            return;
-        }
-        // A refusal is counted by the server; dropping `fd` closes it.
+    /// What an accept gave: a connection is admitted (or refused by the
+    /// server: dropping `fd` closes it), a failure is the server's to count.
+    fn admit(&mut self, accepted: Accepted, now: Instant) {
+        let (fd, peer) = match accepted {
+            Accepted::Connection(fd, peer) => (fd, peer),
+            Accepted::Nothing => return,
+            Accepted::Failed(failure) => return self.server.accept_failed(failure, now),
+        };
         let Ok(handle) = self.server.accept(peer, now) else { return };
         if self.sockets.len() <= handle.index() {
             self.sockets.resize_with(handle.index() + 1, || None);
@@ -456,7 +446,6 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
             return Ok(());
         }
         self.stopping = true;
-        self.accept_paused_until = None;
         match self.accepting {
             // The listener closes once the last completion for it has come.
             Accepting::Armed => self.cancel(Token::loop_op(Op::Accept))?,

@@ -117,9 +117,48 @@ fn setup_refused(e: Errno) -> Unsupported {
 /// Checks that this kernel runs the uring flavor: io_uring itself, the
 /// opcodes used, a provided-buffer ring (Linux 5.19) and a multishot
 /// receive (Linux 6.0, tried on a socket pair). `kvio serve` calls it
-/// before it prints its start-up line, and the tests to say why they skip.
+/// before it prints its start-up line; tests call [`runs_here`].
 pub fn probe() -> Result<(), Unsupported> {
     Ring::new().map(drop)
+}
+
+/// The environment variable that lets a test run (and CI) go on where the
+/// kernel refuses io_uring: its value is the reason, and it is printed.
+/// On this project's machines io_uring works, so without it a refusal is
+/// a failure, never a silent skip.
+pub const REFUSED_OPT_OUT: &str = "KVIO_URING_REFUSED";
+
+/// For tests and CI: whether `what` (a test, a step) is to run the uring
+/// flavor here. True when this kernel runs it. When it refuses: false if
+/// [`REFUSED_OPT_OUT`] gives a reason (printed on stderr with the
+/// refusal: `what` is skipped), else a panic that names the refusal and
+/// the opt-out: a refused io_uring fails the test.
+pub fn runs_here(what: &str) -> bool {
+    // Probed on a thread of its own: the probe's ring, torn down, may
+    // still run task work on the thread that made it, which would
+    // interrupt that thread's blocking calls (EINTR) in the caller's test.
+    let probed = std::thread::spawn(probe).join().unwrap_or_else(|_| Err(Unsupported("the probe panicked".into())));
+    match verdict(probed, std::env::var(REFUSED_OPT_OUT).ok()) {
+        Ok(None) => true,
+        Ok(Some(skipped)) => {
+            eprintln!("skipped {what}: {skipped}");
+            false
+        }
+        Err(failure) => panic!("{what}: {failure}"),
+    }
+}
+
+/// [`runs_here`]'s rule, given the probe's result and the opt-out's value:
+/// `Ok(None)` run; `Ok(Some(why))` skipped, for that reason; `Err` the failure.
+fn verdict(probed: Result<(), Unsupported>, opt_out: Option<String>) -> Result<Option<String>, String> {
+    let Err(why) = probed else { return Ok(None) };
+    match opt_out.as_deref().map(str::trim) {
+        Some(reason) if !reason.is_empty() => Ok(Some(format!("{why} ({REFUSED_OPT_OUT}={reason})"))),
+        _ => Err(format!(
+            "{why}. io_uring runs on this project's machines, so this is a failure; where the kernel \
+             refuses it on purpose, set {REFUSED_OPT_OUT} to the reason to skip the uring flavor"
+        )),
+    }
 }
 
 /// The receive buffers and the ring of free ones the kernel picks from.
@@ -373,11 +412,34 @@ mod test {
         assert_eq!(Token::decode(0), None, "user_data 0 is no operation of ours");
     }
 
+    /// Fails where io_uring is refused, unless the opt-out says why.
     #[test]
     fn this_kernel_runs_the_uring_flavor() {
-        match probe() {
-            Ok(()) => {}
-            Err(why) => eprintln!("skipped: {why}"),
+        if runs_here("this_kernel_runs_the_uring_flavor") {
+            let mut ring = Ring::new().expect("the probe passed");
+            ring.try_multishot_recv().expect("and a second multishot receive on the same ring");
+        }
+    }
+
+    #[test]
+    fn a_refusal_fails_unless_the_opt_out_gives_a_reason() {
+        let refused = || Err(Unsupported("io_uring_setup was refused (EPERM)".into()));
+        assert_eq!(verdict(Ok(()), None), Ok(None));
+        assert_eq!(verdict(Ok(()), Some("kernel too old".into())), Ok(None), "io_uring works: it runs anyway");
+        let skipped = verdict(refused(), Some(" Docker's default seccomp profile ".into())).expect("skipped");
+        assert_eq!(
+            skipped.as_deref(),
+            Some(
+                "--flavor uring: io_uring_setup was refused (EPERM); use --flavor epoll (KVIO_URING_REFUSED=Docker's default seccomp profile)"
+            ),
+            "the refusal and the reason, said"
+        );
+        for opt_out in [None, Some(String::new()), Some("  ".into())] {
+            let failure = verdict(refused(), opt_out.clone()).expect_err("a refusal fails");
+            assert!(
+                failure.contains("EPERM") && failure.contains(REFUSED_OPT_OUT),
+                "{opt_out:?}: names the refusal and the way out: {failure}"
+            );
         }
     }
 
