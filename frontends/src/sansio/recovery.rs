@@ -174,18 +174,9 @@ impl Recovered<'_> {
     }
 }
 
-/// A key's latest put or delete, and its latest touch.
-#[derive(Debug, Clone, Copy)]
-struct Latest<'a> {
-    seq: u64,
-    /// `Op::Put` or `Op::Delete`; `None` while only a touch was seen.
-    op: Option<Op<'a>>,
-    touch: Option<(u64, Option<Millis>)>,
-}
-
-/// FxHash's step over words: keys come from the server's own files, so a
-/// fast hash beats SipHash's resistance (a million keys load in well
-/// under a second).
+/// FxHash's step over words and Murmur3's finalizer: keys come from the
+/// server's own files, so a fast hash beats SipHash's resistance (a
+/// million keys load in well under a second).
 #[derive(Default)]
 struct KeyHasher(u64);
 
@@ -203,21 +194,54 @@ impl Hasher for KeyHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
+        // Murmur3's finalizer: the table indexes by the low bits, which a
+        // multiply alone leaves depending on the low bits of the input only.
+        let mut x = self.0;
+        x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
     }
 }
 
-type Latests<'a> = HashMap<&'a [u8], Latest<'a>, BuildHasherDefault<KeyHasher>>;
+/// Each key's latest put or delete (64 bytes an entry with its key).
+type Latests<'a> = HashMap<&'a [u8], (u64, Op<'a>), BuildHasherDefault<KeyHasher>>;
+/// Each key's latest touch (rare: kept apart so the map above stays small).
+type Touches<'a> = HashMap<&'a [u8], (u64, Option<Millis>), BuildHasherDefault<KeyHasher>>;
 
 /// Reads `files` (each the whole file) into the entries a store starts
 /// with. Refuses damage before the end of a file with where it is, unless
 /// `repair`, which keeps each damaged file's good prefix and reports it.
 pub fn recover<'a>(files: &[JournalFile<'a>], repair: bool) -> Result<Recovered<'a>, DamageAt> {
-    let mut latest = Latests::default();
     let mut out = Recovered::default();
-    for (index, file) in files.iter().enumerate() {
-        match read_file(index, file, &mut latest, &mut out) {
-            Ok(()) => {}
+    // The common case, one snapshot and logs smaller than it: the logs'
+    // records go into the map, and a snapshot entry whose key no log
+    // record has goes straight out (its key is there once), so the map
+    // holds what the logs wrote, not every key.
+    let snapshots = files.iter().filter(|f| f.kind == FileKind::Snapshot).count();
+    let log_bytes: usize = files.iter().filter(|f| f.kind != FileKind::Snapshot).map(|f| f.bytes.len()).sum();
+    // About one entry per two records of 48 bytes: less than the records,
+    // as keys repeat; too many empty buckets cost more than a rehash.
+    let mut latest = Latests::with_capacity_and_hasher(log_bytes / 96, Default::default());
+    let mut touches = Touches::default();
+    let mut direct = Vec::new();
+    let order = files.iter().enumerate().filter(|(_, f)| f.kind != FileKind::Snapshot || snapshots > 1);
+    let last = files.iter().enumerate().filter(|(_, f)| f.kind == FileKind::Snapshot && snapshots == 1);
+    for (index, file) in order.chain(last) {
+        let straight = file.kind == FileKind::Snapshot && snapshots == 1;
+        let read = read_file(index, file, &mut |record: Record<'a>| {
+            out.records += 1;
+            out.max_seq = out.max_seq.max(record.seq);
+            match record.op {
+                Op::Put { value, flags, expires, text }
+                    if straight && !latest.contains_key(record.key) && !touches.contains_key(record.key) =>
+                {
+                    direct.push(Entry { seq: record.seq, key: record.key, value, flags, expires, text });
+                }
+                _ => take(record, &mut latest, &mut touches),
+            }
+        });
+        match read {
+            Ok(torn) => out.torn.extend(torn),
             Err(damage) if repair => out.repaired.push(Cut {
                 file: index,
                 offset: damage.offset,
@@ -230,31 +254,29 @@ pub fn recover<'a>(files: &[JournalFile<'a>], repair: bool) -> Result<Recovered<
             Err(damage) => return Err(damage),
         }
     }
-    out.entries = latest
-        .into_iter()
-        .filter_map(|(key, l)| match l.op {
-            Some(Op::Put { value, flags, expires, text }) => {
-                let expires = match l.touch {
-                    Some((seq, touched)) if seq > l.seq => touched,
-                    _ => expires,
-                };
-                Some(Entry { seq: l.seq, key, value, flags, expires, text })
-            }
-            _ => None,
-        })
-        .collect();
+    out.entries = direct;
+    out.entries.extend(latest.into_iter().filter_map(|(key, (seq, op))| match op {
+        Op::Put { value, flags, expires, text } => {
+            let expires = match touches.get(key) {
+                Some(&(touched, at)) if touched > seq => at,
+                _ => expires,
+            };
+            Some(Entry { seq, key, value, flags, expires, text })
+        }
+        _ => None,
+    }));
     out.entries.sort_unstable_by_key(|e| e.seq);
     Ok(out)
 }
 
-/// One file's records into `latest`, up to the end or the damage (whose
-/// records before it count only when repairing: else recovery fails).
+/// One file's records into `sink`, up to the end or the damage (whose
+/// records before it count only when repairing: else recovery fails);
+/// the torn tail it cut, if any.
 fn read_file<'a>(
     index: usize,
     file: &JournalFile<'a>,
-    latest: &mut Latests<'a>,
-    out: &mut Recovered<'a>,
-) -> Result<(), DamageAt> {
+    sink: &mut dyn FnMut(Record<'a>),
+) -> Result<Option<Cut>, DamageAt> {
     let bytes = file.bytes;
     let damage = |offset, damage| DamageAt { file: index, offset, damage };
     let snapshot = file.kind == FileKind::Snapshot;
@@ -264,10 +286,8 @@ fn read_file<'a>(
         Ok(Status::Partial) if snapshot => return Err(damage(0, Damage::SnapshotCut)),
         Ok(Status::Partial) => {
             // Created, and the crash came before its header was whole.
-            if !bytes.is_empty() {
-                out.torn.push(Cut { file: index, offset: 0, dropped: bytes.len(), error: None });
-            }
-            return Ok(());
+            let torn = Cut { file: index, offset: 0, dropped: bytes.len(), error: None };
+            return Ok((!bytes.is_empty()).then_some(torn));
         }
         Err(e) => return Err(damage(0, Damage::FileHeader(e))),
     }
@@ -283,21 +303,19 @@ fn read_file<'a>(
                     if record.seq != count {
                         return Err(damage(at, Damage::SnapshotCount));
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
-                take(record, latest, out);
+                sink(record);
                 count += 1;
                 at += len;
             }
-            Ok(Status::Partial) if at == bytes.len() && !snapshot => return Ok(()),
+            Ok(Status::Partial) if at == bytes.len() && !snapshot => return Ok(None),
             Ok(Status::Partial) if snapshot => return Err(damage(at, Damage::SnapshotCut)),
             Ok(Status::Partial) => {
-                out.torn.push(Cut { file: index, offset: at, dropped: bytes.len() - at, error: None });
-                return Ok(());
+                return Ok(Some(Cut { file: index, offset: at, dropped: bytes.len() - at, error: None }));
             }
             Err(e) if !snapshot && journal::next_valid_record(bytes, at).is_none() => {
-                out.torn.push(Cut { file: index, offset: at, dropped: bytes.len() - at, error: Some(e) });
-                return Ok(());
+                return Ok(Some(Cut { file: index, offset: at, dropped: bytes.len() - at, error: Some(e) }));
             }
             Err(e) => return Err(damage(at, Damage::Record(e))),
         }
@@ -305,19 +323,18 @@ fn read_file<'a>(
 }
 
 /// One record into the key's latest state.
-fn take<'a>(record: Record<'a>, latest: &mut Latests<'a>, out: &mut Recovered<'a>) {
-    out.records += 1;
-    out.max_seq = out.max_seq.max(record.seq);
-    let l = latest.entry(record.key).or_insert(Latest { seq: 0, op: None, touch: None });
+fn take<'a>(record: Record<'a>, latest: &mut Latests<'a>, touches: &mut Touches<'a>) {
     match record.op {
         Op::Touch { expires } => {
-            if l.touch.is_none_or(|(seq, _)| record.seq > seq) {
-                l.touch = Some((record.seq, expires));
+            let t = touches.entry(record.key).or_insert((record.seq, expires));
+            if record.seq > t.0 {
+                *t = (record.seq, expires);
             }
         }
         op => {
-            if l.op.is_none() || record.seq > l.seq {
-                (l.seq, l.op) = (record.seq, Some(op));
+            let l = latest.entry(record.key).or_insert((record.seq, op));
+            if record.seq > l.0 {
+                *l = (record.seq, op);
             }
         }
     }
