@@ -386,9 +386,24 @@ impl DataDir {
 
     /// Bytes of the journal files of generation `generation` or later.
     pub fn bytes_since(&self, generation: u64) -> Result<u64, DataDirError> {
+        self.bytes_of(|name| name.generation() >= generation)
+    }
+
+    /// Bytes of the logs of generation `generation` or later: what a
+    /// rewrite would fold into a snapshot.
+    pub fn log_bytes_since(&self, generation: u64) -> Result<u64, DataDirError> {
+        self.bytes_of(|name| name.kind() == FileKind::Log && name.generation() >= generation)
+    }
+
+    /// Bytes of the snapshot of `generation` (0 if there is none).
+    pub fn snapshot_bytes(&self, generation: u64) -> Result<u64, DataDirError> {
+        self.bytes_of(|name| *name == FileName::Snapshot { generation })
+    }
+
+    fn bytes_of(&self, which: impl Fn(&FileName) -> bool) -> Result<u64, DataDirError> {
         let mut total = 0;
         for name in self.journal_files()? {
-            if name.generation() >= generation {
+            if which(&name) {
                 let p = self.path.join(name.to_string());
                 total += fs::metadata(&p).map_err(io_error(|| format!("cannot stat {}", p.display())))?.len();
             }

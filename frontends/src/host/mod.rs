@@ -2,6 +2,8 @@
 //!
 //! - [`data_dir`]: `--data-dir`: the lock, which journal files make up the
 //!   state, atomic snapshots, torn tails truncated, damage moved aside.
+//! - [`durability`]: the journal while serving: each loop's log IO
+//!   between turns (group commit), the rewrite thread, the figures.
 //! - [`journaled`]: the store under `--data-dir`: every write logged with
 //!   its sequence number; the snapshot a rewrite writes while serving.
 //! - [`net`]: the listener, accept, socket calls.
@@ -13,6 +15,7 @@
 //!   counted, the fill and evictions kept for `/metrics`.
 
 pub mod data_dir;
+pub mod durability;
 pub mod journaled;
 pub mod loops;
 pub mod net;
