@@ -27,7 +27,7 @@ use crate::input::Cursor;
 
 pub fn check(data: &[u8]) {
     let mut input = Cursor::new(data);
-    if input.u8() % 2 == 0 { raw(input.rest()) } else { built(&mut input) }
+    if input.u8().is_multiple_of(2) { raw(input.rest()) } else { built(&mut input) }
 }
 
 fn raw(bytes: &[u8]) {
@@ -124,7 +124,7 @@ fn built(input: &mut Cursor<'_>) {
     } else if at < len {
         files[which][at] ^= 1 << (what % 8);
     }
-    let damaged = cut && at < len || !cut && at < len;
+    let damaged = at < len;
     // The records of the damaged log wholly before the damage.
     let hit = starts[which].iter().rposition(|&s| s <= at);
     let before = match (damaged, cut) {
