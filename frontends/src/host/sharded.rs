@@ -430,8 +430,8 @@ impl ShardedStore {
         }
     }
 
-    /// Runs `op` on `key`'s shard as [`with_shard`](Self::with_shard) does;
-    /// if `changed` says the result changed the entry, calls `log` with a
+    /// Runs `op` on `key`'s shard under its lock, the global figures
+    /// settled after it, as every operation is; if `changed` says the result changed the entry, calls `log` with a
     /// fresh sequence number and the key's entry now (None: it is gone),
     /// still under the shard's lock: what a journal records, in the order
     /// the store applied it (see [`kvio_core::journal`]).
