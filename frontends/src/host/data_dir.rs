@@ -416,7 +416,8 @@ impl DataDir {
 const SNAPSHOT_BUFFER: usize = 1 << 20;
 
 /// A snapshot being written: records go to a `.tmp` file, which
-/// [`commit`](Self::commit) syncs and renames into place.
+/// [`commit`](Self::commit) syncs and renames into place. Dropped
+/// uncommitted (a failed rewrite), the `.tmp` file is removed.
 #[derive(Debug)]
 pub struct SnapshotFile {
     file: File,
@@ -465,8 +466,18 @@ impl SnapshotFile {
         self.file.sync_all().map_err(io_error(|| format!("cannot sync {}", self.tmp.display())))?;
         fs::rename(&self.tmp, &self.path)
             .map_err(io_error(|| format!("cannot rename {} into place", self.tmp.display())))?;
+        self.tmp.clear();
         dir.sync()?;
         Ok(self.bytes)
+    }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        // Emptied by a commit; else what a failed rewrite left.
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -634,5 +645,16 @@ mod test {
         let (state, report) = state(&dir, true).unwrap();
         assert_eq!(state.len(), 2, "the records before the damage");
         assert!(!path.exists() && report.repaired[0].2.exists());
+    }
+
+    #[test]
+    fn a_snapshot_dropped_before_its_commit_leaves_nothing() {
+        let tmp = TempDir::new("dropped");
+        let dir = DataDir::open(&tmp.0).unwrap();
+        let mut snap = dir.create_snapshot(3).unwrap();
+        snap.push(&put(1, b"a", b"1")).unwrap();
+        drop(snap);
+        let left: Vec<_> = dir.entries().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(left, ["LOCK"]);
     }
 }
