@@ -372,6 +372,48 @@ mod test {
         assert!(started.report.torn.is_empty());
     }
 
+    /// Disk full: the write fails (ENOSPC from /dev/full), puts are
+    /// refused as not persisted while deletes go on, the figures say so;
+    /// once the disk takes bytes again the retry writes every buffered
+    /// record and puts are accepted again.
+    #[test]
+    fn a_full_disk_refuses_puts_until_a_retry_writes_everything() {
+        let tmp = TempDir::new("full");
+        let s = store();
+        let (durability, _) = Durability::open(&tmp.0, Fsync::Always, false, &s, 1, 0).unwrap();
+        let good = durability
+            .lock(0)
+            .as_mut()
+            .map(|f| std::mem::replace(&mut f.file, File::options().write(true).open("/dev/full").unwrap()));
+        let t0 = Instant::now();
+        let mut j = Journaled::new(&s, durability.writer(0, t0));
+        j.put(b"a", b"1").unwrap();
+        j.log().end_turn();
+        durability.flush(0, j.log(), t0, false);
+        let figures = durability.figures();
+        assert_eq!(j.log().failing().map(|f| f.errno), Some(Some(28)), "ENOSPC");
+        assert_eq!((figures.write_errors.load(Ordering::Relaxed), figures.failing.load(Ordering::Relaxed)), (1, 1));
+        assert_eq!(j.put(b"b", b"2"), Err(kvio_core::StoreError::NotPersisted));
+        assert!(j.delete(b"a"), "a delete goes on; its answer waits");
+        assert!(j.log().durable() < j.log().turn());
+        // The disk has room again: the retry, a second later, writes both records.
+        durability.lock(0).as_mut().unwrap().file = good.unwrap();
+        durability.flush(0, j.log(), t0 + Duration::from_millis(10), false);
+        assert!(j.log().failing().is_some(), "no retry before its second");
+        let t1 = t0 + Duration::from_secs(1);
+        durability.flush(0, j.log(), t1, false);
+        assert!(j.log().failing().is_none() && !j.log().has_buffered());
+        assert_eq!(figures.failing.load(Ordering::Relaxed), 0);
+        j.put(b"b", b"2").unwrap();
+        j.log().end_turn();
+        durability.flush(0, j.log(), t1, false);
+        drop(j);
+        drop(durability);
+        let again = store();
+        Durability::open(&tmp.0, Fsync::Always, false, &again, 1, 0).unwrap();
+        assert_eq!(dump(&again), [(b"b".to_vec(), b"2".to_vec())].into());
+    }
+
     /// The rewrite thread rewrites once the logs pass the threshold and
     /// stops when asked.
     #[test]
