@@ -13,7 +13,7 @@
 //! whichever thread serves it. Whoever picks, picks with [`victim`]: one
 //! rule for every flavor.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// The sum of every connection's charge.
 #[derive(Debug)]
@@ -96,8 +96,17 @@ impl ClientMemory {
 #[derive(Debug, Default)]
 pub struct Share {
     held: AtomicUsize,
-    evict: AtomicBool,
+    /// [`STAYING`], [`ASKED`] or [`GONE`].
+    state: AtomicU8,
 }
+
+/// A candidate for the cap.
+const STAYING: u8 = 0;
+/// Asked to go by another thread; its own has not acted yet.
+const ASKED: u8 = 1;
+/// Evicted: what it still holds (answers it is owed) is not freed by
+/// asking again.
+const GONE: u8 = 2;
 
 impl Share {
     /// Bytes charged for the connection.
@@ -108,12 +117,23 @@ impl Share {
     /// Asks the connection's thread to evict it (for good: the session's
     /// eviction happens once however often it is asked).
     pub fn ask_to_evict(&self) {
-        self.evict.store(true, Ordering::Relaxed);
+        let _ = self.state.compare_exchange(STAYING, ASKED, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// Whether its eviction was asked for.
+    /// Whether its eviction was asked for and its thread has not acted yet.
     pub fn is_evicting(&self) -> bool {
-        self.evict.load(Ordering::Relaxed)
+        self.state.load(Ordering::Relaxed) == ASKED
+    }
+
+    /// Its session was evicted (asked or not): no longer a candidate, and
+    /// what it still holds is not counted on to be freed.
+    pub fn evicted(&self) {
+        self.state.store(GONE, Ordering::Relaxed);
+    }
+
+    /// Whether it was evicted.
+    pub fn is_gone(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == GONE
     }
 }
 
@@ -152,12 +172,16 @@ pub enum Room<K> {
 /// [`victim`] of those not leaving to go, unless the ones already asked
 /// free enough: their threads act a moment later, and every charge over
 /// the cap meanwhile would otherwise evict one more connection, down to
-/// well-behaved ones.
+/// well-behaved ones. Connections already evicted are neither: what they
+/// still hold is owed to their peers. `mine` is 0 when this server has no
+/// candidate left (its evicted connection acted and freed too little): then
+/// the next victim is asked, or nobody holds anything that could go.
 pub fn make_room<'s, K>(
     memory: &ClientMemory,
     mine: usize,
     all: impl Iterator<Item = (K, &'s Share)> + Clone,
 ) -> Room<K> {
+    let all = all.filter(|(_, share)| !share.is_gone());
     if all.clone().all(|(_, share)| share.held() <= mine) {
         return Room::EvictMine;
     }
@@ -210,6 +234,28 @@ mod test {
         assert_eq!(make_room(&memory, 90, all()), Room::EvictMine, "holding the most, mine goes");
     }
 
+    /// The server's `threaded-victim-frees-too-little` (fuzz/regressions/server).
+    #[test]
+    fn a_victim_that_freed_too_little_is_not_counted_on_again() {
+        let memory = ClientMemory::new(100);
+        let shares: Vec<Share> = (0..3).map(|_| Share::default()).collect();
+        for (share, held) in shares.iter().zip([60, 30, 20]) {
+            memory.charge(share, held);
+        }
+        let all = || shares.iter().enumerate();
+        assert_eq!(make_room(&memory, 20, all()), Room::Asked(0));
+        // Its thread acts: its 60 bytes are answers it is owed, and stay.
+        shares[0].evicted();
+        assert!(!shares[0].is_evicting() && shares[0].is_gone());
+        assert_eq!(make_room(&memory, 0, all()), Room::Asked(1), "still over: the next biggest is asked");
+        shares[0].ask_to_evict();
+        assert!(shares[0].is_gone(), "asking one gone changes nothing");
+        for share in &shares {
+            share.evicted();
+        }
+        assert_eq!(make_room(&memory, 0, all()), Room::EvictMine, "nobody left to ask");
+    }
+
     #[test]
     fn charges_add_up_and_moving_one_updates_the_total() {
         let memory = ClientMemory::new(100);
@@ -228,6 +274,6 @@ mod test {
         assert!(!ClientMemory::new(usize::MAX).is_over_with(isize::MAX), "no cap is never passed");
         assert!(!a.is_evicting());
         a.ask_to_evict();
-        assert!(a.is_evicting());
+        assert!(a.is_evicting() && !a.is_gone());
     }
 }

@@ -747,6 +747,9 @@ impl<'a, H: Handler> Server<'a, H> {
         if asked {
             conn.session.evict(&mut self.handler, &mut self.spare);
         }
+        if conn.session.is_evicted() {
+            conn.share.evicted();
+        }
         counters.requests(conn.session.take_requests());
         counters.traffic(conn.session.take_traffic());
         if !conn.touched {
@@ -782,9 +785,10 @@ impl<'a, H: Handler> Server<'a, H> {
     }
 
     /// Evicts [victims](memory::victim) until all connections together
-    /// are under the cap (each connection at most once).
+    /// are under the cap (each connection at most once), then, sharing
+    /// memory, asks elsewhere: one pass more than its connections.
     fn evict_over_cap(&mut self) {
-        for _ in 0..self.held {
+        for _ in 0..=self.held {
             if !self.shared.memory.is_over_with(self.unpublished) {
                 return;
             }
@@ -792,15 +796,17 @@ impl<'a, H: Handler> Server<'a, H> {
                 let conn = slot.conn.as_ref().filter(|c| !c.closed && !c.session.is_evicted())?;
                 Some((Handle { index: index as u32, generation: slot.generation }, conn.share.held()))
             });
-            let Some(victim) = memory::victim(candidates) else { return };
+            let victim = memory::victim(candidates);
             if let Some(elsewhere) = self.elsewhere {
                 // What the others see is what they compare with.
                 self.shared.memory.add(mem::take(&mut self.unpublished));
-                let mine = find(&mut self.slots, victim).expect("a candidate").share.held();
+                // None of its own left (evicted, and freed too little): the next victim is elsewhere.
+                let mine = victim.map_or(0, |v| find(&mut self.slots, v).expect("a candidate").share.held());
                 if elsewhere.make_room(self.shared.memory, mine) {
                     return;
                 }
             }
+            let Some(victim) = victim else { return };
             let conn = find(&mut self.slots, victim).expect("a candidate");
             conn.session.evict(&mut self.handler, &mut self.spare);
             self.settle_one(victim);

@@ -312,7 +312,9 @@ pub struct Session {
     reported: u64,
     /// Bytes received and sent since the last [`Session::take_traffic`].
     traffic: (u64, u64),
-    /// Evicted under the client-memory cap ([`Session::evict`]).
+    /// Unsent answers at which it stops reading (and an eviction closes at once).
+    output_limit: usize,
+    /// Evicted under the client-memory cap (whatever ended it first).
     evicted: bool,
 }
 
@@ -332,6 +334,7 @@ impl Session {
             frame_since: None,
             reported: 0,
             traffic: (0, 0),
+            output_limit: framing.output_limit,
             evicted: false,
         }
     }
@@ -520,31 +523,27 @@ impl Session {
     /// dropped at once, and it reads nothing more. It still gets the
     /// answers already made, then an error frame ([`MEMORY_LIMIT_REASON`]),
     /// then a lingering close; but a session whose unsent answers reached
-    /// the output limit (back-pressure) is closed at once, as an error frame
-    /// would only queue behind them. A session already draining for another
-    /// reason (its peer's end of stream, a stop) is evicted the same way,
-    /// and the eviction is why it ends; one whose stream broke (its error
-    /// frame queued or sent) gets no second error frame. Calling it again,
-    /// or on a lingering or closed session, changes nothing more.
+    /// the output limit (back-pressure: its peer is not reading them) is
+    /// closed at once, as an error frame would only queue behind them.
+    /// A session already draining keeps its way of closing, and one whose
+    /// stream broke keeps its framing error frame as its last word.
+    /// Calling it again changes nothing.
     pub fn evict<H: Handler + ?Sized>(&mut self, handler: &mut H, spare: &mut Spare) {
-        if self.evicted || self.state == State::Closed {
+        if self.evicted || !matches!(self.state, State::Open | State::Draining { .. }) {
             return;
         }
-        // Marked whatever the state, so the server never picks it again.
         self.evicted = true;
-        if matches!(self.state, State::Lingering { .. }) {
-            // It holds nothing and owes nothing: its buffers went when the linger began.
-            return;
-        }
         let held = self.buffered();
         self.payload = Vec::new();
         self.held = Vec::new();
-        self.end = Some(End::MemoryLimit(held));
-        if self.pending() > 0 && !self.conn.wants_read(self.pending()) {
+        if self.pending() >= self.output_limit {
             self.out = OutBuf::default();
+            // Its answers are lost, whatever was ending it before: this is why it ends.
+            self.end = Some(End::MemoryLimit(held));
             self.state = State::Closed;
             return;
         }
+        // Broken (a framing error, or a response too large): its last frame is queued already.
         if self.conn.wants_read(0) {
             if self.out.capacity() == 0 {
                 self.out = spare.take();
@@ -553,10 +552,11 @@ impl Session {
             let _ = handler.evicted(&mut self.out);
         }
         match &mut self.state {
-            // Draining already (a peer that closed keeps its close without linger).
             State::Draining { read_left, input_waiting, .. } => {
+                // Nothing more is read, not even what a stop found waiting.
                 *read_left = 0;
                 *input_waiting = false;
+                self.end.get_or_insert(End::MemoryLimit(held));
             }
             _ => self.drain_then_linger(End::MemoryLimit(held)),
         }
@@ -1272,20 +1272,6 @@ mod test {
         assert_eq!(got.len(), 3, "the two answers and one error frame: {got:?}");
         assert_eq!((got[2].kind, got[2].value.as_str()), (0, MEMORY_LIMIT_REASON));
         assert_eq!(rig.session.phase(), Phase::Closed, "the peer closed first: no linger");
-        assert!(matches!(rig.session.take_end(), End::MemoryLimit(_)), "the eviction is why it ended");
-    }
-
-    #[test]
-    fn evicting_a_broken_stream_adds_no_second_error_frame() {
-        let mut rig = Rig::new(timing());
-        rig.receive(0, &0u32.to_le_bytes());
-        rig.send(1, usize::MAX);
-        rig.session.evict(&mut rig.handler, &mut rig.spare);
-        assert!(rig.session.is_evicted());
-        rig.send(2, usize::MAX);
-        let got = responses(&rig.wire);
-        assert_eq!(got.len(), 1, "only the framing error frame: {got:?}");
-        assert_eq!(got[0].value, "frame length below 5");
     }
 
     #[test]
@@ -1298,6 +1284,46 @@ mod test {
         rig.session.evict(&mut rig.handler, &mut rig.spare);
         assert_eq!(rig.session.phase(), Phase::Closed);
         assert_eq!(rig.session.buffered(), 0);
+    }
+
+    /// The model's `evict-broken-stream` (fuzz/regressions/server): the
+    /// stream broke, so its error frame is queued; an eviction far below
+    /// the output limit must not lose the answers and the error frame.
+    #[test]
+    fn eviction_after_a_framing_error_keeps_the_answers_and_the_one_error_frame() {
+        let mut rig = Rig::new(timing());
+        let mut burst = request(Kind::PutOrUpdate, "k", "v");
+        burst.extend(request(Kind::Get, "k", ""));
+        burst.extend([0, 0, 0, 0]);
+        rig.receive(0, &burst);
+        assert_eq!(rig.session.phase(), Phase::Draining);
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        assert!(rig.session.is_evicted());
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        rig.send(1, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 3, "both answers, then one error frame: {got:?}");
+        assert_eq!((got[0].kind, got[1].value.as_str()), (3, "v"));
+        assert_eq!((got[2].kind, got[2].value.as_str()), (0, "frame length below 5"));
+        assert_eq!(rig.session.phase(), Phase::Lingering);
+    }
+
+    /// The model's `evict-draining-after-eof`: evicted after the peer's
+    /// end, it is evicted (once: one error frame), and closes without
+    /// waiting for an end of stream that already came.
+    #[test]
+    fn eviction_of_a_session_draining_after_the_peers_end_is_one_eviction() {
+        let mut rig = Rig::new(timing());
+        rig.receive(0, &request(Kind::Get, "k", ""));
+        rig.session.peer_closed(rig.at(0));
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        assert!(rig.session.is_evicted(), "evicted, though the peer's end came first");
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        rig.send(1, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 2, "the answer, then one error frame: {got:?}");
+        assert_eq!((got[1].kind, got[1].value.as_str()), (0, MEMORY_LIMIT_REASON));
+        assert_eq!(rig.session.phase(), Phase::Closed, "the peer's end came: no linger");
     }
 
     #[test]
