@@ -14,8 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kvio::host::durability::Durability;
-use kvio::host::journaled::Journaled;
+use kvio::host::durability::{Durability, LoopJournal};
 use kvio::sansio::log_writer::Fsync;
 use kvio::sharded::ShardedStore;
 use kvio_core::{KeyValueStore, StoreLimits};
@@ -42,7 +41,8 @@ fn child_writes_until_killed() {
         for index in 0..2usize {
             let (d, s, out) = (&durability, &s, &out);
             scope.spawn(move || {
-                let mut store = Journaled::new(s, d.writer(index, Instant::now()));
+                let journal = LoopJournal::new(d, index, Instant::now());
+                let mut store = journal.store(s);
                 let mut rng = (run << 8 | index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
                 for i in 0u64.. {
                     rng ^= rng << 13;
@@ -58,9 +58,8 @@ fn child_writes_until_killed() {
                         store.put(key.as_bytes(), value.as_bytes()).unwrap();
                     }
                     if i % 3 == 0 {
-                        store.log().end_turn();
-                        d.flush(index, store.log(), Instant::now(), false);
-                        assert!(!store.log().has_buffered() && !store.log().unsynced());
+                        let turn = journal.end_turn(Instant::now());
+                        assert!(turn.durable >= turn.ended);
                         writeln!(out.lock().unwrap(), "a {index}").unwrap();
                     }
                 }

@@ -21,6 +21,7 @@
 //! What it does not own: what is recorded ([`crate::host::journaled`]),
 //! the naming rule ([`crate::host::data_dir`]), recovery.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
@@ -29,7 +30,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::host::data_dir::{DataDir, DataDirError, Report};
-use crate::host::journaled;
+use crate::host::journaled::{self, Journaled};
 use crate::host::sharded::ShardedStore;
 use crate::sansio::log_writer::{Fsync, LogWriter};
 use crate::sansio::recovery::Loaded;
@@ -281,10 +282,71 @@ impl Durability {
     }
 }
 
+/// What one loop keeps of the journal: its writer, shared on the loop's
+/// thread between its store ([`LoopJournal::store`]) and its driver, which
+/// calls [`end_turn`](Self::end_turn) between turns,
+/// [`poll_timeout`](Self::poll_timeout) before it sleeps and
+/// [`finish`](Self::finish) at the stop.
+#[derive(Debug)]
+pub struct LoopJournal<'a> {
+    durability: &'a Durability,
+    index: usize,
+    log: RefCell<LogWriter>,
+}
+
+/// What a turn's end did: the epoch that ended, and the newest epoch
+/// whose answers may leave now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnEnd {
+    /// The epoch the turn was (its answers wait for it).
+    pub ended: u64,
+    /// Every epoch up to this one is durable (per `--fsync`).
+    pub durable: u64,
+}
+
+impl<'a> LoopJournal<'a> {
+    /// Loop `index`'s journal, its file as [`Durability::open`] made it.
+    pub fn new(durability: &'a Durability, index: usize, now: Instant) -> LoopJournal<'a> {
+        LoopJournal { durability, index, log: RefCell::new(durability.writer(index, now)) }
+    }
+
+    /// `store`, with this loop's writes logged.
+    pub fn store<'s>(&'s self, store: &'s ShardedStore) -> Journaled<'s> {
+        Journaled::new(store, &self.log)
+    }
+
+    /// Ends the turn: its records written in one `write`, synced if a sync
+    /// is due (one `fdatasync` for the whole turn).
+    pub fn end_turn(&self, now: Instant) -> TurnEnd {
+        let mut log = self.log.borrow_mut();
+        let ended = log.end_turn();
+        self.durability.flush(self.index, &mut log, now, false);
+        TurnEnd { ended, durable: log.durable() }
+    }
+
+    /// When the writer needs the loop next if nothing else wakes it (an
+    /// `everysec` sync, a retry after an error).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.log.borrow().poll_timeout()
+    }
+
+    /// At the stop: everything written and synced, whatever the policy (a
+    /// graceful stop loses nothing in any mode).
+    pub fn finish(&self, now: Instant) {
+        let mut log = self.log.borrow_mut();
+        log.end_turn();
+        self.durability.flush(self.index, &mut log, now, true);
+    }
+
+    /// The writer (tests; the metrics read [`Durability::figures`]).
+    pub fn log(&self) -> std::cell::Ref<'_, LogWriter> {
+        self.log.borrow()
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::host::journaled::Journaled;
     use kvio_core::KeyValueStore;
     use std::collections::BTreeMap;
     use std::path::PathBuf;
@@ -338,7 +400,8 @@ mod test {
             for index in 0..2 {
                 let (d, first) = (&durability, &first);
                 scope.spawn(move || {
-                    let mut s = Journaled::new(first, d.writer(index, Instant::now()));
+                    let journal = LoopJournal::new(d, index, Instant::now());
+                    let mut s = journal.store(first);
                     for i in 0..3000u32 {
                         let key = format!("k{}", i % 500);
                         if i % 7 == 0 {
@@ -347,12 +410,12 @@ mod test {
                             s.put(key.as_bytes(), format!("{index}:{i}").as_bytes()).unwrap();
                         }
                         if i % 50 == 0 {
-                            s.log().end_turn();
-                            d.flush(index, s.log(), Instant::now(), false);
+                            let turn = journal.end_turn(Instant::now());
+                            assert!(turn.durable >= turn.ended, "always: durable at the turn's end");
                         }
                     }
-                    d.flush(index, s.log(), Instant::now(), true);
-                    assert!(!s.log().has_buffered() && !s.log().unsynced());
+                    journal.finish(Instant::now());
+                    assert!(!journal.log().has_buffered() && !journal.log().unsynced());
                 });
             }
             scope.spawn(|| {
@@ -386,28 +449,28 @@ mod test {
             .as_mut()
             .map(|f| std::mem::replace(&mut f.file, File::options().write(true).open("/dev/full").unwrap()));
         let t0 = Instant::now();
-        let mut j = Journaled::new(&s, durability.writer(0, t0));
+        let log = RefCell::new(durability.writer(0, t0));
+        let mut j = Journaled::new(&s, &log);
         j.put(b"a", b"1").unwrap();
         j.log().end_turn();
-        durability.flush(0, j.log(), t0, false);
+        durability.flush(0, &mut j.log(), t0, false);
         let figures = durability.figures();
         assert_eq!(j.log().failing().map(|f| f.errno), Some(Some(28)), "ENOSPC");
         assert_eq!((figures.write_errors.load(Ordering::Relaxed), figures.failing.load(Ordering::Relaxed)), (1, 1));
         assert_eq!(j.put(b"b", b"2"), Err(kvio_core::StoreError::NotPersisted));
         assert!(j.delete(b"a"), "a delete goes on; its answer waits");
-        assert!(j.log().durable() < j.log().turn());
+        assert!(log.borrow().durable() < log.borrow().turn());
         // The disk has room again: the retry, a second later, writes both records.
         durability.lock(0).as_mut().unwrap().file = good.unwrap();
-        durability.flush(0, j.log(), t0 + Duration::from_millis(10), false);
+        durability.flush(0, &mut j.log(), t0 + Duration::from_millis(10), false);
         assert!(j.log().failing().is_some(), "no retry before its second");
         let t1 = t0 + Duration::from_secs(1);
-        durability.flush(0, j.log(), t1, false);
-        assert!(j.log().failing().is_none() && !j.log().has_buffered());
+        durability.flush(0, &mut j.log(), t1, false);
+        assert!(log.borrow().failing().is_none() && !log.borrow().has_buffered());
         assert_eq!(figures.failing.load(Ordering::Relaxed), 0);
         j.put(b"b", b"2").unwrap();
         j.log().end_turn();
-        durability.flush(0, j.log(), t1, false);
-        drop(j);
+        durability.flush(0, &mut j.log(), t1, false);
         drop(durability);
         let again = store();
         Durability::open(&tmp.0, Fsync::Always, false, &again, 1, 0).unwrap();

@@ -20,6 +20,7 @@
 //! What it does not own: the files (the driver writes [`LogWriter`]'s
 //! bytes to its log; [`crate::host::data_dir`] names them), when to sync.
 
+use std::cell::{RefCell, RefMut};
 use std::time::Instant;
 
 use kvio_core::journal::{Op, Record};
@@ -31,21 +32,25 @@ use crate::host::sharded::ShardedStore;
 use crate::sansio::log_writer::LogWriter;
 
 /// A sharded store whose writes go to `log`. See the [module docs](self).
+///
+/// The writer is shared on the loop's thread (a `RefCell`, borrowed for
+/// one operation at a time): the store appends to it, the driver writes
+/// and syncs its bytes between turns ([`crate::host::durability::LoopJournal`]).
 #[derive(Debug)]
 pub struct Journaled<'a> {
     store: &'a ShardedStore,
-    log: LogWriter,
+    log: &'a RefCell<LogWriter>,
 }
 
 impl<'a> Journaled<'a> {
     /// `store`, logging to `log`.
-    pub fn new(store: &'a ShardedStore, log: LogWriter) -> Self {
+    pub fn new(store: &'a ShardedStore, log: &'a RefCell<LogWriter>) -> Self {
         Journaled { store, log }
     }
 
-    /// The loop's writer: the driver writes its bytes and syncs.
-    pub fn log(&mut self) -> &mut LogWriter {
-        &mut self.log
+    /// The loop's writer, borrowed.
+    pub fn log(&self) -> RefMut<'a, LogWriter> {
+        self.log.borrow_mut()
     }
 
     /// The store.
@@ -54,7 +59,7 @@ impl<'a> Journaled<'a> {
     }
 
     fn refuse_if_failing(&self) -> Result<(), StoreError> {
-        match self.log.failing() {
+        match self.log.borrow().failing() {
             Some(_) => Err(StoreError::NotPersisted),
             None => Ok(()),
         }
@@ -77,8 +82,13 @@ fn append(log: &mut LogWriter, seq: u64, key: &[u8], entry: Option<Entry<'_>>, t
 impl KeyValueStore for Journaled<'_> {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.refuse_if_failing()?;
-        let Journaled { store, log } = self;
-        store.write_logged(key, |s| s.put(key, value), Result::is_ok, |seq, e| append(log, seq, key, e, false))
+        let (store, log) = (self.store, self.log);
+        store.write_logged(
+            key,
+            |s| s.put(key, value),
+            Result::is_ok,
+            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
+        )
     }
 
     fn get<R>(&mut self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
@@ -107,44 +117,54 @@ impl KeyValueStore for Journaled<'_> {
             let mut store = self.store;
             return (store.get_entry(key, now, old), Err(e));
         }
-        let Journaled { store, log } = self;
+        let (store, log) = (self.store, self.log);
         store.write_logged(
             key,
             |s| s.put_with(key, value, opts, now, old),
             |(_, r)| r.is_ok(),
-            |seq, e| append(log, seq, key, e, false),
+            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
         )
     }
 
     fn delete_at(&mut self, key: &[u8], now: Millis) -> bool {
-        let Journaled { store, log } = self;
-        store.write_logged(key, |s| s.delete_at(key, now), |found| *found, |seq, e| append(log, seq, key, e, false))
+        let (store, log) = (self.store, self.log);
+        store.write_logged(
+            key,
+            |s| s.delete_at(key, now),
+            |found| *found,
+            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
+        )
     }
 
     fn touch(&mut self, key: &[u8], expiry: Expiry, now: Millis) -> Option<Option<Millis>> {
-        let Journaled { store, log } = self;
-        store.write_logged(key, |s| s.touch(key, expiry, now), Option::is_some, |seq, e| append(log, seq, key, e, true))
+        let (store, log) = (self.store, self.log);
+        store.write_logged(
+            key,
+            |s| s.touch(key, expiry, now),
+            Option::is_some,
+            |seq, e| append(&mut log.borrow_mut(), seq, key, e, true),
+        )
     }
 
     fn concat(&mut self, key: &[u8], bytes: &[u8], front: bool, now: Millis) -> Result<u64, StoreError> {
         self.refuse_if_failing()?;
-        let Journaled { store, log } = self;
+        let (store, log) = (self.store, self.log);
         store.write_logged(
             key,
             |s| s.concat(key, bytes, front, now),
             Result::is_ok,
-            |seq, e| append(log, seq, key, e, false),
+            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
         )
     }
 
     fn incr(&mut self, key: &[u8], delta: u64, down: bool, now: Millis) -> Result<u64, StoreError> {
         self.refuse_if_failing()?;
-        let Journaled { store, log } = self;
+        let (store, log) = (self.store, self.log);
         store.write_logged(
             key,
             |s| s.incr(key, delta, down, now),
             Result::is_ok,
-            |seq, e| append(log, seq, key, e, false),
+            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
         )
     }
 
@@ -271,7 +291,8 @@ mod test {
         let dir = DataDir::open(&tmp.0).unwrap();
         let mut file = dir.create_log(1, 0).unwrap();
         let store = ShardedStore::with_shards(limits(), 4);
-        let mut s = Journaled::new(&store, LogWriter::new(Fsync::Always, 16, Instant::now()));
+        let log = RefCell::new(LogWriter::new(Fsync::Always, 16, Instant::now()));
+        let mut s = Journaled::new(&store, &log);
         let now = 1_000;
         s.put(b"a", b"1").unwrap();
         let opts = PutOptions { flags: 9, expiry: Expiry::At(now + 500), text: true, ..PutOptions::default() };
@@ -315,7 +336,8 @@ mod test {
         let dir = DataDir::open(&tmp.0).unwrap();
         let store = ShardedStore::with_shards(limits(), 8);
         let mut old_log = dir.create_log(1, 0).unwrap();
-        let mut s = Journaled::new(&store, LogWriter::new(Fsync::No, 16, Instant::now()));
+        let log = RefCell::new(LogWriter::new(Fsync::No, 16, Instant::now()));
+        let mut s = Journaled::new(&store, &log);
         for i in 0..2000u32 {
             s.put(format!("k{i}").as_bytes(), &i.to_le_bytes()).unwrap();
         }
