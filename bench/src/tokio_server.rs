@@ -102,14 +102,14 @@ async fn serve_connection(mut stream: TcpStream, store: &'static Shared<HeapStor
         }
         let mut taken = 0;
         loop {
-            let r = conn.receive(&input[taken..n], &mut payload, &mut handler, &mut out);
+            let r = conn.receive(&input[taken..n], 0, &mut payload, &mut handler, &mut out);
             taken += r.consumed;
             stream.write_all(&out).await?;
             out.clear();
             match r.outcome {
                 Outcome::NeedMore => break,
                 Outcome::Backpressure => continue,
-                Outcome::Close(_) | Outcome::OutputFull => return Ok(()),
+                Outcome::Close(_) | Outcome::Quit | Outcome::OutputFull => return Ok(()),
             }
         }
     }

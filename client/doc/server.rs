@@ -77,14 +77,18 @@ fn serve_connection<S: kvio_core::KeyValueStore>(mut stream: std::net::TcpStream
             let received = {
                 let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
                 let mut handler = kvio_proto::KeyValueHandler::new(&mut *store);
-                connection.receive(&input[taken..n], &mut payload, &mut handler, &mut out)
+                // 0: the store's clock (nothing here expires).
+                connection.receive(&input[taken..n], 0, &mut payload, &mut handler, &mut out)
             };
             taken += received.consumed;
             if stream.write_all(&out).is_err() {
                 return;
             }
             out.clear();
-            if matches!(received.outcome, kvio_core::Outcome::Close(_) | kvio_core::Outcome::OutputFull) {
+            if matches!(
+                received.outcome,
+                kvio_core::Outcome::Close(_) | kvio_core::Outcome::Quit | kvio_core::Outcome::OutputFull
+            ) {
                 let _ = stream.shutdown(std::net::Shutdown::Write);
                 return;
             }

@@ -1,4 +1,5 @@
-//! The sans-IO connection: bytes in, response bytes out.
+//! The sans-IO connection: bytes in, response bytes out, over any
+//! [protocol](crate::protocol).
 //!
 //! A frontend reads from its socket (or UART), hands the bytes to
 //! [`Connection::receive`], and writes whatever the [`Output`] holds. The
@@ -15,42 +16,29 @@
 //! more than `output_limit` plus one response.
 
 use crate::buffer::{Output, OutputFull, PayloadBuffer};
-use crate::frame::{FrameError, FrameParser, Parse};
+use crate::frame::{FrameError, FrameParser};
+pub use crate::protocol::Handler;
+use crate::protocol::{Next, Parse, Parser};
 
 /// Default back-pressure bound on unsent response bytes: 64 KiB.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
 
-/// Turns request payloads into response frames. The payload format is the
-/// handler's business (protobuf in `kvio-proto`); the core only frames.
-pub trait Handler {
-    /// Appends exactly one response frame for `payload` to `out`, or
-    /// nothing if `out` has no room.
-    fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull>;
-
-    /// Appends the error frame that tells the client why the connection closes.
-    fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull>;
-
-    /// Appends the error frame that tells a client its host evicted it (all
-    /// its connections together held more memory than the host allows).
-    /// Nothing by default: a host without such a cap never calls it.
-    fn evicted<O: Output + ?Sized>(&mut self, out: &mut O) -> Result<(), OutputFull> {
-        let _ = out;
-        Ok(())
-    }
-}
-
-/// What the frontend should do after [`Connection::receive`].
+/// What the frontend should do after [`Connection::receive`]; `E` is the
+/// protocol's error (kvio frames: [`FrameError`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Outcome {
+pub enum Outcome<E = FrameError> {
     /// All input was taken: read more when the socket has it.
     NeedMore,
     /// The output is at its limit: write it, and only then push the input
     /// left after `consumed` (and read more).
     Backpressure,
-    /// The byte stream broke: the output ends with the error frame; write
-    /// it all, then close. Nothing more is taken from this connection.
-    Close(FrameError),
+    /// The byte stream broke: the output ends with the handler's answer to
+    /// it; write it all, then close. Nothing more is taken from this connection.
+    Close(E),
+    /// A request asked to end the connection (RESP `QUIT`): write the
+    /// output, then close. Nothing more is taken.
+    Quit,
     /// The handler could not append a response: the output is smaller than
     /// one response. Close the connection (hosts with growable output never see this).
     OutputFull,
@@ -59,32 +47,40 @@ pub enum Outcome {
 /// The result of one [`Connection::receive`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Received {
+pub struct Received<E = FrameError> {
     /// Input bytes taken; the rest must be pushed again later.
     pub consumed: usize,
     /// Requests answered by this call.
     pub requests: usize,
     /// What to do next.
-    pub outcome: Outcome,
+    pub outcome: Outcome<E>,
 }
 
-/// One client's framing state. See the [module docs](self).
+/// One client's framing state over protocol `P` (kvio frames by default).
+/// See the [module docs](self).
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Connection {
-    parser: FrameParser,
+pub struct Connection<P = FrameParser> {
+    parser: P,
     output_limit: usize,
     requests: u64,
-    full: bool,
+    /// The output was too small for a response, or the client quit.
+    done: Option<Done>,
 }
 
-impl Connection {
-    /// A connection refusing frames longer than `max_frame_len` and
-    /// applying back-pressure at `output_limit` unsent bytes (raised to 1 if
-    /// lower: at 0 it would push back with nothing to write, and never read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum Done {
+    Full,
+    Quit,
+}
+
+impl Connection<FrameParser> {
+    /// A kvio-frame connection refusing frames longer than `max_frame_len`
+    /// and applying back-pressure at `output_limit` unsent bytes (raised to
+    /// 1 if lower: at 0 it would push back with nothing to write, and never read).
     pub const fn new(max_frame_len: u32, output_limit: usize) -> Self {
-        let output_limit = if output_limit == 0 { 1 } else { output_limit };
-        Connection { parser: FrameParser::new(max_frame_len), output_limit, requests: 0, full: false }
+        Connection::with_parser(FrameParser::new(max_frame_len), output_limit)
     }
 
     /// The output room that never makes a handler fail: the limit plus
@@ -92,9 +88,18 @@ impl Connection {
     pub const fn output_capacity_needed(&self) -> usize {
         self.output_limit + crate::frame::encoded_len(self.parser.max_frame_len() as usize)
     }
+}
 
-    /// The framing state (for [`FrameParser::buffered_payload`] and friends).
-    pub const fn parser(&self) -> &FrameParser {
+impl<P> Connection<P> {
+    /// A connection parsing with `parser`, applying back-pressure at
+    /// `output_limit` unsent bytes (raised to 1 if lower).
+    pub const fn with_parser(parser: P, output_limit: usize) -> Self {
+        let output_limit = if output_limit == 0 { 1 } else { output_limit };
+        Connection { parser, output_limit, requests: 0, done: None }
+    }
+
+    /// The parsing state (for [`Parser::buffered`] and friends).
+    pub const fn parser(&self) -> &P {
         &self.parser
     }
 
@@ -102,25 +107,37 @@ impl Connection {
     pub const fn requests(&self) -> u64 {
         self.requests
     }
+}
 
+impl<P: Parser> Connection<P> {
     /// Whether the frontend should read more now, given the bytes its output holds.
-    pub const fn wants_read(&self, pending_output: usize) -> bool {
-        !self.full && self.parser.error().is_none() && pending_output < self.output_limit
+    pub fn wants_read(&self, pending_output: usize) -> bool {
+        self.done.is_none() && self.parser.error().is_none() && pending_output < self.output_limit
     }
 
-    /// Takes `input`, answering every complete request into `out`. Partial
-    /// payloads are kept in `buf` between calls. See [`Outcome`].
-    pub fn receive<H, O, B>(&mut self, input: &[u8], buf: &mut B, handler: &mut H, out: &mut O) -> Received
+    /// Takes `input`, which arrived at `now` (the handler's clock, in
+    /// milliseconds), answering every complete request into `out`. Partial
+    /// requests are kept in `buf` between calls. See [`Outcome`].
+    pub fn receive<H, O, B>(
+        &mut self,
+        input: &[u8],
+        now: u64,
+        buf: &mut B,
+        handler: &mut H,
+        out: &mut O,
+    ) -> Received<P::Error>
     where
-        H: Handler + ?Sized,
+        H: Handler<P> + ?Sized,
         O: Output + ?Sized,
         B: PayloadBuffer + ?Sized,
     {
         let mut pos = 0;
         let mut requests = 0;
         let outcome = loop {
-            if self.full {
-                break Outcome::OutputFull;
+            match self.done {
+                Some(Done::Full) => break Outcome::OutputFull,
+                Some(Done::Quit) => break Outcome::Quit,
+                None => {}
             }
             if let Some(error) = self.parser.error() {
                 break Outcome::Close(error);
@@ -132,22 +149,28 @@ impl Connection {
                 break Outcome::NeedMore;
             }
             match self.parser.push(&input[pos..], buf) {
-                Ok((used, Parse::Complete(payload))) => {
+                Ok((used, Parse::Complete(request))) => {
                     pos += used;
-                    if handler.request(payload, out).is_err() {
-                        warn!("response does not fit the output; closing");
-                        self.full = true;
-                        continue;
+                    match handler.request(request, now, out) {
+                        Ok(next) => {
+                            requests += 1;
+                            self.requests += 1;
+                            if next == Next::Close {
+                                self.done = Some(Done::Quit);
+                            }
+                        }
+                        Err(OutputFull) => {
+                            warn!("response does not fit the output; closing");
+                            self.done = Some(Done::Full);
+                        }
                     }
-                    requests += 1;
-                    self.requests += 1;
                 }
                 Ok((used, Parse::Partial)) => pos += used,
                 Err(error) => {
-                    // The stream is broken from here on: nothing after the bad header counts.
+                    // The stream is broken from here on: nothing after the bad bytes counts.
                     pos = input.len();
-                    if handler.framing_error(error, out).is_err() {
-                        self.full = true;
+                    if handler.parse_error(error, out).is_err() {
+                        self.done = Some(Done::Full);
                     }
                 }
             }
@@ -173,11 +196,11 @@ mod test {
     struct Echo;
 
     impl Handler for Echo {
-        fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
-            encode_frame(payload, out)
+        fn request<O: Output + ?Sized>(&mut self, payload: &[u8], _now: u64, out: &mut O) -> Result<Next, OutputFull> {
+            encode_frame(payload, out).map(|()| Next::Continue)
         }
 
-        fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
+        fn parse_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
             let reason = error.as_str().as_bytes();
             write_frame(out, 1 + reason.len(), |dst| {
                 dst[0] = b'E';
@@ -200,7 +223,7 @@ mod test {
         let mut out: heapless::Vec<u8, 4096> = heapless::Vec::new();
         let mut wire = Vec::new();
         for piece in input.chunks(chunk) {
-            let r = conn.receive(piece, &mut buf, &mut Echo, &mut out);
+            let r = conn.receive(piece, 0, &mut buf, &mut Echo, &mut out);
             wire.extend_from_slice(&out);
             out.clear();
             match r.outcome {
@@ -250,17 +273,17 @@ mod test {
         for _ in 0..5 {
             input.extend_from_slice(&frame(b"x")); // 10 bytes each
         }
-        let r = conn.receive(&input, &mut [0u8; 64], &mut Echo, &mut out);
+        let r = conn.receive(&input, 0, &mut [0u8; 64], &mut Echo, &mut out);
         assert_eq!((r.consumed, r.requests, r.outcome), (20, 2, Outcome::Backpressure));
         assert!(!conn.wants_read(out.pending()));
-        let r2 = conn.receive(&input[20..], &mut [0u8; 64], &mut Echo, &mut out);
+        let r2 = conn.receive(&input[20..], 0, &mut [0u8; 64], &mut Echo, &mut out);
         assert_eq!((r2.consumed, r2.outcome), (0, Outcome::Backpressure), "nothing taken while full");
         out.clear();
         assert!(conn.wants_read(out.pending()));
-        let r3 = conn.receive(&input[20..], &mut [0u8; 64], &mut Echo, &mut out);
+        let r3 = conn.receive(&input[20..], 0, &mut [0u8; 64], &mut Echo, &mut out);
         assert_eq!((r3.consumed, r3.requests, r3.outcome), (20, 2, Outcome::Backpressure));
         out.clear();
-        let r4 = conn.receive(&input[40..], &mut [0u8; 64], &mut Echo, &mut out);
+        let r4 = conn.receive(&input[40..], 0, &mut [0u8; 64], &mut Echo, &mut out);
         assert_eq!((r4.consumed, r4.requests, r4.outcome), (10, 1, Outcome::NeedMore));
         assert_eq!(conn.requests(), 5);
     }
@@ -275,21 +298,21 @@ mod test {
         let mut input = Vec::new();
         input.extend_from_slice(&frame(b"a"));
         input.extend_from_slice(&frame(b"b"));
-        let r = conn.receive(&input, &mut [0u8; 64], &mut Echo, &mut out);
+        let r = conn.receive(&input, 0, &mut [0u8; 64], &mut Echo, &mut out);
         assert_eq!((r.consumed, r.requests, r.outcome), (10, 1, Outcome::Backpressure));
         assert_eq!(&out[..], &frame(b"a")[..]);
         out.clear();
-        let r = conn.receive(&input[10..], &mut [0u8; 64], &mut Echo, &mut out);
+        let r = conn.receive(&input[10..], 0, &mut [0u8; 64], &mut Echo, &mut out);
         assert_eq!((r.consumed, r.requests, r.outcome), (10, 1, Outcome::Backpressure));
         out.clear();
-        assert_eq!(conn.receive(&[], &mut [0u8; 64], &mut Echo, &mut out).outcome, Outcome::NeedMore);
+        assert_eq!(conn.receive(&[], 0, &mut [0u8; 64], &mut Echo, &mut out).outcome, Outcome::NeedMore);
     }
 
     #[test]
     fn output_too_small_for_a_response_closes() {
         let mut conn = Connection::new(64, 1000);
         let mut out: heapless::Vec<u8, 12> = heapless::Vec::new();
-        let r = conn.receive(&frame(b"too long for twelve"), &mut [0u8; 64], &mut Echo, &mut out);
+        let r = conn.receive(&frame(b"too long for twelve"), 0, &mut [0u8; 64], &mut Echo, &mut out);
         assert_eq!(r.outcome, Outcome::OutputFull);
         assert!(out.is_empty());
         assert!(!conn.wants_read(0));

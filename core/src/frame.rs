@@ -14,6 +14,8 @@
 //! no longer be trusted.
 
 use crate::buffer::{Output, OutputFull, PayloadBuffer};
+pub use crate::protocol::Parse;
+use crate::protocol::Parser;
 
 /// Field offsets of the frame header.
 mod field {
@@ -63,17 +65,6 @@ impl core::fmt::Display for FrameError {
 }
 
 impl core::error::Error for FrameError {}
-
-/// The result of a push that did not fail. (Named so as not to collide
-/// with `kvio_proto::Status`, the protobuf status.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Parse<T> {
-    /// A whole frame was parsed.
-    Complete(T),
-    /// All input was consumed and the frame is not complete yet.
-    Partial,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -287,6 +278,32 @@ impl FrameParser {
         let have = have + take;
         self.state = if have == FOOTER_LEN { State::START } else { State::Footer { len, have: have as u8 } };
         Ok(take)
+    }
+}
+
+/// kvio's frames as a [`Parser`]: a request is a frame's payload.
+impl Parser for FrameParser {
+    type Request<'a> = &'a [u8];
+    type Error = FrameError;
+
+    #[inline]
+    fn push<'a, B>(&mut self, input: &'a [u8], buf: &'a mut B) -> PushResult<'a>
+    where
+        B: PayloadBuffer + ?Sized,
+    {
+        FrameParser::push(self, input, buf)
+    }
+
+    fn error(&self) -> Option<FrameError> {
+        FrameParser::error(self)
+    }
+
+    fn is_at_boundary(&self) -> bool {
+        FrameParser::is_at_boundary(self)
+    }
+
+    fn buffered(&self) -> usize {
+        self.buffered_payload()
     }
 }
 

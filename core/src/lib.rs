@@ -5,8 +5,11 @@
 //! - [`store`]: a key/value store whose capacity (entries and a byte budget)
 //!   is fixed at construction, plus [`store::Shared`], the
 //!   `critical_section` wrapper that lets threads or interrupt handlers share it.
-//! - [`connection`]: the sans-IO connection: bytes in, response bytes out,
-//!   pipelining, error frames and back-pressure accounting.
+//! - [`protocol`]: the seam between a wire protocol and the rest: a
+//!   request [`Parser`] and a [`Handler`] that executes requests and
+//!   composes their responses (Pelikan's Parse / Execute / Compose).
+//! - [`connection`]: the sans-IO connection over any protocol: bytes in,
+//!   response bytes out, pipelining, error answers and back-pressure accounting.
 //! - [`journal`]: the durability record format (encode, decode, CRC-32C),
 //!   so that a host's log and snapshots (or a device's flash) share it.
 //! - [`serial`]: a connection over a byte stream that never closes (a UART):
@@ -28,19 +31,20 @@
 //!
 //! ```
 //! use kvio_core::frame::{FrameError, encode_frame, write_frame};
-//! use kvio_core::{Connection, Handler, Outcome, Output, OutputFull};
+//! use kvio_core::{Connection, Handler, Next, Outcome, Output, OutputFull};
 //!
 //! struct Reverse;
 //!
 //! impl Handler for Reverse {
-//!     fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
+//!     fn request<O: Output + ?Sized>(&mut self, payload: &[u8], _now: u64, out: &mut O) -> Result<Next, OutputFull> {
 //!         write_frame(out, payload.len(), |dst| {
 //!             dst.copy_from_slice(payload);
 //!             dst.reverse();
-//!         })
+//!         })?;
+//!         Ok(Next::Continue)
 //!     }
 //!
-//!     fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
+//!     fn parse_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
 //!         encode_frame(error.as_str().as_bytes(), out)
 //!     }
 //! }
@@ -56,14 +60,15 @@
 //! encode_frame(b"abc", &mut wire).unwrap();
 //! encode_frame(b"xy", &mut wire).unwrap();
 //! for read in [&wire[..10], &wire[10..]] {
-//!     let received = conn.receive(read, &mut payload_buf, &mut Reverse, &mut out);
+//!     // 0: the time it arrived, for the store's expiry (none here).
+//!     let received = conn.receive(read, 0, &mut payload_buf, &mut Reverse, &mut out);
 //!     match received.outcome {
 //!         // Everything was taken: read the socket again.
 //!         Outcome::NeedMore => assert_eq!(received.consumed, read.len()),
 //!         // Write `out` first, then push `read[received.consumed..]` again.
 //!         Outcome::Backpressure => unreachable!("1 KiB is far off"),
 //!         // Write `out` (it ends with the error frame), then close.
-//!         Outcome::Close(_) | Outcome::OutputFull => unreachable!("well-formed input"),
+//!         Outcome::Close(_) | Outcome::Quit | Outcome::OutputFull => unreachable!("well-formed input"),
 //!     }
 //! }
 //!
@@ -88,14 +93,19 @@ mod fmt;
 
 pub mod buffer;
 pub mod connection;
+mod decimal;
 pub mod frame;
 pub mod journal;
+pub mod memcache;
+pub mod protocol;
+pub mod resp;
 pub mod serial;
 pub mod store;
 
 pub use buffer::{Output, OutputFull, PayloadBuffer};
-pub use connection::{Connection, Handler, Outcome, Received};
+pub use connection::{Connection, Outcome, Received};
 pub use frame::{FrameError, FrameParser, Parse};
+pub use protocol::{Handler, Next, Parser};
 pub use serial::{LineState, SerialLink};
 pub use store::{
     Condition, Entry, Expiry, KeyValueStore, Limits as StoreLimits, Millis, PutOptions, Quota, Shared, Store,

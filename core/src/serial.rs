@@ -98,7 +98,7 @@ impl SerialLink {
 
     /// Whether the driver should take more input now, given the bytes its
     /// output holds. While discarding, input is always taken (and dropped).
-    pub const fn wants_read(&self, pending_output: usize) -> bool {
+    pub fn wants_read(&self, pending_output: usize) -> bool {
         match self.state {
             LineState::Serving => self.connection.wants_read(pending_output),
             LineState::Discarding => true,
@@ -125,10 +125,12 @@ impl SerialLink {
             self.held = false;
             return Received { consumed: input.len(), requests: 0, outcome: Outcome::NeedMore };
         }
-        let mut received = self.connection.receive(input, buf, handler, out);
+        // The store's clock is not the line's: a link's ticks may be any unit,
+        // and a device with no wall clock keeps nothing that expires.
+        let mut received = self.connection.receive(input, 0, buf, handler, out);
         self.requests += received.requests as u64;
         self.held = received.outcome == Outcome::Backpressure && received.consumed < input.len();
-        if let Outcome::Close(_) | Outcome::OutputFull = received.outcome {
+        if let Outcome::Close(_) | Outcome::Quit | Outcome::OutputFull = received.outcome {
             debug!("serial link: discarding until {} ticks of silence", self.silence);
             self.framing_errors += 1;
             self.state = LineState::Discarding;
@@ -178,17 +180,18 @@ mod test {
     use super::*;
     use crate::buffer::OutputFull;
     use crate::frame::{FrameError, encode_frame, write_frame};
+    use crate::protocol::Next;
     use std::vec::Vec;
 
     /// Echoes each payload; errors as "E".
     struct Echo;
 
     impl Handler for Echo {
-        fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
-            encode_frame(payload, out)
+        fn request<O: Output + ?Sized>(&mut self, payload: &[u8], _now: u64, out: &mut O) -> Result<Next, OutputFull> {
+            encode_frame(payload, out).map(|()| Next::Continue)
         }
 
-        fn framing_error<O: Output + ?Sized>(&mut self, _: FrameError, out: &mut O) -> Result<(), OutputFull> {
+        fn parse_error<O: Output + ?Sized>(&mut self, _: FrameError, out: &mut O) -> Result<(), OutputFull> {
             write_frame(out, 1, |dst| dst[0] = b'E')
         }
     }

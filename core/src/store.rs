@@ -606,16 +606,26 @@ mod record {
     /// An expiry field that never expires (what clearing in place leaves).
     pub const NEVER: u64 = u64::MAX;
 
-    /// Bytes of the optional fields `opts` says follow the header.
-    #[inline]
+    /// Bytes of the optional fields `opts` says follow the header: a
+    /// table by the three field bits (every lookup computes where the key
+    /// starts, so this is one load, not arithmetic).
+    #[inline(always)]
     pub const fn fields_len(opts: u16) -> usize {
+        const LEN: [u8; 8] = {
+            let mut len = [0u8; 8];
+            let mut bits = 0;
+            while bits < 8 {
+                len[bits] = ((bits & 1) * super::EXPIRY_LEN
+                    + ((bits >> 1) & 1) * super::CAS_LEN
+                    + ((bits >> 2) & 1) * super::FLAGS_LEN) as u8;
+                bits += 1;
+            }
+            len
+        };
         if !super::FIELDS {
             return 0;
         }
-        let o = opts as usize;
-        (o & EXPIRES as usize) * super::EXPIRY_LEN
-            + ((o & CAS as usize) >> 1) * super::CAS_LEN
-            + ((o & FLAGS as usize) >> 2) * super::FLAGS_LEN
+        LEN[(opts & FIELDS) as usize] as usize
     }
 
     /// Where the expiry field is (when `EXPIRES` is set).
@@ -877,7 +887,14 @@ impl Fields {
     #[inline]
     fn write(&self, arena: &mut [u8], at: usize) {
         write_bytes(arena, at + record::OPTS.start, self.opts.to_le_bytes());
-        if !FIELDS {
+        self.write_fields(arena, at);
+    }
+
+    /// Writes the fields (not `opts`) into the record at `at`.
+    #[inline]
+    fn write_fields(&self, arena: &mut [u8], at: usize) {
+        if !FIELDS || self.opts & record::FIELDS == 0 {
+            // A plain record, kvio's every one.
             return;
         }
         if self.opts & record::EXPIRES != 0 {
@@ -1252,7 +1269,13 @@ where
     /// would go. Slots whose 32-bit hash differs are passed over without
     /// reading the arena, so a miss reads no record (but for a 2^-32 chance
     /// per slot probed) and a hit reads one record, once.
-    #[inline]
+    ///
+    /// Inlined where `usize` is 64 bits: returned through memory, its
+    /// record was copied back with loads wider than the stores that wrote
+    /// it, which the CPU cannot forward (a stall on every lookup). On a
+    /// 32-bit device one copy of it is less code.
+    #[cfg_attr(target_pointer_width = "64", inline(always))]
+    #[cfg_attr(not(target_pointer_width = "64"), inline)]
     fn find(&self, key: &[u8], h: u32) -> (usize, Option<Record>) {
         let slots = self.slots.as_ref();
         let arena = self.arena.as_ref();
@@ -1278,7 +1301,9 @@ where
 
     /// [`Store::find`] at the store's now: an expired entry is forgotten
     /// at once (lazy expiry) and reported absent, with its key's slot.
-    #[inline]
+    /// Inlined on 64 bits, as `find` is.
+    #[cfg_attr(target_pointer_width = "64", inline(always))]
+    #[cfg_attr(not(target_pointer_width = "64"), inline)]
     fn lookup(&mut self, key: &[u8], h: u32) -> (usize, Option<Record>) {
         let (i, found) = self.find(key, h);
         match found {
@@ -1443,7 +1468,9 @@ where
     }
 
     /// The rest of a put, once the old entry is known: the value limit, the
-    /// condition, the expiry, then [`Store::write`].
+    /// condition, the expiry, then [`Store::write`]. Inlined: a kvio put's
+    /// options are constants there, and its checks fold away.
+    #[inline(always)]
     fn put_found(
         &mut self,
         key: &[u8],
@@ -1482,8 +1509,38 @@ where
         }
         let cas = self.take_cas();
         let fields = Fields::new(expires, opts.flags, cas, opts.text);
+        if let Some(old) = found
+            && self.write_in_place(old, fields, Value::Bytes(value), value.len())
+        {
+            // The common update, kept off `write`'s call.
+            return Ok(cas);
+        }
         self.write(key, (h, limits, start), (i, found), fields, Value::Bytes(value), value.len())?;
         Ok(cas)
+    }
+
+    /// Writes `fields` and `value` over `old` if the record keeps its
+    /// layout and size (the update of a value by one of the same length);
+    /// false if it does not.
+    #[inline(always)]
+    fn write_in_place(&mut self, old: Record, fields: Fields, value: Value<'_>, value_len: usize) -> bool {
+        if old.value_len != value_len || (old.opts ^ fields.opts) & record::FIELDS != 0 {
+            return false;
+        }
+        let arena = self.arena.as_mut();
+        // The header's line is written only if something in it changes: a
+        // plain update dirties the value's lines alone, as it always did
+        // (a device without the fields writes it: less code, no cache).
+        if !FIELDS || old.opts != fields.opts {
+            write_bytes(arena, old.at + record::OPTS.start, fields.opts.to_le_bytes());
+        }
+        fields.write_fields(arena, old.at);
+        if let Value::Bytes(bytes) = value {
+            let start = old.key_at() + old.key_len;
+            arena[start..start + value_len].copy_from_slice(bytes);
+        }
+        self.mark_used(old.at);
+        true
     }
 
     /// Writes `key`'s entry: `fields` and `value_len` bytes of value from
@@ -1502,16 +1559,8 @@ where
         value_len: usize,
     ) -> Result<(), StoreError> {
         if let Some(old) = found
-            && old.value_len == value_len
-            && (old.opts ^ fields.opts) & record::FIELDS == 0
+            && self.write_in_place(old, fields, value, value_len)
         {
-            let arena = self.arena.as_mut();
-            fields.write(arena, old.at);
-            if let Value::Bytes(bytes) = value {
-                let start = old.key_at() + old.key_len;
-                arena[start..start + value_len].copy_from_slice(bytes);
-            }
-            self.mark_used(old.at);
             return Ok(());
         }
         let cost = record::HEADER_LEN + record::fields_len(fields.opts) + key.len() + value_len;

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use kvio::memory::ClientMemory;
 use kvio::sansio::server::{Handle, Limits, Places, Server, Shared};
-use kvio::session::{Framing, Timing};
+use kvio::sansio::wire::{Protocol, Protocols};
+use kvio::session::{Clock, Framing, Timing};
 use kvio::sharded::{HostStore, host_store};
 use kvio::stats::Counters;
 use kvio_core::StoreLimits;
 use kvio_core::frame::encode_frame;
-use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind};
+use kvio_proto::{KeyValueMessage, Kind};
 use prost::Message;
 
 const CONNECTIONS: usize = 10_000;
@@ -44,17 +45,18 @@ impl Fixture {
     /// A server with 10,000 sessions accepted at `t0`, each answered one
     /// request at `t0 + 1 s` (so the deadline the server knows, `t0 + idle`,
     /// is earlier than every real one: the next `handle_timeout` sweeps).
-    fn server(&self, t0: Instant) -> (Server<'_, KeyValueHandler<HostStore>>, Vec<Handle>) {
+    fn server(&self, t0: Instant) -> (Server<'_, Protocols<HostStore>>, Vec<Handle>) {
         let limits = Limits {
             framing: Framing { max_frame_len: 4096, output_limit: 65536 },
             timing: Timing::new(Some(IDLE)),
+            clock: Clock::starting(t0, 0),
             // Setups share one count of places and never release theirs.
             max_connections: usize::MAX,
         };
         let shared = Shared { places: &self.places, memory: &self.memory, counters: &self.counters };
         let store = host_store(StoreLimits::for_frame(4096, 1024, 1 << 20), 1024, 1 << 20);
-        let mut server = Server::new(limits, shared, KeyValueHandler::new(store));
-        let handles: Vec<Handle> = (0..CONNECTIONS).map(|_| server.accept(None, t0).unwrap()).collect();
+        let mut server = Server::new(limits, shared, Protocols::new(store));
+        let handles: Vec<Handle> = (0..CONNECTIONS).map(|_| server.accept(None, t0, Protocol::Kvio).unwrap()).collect();
         let frame = get_frame();
         for &h in &handles {
             server.received(h, &frame, t0 + Duration::from_secs(1));

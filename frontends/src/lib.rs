@@ -45,35 +45,36 @@ pub use net::Listener;
 pub use shutdown::Shutdown;
 pub use stats::Stats;
 
-/// Serves `listener` with `flavor` until `shutdown` is requested; then
-/// answers what was received, closes every connection and returns the totals.
-pub fn serve(flavor: Flavor, listener: Listener, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
-    serve_in(flavor, listener, config, shutdown, &Loops::new(1, false))
+/// Serves `listeners` (one per protocol: each says what its connections
+/// speak) with `flavor` until `shutdown` is requested; then answers what
+/// was received, closes every connection and returns the totals.
+pub fn serve(flavor: Flavor, listeners: Vec<Listener>, config: &Config, shutdown: &Shutdown) -> io::Result<Stats> {
+    serve_in(flavor, listeners, config, shutdown, &Loops::new(1, false))
 }
 
 /// [`serve`] as the one loop of `loops`, which the caller can read while
 /// it runs (`/metrics`): its counters, client memory and store fill.
 pub fn serve_in(
     flavor: Flavor,
-    listener: Listener,
+    listeners: Vec<Listener>,
     config: &Config,
     shutdown: &Shutdown,
     loops: &Loops,
 ) -> io::Result<Stats> {
     match flavor {
-        Flavor::Blocking => serve_one::<Blocking>(flavor, listener, config, shutdown, loops),
+        Flavor::Blocking => serve_one::<Blocking>(flavor, listeners, config, shutdown, loops),
         Flavor::Threaded => {
             let shared = loops.shared(0, config.max_client_memory);
             let store = config.sharded_store(std::thread::available_parallelism().map_or(1, |n| n.get()));
             let (counters, fill) = (shared.counters, loops.fill());
-            let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared };
-            threaded::serve(listener, run, || Observed::new(&store, counters, fill))?;
+            let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops };
+            threaded::serve(listeners, run, || Observed::new(&store, counters, fill))?;
             app::lines::store_line(config, store.len(), store.evictions());
             Ok(loops.totals())
         }
-        Flavor::BusyPoll => serve_one::<BusyPoll>(flavor, listener, config, shutdown, loops),
-        Flavor::Epoll => serve_one::<Epoll>(flavor, listener, config, shutdown, loops),
-        Flavor::Uring => serve_one::<Uring>(flavor, listener, config, shutdown, loops),
+        Flavor::BusyPoll => serve_one::<BusyPoll>(flavor, listeners, config, shutdown, loops),
+        Flavor::Epoll => serve_one::<Epoll>(flavor, listeners, config, shutdown, loops),
+        Flavor::Uring => serve_one::<Uring>(flavor, listeners, config, shutdown, loops),
     }
 }
 
@@ -84,13 +85,13 @@ pub fn supports_threads(flavor: Flavor) -> bool {
     matches!(flavor, Flavor::BusyPoll | Flavor::Epoll | Flavor::Uring)
 }
 
-/// Serves `flavor` with one loop per listener (from
-/// [`Listener::bind_many`]) until the stop, then returns the totals. One
-/// loop serves the plain store, as the single-loop server does; more
-/// share a [`ShardedStore`](sharded::ShardedStore).
+/// Serves `flavor` with one loop per element of `listeners` (each loop's
+/// own listeners, one per protocol, from [`Listener::bind_many`]) until the
+/// stop, then returns the totals. One loop serves the plain store, as the
+/// single-loop server does; more share a [`ShardedStore`](sharded::ShardedStore).
 pub fn serve_loops(
     flavor: Flavor,
-    listeners: Vec<Listener>,
+    listeners: Vec<Vec<Listener>>,
     config: &Config,
     shutdown: &Shutdown,
     loops: &Loops,
@@ -108,22 +109,22 @@ pub fn serve_loops(
 /// One loop of driver `D` on the calling thread, as loop 0 of `loops`.
 fn serve_one<D: Driver>(
     flavor: Flavor,
-    listener: Listener,
+    listeners: Vec<Listener>,
     config: &Config,
     shutdown: &Shutdown,
     loops: &Loops,
 ) -> io::Result<Stats> {
     let shared = loops.shared(0, config.max_client_memory);
-    let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared };
+    let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops };
     let mut store = config.store();
-    D::serve_loop(listener, run, Observed::new(&mut store, shared.counters, loops.fill()))?;
+    D::serve_loop(listeners, run, Observed::new(&mut store, shared.counters, loops.fill()))?;
     app::lines::store_line(config, store.len(), store.evictions());
     Ok(loops.totals())
 }
 
 fn loops_of<D: Driver>(
     flavor: Flavor,
-    listeners: Vec<Listener>,
+    listeners: Vec<Vec<Listener>>,
     config: &Config,
     shutdown: &Shutdown,
     loops: &Loops,
@@ -131,17 +132,17 @@ fn loops_of<D: Driver>(
     let (limits, memory) = (config.limits(flavor), config.max_client_memory);
     if listeners.len() == 1 {
         let store = std::sync::Mutex::new(config.store());
-        let stats = loops::run(listeners, limits, memory, shutdown, loops, |listener, run| {
+        let stats = loops::run(listeners, limits, memory, shutdown, loops, |listeners, run| {
             let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-            D::serve_loop(listener, run, Observed::new(&mut *store, run.shared.counters, loops.fill()))
+            D::serve_loop(listeners, run, Observed::new(&mut *store, run.shared.counters, loops.fill()))
         })?;
         let store = store.into_inner().unwrap_or_else(|p| p.into_inner());
         app::lines::store_line(config, store.len(), store.evictions());
         return Ok(stats);
     }
     let store = config.sharded_store(listeners.len());
-    let stats = loops::run(listeners, limits, memory, shutdown, loops, |listener, run| {
-        D::serve_loop(listener, run, Observed::new(&store, run.shared.counters, loops.fill()))
+    let stats = loops::run(listeners, limits, memory, shutdown, loops, |listeners, run| {
+        D::serve_loop(listeners, run, Observed::new(&store, run.shared.counters, loops.fill()))
     })?;
     app::lines::store_line(config, store.len(), store.evictions());
     Ok(stats)
@@ -160,7 +161,7 @@ mod test {
         let addr = listener.local_addr();
         let shutdown = Shutdown::new().unwrap();
         let stop = shutdown.clone();
-        let server = std::thread::spawn(move || serve(flavor, listener, &config, &shutdown));
+        let server = std::thread::spawn(move || serve(flavor, vec![listener], &config, &shutdown));
         let timeout = Duration::from_secs(5);
         {
             let mut client = Client::connect(addr, timeout).unwrap();

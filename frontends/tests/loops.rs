@@ -40,6 +40,7 @@ impl Harness {
         let (tx, done) = mpsc::channel();
         let (shared, shutdown) = (Arc::clone(&loops), stop.clone());
         thread::spawn(move || {
+            let listeners = listeners.into_iter().map(|l| vec![l]).collect();
             let _ = tx.send(kvio::serve_loops(Flavor::Epoll, listeners, &config, &shutdown, &shared));
         });
         Harness { addr, loops, stop, done }

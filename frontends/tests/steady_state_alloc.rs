@@ -84,7 +84,7 @@ fn allocations_while_serving(flavor: Flavor) -> usize {
     let addr = listener.local_addr();
     let shutdown = Shutdown::new().unwrap();
     let stop = shutdown.clone();
-    let server = std::thread::spawn(move || kvio::serve(flavor, listener, &config, &shutdown));
+    let server = std::thread::spawn(move || kvio::serve(flavor, vec![listener], &config, &shutdown));
 
     let requests: Vec<Vec<u8>> = (0..WARM_UP + MEASURED).map(request).collect();
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
@@ -119,6 +119,7 @@ fn allocations_while_serving_two_loops(flavor: Flavor) -> usize {
     let stop = shutdown.clone();
     let loops = std::sync::Arc::new(Loops::new(2, false));
     let shared = std::sync::Arc::clone(&loops);
+    let listeners = listeners.into_iter().map(|l| vec![l]).collect();
     let server = std::thread::spawn(move || kvio::serve_loops(flavor, listeners, &config, &shutdown, &shared));
 
     let requests: Vec<Vec<u8>> = (0..WARM_UP + MEASURED).map(request).collect();

@@ -163,7 +163,7 @@ fn run<O: Sink>(config: Config<'_>, mut out: O) {
         start = end;
         loop {
             let pending_before = out.pending();
-            let r = conn.receive(input, &mut buf, &mut handler, &mut out);
+            let r = conn.receive(input, 0, &mut buf, &mut handler, &mut out);
             assert!(r.consumed <= input.len());
             assert!(out.pending() >= pending_before, "receive only appends");
             // Appending stops once the output reaches the limit, so it overshoots by one response at most.
@@ -199,16 +199,17 @@ fn run<O: Sink>(config: Config<'_>, mut out: O) {
                 Outcome::Close(e) => {
                     assert!(input.is_empty(), "nothing is left to push after a framing error");
                     assert!(!conn.wants_read(0));
-                    let again = conn.receive(b"\x05\0\0\0@EOF@", &mut buf, &mut handler, &mut out);
+                    let again = conn.receive(b"\x05\0\0\0@EOF@", 0, &mut buf, &mut handler, &mut out);
                     assert_eq!((again.requests, again.outcome), (0, Outcome::Close(e)), "closed stays closed");
                     closed = Some(e);
                     break 'stream;
                 }
+                Outcome::Quit => unreachable!("kvio frames have no quit"),
                 Outcome::OutputFull => {
                     assert!(out.capacity().is_some(), "a growable output is never full");
                     assert!(!conn.wants_read(0));
                     full_at = Some(out.pending());
-                    let again = conn.receive(b"\x05\0\0\0@EOF@", &mut buf, &mut handler, &mut out);
+                    let again = conn.receive(b"\x05\0\0\0@EOF@", 0, &mut buf, &mut handler, &mut out);
                     assert_eq!((again.consumed, again.requests, again.outcome), (0, 0, Outcome::OutputFull));
                     break 'stream;
                 }

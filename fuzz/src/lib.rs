@@ -6,6 +6,8 @@
 //!   under arbitrary splits and payload buffers.
 //! - [`connection`]: byte streams through connection + handler + store, against
 //!   responses predicted by prost and a model store, with arbitrary reads and drains.
+//! - [`resp`], [`memcache`]: the RESP2 and memcached push parsers against
+//!   whole-stream models, under arbitrary splits and payload buffers.
 //! - [`store`]: put/get sequences against a `BTreeMap` with the same limits.
 //! - [`roundtrip`]: any `KeyValueMessage` framed and parsed back.
 //! - [`journal`]: the journal's record decoder on any bytes, and recovery
@@ -25,6 +27,8 @@ pub mod decode;
 pub mod frames;
 pub mod input;
 pub mod journal;
+pub mod memcache;
 pub mod model;
+pub mod resp;
 pub mod roundtrip;
 pub mod store;

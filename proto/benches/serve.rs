@@ -46,7 +46,7 @@ fn serve_keys<M: Measurement>(c: &mut Criterion<M>, name: &str, keys: usize, ste
     for k in 0..keys {
         frame(&mut fill, format!("key-{k:05}"), 0);
     }
-    let r = conn.receive(&fill, &mut scratch, &mut handler, &mut out);
+    let r = conn.receive(&fill, 0, &mut scratch, &mut handler, &mut out);
     assert_eq!((r.outcome, r.requests), (Outcome::NeedMore, keys));
     out.clear();
     // Batches of alternating put k / get k, going round the key set (key
@@ -69,7 +69,7 @@ fn serve_keys<M: Measurement>(c: &mut Criterion<M>, name: &str, keys: usize, ste
             next = (next + 1) % batches.len();
             let mut served = 0;
             for read in input.chunks(4096) {
-                let r = conn.receive(read, &mut scratch, &mut handler, &mut out);
+                let r = conn.receive(read, 0, &mut scratch, &mut handler, &mut out);
                 assert_eq!(r.outcome, Outcome::NeedMore);
                 served += r.requests;
             }

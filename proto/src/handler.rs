@@ -1,13 +1,18 @@
 //! The key/value request handler: docs/protocol.md's table of requests and responses.
 
 use kvio_core::frame::{FrameError, write_frame};
-use kvio_core::{Handler, KeyValueStore, Output, OutputFull};
+use kvio_core::store::PutOptions;
+use kvio_core::{Handler, KeyValueStore, Next, Output, OutputFull};
 
 use crate::wire::{self, WireType};
 use crate::{Kind, MessageView, Status};
 
 /// The `value` of the error response to a payload that is not a valid `KeyValueMessage`.
 pub const MALFORMED_REASON: &str = "payload is not a valid KeyValueMessage";
+/// The `value` of the error response to a `Get` of a value that is not
+/// UTF-8 (stored over RESP or memcached, which are binary-safe): a proto3
+/// `string` cannot carry it, so the get is refused, and the key stays.
+pub const NOT_UTF8_REASON: &str = "value is not valid UTF-8; read it over RESP or memcached";
 /// The `value` of the error response to a connection its host evicted:
 /// all connections together held more than the host's client-memory cap,
 /// and this one held the most.
@@ -33,7 +38,22 @@ impl<S: KeyValueStore> KeyValueHandler<S> {
 }
 
 impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
-    fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
+    fn request<O: Output + ?Sized>(&mut self, payload: &[u8], now: u64, out: &mut O) -> Result<Next, OutputFull> {
+        self.answer(payload, now, out).map(|()| Next::Continue)
+    }
+
+    fn parse_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
+        encode_response(out, b"", error.as_str().as_bytes(), Kind::Error, Status::NotOk)
+    }
+
+    fn evicted<O: Output + ?Sized>(&mut self, out: &mut O) -> Result<(), OutputFull> {
+        encode_response(out, b"", MEMORY_LIMIT_REASON.as_bytes(), Kind::Error, Status::NotOk)
+    }
+}
+
+impl<S: KeyValueStore> KeyValueHandler<S> {
+    /// docs/protocol.md's table: one request payload, one response frame.
+    fn answer<O: Output + ?Sized>(&mut self, payload: &[u8], now: u64, out: &mut O) -> Result<(), OutputFull> {
         let Ok(req) = MessageView::decode(payload) else {
             return encode_response(out, b"", MALFORMED_REASON.as_bytes(), Kind::Error, Status::NotOk);
         };
@@ -42,29 +62,28 @@ impl<S: KeyValueStore> Handler for KeyValueHandler<S> {
             Kind::PutOrUpdate => {
                 // A refusal says why in `value` (a static string: nothing is
                 // allocated); clients that ignore a put response's `value` are unaffected.
-                match self.store.put(key, req.value.as_bytes()) {
-                    Ok(()) => encode_response(out, b"", b"", Kind::PutOrUpdate, Status::Ok),
+                // The view checked the value is UTF-8 (a proto3 string): the store keeps that.
+                let opts = PutOptions { text: true, ..PutOptions::default() };
+                match self.store.put_with(key, req.value.as_bytes(), opts, now, |_| ()).1 {
+                    Ok(_) => encode_response(out, b"", b"", Kind::PutOrUpdate, Status::Ok),
                     Err(e) => encode_response(out, b"", e.as_str().as_bytes(), Kind::PutOrUpdate, Status::NotOk),
                 }
             }
-            Kind::Get => self.store.get(key, |value| match value {
-                Some(value) => encode_response(out, key, value, Kind::GetResponse, Status::Ok),
+            Kind::Get => self.store.get_entry(key, now, |entry| match entry {
+                // A value stored over RESP or memcached need not be UTF-8,
+                // which a proto3 string must be: refused, not cut or mangled.
+                Some(entry) if !entry.text && core::str::from_utf8(entry.value).is_err() => {
+                    encode_response(out, b"", NOT_UTF8_REASON.as_bytes(), Kind::Error, Status::NotOk)
+                }
+                Some(entry) => encode_response(out, key, entry.value, Kind::GetResponse, Status::Ok),
                 None => encode_response(out, key, b"", Kind::GetResponse, Status::NotOk),
             }),
             Kind::Delete => {
-                let status = if self.store.delete(key) { Status::Ok } else { Status::NotOk };
+                let status = if self.store.delete_at(key, now) { Status::Ok } else { Status::NotOk };
                 encode_response(out, b"", b"", Kind::Delete, status)
             }
             other => encode_response(out, b"", b"", other, Status::NotOk),
         }
-    }
-
-    fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
-        encode_response(out, b"", error.as_str().as_bytes(), Kind::Error, Status::NotOk)
-    }
-
-    fn evicted<O: Output + ?Sized>(&mut self, out: &mut O) -> Result<(), OutputFull> {
-        encode_response(out, b"", MEMORY_LIMIT_REASON.as_bytes(), Kind::Error, Status::NotOk)
     }
 }
 
@@ -229,7 +248,7 @@ mod test {
 
     fn answer<S: KeyValueStore>(h: &mut KeyValueHandler<S>, req: &KeyValueMessage) -> Vec<u8> {
         let mut out = Vec::new();
-        h.request(&req.encode_to_vec(), &mut out).unwrap();
+        h.request(&req.encode_to_vec(), 0, &mut out).unwrap();
         out
     }
 
@@ -254,6 +273,24 @@ mod test {
         let refused = frame_of(&msg("", "value too long", 3, Status::NotOk));
         assert_eq!(answer(&mut h, &msg("k", &big, 3, Status::Ok)), refused);
         assert_eq!(answer(&mut h, &get), frame_of(&msg("k", "v", 2, Status::Ok)));
+    }
+
+    #[test]
+    fn a_value_stored_as_bytes_is_served_if_it_is_utf8_and_refused_if_not() {
+        let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
+        // Stored over another protocol: the store does not know it is text.
+        h.store().put(b"utf8", "sm\u{f8}rrebr\u{f8}d".as_bytes()).unwrap();
+        h.store().put(b"bytes", b"\xff\x00\xfe").unwrap();
+        let get = |key: &str| msg(key, "", 1, Status::Ok);
+        assert_eq!(answer(&mut h, &get("utf8")), frame_of(&msg("utf8", "sm\u{f8}rrebr\u{f8}d", 2, Status::Ok)));
+        let refused = frame_of(&msg("", NOT_UTF8_REASON, 0, Status::NotOk));
+        assert_eq!(answer(&mut h, &get("bytes")), refused, "an error response, not a miss");
+        assert_eq!(h.store().get(b"bytes", |v| v.map(<[u8]>::len)), Some(3), "the key stays");
+        // The golden frame docs/protocol.md shows.
+        assert_eq!(
+            refused,
+            b"\x41\0\0\0\x12\x38value is not valid UTF-8; read it over RESP or memcached\x20\x01@EOF@".to_vec()
+        );
     }
 
     #[test]
@@ -293,7 +330,7 @@ mod test {
         let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         for bad in [&[0xff][..], &[0x0a, 0x05, b'a'], &[0x0a, 0x01, 0xff]] {
             let mut out = Vec::new();
-            h.request(bad, &mut out).unwrap();
+            h.request(bad, 0, &mut out).unwrap();
             assert_eq!(out, frame_of(&msg("", MALFORMED_REASON, 0, Status::NotOk)), "{bad:?}");
         }
     }
@@ -317,7 +354,7 @@ mod test {
         let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         h.store().put(b"k", b"v").unwrap();
         let mut out = Vec::new();
-        h.request(cases[0].0, &mut out).unwrap();
+        h.request(cases[0].0, 0, &mut out).unwrap();
         assert_eq!(out, frame_of(&msg("k", "v", 2, Status::Ok)));
     }
 
@@ -366,7 +403,7 @@ mod test {
             let mut frame = Vec::new();
             encode_request(&mut frame, key, value, kind).unwrap();
             let mut out = Vec::new();
-            h.request(&frame[4..frame.len() - 5], &mut out).unwrap();
+            h.request(&frame[4..frame.len() - 5], 0, &mut out).unwrap();
             out
         };
         assert_eq!(answer_to(b"k", b"v", Kind::PutOrUpdate), frame_of(&msg("", "", 3, Status::Ok)));
@@ -386,7 +423,7 @@ mod test {
     fn framing_error_frame_names_the_reason() {
         let mut h = KeyValueHandler::new(ArrayStore::<16, 256, 128>::new());
         let mut out = Vec::new();
-        h.framing_error(FrameError::BadFooter, &mut out).unwrap();
+        h.parse_error(FrameError::BadFooter, &mut out).unwrap();
         assert_eq!(out, frame_of(&msg("", "frame footer is not @EOF@", 0, Status::NotOk)));
     }
 

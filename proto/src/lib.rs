@@ -33,8 +33,8 @@ pub mod wire;
 #[cfg(feature = "alloc")]
 pub use handler::merge_request;
 pub use handler::{
-    KeyValueHandler, MALFORMED_REASON, MEMORY_LIMIT_REASON, encode_request, encode_response, request_payload_len,
-    response_payload_len,
+    KeyValueHandler, MALFORMED_REASON, MEMORY_LIMIT_REASON, NOT_UTF8_REASON, encode_request, encode_response,
+    request_payload_len, response_payload_len,
 };
 pub use view::MessageView;
 pub use wire::DecodeError;

@@ -71,7 +71,7 @@ fn serving_does_not_allocate_from_the_first_request() {
             let pieces: [&[u8]; 2] =
                 if frame.len().is_multiple_of(3) { frame.split_at(5).into() } else { [frame, &[]] };
             for piece in pieces {
-                let r = conn.receive(piece, &mut payload_buf[..], &mut handler, &mut out);
+                let r = conn.receive(piece, 0, &mut payload_buf[..], &mut handler, &mut out);
                 assert_eq!(r.outcome, Outcome::NeedMore);
             }
             assert!(!out.is_empty(), "every request is answered");

@@ -24,7 +24,7 @@ impl TestServer {
         let addr = listener.local_addr();
         let stop = kvio::Shutdown::new().expect("a shutdown socket pair");
         let shutdown = stop.clone();
-        let thread = std::thread::spawn(move || kvio::serve(kvio::Flavor::Epoll, listener, &config, &shutdown));
+        let thread = std::thread::spawn(move || kvio::serve(kvio::Flavor::Epoll, vec![listener], &config, &shutdown));
         TestServer { addr, stop, thread: Some(thread) }
     }
 

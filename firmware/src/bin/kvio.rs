@@ -53,7 +53,7 @@ impl<H: Handler> Link<H> {
     /// that is not "need more" (or `NeedMore` once every byte was taken).
     fn send(&mut self, payload: &mut [u8], request: &[u8]) -> Outcome {
         for byte in request.chunks(1) {
-            let received = self.connection.receive(byte, payload, &mut self.handler, &mut self.output);
+            let received = self.connection.receive(byte, 0, payload, &mut self.handler, &mut self.output);
             if received.outcome != Outcome::NeedMore || received.consumed != 1 {
                 return received.outcome;
             }

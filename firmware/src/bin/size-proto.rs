@@ -24,7 +24,7 @@ fn main() -> ! {
     let mut ok = true;
     for request in [golden::PUT_REQUEST, golden::GET_REQUEST] {
         for byte in black_box(request).chunks(1) {
-            let received = connection.receive(byte, &mut payload, &mut handler, &mut output);
+            let received = connection.receive(byte, 0, &mut payload, &mut handler, &mut output);
             ok &= received.outcome == Outcome::NeedMore && received.consumed == 1;
         }
     }

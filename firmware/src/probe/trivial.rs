@@ -4,22 +4,23 @@
 //! when absent). Shared by `size-core` and `size-core-bss` through `#[path]`.
 
 use kvio_core::frame::{FrameError, encode_frame, write_frame};
-use kvio_core::{Handler, KeyValueStore, Output, OutputFull};
+use kvio_core::{Handler, KeyValueStore, Next, Output, OutputFull};
 
 pub struct Trivial<S>(pub S);
 
 impl<S: KeyValueStore> Handler for Trivial<S> {
-    fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
+    fn request<O: Output + ?Sized>(&mut self, payload: &[u8], _now: u64, out: &mut O) -> Result<Next, OutputFull> {
         match payload.iter().position(|&b| b == b'=') {
             Some(eq) => {
                 let stored = self.0.put(&payload[..eq], &payload[eq + 1..]).is_ok();
-                write_frame(out, 1, |dst| dst[0] = stored as u8)
+                write_frame(out, 1, |dst| dst[0] = stored as u8)?
             }
-            None => self.0.get(payload, |value| encode_frame(value.unwrap_or_default(), out)),
+            None => self.0.get(payload, |value| encode_frame(value.unwrap_or_default(), out))?,
         }
+        Ok(Next::Continue)
     }
 
-    fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
+    fn parse_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
         encode_frame(error.as_str().as_bytes(), out)
     }
 }
@@ -39,7 +40,7 @@ pub fn serve<H: Handler>(handler: &mut H) -> bool {
     let mut output: heapless::Vec<u8, 256> = heapless::Vec::new();
     let mut ok = true;
     for byte in black_box(INPUT).chunks(1) {
-        let received = connection.receive(byte, &mut payload, handler, &mut output);
+        let received = connection.receive(byte, 0, &mut payload, handler, &mut output);
         ok &= received.outcome == Outcome::NeedMore && received.consumed == 1;
     }
     ok && output == black_box(EXPECTED)

@@ -24,11 +24,13 @@ use crate::app::repl::{self, Line};
 use crate::app::size::{self, size_at_least};
 use crate::app::{log, stats_command};
 use crate::config::{
-    Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_STORE_ENTRIES, Flavor, MIN_MAX_FRAME_LEN, check_addr,
-    resolve,
+    Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_MEMCACHE_ADDR, DEFAULT_RESP_ADDR, DEFAULT_STORE_ENTRIES,
+    Flavor, MIN_MAX_FRAME_LEN, check_addr, resolve,
 };
+use crate::host::facts::Description;
 use crate::loops::{self, Loops};
 use crate::net::{self, Listener};
+use crate::sansio::wire::Protocol;
 use crate::shutdown::Shutdown;
 use kvio_client::{Client, Error as ClientError};
 
@@ -260,6 +262,18 @@ struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = DEFAULT_METRICS_ADDR,
           value_parser = check_addr)]
     metrics: Option<String>,
+    /// Also speak RESP2 (what Redis clients speak) on HOST:PORT, over the same store (off by default; `--resp` alone:
+    /// 127.0.0.1:6379). A start-up line says where: `kvio serve: resp=HOST:PORT`. docs/redis-and-memcached.md lists
+    /// the commands.
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = DEFAULT_RESP_ADDR,
+          value_parser = check_addr)]
+    resp: Option<String>,
+    /// Also speak the memcached text and meta protocols on HOST:PORT, over the same store (off by default;
+    /// `--memcache` alone: 127.0.0.1:11211); entries then carry memcached's 8-byte cas. A start-up line says where:
+    /// `kvio serve: memcache=HOST:PORT`.
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = DEFAULT_MEMCACHE_ADDR,
+          value_parser = check_addr)]
+    memcache: Option<String>,
     /// Log level on stderr: error, warn, info, debug or trace, or an
     /// EnvFilter directive such as `kvio=debug` [default: RUST_LOG, else info].
     #[arg(long, value_name = "LEVEL")]
@@ -283,8 +297,8 @@ impl ServeArgs {
                 WhenFullArg::Refuse => kvio_core::WhenFull::Refuse,
                 WhenFullArg::Evict => kvio_core::WhenFull::Evict,
             },
-            // Only memcached's `cas` needs it; kvio frames never read it.
-            store_cas: false,
+            // Only memcached's `cas` needs it; kvio frames and RESP never read it.
+            store_cas: self.memcache.is_some(),
         }
     }
 }
@@ -410,15 +424,36 @@ fn serve(args: &ServeArgs) -> ExitCode {
         report("serve", e);
         return ExitCode::from(EXIT_FAILURE);
     }
+    let others = [(Protocol::Resp, &args.resp), (Protocol::Memcache, &args.memcache)];
+    if args.flavor == Flavor::Blocking && others.iter().any(|(_, at)| at.is_some()) {
+        report("serve", crate::drivers::blocking::ONE_LISTENER_REASON);
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let run = || -> Result<stats::Stats, String> {
         let addrs = resolve(&args.addr)?;
         if let Err(e) = net::raise_fd_limit() {
             tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
         }
-        let mut listeners = Listener::bind_many(addrs[0], threads)
+        let kvio = Listener::bind_many(addrs[0], threads)
             .map_err(|e| format!("cannot listen on {}: {e}", named(&args.addr, addrs[0])))?;
-        let addr = listeners[0].local_addr();
+        let addr = kvio[0].local_addr();
         log::warn_if_exposed("kvio serve", addr.ip());
+        // Each loop gets one listener of each protocol (SO_REUSEPORT spreads
+        // each protocol's connections over the loops).
+        let mut listeners: Vec<Vec<Listener>> = kvio.into_iter().map(|l| vec![l]).collect();
+        let mut announced = Vec::new();
+        for (protocol, given) in others {
+            let Some(given) = given else { continue };
+            let at = resolve(given)?[0];
+            let bound = Listener::bind_many(at, threads)
+                .map_err(|e| format!("cannot listen on {} for --{protocol}: {e}", named(given, at)))?;
+            let bound_at = bound[0].local_addr();
+            log::warn_if_exposed(&format!("--{protocol}"), bound_at.ip());
+            announced.push(format!("kvio serve: {protocol}={bound_at}"));
+            for (mine, listener) in listeners.iter_mut().zip(bound) {
+                mine.push(listener.speaking(protocol));
+            }
+        }
         let metrics_listener = match &args.metrics {
             Some(given) => {
                 let at = resolve(given)?[0];
@@ -434,12 +469,22 @@ fn serve(args: &ServeArgs) -> ExitCode {
         // Before the start-up line: whoever reads it may signal at once.
         shutdown.on_signals().map_err(|e| e.to_string())?;
         let loops = std::sync::Arc::new(Loops::new(threads, args.pin));
+        loops.describe(Description {
+            max_connections: config.max_connections,
+            store_entries: config.store_entries,
+            store_bytes: config.store_bytes,
+            when_full: config.when_full,
+            ..Description::now(args.flavor.as_str())
+        });
         let source = metrics::Source { loops: loops.clone(), config, flavor: args.flavor };
         metrics::spawn(metrics_listener, source, shutdown.clone())
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         stats::announce(&stats::startup_line(args.flavor, addr, &config, threads)).map_err(|e| e.to_string())?;
         if let Some(at) = metrics_addr {
             stats::announce(&format!("kvio serve: metrics=http://{at}{}", metrics::PATH)).map_err(|e| e.to_string())?;
+        }
+        for line in &announced {
+            stats::announce(line).map_err(|e| e.to_string())?;
         }
         tracing::info!("serving: flavor={} addr={addr} threads={threads}", args.flavor);
         let served = if threads == 1 && !args.pin {

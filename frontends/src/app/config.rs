@@ -19,10 +19,14 @@ use crate::host::sharded::{ShardedStore, StoreAllocError};
 use crate::sansio::server::Limits;
 /// How long a stopping server keeps delivering responses (the session's rule).
 pub use crate::sansio::session::SHUTDOWN_GRACE;
-use crate::sansio::session::{Framing, Timing};
+use crate::sansio::session::{Clock, Framing, Timing};
 
 /// Default `--addr`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+/// `--resp` given alone: where Redis clients look first.
+pub const DEFAULT_RESP_ADDR: &str = "127.0.0.1:6379";
+/// `--memcache` given alone: where memcached clients look first.
+pub const DEFAULT_MEMCACHE_ADDR: &str = "127.0.0.1:11211";
 /// How an address is written, for messages about a malformed one.
 pub const ADDR_FORM: &str = "HOST:PORT, such as 127.0.0.1:7878, localhost:7878 or [::1]:7878";
 
@@ -140,6 +144,13 @@ pub struct Config {
     pub store_cas: bool,
 }
 
+/// The store's clock from now on: Unix time in milliseconds, read once
+/// here and carried forward by the monotonic clock (see [`Clock`]).
+pub fn store_clock() -> Clock {
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Clock::starting(std::time::Instant::now(), u64::try_from(unix.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Config {
     /// The contract's defaults for `flavor`.
     pub fn for_flavor(flavor: Flavor) -> Config {
@@ -162,12 +173,13 @@ impl Config {
     }
 
     /// The sans-IO server's limits: these, with the idle timeout and the
-    /// server's grace and linger (and the frame deadline if `flavor` is `blocking`).
+    /// server's grace and linger (and the frame deadline if `flavor` is
+    /// `blocking`), and the store's clock from now.
     pub fn limits(&self, flavor: Flavor) -> Limits {
         let timing = Timing::new(self.idle_timeout);
         let timing = if flavor == Flavor::Blocking { timing.with_frame_deadline() } else { timing };
         let framing = Framing { max_frame_len: self.max_frame_len, output_limit: self.output_limit };
-        Limits { framing, timing, max_connections: self.max_connections }
+        Limits { framing, timing, clock: store_clock(), max_connections: self.max_connections }
     }
 
     /// The store limits these settings call for.

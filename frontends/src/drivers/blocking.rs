@@ -3,7 +3,8 @@
 //! - Model: accept one connection, serve it with blocking reads and writes
 //!   ([`driver::serve_blocking`]) until the [`Server`] closes it, then
 //!   accept the next. Others wait in the listen backlog.
-//! - Threads: 1.
+//! - Threads: 1. One listener (the article's one port): `--resp` and
+//!   `--memcache` are refused for this flavor ([`ONE_LISTENER_REASON`]).
 //! - Limits: one connection at a time. The idle timeout is on by default
 //!   (200 ms) so that one silent client holds everybody else for at most
 //!   that long, and the session's frame deadline is on
@@ -26,27 +27,38 @@ use std::os::fd::AsFd;
 use std::time::Instant;
 
 use kvio_core::KeyValueStore;
-use kvio_proto::KeyValueHandler;
 
 use crate::drivers::pump::{self as driver, READ_CHUNK, TICK, Waited};
-use crate::drivers::{Driver, Loop};
+use crate::drivers::{Driver, Loop, handler};
 use crate::host::net::{self, Accepted, Listener};
 use crate::sansio::server::Server;
+
+/// Why the blocking flavor refuses more than one listener.
+pub const ONE_LISTENER: io::ErrorKind = io::ErrorKind::Unsupported;
+/// What it says when asked to (the article's server has one port).
+pub const ONE_LISTENER_REASON: &str = "flavor blocking serves one listener: --resp and --memcache need another flavor (threaded, busy-poll, epoll, uring)";
 
 /// The blocking flavor as a [`Driver`]: one loop, one connection at a time.
 #[derive(Debug)]
 pub struct Blocking;
 
 impl Driver for Blocking {
-    fn serve_loop<S: KeyValueStore>(mut listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+    fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, store: S) -> io::Result<()> {
+        let [mut listener] =
+            <[Listener; 1]>::try_from(listeners).map_err(|_| io::Error::new(ONE_LISTENER, ONE_LISTENER_REASON))?;
         let shutdown = run.shutdown;
-        let mut server = Server::new(run.limits, run.shared, KeyValueHandler::new(store));
+        let mut server = Server::new(run.limits, run.shared, handler(&run, store));
         let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
         // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
         net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
         loop {
-            match driver::wait_for_connection(&listener, shutdown, server.accepting(), server.poll_timeout())? {
-                Waited::Connection => {}
+            match driver::wait_for_connection(
+                std::slice::from_ref(&listener),
+                shutdown,
+                server.accepting(),
+                server.poll_timeout(),
+            )? {
+                Waited::Connection(_) => {}
                 Waited::Deadline => {
                     server.handle_timeout(Instant::now());
                     continue;
@@ -57,7 +69,7 @@ impl Driver for Blocking {
             match listener.accept(false) {
                 Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
-                    let Ok(handle) = server.accept(peer, now) else { continue };
+                    let Ok(handle) = server.accept(peer, now, listener.protocol()) else { continue };
                     driver::serve_blocking(fd.as_fd(), &mut server, handle, &mut read, shutdown, None);
                     drop(fd);
                     server.release(handle);

@@ -22,10 +22,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
 use kvio_core::KeyValueStore;
-use kvio_proto::KeyValueHandler;
 
 use crate::drivers::pump::{READ_CHUNK, pump, shut_write_if_asked};
-use crate::drivers::{Driver, Loop};
+use crate::drivers::{Driver, Loop, handler};
 use crate::host::net::{self, Accepted, Listener};
 use crate::sansio::server::{Handle, Server};
 
@@ -37,46 +36,53 @@ const ACCEPTS_PER_PASS: usize = 256;
 pub struct BusyPoll;
 
 impl Driver for BusyPoll {
-    fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
-        serve_loop(listener, run, store)
+    fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, store: S) -> io::Result<()> {
+        serve_loop(listeners, run, store)
     }
 }
 
 /// One loop over `store`: returns once `run.shutdown` is requested and its
 /// last connection has closed.
-pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
-    let mut server = Server::new(run.limits, run.shared, KeyValueHandler::new(store));
+pub fn serve_loop<S: KeyValueStore>(mut listeners: Vec<Listener>, run: Loop<'_>, store: S) -> io::Result<()> {
+    let mut server = Server::new(run.limits, run.shared, handler(&run, store));
     let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
     // By handle index.
     let mut sockets: Vec<Option<(Handle, OwnedFd)>> = Vec::new();
-    net::set_nonblocking(listener.as_fd(), true)?;
-    let mut listener = Some(listener);
-    while listener.is_some() || !server.is_empty() {
+    for listener in &listeners {
+        net::set_nonblocking(listener.as_fd(), true)?;
+    }
+    let mut listening = !listeners.is_empty();
+    while listening || !server.is_empty() {
         let mut moved = false;
         let now = Instant::now();
-        if listener.is_some() && run.shutdown.is_requested() {
-            listener = None;
+        if listening && run.shutdown.is_requested() {
+            listening = false;
+            listeners.clear();
             let waiting = |handle: Handle| {
                 sockets.get(handle.index()).and_then(Option::as_ref).is_some_and(|(_, fd)| net::has_unread(fd.as_fd()))
             };
             server.begin_stop(now, waiting);
         }
-        for _ in 0..ACCEPTS_PER_PASS {
-            let Some(listener) = listener.as_mut().filter(|_| server.accepting()) else { break };
-            match listener.accept(true) {
-                Accepted::Connection(fd, peer) => {
-                    moved = true;
-                    // A refusal is counted by the server; dropping `fd` closes it.
-                    let Ok(handle) = server.accept(peer, now) else { continue };
-                    if sockets.len() <= handle.index() {
-                        sockets.resize_with(handle.index() + 1, || None);
-                    }
-                    sockets[handle.index()] = Some((handle, fd));
+        for listener in &mut listeners {
+            for _ in 0..ACCEPTS_PER_PASS {
+                if !server.accepting() {
+                    break;
                 }
-                Accepted::Nothing => break,
-                Accepted::Failed(failure) => {
-                    moved = true;
-                    server.accept_failed(failure, now);
+                match listener.accept(true) {
+                    Accepted::Connection(fd, peer) => {
+                        moved = true;
+                        // A refusal is counted by the server; dropping `fd` closes it.
+                        let Ok(handle) = server.accept(peer, now, listener.protocol()) else { continue };
+                        if sockets.len() <= handle.index() {
+                            sockets.resize_with(handle.index() + 1, || None);
+                        }
+                        sockets[handle.index()] = Some((handle, fd));
+                    }
+                    Accepted::Nothing => break,
+                    Accepted::Failed(failure) => {
+                        moved = true;
+                        server.accept_failed(failure, now);
+                    }
                 }
             }
         }

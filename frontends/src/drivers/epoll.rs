@@ -1,8 +1,9 @@
 //! Flavor `epoll`: one thread, non-blocking sockets, an epoll event loop.
 //!
-//! - Model: level-triggered epoll over the listener, the shutdown wake-up
-//!   socket and every connection. `match token { LISTENER => accept until
-//!   EAGAIN, SHUTDOWN => stop, token => serve(token) }`. Serving is one
+//! - Model: level-triggered epoll over the listeners (one per protocol),
+//!   the shutdown wake-up socket and every connection. `match token {
+//!   SHUTDOWN => stop, a listener's => accept until EAGAIN, token =>
+//!   serve(token) }`. Serving is one
 //!   [`pump`] of the connection; its interest is what the
 //!   [`Server`] says ([`Server::poll_io`]): read while the session wants
 //!   to (not under back-pressure), write only while a write is pending.
@@ -41,22 +42,25 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
 use kvio_core::KeyValueStore;
-use kvio_proto::KeyValueHandler;
 use rustix::buffer::spare_capacity;
 use rustix::event::Timespec;
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::io::Errno;
 
 use crate::drivers::pump::{READ_CHUNK, pump, shut_write_if_asked};
-use crate::drivers::{Driver, Loop};
+use crate::drivers::{Driver, Loop, handler};
+use crate::host::loops::Loops;
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::server::{Handle, Io, Server};
+use crate::sansio::wire::Protocols;
 
-/// The listening socket's token (a handle fits in 56 bits).
-const LISTENER: u64 = u64::MAX;
-/// The shutdown wake-up socket's token.
-const SHUTDOWN: u64 = u64::MAX - 1;
+/// The shutdown wake-up socket's token (a handle fits in 56 bits).
+const SHUTDOWN: u64 = u64::MAX;
+/// Listener `i`'s token is `LISTENER - i` (one per protocol, a few at most).
+const LISTENER: u64 = u64::MAX - 1;
+/// Tokens at or above this are listeners'.
+const LISTENERS_END: u64 = LISTENER - 15;
 /// Events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 1024;
 
@@ -65,8 +69,8 @@ const EVENTS_PER_WAIT: usize = 1024;
 pub struct Epoll;
 
 impl Driver for Epoll {
-    fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
-        serve_loop(listener, run, store)
+    fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, store: S) -> io::Result<()> {
+        serve_loop(listeners, run, store)
     }
 }
 
@@ -91,30 +95,33 @@ fn flags(io: &Io) -> EventFlags {
 
 struct EpollLoop<'a, S> {
     epoll: OwnedFd,
-    /// `None` once stopping.
-    listener: Option<Listener>,
-    /// The listener is in the interest list with IN (not while the server pauses accepting).
+    /// One per protocol; empty once stopping.
+    listeners: Vec<Listener>,
+    /// The listeners are in the interest list with IN (not while the server pauses accepting).
     listening: bool,
     /// By handle index.
     sockets: Vec<Option<Socket>>,
-    server: Server<'a, KeyValueHandler<S>>,
+    server: Server<'a, Protocols<S, &'a Loops>>,
     read: Box<[u8]>,
 }
 
 /// One loop over `store`: returns once `run.shutdown` is requested and its
 /// last connection has closed.
-pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+pub fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, store: S) -> io::Result<()> {
     let shutdown = run.shutdown;
-    net::set_nonblocking(listener.as_fd(), true)?;
     let epoll = epoll::create(CreateFlags::CLOEXEC)?;
-    epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN)?;
+    assert!(listeners.len() as u64 <= LISTENER - LISTENERS_END, "a few listeners per loop");
+    for (i, listener) in listeners.iter().enumerate() {
+        net::set_nonblocking(listener.as_fd(), true)?;
+        epoll::add(&epoll, listener, EventData::new_u64(LISTENER - i as u64), EventFlags::IN)?;
+    }
     epoll::add(&epoll, shutdown.wake_fd(), EventData::new_u64(SHUTDOWN), EventFlags::IN)?;
     let mut lp = EpollLoop {
         epoll,
-        listener: Some(listener),
-        listening: true,
+        listening: !listeners.is_empty(),
+        listeners,
         sockets: Vec::new(),
-        server: Server::new(run.limits, run.shared, KeyValueHandler::new(store)),
+        server: Server::new(run.limits, run.shared, handler(&run, store)),
         read: vec![0u8; READ_CHUNK].into_boxed_slice(),
     };
     let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
@@ -122,7 +129,7 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
     if shutdown.is_requested() {
         lp.begin_stop(shutdown, now);
     }
-    while lp.listener.is_some() || !lp.server.is_empty() {
+    while !lp.listeners.is_empty() || !lp.server.is_empty() {
         // From the clock read after the last wait: a deadline is at most one
         // batch's work late, and a wake-up reads the clock once, not twice.
         let timeout = lp.server.poll_timeout().map(|at| {
@@ -136,8 +143,8 @@ pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S)
         now = Instant::now();
         for event in events.drain(..) {
             match event.data.u64() {
-                LISTENER => lp.accept_all(now),
                 SHUTDOWN => lp.begin_stop(shutdown, now),
+                token if token >= LISTENERS_END => lp.accept_all((LISTENER - token) as usize, now),
                 token => lp.serve(Handle::from_bits(token), event.flags, now),
             }
             lp.apply();
@@ -154,15 +161,15 @@ impl<S: KeyValueStore> EpollLoop<'_, S> {
         self.sockets.get(handle.index())?.as_ref().filter(|s| s.handle == handle)
     }
 
-    /// Accepts until EAGAIN, or until the server stops accepting.
-    fn accept_all(&mut self, now: Instant) {
-        while let Some(listener) = &mut self.listener
+    /// Accepts from listener `i` until EAGAIN, or until the server stops accepting.
+    fn accept_all(&mut self, i: usize, now: Instant) {
+        while let Some(listener) = self.listeners.get_mut(i)
             && self.server.accepting()
         {
             match listener.accept(true) {
                 Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
-                    let Ok(handle) = self.server.accept(peer, now) else { continue };
+                    let Ok(handle) = self.server.accept(peer, now, listener.protocol()) else { continue };
                     let added = epoll::add(&self.epoll, &fd, EventData::new_u64(handle.to_bits()), EventFlags::IN);
                     if self.sockets.len() <= handle.index() {
                         self.sockets.resize_with(handle.index() + 1, || None);
@@ -183,15 +190,17 @@ impl<S: KeyValueStore> EpollLoop<'_, S> {
     /// accepts: level-triggered, a listener left in while paused would
     /// wake every wait at once.
     fn listen_if_accepting(&mut self) {
-        let Some(listener) = &self.listener else { return };
         let accepting = self.server.accepting();
-        if accepting == self.listening {
+        if self.listeners.is_empty() || accepting == self.listening {
             return;
         }
         let flags = if accepting { EventFlags::IN } else { EventFlags::empty() };
-        match epoll::modify(&self.epoll, listener, EventData::new_u64(LISTENER), flags) {
-            Ok(()) => self.listening = accepting,
-            Err(e) => self.server.counters().error(format_args!("listener interest: {e}")),
+        self.listening = accepting;
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Err(e) = epoll::modify(&self.epoll, listener, EventData::new_u64(LISTENER - i as u64), flags) {
+                self.listening = !accepting;
+                self.server.counters().error(format_args!("listener interest: {e}"));
+            }
         }
     }
 
@@ -236,7 +245,7 @@ impl<S: KeyValueStore> EpollLoop<'_, S> {
     fn begin_stop(&mut self, shutdown: &Shutdown, now: Instant) {
         // Level-triggered: the wake-up socket stays readable.
         let _ = epoll::delete(&self.epoll, shutdown.wake_fd());
-        if let Some(listener) = self.listener.take() {
+        for listener in self.listeners.drain(..) {
             let _ = epoll::delete(&self.epoll, &listener);
         }
         let sockets = &self.sockets;

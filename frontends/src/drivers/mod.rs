@@ -29,7 +29,9 @@ use std::io;
 use kvio_core::KeyValueStore;
 
 pub use crate::host::loops::Loop;
+use crate::host::loops::Loops;
 use crate::host::net::Listener;
+use crate::sansio::wire::Protocols;
 
 pub mod blocking;
 pub mod busy_poll;
@@ -40,7 +42,14 @@ pub mod uring;
 
 /// A single-thread IO model: one loop on the calling thread.
 pub trait Driver {
-    /// Serves `listener` over `store` until `run.shutdown` is requested and
-    /// the loop's last connection has closed.
-    fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()>;
+    /// Serves `listeners` (one per protocol: each listener says what its
+    /// connections speak) over `store` until `run.shutdown` is requested
+    /// and the loop's last connection has closed.
+    fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, store: S) -> io::Result<()>;
+}
+
+/// What a loop's server answers with: every protocol over `store`, and
+/// `INFO` and `stats` from every loop's counters.
+pub fn handler<'a, S: KeyValueStore>(run: &Loop<'a>, store: S) -> Protocols<S, &'a Loops> {
+    Protocols::with_info(store, run.loops)
 }

@@ -15,12 +15,12 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
-use kvio_core::Handler;
 use rustix::net::RecvFlags;
 
 use crate::host::net::{self, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::server::{Handle, Server};
+use crate::sansio::wire::Handlers;
 
 /// Bytes read per `recv` by the single-thread flavors (one buffer per loop).
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -37,7 +37,7 @@ const TIMEOUT_SLACK: Duration = Duration::from_millis(5);
 /// One turn on `handle`'s non-blocking socket `fd` at `now`, reads into
 /// `read`. Returns whether any byte moved. Afterwards [`Server::poll_io`]
 /// says whether to close `fd`, and what to wait for.
-pub fn pump<H: Handler>(
+pub fn pump<H: Handlers>(
     fd: BorrowedFd<'_>,
     server: &mut Server<'_, H>,
     handle: Handle,
@@ -125,7 +125,7 @@ pub trait Wake {
 /// (with a [`Wake`], as one of its [intakes](Wake::intake)); false if the
 /// server [holds](Server::is_holding) for room: then nothing was handed
 /// over, and the caller keeps `input` until it may.
-fn hand_over<H: Handler>(
+fn hand_over<H: Handlers>(
     server: &mut Server<'_, H>,
     handle: Handle,
     input: &[u8],
@@ -155,7 +155,7 @@ fn hand_over<H: Handler>(
 /// thread is seen within a tick (a signal interrupts the wait sooner);
 /// reads with one sleep until the peer sends, a deadline, or the wake.
 /// Every rule is the server's.
-pub fn serve_blocking<H: Handler>(
+pub fn serve_blocking<H: Handlers>(
     fd: BorrowedFd<'_>,
     server: &mut Server<'_, H>,
     handle: Handle,
@@ -272,8 +272,8 @@ fn timespec(d: Duration) -> rustix::event::Timespec {
 /// What ended a [`wait_for_connection`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waited {
-    /// A connection waits on the listener.
-    Connection,
+    /// A connection waits on listener `i`.
+    Connection(usize),
     /// The deadline passed (the caller calls its `handle_timeout`).
     Deadline,
     /// The stop was requested.
@@ -285,26 +285,34 @@ pub enum Waited {
 /// or the stop is requested. While not `accepting` (a pause after an
 /// accept failed), the listener is not looked at.
 pub fn wait_for_connection(
-    listener: &Listener,
+    listeners: &[Listener],
     shutdown: &Shutdown,
     accepting: bool,
     until: Option<Instant>,
 ) -> io::Result<Waited> {
     use rustix::event::{PollFd, PollFlags};
+    /// Listeners one thread waits on at most (one per protocol).
+    const MOST: usize = 4;
+    assert!(listeners.len() <= MOST, "a listener per protocol");
     while !shutdown.is_requested() {
         let wait = until.map(|at| at.saturating_duration_since(Instant::now()));
         if wait == Some(Duration::ZERO) {
             return Ok(Waited::Deadline);
         }
-        let mut fds =
-            [PollFd::from_borrowed_fd(shutdown.wake_fd(), PollFlags::IN), PollFd::new(listener, PollFlags::IN)];
-        let fds = if accepting { &mut fds[..] } else { &mut fds[..1] };
+        let mut fds: [PollFd<'_>; 1 + MOST] = std::array::from_fn(|i| match i {
+            0 => PollFd::from_borrowed_fd(shutdown.wake_fd(), PollFlags::IN),
+            i if i <= listeners.len() => PollFd::new(&listeners[i - 1], PollFlags::IN),
+            _ => PollFd::from_borrowed_fd(shutdown.wake_fd(), PollFlags::empty()),
+        });
+        let fds = if accepting { &mut fds[..1 + listeners.len()] } else { &mut fds[..1] };
         match rustix::event::poll(fds, wait.map(timespec).as_ref()) {
             Ok(0) => return Ok(Waited::Deadline),
-            Ok(_) if fds.get(1).is_some_and(|fd| fd.revents().contains(PollFlags::IN)) => {
-                return Ok(Waited::Connection);
+            Ok(_) => {
+                if let Some(i) = fds[1..].iter().position(|fd| fd.revents().contains(PollFlags::IN)) {
+                    return Ok(Waited::Connection(i));
+                }
             }
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }

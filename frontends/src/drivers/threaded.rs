@@ -61,16 +61,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kvio_core::{Handler, KeyValueStore};
-use kvio_proto::KeyValueHandler;
+use kvio_core::KeyValueStore;
 
-use crate::drivers::Loop;
 use crate::drivers::pump::{self as driver, TICK, Waited, Wake};
+use crate::drivers::{Loop, handler};
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Room, Share};
 use crate::sansio::server::{Handle, Listening, Server};
 use crate::sansio::session::End;
+use crate::sansio::wire::{Handlers, Protocol};
 
 /// Stack of a connection thread (see the [module docs](self) for the measurement).
 pub const STACK_SIZE: usize = 64 * 1024;
@@ -313,7 +313,7 @@ impl Wake for Woken<'_> {
 /// counters); each connection thread answers from the store `store()`
 /// gives it (one shared store, seen through whatever wrapper the caller
 /// wants).
-pub fn serve<S, F>(mut listener: Listener, run: Loop<'_>, store: F) -> io::Result<()>
+pub fn serve<S, F>(mut listeners: Vec<Listener>, run: Loop<'_>, store: F) -> io::Result<()>
 where
     S: KeyValueStore + Send,
     F: Fn() -> S + Sync,
@@ -323,24 +323,28 @@ where
     let registry = Registry::default();
     // The listener's rules; each connection's server has the rest.
     let mut listening = Listening::default();
-    // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
-    net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
+    for listener in &listeners {
+        // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
+        net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
+    }
     thread::scope(|scope| {
         loop {
-            match driver::wait_for_connection(&listener, shutdown, listening.is_accepting(), listening.poll_timeout())?
-            {
-                Waited::Connection => {}
+            let waited =
+                driver::wait_for_connection(&listeners, shutdown, listening.is_accepting(), listening.poll_timeout())?;
+            let listener = match waited {
+                Waited::Connection(i) => &mut listeners[i],
                 Waited::Deadline => {
                     listening.handle_timeout(Instant::now());
                     continue;
                 }
                 Waited::Stop => break,
-            }
+            };
             let now = Instant::now();
+            let protocol = listener.protocol();
             match listener.accept(false) {
                 Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
-                    let Some(admitted) = admit(run, &registry, KeyValueHandler::new(store()), fd, peer) else {
+                    let Some(admitted) = admit(run, &registry, handler(&run, store()), fd, peer, protocol) else {
                         continue;
                     };
                     let registry = &registry;
@@ -358,7 +362,7 @@ where
             }
         }
         // Stop accepting before the connections finish, then wake the ones asleep in recv.
-        drop(listener);
+        drop(listeners);
         registry.wake_all();
         Ok::<(), io::Error>(())
     })
@@ -375,17 +379,18 @@ struct Admitted<'a, H> {
 
 /// Admits `fd` from `peer` into a new server sharing `run`'s places,
 /// memory and counters (`None`: refused, counted and logged by the server).
-fn admit<'a, H: Handler>(
+fn admit<'a, H: Handlers>(
     run: Loop<'a>,
     registry: &'a Registry,
     handler: H,
     fd: OwnedFd,
     peer: Option<SocketAddr>,
+    protocol: Protocol,
 ) -> Option<Admitted<'a, H>> {
     let mut server = Server::new(run.limits, run.shared, handler);
     server.share_memory_with(registry);
     let share = Arc::new(Share::default());
-    let handle = server.accept_with(peer, Instant::now(), Arc::clone(&share)).ok()?;
+    let handle = server.accept_with(peer, Instant::now(), protocol, Arc::clone(&share)).ok()?;
     let entry = Entry::new(fd, share);
     let registered = registry.register(&entry);
     Some(Admitted { server, handle, entry, registered })
@@ -393,7 +398,7 @@ fn admit<'a, H: Handler>(
 
 /// A connection thread's body: serves the connection until its session
 /// closes; a panic is caught here and ends the session.
-fn connection<H: Handler>(admitted: Admitted<'_, H>, registry: &Registry, shutdown: &Shutdown) {
+fn connection<H: Handlers>(admitted: Admitted<'_, H>, registry: &Registry, shutdown: &Shutdown) {
     let Admitted { mut server, handle, entry, registered } = admitted;
     let wake = Woken { registry, entry: &entry };
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -412,13 +417,16 @@ fn connection<H: Handler>(admitted: Admitted<'_, H>, registry: &Registry, shutdo
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::host::loops::Loops;
     use crate::host::sharded::ShardedStore;
     use crate::sansio::server::{Limits, Places, Shared};
+    use crate::sansio::session::Clock;
     use crate::sansio::session::{Framing, Timing};
     use crate::sansio::stats::{Counters, Stats};
+    use crate::sansio::wire::Protocols;
     use kvio_core::StoreLimits;
-    use kvio_core::frame::{FrameError, encode_frame};
-    use kvio_core::{Output, OutputFull};
+    use kvio_core::frame::encode_frame;
+    use kvio_core::{Next, Output, OutputFull, Parser};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
@@ -430,18 +438,25 @@ mod test {
         places: Places,
         registry: Registry,
         memory: ClientMemory,
+        loops: Loops,
     }
 
     impl Fixture {
         fn new(idle_timeout: Option<Duration>) -> Self {
             let framing = Framing { max_frame_len: 1 << 20, output_limit: 64 * 1024 };
             Fixture {
-                limits: Limits { framing, timing: Timing::new(idle_timeout), max_connections: 16 },
+                limits: Limits {
+                    framing,
+                    timing: Timing::new(idle_timeout),
+                    clock: Clock::starting(Instant::now(), 0),
+                    max_connections: 16,
+                },
                 shutdown: Shutdown::new().unwrap(),
                 counters: Counters::default(),
                 places: Places::default(),
                 registry: Registry::default(),
                 memory: ClientMemory::new(1 << 20),
+                loops: Loops::new(1, false),
             }
         }
 
@@ -452,12 +467,12 @@ mod test {
 
         fn run(&self) -> Loop<'_> {
             let shared = Shared { places: &self.places, memory: &self.memory, counters: &self.counters };
-            Loop { index: 0, limits: self.limits, shutdown: &self.shutdown, shared }
+            Loop { index: 0, limits: self.limits, shutdown: &self.shutdown, shared, loops: &self.loops }
         }
 
         /// Admits `fd`, answered by `handler`, and serves it on this thread.
-        fn serve<H: Handler>(&self, fd: OwnedFd, handler: H) {
-            let admitted = admit(self.run(), &self.registry, handler, fd, None).expect("admitted");
+        fn serve<H: Handlers>(&self, fd: OwnedFd, handler: H) {
+            let admitted = admit(self.run(), &self.registry, handler, fd, None, Protocol::Kvio).expect("admitted");
             connection(admitted, &self.registry, &self.shutdown);
         }
     }
@@ -465,12 +480,12 @@ mod test {
     /// Panics on its first request while holding a shard's lock.
     struct Panicking<'a>(&'a ShardedStore);
 
-    impl Handler for Panicking<'_> {
-        fn request<O: Output + ?Sized>(&mut self, _: &[u8], _: &mut O) -> Result<(), OutputFull> {
+    impl<P: Parser> kvio_core::Handler<P> for Panicking<'_> {
+        fn request<O: Output + ?Sized>(&mut self, _: P::Request<'_>, _: u64, _: &mut O) -> Result<Next, OutputFull> {
             self.0.get(b"k", |_| panic!("injected panic while holding a shard"))
         }
 
-        fn framing_error<O: Output + ?Sized>(&mut self, _: FrameError, _: &mut O) -> Result<(), OutputFull> {
+        fn parse_error<O: Output + ?Sized>(&mut self, _: P::Error, _: &mut O) -> Result<(), OutputFull> {
             Ok(())
         }
     }
@@ -499,7 +514,7 @@ mod test {
             thread::Builder::new()
                 .stack_size(STACK_SIZE)
                 .spawn_scoped(scope, move || {
-                    fixture.serve(server, KeyValueHandler::new(&store));
+                    fixture.serve(server, Protocols::new(&store));
                     done.send(()).unwrap();
                 })
                 .unwrap();

@@ -25,6 +25,7 @@ use std::io;
 use std::sync::OnceLock;
 use std::thread;
 
+use crate::host::facts::Description;
 use crate::host::net::Listener;
 use crate::host::observed::{Filled, StoreFill};
 use crate::host::shutdown::Shutdown;
@@ -45,6 +46,8 @@ pub struct Loop<'a> {
     pub shutdown: &'a Shutdown,
     /// Places, client memory, and this loop's counters.
     pub shared: Shared<'a>,
+    /// Every loop's state: what `INFO` and `stats` tell.
+    pub loops: &'a Loops,
 }
 
 /// The state of N loops that outlives them: built before the server
@@ -58,6 +61,10 @@ pub struct Loops {
     memory: OnceLock<ClientMemory>,
     fill: StoreFill,
     pin: bool,
+    /// What the server was started with (for `INFO` and `stats`).
+    description: OnceLock<Description>,
+    /// Its start, if [`Loops::describe`] was not called.
+    started: Description,
 }
 
 impl Loops {
@@ -69,7 +76,19 @@ impl Loops {
             memory: OnceLock::new(),
             fill: StoreFill::default(),
             pin,
+            description: OnceLock::new(),
+            started: Description::now("kvio"),
         }
+    }
+
+    /// Says what the server was started with (the first call counts).
+    pub fn describe(&self, description: Description) {
+        let _ = self.description.set(description);
+    }
+
+    /// What the server was started with.
+    pub fn description(&self) -> Description {
+        self.description.get().copied().unwrap_or(self.started)
     }
 
     /// What loop `i` shares with the others (the client memory capped at
@@ -138,11 +157,12 @@ pub fn resolve_threads(threads: usize) -> usize {
     }
 }
 
-/// Runs `serve_one(listener, loop)` on a thread per listener (pinned if
-/// `loops` says so) and waits for them all. If one fails or panics, the
-/// stop is requested so the others end too, and the first error returned.
+/// Runs `serve_one(listeners, loop)` on a thread per loop (each given its
+/// own listeners, one per protocol; pinned if `loops` says so) and waits for
+/// them all. If one fails or panics, the stop is requested so the others end
+/// too, and the first error returned.
 pub fn run<F>(
-    listeners: Vec<Listener>,
+    listeners: Vec<Vec<Listener>>,
     limits: Limits,
     max_client_memory: usize,
     shutdown: &Shutdown,
@@ -150,16 +170,16 @@ pub fn run<F>(
     serve_one: F,
 ) -> io::Result<Stats>
 where
-    F: Fn(Listener, Loop<'_>) -> io::Result<()> + Sync,
+    F: Fn(Vec<Listener>, Loop<'_>) -> io::Result<()> + Sync,
 {
-    assert_eq!(listeners.len(), loops.len(), "one listener per loop");
+    assert_eq!(listeners.len(), loops.len(), "listeners for each loop");
     let cpus = if loops.pin { allowed_cpus()? } else { Vec::new() };
     let serve_one = &serve_one;
     let result = thread::scope(|scope| {
         let mut first_error = None;
         let mut running = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let run = Loop { index, limits, shutdown, shared: loops.shared(index, max_client_memory) };
+            let run = Loop { index, limits, shutdown, shared: loops.shared(index, max_client_memory), loops };
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
             let spawned = thread::Builder::new().name(format!("kvio-loop-{index}")).spawn_scoped(scope, move || {
                 if let Some(cpu) = cpu {
@@ -209,12 +229,19 @@ fn pin_current_thread(cpu: usize) -> io::Result<()> {
 mod test {
     use super::*;
 
-    use crate::sansio::session::{Framing, Timing};
+    use crate::sansio::session::{Clock, Framing, Timing};
+    use std::time::Instant;
 
     /// Limits for loops that serve nobody: [`run`] only hands them on.
     fn limits() -> Limits {
         let framing = Framing { max_frame_len: 1 << 20, output_limit: 64 * 1024 };
-        Limits { framing, timing: Timing::new(None), max_connections: 16 }
+        Limits { framing, timing: Timing::new(None), clock: Clock::starting(Instant::now(), 0), max_connections: 16 }
+    }
+
+    /// Each loop's listeners: one each.
+    fn one_each(n: usize) -> Vec<Vec<Listener>> {
+        let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), n).unwrap();
+        listeners.into_iter().map(|l| vec![l]).collect()
     }
 
     #[test]
@@ -238,7 +265,7 @@ mod test {
     #[test]
     fn a_failing_loop_stops_the_others() {
         use rustix::event::{PollFd, PollFlags, Timespec};
-        let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let listeners = one_each(2);
         let shutdown = Shutdown::new().unwrap();
         let loops = Loops::new(2, false);
         let result = run(listeners, limits(), 1 << 20, &shutdown, &loops, |_, run| {
@@ -264,7 +291,7 @@ mod test {
     fn pinned_loops_run_on_their_cpu() {
         let cpus = allowed_cpus().unwrap();
         let n = cpus.len().min(4);
-        let listeners = Listener::bind_many("127.0.0.1:0".parse().unwrap(), n).unwrap();
+        let listeners = one_each(n);
         let shutdown = Shutdown::new().unwrap();
         let seen = std::sync::Mutex::new(Vec::new());
         run(listeners, limits(), 1 << 20, &shutdown, &Loops::new(n, true), |_, run| {

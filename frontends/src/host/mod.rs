@@ -13,9 +13,12 @@
 //!   the loops keep, readable while they run (for `/metrics`).
 //! - [`observed`]: the store as the handler sees it: gets, puts and deletes
 //!   counted, the fill and evictions kept for `/metrics`.
+//! - [`facts`]: what RESP's `INFO` and memcached's `stats` tell, from the
+//!   loops' counters.
 
 pub mod data_dir;
 pub mod durability;
+pub mod facts;
 pub mod journaled;
 pub mod loops;
 pub mod net;

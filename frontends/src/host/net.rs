@@ -18,6 +18,7 @@ use rustix::io::Errno;
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
 
 pub use crate::sansio::server::AcceptFailure;
+use crate::sansio::wire::Protocol;
 
 /// Connections the kernel may queue before `accept` (it clamps this to `net.core.somaxconn`).
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -138,6 +139,8 @@ pub struct Listener {
     fd: OwnedFd,
     addr: SocketAddr,
     spare: Option<OwnedFd>,
+    /// What its connections speak.
+    protocol: Protocol,
 }
 
 impl Listener {
@@ -173,7 +176,17 @@ impl Listener {
         net::bind(&fd, &addr)?;
         net::listen(&fd, LISTEN_BACKLOG)?;
         let addr = SocketAddr::try_from(net::getsockname(&fd)?).map_err(io::Error::from)?;
-        Ok(Listener { fd, addr, spare: open_spare() })
+        Ok(Listener { fd, addr, spare: open_spare(), protocol: Protocol::Kvio })
+    }
+
+    /// The same listener, its connections speaking `protocol` (kvio frames by default).
+    pub fn speaking(self, protocol: Protocol) -> Listener {
+        Listener { protocol, ..self }
+    }
+
+    /// What its connections speak.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The address actually bound.

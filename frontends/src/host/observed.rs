@@ -25,6 +25,7 @@ pub struct StoreFill {
     entries: AtomicU64,
     bytes: AtomicU64,
     evictions: AtomicU64,
+    expired: AtomicU64,
 }
 
 /// What [`Fill::fill`] reads from a store.
@@ -37,21 +38,31 @@ pub struct Filled {
     pub bytes: u64,
     /// Entries evicted so far to make room (`--when-full evict`).
     pub evictions: u64,
+    /// Entries reclaimed so far because their expiry passed.
+    pub expired: u64,
 }
 
 impl StoreFill {
     /// The figures now.
     pub fn get(&self) -> Filled {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Filled { entries: load(&self.entries), bytes: load(&self.bytes), evictions: load(&self.evictions) }
+        Filled {
+            entries: load(&self.entries),
+            bytes: load(&self.bytes),
+            evictions: load(&self.evictions),
+            expired: load(&self.expired),
+        }
     }
 
     fn set(&self, filled: Filled) {
         // Read first: with several loops on one store, a write only when the
         // figure moved keeps the line shared while puts replace same-sized values.
-        for (cell, value) in
-            [(&self.entries, filled.entries), (&self.bytes, filled.bytes), (&self.evictions, filled.evictions)]
-        {
+        for (cell, value) in [
+            (&self.entries, filled.entries),
+            (&self.bytes, filled.bytes),
+            (&self.evictions, filled.evictions),
+            (&self.expired, filled.expired),
+        ] {
             if cell.load(Ordering::Relaxed) != value {
                 cell.store(value, Ordering::Relaxed);
             }
@@ -71,7 +82,12 @@ pub trait Fill {
 
 impl Fill for HostStore {
     fn fill(&self) -> Filled {
-        Filled { entries: self.len() as u64, bytes: self.bytes_used() as u64, evictions: self.evictions() }
+        Filled {
+            entries: self.len() as u64,
+            bytes: self.bytes_used() as u64,
+            evictions: self.evictions(),
+            expired: self.expired(),
+        }
     }
 
     fn when_full(&self) -> WhenFull {
@@ -81,7 +97,12 @@ impl Fill for HostStore {
 
 impl Fill for ShardedStore {
     fn fill(&self) -> Filled {
-        Filled { entries: self.len() as u64, bytes: self.bytes_used() as u64, evictions: self.evictions() }
+        Filled {
+            entries: self.len() as u64,
+            bytes: self.bytes_used() as u64,
+            evictions: self.evictions(),
+            expired: self.expired(),
+        }
     }
 
     fn when_full(&self) -> WhenFull {
@@ -259,14 +280,14 @@ mod test {
         assert_eq!(store.put(&too_long, b"v"), Err(StoreError::KeyTooLong));
         assert_eq!(store.get(b"a", |v| v.map(<[u8]>::to_vec)), Some(b"1".to_vec()));
         assert!(!store.get(b"z", |v| v.is_some()));
-        assert_eq!(fill.get(), Filled { entries: 2, bytes: 12 * 2 + 2 + 3, evictions: 0 });
+        assert_eq!(fill.get(), Filled { entries: 2, bytes: 12 * 2 + 2 + 3, evictions: 0, expired: 0 });
         assert!(store.delete(b"b"));
         assert!(!store.delete(b"b"));
         let figures = counters.figures();
         assert_eq!((figures.get_hits, figures.get_misses), (1, 1));
         assert_eq!((figures.delete_hits, figures.delete_misses), (1, 1));
         assert_eq!(figures.puts, [2, 1, 1, 0], "stored, too big, store full, other");
-        assert_eq!(fill.get(), Filled { entries: 1, bytes: 12 + 2, evictions: 0 });
+        assert_eq!(fill.get(), Filled { entries: 1, bytes: 12 + 2, evictions: 0, expired: 0 });
     }
 
     /// Issue 27: the figures read after each put used to lock every shard

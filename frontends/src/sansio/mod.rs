@@ -14,6 +14,8 @@
 //! - [`stats`]: the counters (closes by reason, gets, puts and deletes by
 //!   outcome, bytes), read by the metrics while the loops run.
 //! - [`warn`]: the operator warnings the counters raise, rate-limited.
+//! - [`wire`]: which protocol a connection speaks (kvio frames, RESP,
+//!   memcached), and the one handler that answers them all on one store.
 //! - `model` (tests, and the `model` feature): a deterministic simulation
 //!   of the server that checks its invariants after every step.
 
@@ -26,3 +28,4 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod warn;
+pub mod wire;

@@ -106,15 +106,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kvio_core::frame::{FrameParser, Parse, encode_frame};
+use kvio_core::memcache::{self, McError};
+use kvio_core::resp::{self, RespError};
 use kvio_core::store::{RECORD_HEADER_LEN, Slot};
-use kvio_core::{FrameError, Handler, Output, OutputFull, Store, StoreLimits, WhenFull};
+use kvio_core::{FrameError, Handler, Next, Output, OutputFull, Store, StoreLimits, WhenFull};
 use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind, MEMORY_LIMIT_REASON, Status};
 use prost::Message;
 
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Room, Share};
 use crate::sansio::server::{Handle, Limits, Places, Server, Shared};
-use crate::sansio::session::{Framing, OutBuf, Timing};
+use crate::sansio::session::{Clock, Framing, OutBuf, Timing};
 use crate::sansio::stats::{Close, Counters};
+use crate::sansio::wire::Protocol;
 
 /// Connections served at once, over every server.
 const MAX_CONNECTIONS: usize = 4;
@@ -153,6 +156,8 @@ fn limits() -> Limits {
     Limits {
         framing: Framing { max_frame_len: MAX_FRAME_LEN, output_limit: OUTPUT_LIMIT },
         timing: timing(),
+        // Nothing the model stores expires.
+        clock: Clock::starting(Instant::now(), 0),
         max_connections: MAX_CONNECTIONS,
     }
 }
@@ -446,10 +451,10 @@ impl Tap<'_> {
 }
 
 impl Handler for Tap<'_> {
-    fn request<O: Output + ?Sized>(&mut self, payload: &[u8], out: &mut O) -> Result<(), OutputFull> {
+    fn request<O: Output + ?Sized>(&mut self, payload: &[u8], now: u64, out: &mut O) -> Result<Next, OutputFull> {
         let mut answer = std::mem::take(&mut self.answer);
         answer.clear();
-        self.with(|handler| handler.request(payload, &mut answer)).expect("a Vec has room");
+        self.with(|handler| handler.request(payload, now, &mut answer)).expect("a Vec has room");
         let (evictions, len) = {
             let store = self.store.borrow();
             (store.evictions(), store.len())
@@ -458,15 +463,38 @@ impl Handler for Tap<'_> {
         self.reference.borrow_mut().executed(payload, &msg, evictions, len);
         out.append(answer.len())?.copy_from_slice(&answer);
         self.answer = answer;
-        Ok(())
+        Ok(Next::Continue)
     }
 
-    fn framing_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
-        self.with(|handler| handler.framing_error(error, out))
+    fn parse_error<O: Output + ?Sized>(&mut self, error: FrameError, out: &mut O) -> Result<(), OutputFull> {
+        self.with(|handler| handler.parse_error(error, out))
     }
 
     fn evicted<O: Output + ?Sized>(&mut self, out: &mut O) -> Result<(), OutputFull> {
-        self.with(|handler| handler.evicted(out))
+        self.with(|handler| Handler::evicted(handler, out))
+    }
+}
+
+/// The model's peers speak kvio frames only: its sessions never hand the
+/// tap a RESP or memcached request (the protocols' own tests and fuzz
+/// targets hold those to their rules).
+impl Handler<resp::RequestParser> for Tap<'_> {
+    fn request<O: Output + ?Sized>(&mut self, _: resp::Command<'_>, _: u64, _: &mut O) -> Result<Next, OutputFull> {
+        unreachable!("the model speaks kvio frames only")
+    }
+
+    fn parse_error<O: Output + ?Sized>(&mut self, _: RespError, _: &mut O) -> Result<(), OutputFull> {
+        unreachable!("the model speaks kvio frames only")
+    }
+}
+
+impl Handler<memcache::RequestParser> for Tap<'_> {
+    fn request<O: Output + ?Sized>(&mut self, _: memcache::Request<'_>, _: u64, _: &mut O) -> Result<Next, OutputFull> {
+        unreachable!("the model speaks kvio frames only")
+    }
+
+    fn parse_error<O: Output + ?Sized>(&mut self, _: McError, _: &mut O) -> Result<(), OutputFull> {
+        unreachable!("the model speaks kvio frames only")
     }
 }
 
@@ -819,14 +847,14 @@ impl<'a> Model<'a> {
             let mut server = Server::new(limits(), shared, self.tap());
             server.share_memory_with(self.registry);
             let share = Arc::new(Share::default());
-            let Ok(handle) = server.accept_with(None, self.now, Arc::clone(&share)) else { return };
+            let Ok(handle) = server.accept_with(None, self.now, Protocol::Kvio, Arc::clone(&share)) else { return };
             self.registry.live().push((i, Arc::clone(&share)));
             self.servers.push(Some(server));
             (self.servers.len() - 1, handle, Some(share))
         } else {
             let s = usize::from(pick & 1);
             let now = self.now;
-            let Ok(handle) = self.server(s).accept(None, now) else { return };
+            let Ok(handle) = self.server(s).accept(None, now, Protocol::Kvio) else { return };
             (s, handle, None)
         };
         let reused = self.live.iter().any(|&j| {

@@ -56,12 +56,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kvio_core::Handler;
 use rustix::io::Errno;
 
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Share};
-use crate::sansio::session::{End, Framing, OutBuf, Phase, Session, Spare, Timing};
+use crate::sansio::session::{Clock, End, Framing, OutBuf, Phase, Session, Spare, Timing};
 use crate::sansio::stats::{Close, Counters, close_of};
+use crate::sansio::wire::{Handlers, Protocol};
 
 /// Bits of a handle's generation: a handle fits in 56 bits, so a
 /// completion driver has the top byte of its `user_data` for the operation.
@@ -75,6 +75,8 @@ pub struct Limits {
     pub framing: Framing,
     /// Each connection's timing rules.
     pub timing: Timing,
+    /// The store's clock (expiries), for the requests every connection sends.
+    pub clock: Clock,
     /// Connections served at once, over every loop.
     pub max_connections: usize,
 }
@@ -338,7 +340,7 @@ pub struct Server<'a, H> {
 /// path writes nothing shared.
 pub const PUBLISH_AT: usize = 256 * 1024;
 
-impl<'a, H: Handler> Server<'a, H> {
+impl<'a, H: Handlers> Server<'a, H> {
     /// No connection yet; requests are answered by `handler`.
     pub fn new(limits: Limits, shared: Shared<'a>, handler: H) -> Self {
         Server {
@@ -443,8 +445,8 @@ impl<'a, H: Handler> Server<'a, H> {
     /// A connection from `peer` was accepted at `now`: its handle, or why
     /// it is refused (counted and logged; the driver closes it). Accepted
     /// during a stop, it is told to stop at once.
-    pub fn accept(&mut self, peer: Option<SocketAddr>, now: Instant) -> Result<Handle, Refused> {
-        self.accept_with(peer, now, Arc::default())
+    pub fn accept(&mut self, peer: Option<SocketAddr>, now: Instant, protocol: Protocol) -> Result<Handle, Refused> {
+        self.accept_with(peer, now, protocol, Arc::default())
     }
 
     /// [`Server::accept`], with the connection's memory charge in `share`,
@@ -453,6 +455,7 @@ impl<'a, H: Handler> Server<'a, H> {
         &mut self,
         peer: Option<SocketAddr>,
         now: Instant,
+        protocol: Protocol,
         share: Arc<Share>,
     ) -> Result<Handle, Refused> {
         let refused = if !self.shared.places.take(self.limits.max_connections) {
@@ -472,7 +475,7 @@ impl<'a, H: Handler> Server<'a, H> {
             (self.slots.len() - 1) as u32
         });
         let slot = &mut self.slots[index as usize];
-        let session = Session::new(self.limits.framing, self.limits.timing, now);
+        let session = Session::new(self.limits.framing, self.limits.timing, now, protocol);
         slot.conn = Some(Conn { session, share, peer, closed: false, ended: None, touched: false, look_again: None });
         self.held += 1;
         self.shared.counters.connection();
@@ -487,7 +490,8 @@ impl<'a, H: Handler> Server<'a, H> {
     /// `input` arrived on `handle` at `now`: every complete request in it is answered.
     pub fn received(&mut self, handle: Handle, input: &[u8], now: Instant) {
         let Some(conn) = find_open(&mut self.slots, handle) else { return };
-        conn.session.receive(input, now, &mut self.handler, &mut self.spare);
+        let ms = self.limits.clock.millis(now);
+        conn.session.receive(input, now, ms, &mut self.handler, &mut self.spare);
         self.settle(handle);
     }
 
@@ -570,7 +574,8 @@ impl<'a, H: Handler> Server<'a, H> {
     /// `n` bytes of [`Server::transmit`] were sent at `now`.
     pub fn advance(&mut self, handle: Handle, n: usize, now: Instant) {
         let Some(conn) = find_open(&mut self.slots, handle) else { return };
-        conn.session.advance(n, now, &mut self.handler);
+        let ms = self.limits.clock.millis(now);
+        conn.session.advance(n, now, ms, &mut self.handler);
         self.settle(handle);
     }
 
@@ -586,7 +591,8 @@ impl<'a, H: Handler> Server<'a, H> {
     pub fn transmitted(&mut self, handle: Handle, buf: OutBuf, n: usize, now: Instant) {
         match find_open(&mut self.slots, handle) {
             Some(conn) => {
-                conn.session.transmitted(buf, n, now, &mut self.handler, &mut self.spare);
+                let ms = self.limits.clock.millis(now);
+                conn.session.transmitted(buf, n, now, ms, &mut self.handler, &mut self.spare);
                 self.settle(handle);
             }
             None => self.spare.put(buf),
@@ -865,9 +871,9 @@ fn find_open(slots: &mut [Slot], handle: Handle) -> Option<&mut Conn> {
 mod test {
     use super::*;
     use crate::sansio::session::Timing;
+    use crate::sansio::wire::Protocols;
     use kvio_core::store::Slot;
     use kvio_core::{Store, StoreLimits};
-    use kvio_proto::KeyValueHandler;
     use std::time::Duration;
 
     const FRAME: usize = 1 << 20;
@@ -875,7 +881,7 @@ mod test {
 
     type TestStore = Store<Box<[Slot]>, Box<[u8]>>;
 
-    fn server<'a>(shared: Shared<'a>) -> Server<'a, KeyValueHandler<TestStore>> {
+    fn server<'a>(shared: Shared<'a>) -> Server<'a, Protocols<TestStore>> {
         let limits = Limits {
             framing: Framing { max_frame_len: FRAME as u32, output_limit: 64 * 1024 },
             timing: Timing {
@@ -886,6 +892,7 @@ mod test {
                 linger_bytes: 4096,
                 stop_read_budget: 4096,
             },
+            clock: Clock::starting(Instant::now(), 0),
             max_connections: 1000,
         };
         let slots = kvio_core::store::slots_for(16);
@@ -894,7 +901,7 @@ mod test {
             vec![0u8; 1 << 16].into_boxed_slice(),
             StoreLimits::for_frame(FRAME as u32, 16, 1 << 16),
         );
-        Server::new(limits, shared, KeyValueHandler::new(store))
+        Server::new(limits, shared, Protocols::new(store))
     }
 
     /// A loop's places, memory capped at [`CAP`] and counters.
@@ -956,8 +963,8 @@ mod test {
 
     /// A session that answered a broken frame with an error frame and
     /// lingers, its writing side shut.
-    fn lingering(server: &mut Server<'_, KeyValueHandler<TestStore>>, now: Instant) -> Handle {
-        let handle = server.accept(None, now).expect("admitted");
+    fn lingering(server: &mut Server<'_, Protocols<TestStore>>, now: Instant) -> Handle {
+        let handle = server.accept(None, now, Protocol::Kvio).expect("admitted");
         server.received(handle, &[0, 0, 0, 0], now);
         let n = server.transmit(handle).len();
         server.advance(handle, n, now);
@@ -1002,7 +1009,7 @@ mod test {
         let shares = Shares::new();
         let mut server = server(shares.shared());
         let now = Instant::now();
-        let handle = server.accept(None, now).expect("admitted");
+        let handle = server.accept(None, now, Protocol::Kvio).expect("admitted");
         let get = KeyValueMessage { key: "k".into(), kind: Kind::Get.into(), ..Default::default() };
         let mut frame = Vec::new();
         encode_frame(&get.encode_to_vec(), &mut frame).unwrap();
@@ -1029,7 +1036,7 @@ mod test {
         server.share_memory_with(&NoOtherServer);
         let now = Instant::now();
         let mine = Arc::new(Share::default());
-        let handle = server.accept_with(None, now, Arc::clone(&mine)).expect("admitted");
+        let handle = server.accept_with(None, now, Protocol::Kvio, Arc::clone(&mine)).expect("admitted");
         while server.poll_io().is_some() {}
         assert!(!server.is_holding() && server.wants_read(handle));
         // Another server's connection takes the memory past the cap.
@@ -1068,7 +1075,7 @@ mod test {
         let (now, wire) = (Instant::now(), partial_frame());
         for _ in 0..2 * CAP / FRAME {
             for server in [&mut a, &mut b] {
-                let handle = server.accept(None, now).expect("admitted");
+                let handle = server.accept(None, now, Protocol::Kvio).expect("admitted");
                 for chunk in wire.chunks(64 * 1024) {
                     server.received(handle, chunk, now);
                 }

@@ -63,7 +63,9 @@ use std::time::{Duration, Instant};
 use std::fmt;
 use std::io;
 
-use kvio_core::{Connection, FrameError, Handler, Outcome, Output, OutputFull};
+use kvio_core::{Outcome, Output, OutputFull};
+
+use crate::sansio::wire::{Handlers, Protocol, ProtocolError, Wire};
 
 /// Longest a lingering close waits for the peer's end of stream. Long
 /// enough for a client to read a few MB of responses still queued and
@@ -84,7 +86,7 @@ pub const FRAME_DEADLINE_IDLE_TIMEOUTS: u32 = 10;
 pub const STOP_READ_BUDGET: usize = 64 * 1024;
 /// The `value` of the error frame sent to a connection evicted because all
 /// connections together hold more than `--max-client-memory` (the
-/// handler's [`Handler::evicted`] writes it).
+/// handler's `Handler::evicted` writes it).
 pub use kvio_proto::MEMORY_LIMIT_REASON;
 /// How long a stopping server keeps trying to deliver responses to
 /// requests it had already received.
@@ -110,6 +112,30 @@ pub struct Timing {
     pub linger_bytes: usize,
     /// How many bytes a stopping session may still read.
     pub stop_read_budget: usize,
+}
+
+/// The store's clock: milliseconds since the Unix epoch, read once when the
+/// server starts and carried forward by the monotonic clock, so the time
+/// the store compares expiries with never goes back (a wall clock set back
+/// would make entries live longer; one set forward, expire early).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    origin: Instant,
+    origin_ms: u64,
+}
+
+impl Clock {
+    /// A clock that reads `origin_ms` at `origin`.
+    pub const fn starting(origin: Instant, origin_ms: u64) -> Clock {
+        Clock { origin, origin_ms }
+    }
+
+    /// Its reading at `now`, in milliseconds.
+    #[inline]
+    pub fn millis(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.origin).as_millis();
+        self.origin_ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
 }
 
 /// The framing limits of a session's connection (docs/protocol.md).
@@ -291,7 +317,7 @@ enum State {
 /// One client connection, apart from its socket. See the [module docs](self).
 #[derive(Debug)]
 pub struct Session {
-    conn: Connection,
+    wire: Wire,
     timing: Timing,
     state: State,
     /// Why it ends, decided when closing begins.
@@ -319,10 +345,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new connection at `now`.
-    pub fn new(framing: Framing, timing: Timing, now: Instant) -> Session {
+    /// A new connection speaking `protocol`, at `now`.
+    pub fn new(framing: Framing, timing: Timing, now: Instant, protocol: Protocol) -> Session {
         Session {
-            conn: Connection::new(framing.max_frame_len, framing.output_limit),
+            wire: Wire::new(protocol, framing),
             timing,
             state: State::Open,
             end: None,
@@ -390,13 +416,14 @@ impl Session {
 
     /// `n` bytes of [`Session::transmit`] were sent at `now`. Input held
     /// back by back-pressure is answered as room frees up.
-    pub fn advance<H: Handler + ?Sized>(&mut self, n: usize, now: Instant, handler: &mut H) {
+    /// (`ms` is `now` on the store's [`Clock`], for the requests it answers.)
+    pub fn advance<H: Handlers + ?Sized>(&mut self, n: usize, now: Instant, ms: u64, handler: &mut H) {
         self.out.advance(n);
         self.traffic.1 += n as u64;
         if n > 0 {
             self.last_active = now;
         }
-        self.after_output(now, handler);
+        self.after_output(now, ms, handler);
     }
 
     /// Hands every unsent byte to a completion driver, which keeps the
@@ -414,11 +441,12 @@ impl Session {
 
     /// The send of `buf` (from [`Session::take_transmit`]) completed with
     /// `n` bytes written at `now`; what it did not write goes out first next.
-    pub fn transmitted<H: Handler + ?Sized>(
+    pub fn transmitted<H: Handlers + ?Sized>(
         &mut self,
         mut buf: OutBuf,
         n: usize,
         now: Instant,
+        ms: u64,
         handler: &mut H,
         spare: &mut Spare,
     ) {
@@ -435,7 +463,7 @@ impl Session {
         if n > 0 {
             self.last_active = now;
         }
-        self.after_output(now, handler);
+        self.after_output(now, ms, handler);
     }
 
     /// `input` arrived at `now`: every complete request in it is answered
@@ -444,7 +472,15 @@ impl Session {
     /// while draining with nothing left to read (broken stream, evicted,
     /// stop budget spent), it is dropped: a completion driver may deliver
     /// bytes the kernel received before its receive was cancelled.
-    pub fn receive<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H, spare: &mut Spare) {
+    /// (`ms` is `now` on the store's [`Clock`], for the requests it answers.)
+    pub fn receive<H: Handlers + ?Sized>(
+        &mut self,
+        input: &[u8],
+        now: Instant,
+        ms: u64,
+        handler: &mut H,
+        spare: &mut Spare,
+    ) {
         self.traffic.0 += input.len() as u64;
         match &mut self.state {
             State::Open => {}
@@ -473,7 +509,7 @@ impl Session {
         if self.out.capacity() == 0 {
             self.out = spare.take();
         }
-        let used = self.push(input, now, handler);
+        let used = self.push(input, now, ms, handler);
         self.held.extend_from_slice(&input[used..]);
         self.settle(now);
     }
@@ -528,7 +564,7 @@ impl Session {
     /// A session already draining keeps its way of closing, and one whose
     /// stream broke keeps its framing error frame as its last word.
     /// Calling it again changes nothing.
-    pub fn evict<H: Handler + ?Sized>(&mut self, handler: &mut H, spare: &mut Spare) {
+    pub fn evict<H: Handlers + ?Sized>(&mut self, handler: &mut H, spare: &mut Spare) {
         if self.evicted || !matches!(self.state, State::Open | State::Draining { .. }) {
             return;
         }
@@ -544,12 +580,12 @@ impl Session {
             return;
         }
         // Broken (a framing error, or a response too large): its last frame is queued already.
-        if self.conn.wants_read(0) {
+        if self.wire.wants_read(0) {
             if self.out.capacity() == 0 {
                 self.out = spare.take();
             }
             // A growable output always has room.
-            let _ = handler.evicted(&mut self.out);
+            self.wire.evicted(handler, &mut self.out);
         }
         match &mut self.state {
             State::Draining { read_left, input_waiting, .. } => {
@@ -644,7 +680,7 @@ impl Session {
 
     /// Requests answered since the last call.
     pub fn take_requests(&mut self) -> usize {
-        let total = self.conn.requests();
+        let total = self.wire.requests();
         let new = total - self.reported;
         self.reported = total;
         new as usize
@@ -669,32 +705,33 @@ impl Session {
         if self.held.is_empty() && self.held.capacity() > 0 {
             self.held = Vec::new();
         }
-        if self.conn.parser().buffered_payload() == 0 && self.payload.capacity() > 0 {
+        if self.wire.buffered() == 0 && self.payload.capacity() > 0 {
             self.payload = Vec::new();
         }
     }
 
     /// Open, between frames, nothing held, nothing unsent.
     fn is_quiet(&self) -> bool {
-        self.conn.parser().is_at_boundary() && self.held.is_empty() && self.pending() == 0
+        self.wire.is_at_boundary() && self.held.is_empty() && self.pending() == 0
     }
 
     fn can_take_input(&self) -> bool {
-        self.held.is_empty() && self.conn.wants_read(self.pending())
+        self.held.is_empty() && self.wire.wants_read(self.pending())
     }
 
     /// Pushes `input` through the connection; returns the bytes taken.
-    fn push<H: Handler + ?Sized>(&mut self, input: &[u8], now: Instant, handler: &mut H) -> usize {
-        let was_at_boundary = self.conn.parser().is_at_boundary();
+    fn push<H: Handlers + ?Sized>(&mut self, input: &[u8], now: Instant, ms: u64, handler: &mut H) -> usize {
+        let was_at_boundary = self.wire.is_at_boundary();
         let mut out = Counted { out: &mut self.out, in_flight: self.in_flight };
-        let received = self.conn.receive(input, &mut self.payload, handler, &mut out);
+        let received = self.wire.receive(input, ms, &mut self.payload, handler, &mut out);
         match received.outcome {
             Outcome::NeedMore | Outcome::Backpressure => {}
-            Outcome::Close(e) => self.drain_then_linger(End::Framing(e)),
+            Outcome::Close(e) => self.drain_then_linger(End::Protocol(e)),
             Outcome::OutputFull => self.drain_then_linger(End::OutputFull),
+            Outcome::Quit => self.drain_then_linger(End::Quit),
         }
         if self.timing.frame.is_some() {
-            self.frame_since = if self.conn.parser().is_at_boundary() {
+            self.frame_since = if self.wire.is_at_boundary() {
                 None
             } else if was_at_boundary || received.requests > 0 {
                 Some(now)
@@ -706,10 +743,10 @@ impl Session {
     }
 
     /// Output was sent: answer held input if there is room now, then settle.
-    fn after_output<H: Handler + ?Sized>(&mut self, now: Instant, handler: &mut H) {
-        if !self.held.is_empty() && self.conn.wants_read(self.pending()) {
+    fn after_output<H: Handlers + ?Sized>(&mut self, now: Instant, ms: u64, handler: &mut H) {
+        if !self.held.is_empty() && self.wire.wants_read(self.pending()) {
             let held = mem::take(&mut self.held);
-            let used = self.push(&held, now, handler);
+            let used = self.push(&held, now, ms, handler);
             self.held = held;
             self.held.drain(..used);
         }
@@ -719,7 +756,7 @@ impl Session {
     /// Ends a draining session once everything owed is written.
     fn settle(&mut self, now: Instant) {
         let State::Draining { linger, input_waiting, .. } = self.state else { return };
-        if self.conn.parser().error().is_some() || !self.conn.wants_read(0) {
+        if self.wire.is_broken() || !self.wire.wants_read(0) {
             // Broken: nothing held can ever be answered.
             self.held.clear();
         }
@@ -764,8 +801,10 @@ impl Session {
 pub enum End {
     /// The client closed its side and every response was written.
     Eof,
-    /// The byte stream broke; the error frame was sent.
-    Framing(FrameError),
+    /// The byte stream broke; the protocol's error answer was sent.
+    Protocol(ProtocolError),
+    /// The client asked to close (RESP `QUIT`, memcached `quit`).
+    Quit,
     /// A response did not fit the output buffer.
     OutputFull,
     /// Nothing moved for the idle timeout.
@@ -786,12 +825,12 @@ pub enum End {
 impl End {
     /// Counted in the errors of the server's stats.
     pub fn is_error(&self) -> bool {
-        matches!(self, End::Framing(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_))
+        matches!(self, End::Protocol(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_))
     }
 
     /// Worth a log line (not a normal end).
     pub fn is_logged(&self) -> bool {
-        !matches!(self, End::Eof | End::Shutdown)
+        !matches!(self, End::Eof | End::Quit | End::Shutdown)
     }
 }
 
@@ -799,7 +838,8 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::Eof => f.write_str("end of stream"),
-            End::Framing(e) => write!(f, "framing error: {e}"),
+            End::Protocol(e) => write!(f, "{e}"),
+            End::Quit => f.write_str("the client quit"),
             End::OutputFull => f.write_str("response larger than the output buffer"),
             End::Idle => f.write_str("idle timeout"),
             End::SlowFrame(limit) => write!(f, "frame not complete within {} ms of its first byte", limit.as_millis()),
@@ -829,10 +869,12 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::sansio::wire::Protocols;
+    use kvio_core::FrameError;
     use kvio_core::frame::{FrameParser, Parse, encode_frame};
     use kvio_core::store::Slot;
     use kvio_core::{Store, StoreLimits};
-    use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind};
+    use kvio_proto::{KeyValueMessage, Kind};
     use prost::Message;
 
     const MS: Duration = Duration::from_millis(1);
@@ -888,7 +930,7 @@ mod test {
     struct Rig {
         t0: Instant,
         session: Session,
-        handler: KeyValueHandler<TestStore>,
+        handler: Protocols<TestStore>,
         spare: Spare,
         wire: Vec<u8>,
     }
@@ -898,8 +940,8 @@ mod test {
             let t0 = Instant::now();
             Rig {
                 t0,
-                session: Session::new(framing(), timing, t0),
-                handler: KeyValueHandler::new(store()),
+                session: Session::new(framing(), timing, t0, Protocol::Kvio),
+                handler: Protocols::new(store()),
                 spare: Spare::default(),
                 wire: Vec::new(),
             }
@@ -911,7 +953,7 @@ mod test {
 
         fn receive(&mut self, ms: u64, bytes: &[u8]) {
             let now = self.at(ms);
-            self.session.receive(bytes, now, &mut self.handler, &mut self.spare);
+            self.session.receive(bytes, now, 0, &mut self.handler, &mut self.spare);
         }
 
         /// The socket takes at most `window` bytes.
@@ -919,7 +961,7 @@ mod test {
             let n = self.session.transmit().len().min(window);
             self.wire.extend_from_slice(&self.session.transmit()[..n]);
             let now = self.at(ms);
-            self.session.advance(n, now, &mut self.handler);
+            self.session.advance(n, now, 0, &mut self.handler);
             n
         }
 
@@ -1058,7 +1100,7 @@ mod test {
         assert!(rig.session.take_shut_write());
         assert!(!rig.session.take_shut_write(), "once");
         assert!(rig.session.wants_read(), "late bytes are read and dropped");
-        assert!(matches!(rig.session.take_end(), End::Framing(FrameError::TooShort)));
+        assert!(matches!(rig.session.take_end(), End::Protocol(ProtocolError::Frame(FrameError::TooShort))));
     }
 
     /// A session lingering after a framing error at 0 ms, with the test's
@@ -1351,11 +1393,11 @@ mod test {
         let sent = 3;
         rig.wire.extend_from_slice(&buf.unsent()[..sent]);
         let now = rig.at(2);
-        rig.session.transmitted(buf, sent, now, &mut rig.handler, &mut rig.spare);
+        rig.session.transmitted(buf, sent, now, 0, &mut rig.handler, &mut rig.spare);
         let rest = rig.session.take_transmit(&mut rig.spare).unwrap();
         rig.wire.extend_from_slice(rest.unsent());
         let n = rest.pending();
-        rig.session.transmitted(rest, n, now, &mut rig.handler, &mut rig.spare);
+        rig.session.transmitted(rest, n, now, 0, &mut rig.handler, &mut rig.spare);
         let got = responses(&rig.wire);
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].kind, got[1].value.as_str()), (3, "1"));

@@ -51,7 +51,7 @@ pub enum Close {
     Idle,
     /// A frame begun was not complete in time.
     FrameDeadline,
-    /// The byte stream broke (framing error).
+    /// The byte stream broke (a framing error, or broken RESP or memcached).
     BadFrame,
     /// Evicted at the client-memory cap.
     MemoryEviction,
@@ -253,8 +253,8 @@ impl Counters {
 /// The reason `/metrics` counts an end under.
 pub(crate) fn close_of(end: &End) -> Close {
     match end {
-        End::Eof => Close::Peer,
-        End::Framing(_) => Close::BadFrame,
+        End::Eof | End::Quit => Close::Peer,
+        End::Protocol(_) => Close::BadFrame,
         End::Idle => Close::Idle,
         End::SlowFrame(_) => Close::FrameDeadline,
         End::Shutdown => Close::Stop,
@@ -278,6 +278,7 @@ impl fmt::Display for Peer {
 mod test {
     use super::*;
 
+    use crate::sansio::wire::ProtocolError;
     use kvio_core::FrameError;
 
     #[test]
@@ -285,7 +286,7 @@ mod test {
         let counters = Counters::default();
         counters.connection();
         counters.requests(3);
-        counters.ended(None, &End::Framing(FrameError::BadFooter));
+        counters.ended(None, &End::Protocol(ProtocolError::Frame(FrameError::BadFooter)));
         counters.ended(None, &End::Eof);
         counters.ended(None, &End::Idle);
         assert_eq!(counters.snapshot(), Stats { connections: 1, requests: 3, errors: 1 });

@@ -64,7 +64,6 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 use kvio_core::KeyValueStore;
-use kvio_proto::KeyValueHandler;
 use rustix::io::Errno;
 use rustix::net::{SendFlags, SocketFlags};
 use rustix_uring::{cqueue, opcode, types};
@@ -72,11 +71,13 @@ use rustix_uring::{cqueue, opcode, types};
 use self::ring::{BUFFER_GROUP, Op, Ring, Token};
 pub use self::ring::{RECV_BUFFER_LEN, RECV_BUFFERS, REFUSED_OPT_OUT, Unsupported, probe, runs_here};
 use crate::drivers::pump::shut_write_if_asked;
-use crate::drivers::{Driver, Loop};
+use crate::drivers::{Driver, Loop, handler};
+use crate::host::loops::Loops;
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::server::{AcceptFailure, Handle, Io, Server};
 use crate::sansio::session::OutBuf;
+use crate::sansio::wire::{Protocol, Protocols};
 
 /// POLLIN, as a poll operation takes it.
 const POLL_IN: u32 = rustix::event::PollFlags::IN.bits() as u32;
@@ -127,33 +128,39 @@ impl Socket {
 pub struct Uring;
 
 impl Driver for Uring {
-    fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
-        serve_loop(listener, run, store)
+    fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, store: S) -> io::Result<()> {
+        serve_loop(listeners, run, store)
     }
+}
+
+/// A listener (one per protocol) and what of it is in the kernel.
+struct Port {
+    /// `None` once stopped and its accept has ended.
+    listener: Option<Listener>,
+    accepting: Accepting,
 }
 
 struct UringLoop<'a, S> {
     uring: Ring,
-    /// `None` once stopped and the accept has ended.
-    listener: Option<Listener>,
-    accepting: Accepting,
+    /// By listener index, which their operations' tokens carry.
+    ports: Vec<Port>,
     stopping: bool,
     /// By handle index.
     sockets: Vec<Option<Socket>>,
-    server: Server<'a, KeyValueHandler<S>>,
+    server: Server<'a, Protocols<S, &'a Loops>>,
 }
 
 /// One loop over `store`: returns once `run.shutdown` is requested and its
 /// last connection has closed.
-pub fn serve_loop<S: KeyValueStore>(listener: Listener, run: Loop<'_>, store: S) -> io::Result<()> {
+pub fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, store: S) -> io::Result<()> {
     let uring = Ring::new()?;
+    let ports = listeners.into_iter().map(|l| Port { listener: Some(l), accepting: Accepting::Idle }).collect();
     let mut lp = UringLoop {
         uring,
-        listener: Some(listener),
-        accepting: Accepting::Idle,
+        ports,
         stopping: false,
         sockets: Vec::new(),
-        server: Server::new(run.limits, run.shared, KeyValueHandler::new(store)),
+        server: Server::new(run.limits, run.shared, handler(&run, store)),
     };
     match lp.run(run.shutdown) {
         Ok(()) => Ok(()),
@@ -179,7 +186,7 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
         if shutdown.is_requested() {
             self.begin_stop(now)?;
         }
-        while self.listener.is_some() || !self.server.is_empty() {
+        while self.ports.iter().any(|p| p.listener.is_some()) || !self.server.is_empty() {
             self.uring.bufs.publish();
             // From the clock read after the last wait, as in the epoll flavor.
             self.uring.wait(self.server.poll_timeout().map(|at| at.saturating_duration_since(now)))?;
@@ -202,10 +209,13 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
     fn complete(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
         let Some(token) = Token::decode(cqe.user_data_u64()) else { return Ok(()) };
         match token.op {
-            Op::Accept => self.accepted(cqe, now)?,
+            Op::Accept => self.accepted(token.handle.index(), cqe, now)?,
             Op::Listen => {
-                self.accepting = Accepting::Idle;
-                self.listener_idle()?;
+                let i = token.handle.index();
+                if let Some(port) = self.ports.get_mut(i) {
+                    port.accepting = Accepting::Idle;
+                    self.listener_idle(i)?;
+                }
             }
             Op::Wake => self.begin_stop(now)?,
             Op::Recv => self.received(token.handle, cqe, now),
@@ -223,57 +233,70 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
         self.sockets.get_mut(handle.index())?.as_mut().filter(|s| s.handle == handle)
     }
 
+    /// Arms every listener's accept that is not in the kernel.
     fn arm_accept(&mut self) -> io::Result<()> {
-        let Some(listener) = &self.listener else { return Ok(()) };
-        if self.accepting != Accepting::Idle || self.stopping || !self.server.accepting() {
+        for i in 0..self.ports.len() {
+            self.arm_accept_one(i)?;
+        }
+        Ok(())
+    }
+
+    fn arm_accept_one(&mut self, i: usize) -> io::Result<()> {
+        let port = &mut self.ports[i];
+        let Some(listener) = &port.listener else { return Ok(()) };
+        if port.accepting != Accepting::Idle || self.stopping || !self.server.accepting() {
             return Ok(());
         }
         let accept = opcode::AcceptMulti::new(types::Fd(listener.as_fd().as_raw_fd()))
             .flags(SocketFlags::CLOEXEC)
             .build()
-            .user_data(Token::loop_op(Op::Accept).encode());
+            .user_data(Token::listener_op(Op::Accept, i).encode());
         // SAFETY: a multishot accept without an address points to no buffer.
         unsafe { self.uring.push(&accept)? };
-        self.accepting = Accepting::Armed;
+        port.accepting = Accepting::Armed;
         Ok(())
     }
 
-    /// Nothing in the kernel for the listener: closes it when stopping, else accepts again.
-    fn listener_idle(&mut self) -> io::Result<()> {
+    /// Nothing in the kernel for listener `i`: closes it when stopping, else accepts again.
+    fn listener_idle(&mut self, i: usize) -> io::Result<()> {
         if self.stopping {
-            self.listener = None;
+            self.ports[i].listener = None;
             return Ok(());
         }
-        self.arm_accept()
+        self.arm_accept_one(i)
     }
 
-    fn accepted(&mut self, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
+    fn accepted(&mut self, i: usize, cqe: &cqueue::Entry, now: Instant) -> io::Result<()> {
+        let Some(port) = self.ports.get_mut(i) else { return Ok(()) };
         let ended = !cqueue::more(cqe.flags());
         if ended {
-            self.accepting = Accepting::Idle;
+            port.accepting = Accepting::Idle;
         }
+        let protocol = port.listener.as_ref().map(Listener::protocol).unwrap_or_default();
         match cqe.result() {
             Ok(fd) => {
                 // SAFETY: an accept's result is a new descriptor, installed in
                 // this process's table for this completion and owned by no one else.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
                 let peer = net::peer_of(fd.as_fd());
-                self.admit(net::set_up(fd, peer), now);
+                self.admit(net::set_up(fd, peer), protocol, now);
             }
             Err(Errno::CANCELED) => {}
-            Err(e) if net::out_of_descriptors(&e.into()) => self.refuse_one(now)?,
+            Err(e) if net::out_of_descriptors(&e.into()) => self.refuse_one(i, now)?,
             Err(e) => self.server.accept_failed(AcceptFailure::Failed(e.into()), now),
         }
-        if ended && self.accepting == Accepting::Idle {
-            return self.listener_idle();
+        if ended && self.ports[i].accepting == Accepting::Idle {
+            return self.listener_idle(i);
         }
         Ok(())
     }
 
-    /// Out of descriptors: the connection waiting is taken off the queue
-    /// with the spare descriptor and closed, as the other flavors do.
-    fn refuse_one(&mut self, now: Instant) -> io::Result<()> {
-        let Some(listener) = &mut self.listener else { return Ok(()) };
+    /// Out of descriptors: the connection waiting on listener `i` is taken
+    /// off the queue with the spare descriptor and closed, as the other flavors do.
+    fn refuse_one(&mut self, i: usize, now: Instant) -> io::Result<()> {
+        let port = &mut self.ports[i];
+        let Some(listener) = &mut port.listener else { return Ok(()) };
+        let protocol = listener.protocol();
         // Non-blocking for this one accept only: the queue may be empty.
         let accepted = match net::set_nonblocking(listener.as_fd(), true) {
             Ok(()) => {
@@ -292,26 +315,26 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
                 // a connection to refuse instead.
                 let poll = opcode::PollAdd::new(types::Fd(listener.as_fd().as_raw_fd()), POLL_IN)
                     .build()
-                    .user_data(Token::loop_op(Op::Listen).encode());
+                    .user_data(Token::listener_op(Op::Listen, i).encode());
                 // SAFETY: a poll points to no buffer.
                 unsafe { self.uring.push(&poll)? };
-                self.accepting = Accepting::Polling;
+                port.accepting = Accepting::Polling;
             }
             // A descriptor was free after all (another connection closed meanwhile).
-            accepted => self.admit(accepted, now),
+            accepted => self.admit(accepted, protocol, now),
         }
         Ok(())
     }
 
     /// What an accept gave: a connection is admitted (or refused by the
     /// server: dropping `fd` closes it), a failure is the server's to count.
-    fn admit(&mut self, accepted: Accepted, now: Instant) {
+    fn admit(&mut self, accepted: Accepted, protocol: Protocol, now: Instant) {
         let (fd, peer) = match accepted {
             Accepted::Connection(fd, peer) => (fd, peer),
             Accepted::Nothing => return,
             Accepted::Failed(failure) => return self.server.accept_failed(failure, now),
         };
-        let Ok(handle) = self.server.accept(peer, now) else { return };
+        let Ok(handle) = self.server.accept(peer, now, protocol) else { return };
         if self.sockets.len() <= handle.index() {
             self.sockets.resize_with(handle.index() + 1, || None);
         }
@@ -446,11 +469,13 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
             return Ok(());
         }
         self.stopping = true;
-        match self.accepting {
-            // The listener closes once the last completion for it has come.
-            Accepting::Armed => self.cancel(Token::loop_op(Op::Accept))?,
-            Accepting::Polling => self.cancel(Token::loop_op(Op::Listen))?,
-            Accepting::Idle => self.listener = None,
+        for i in 0..self.ports.len() {
+            match self.ports[i].accepting {
+                // The listener closes once the last completion for it has come.
+                Accepting::Armed => self.cancel(Token::listener_op(Op::Accept, i))?,
+                Accepting::Polling => self.cancel(Token::listener_op(Op::Listen, i))?,
+                Accepting::Idle => self.ports[i].listener = None,
+            }
         }
         let sockets = &self.sockets;
         let waiting = |handle: Handle| {

@@ -67,6 +67,11 @@ impl Token {
         Token { op, handle: Handle::from_bits(0) }
     }
 
+    /// An operation on listener `i` (its index where a connection's handle goes).
+    pub(super) fn listener_op(op: Op, i: usize) -> Token {
+        Token { op, handle: Handle::from_bits(i as u64) }
+    }
+
     pub(super) fn encode(self) -> u64 {
         (u64::from(self.op as u8) << 56) | self.handle.to_bits()
     }
