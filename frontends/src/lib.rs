@@ -67,7 +67,7 @@ pub fn serve_in(
             let shared = loops.shared(0, config.max_client_memory);
             let store = config.sharded_store(std::thread::available_parallelism().map_or(1, |n| n.get()));
             let (counters, fill) = (shared.counters, loops.fill());
-            let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops };
+            let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops, journal: None };
             threaded::serve(listeners, run, || Observed::new(&store, counters, fill))?;
             app::lines::store_line(config, store.len(), store.evictions());
             Ok(loops.totals())
@@ -115,7 +115,7 @@ fn serve_one<D: Driver>(
     loops: &Loops,
 ) -> io::Result<Stats> {
     let shared = loops.shared(0, config.max_client_memory);
-    let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops };
+    let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops, journal: None };
     let mut store = config.store();
     D::serve_loop(listeners, run, Observed::new(&mut store, shared.counters, loops.fill()))?;
     app::lines::store_line(config, store.len(), store.evictions());
@@ -143,6 +143,52 @@ fn loops_of<D: Driver>(
     let store = config.sharded_store(listeners.len());
     let stats = loops::run(listeners, limits, memory, shutdown, loops, |listeners, run| {
         D::serve_loop(listeners, run, Observed::new(&store, run.shared.counters, loops.fill()))
+    })?;
+    app::lines::store_line(config, store.len(), store.evictions());
+    Ok(stats)
+}
+
+/// Serves under `--data-dir`: every flavor's loops over `store` (its
+/// state already loaded by [`Durability::open`](host::durability::Durability::open)),
+/// each loop logging its writes to its journal and holding each turn's
+/// answers until their records are durable; a rewrite thread meanwhile.
+/// At the stop every loop's log is written and synced, whatever `--fsync`.
+pub fn serve_durable(
+    flavor: Flavor,
+    listeners: Vec<Vec<Listener>>,
+    config: &Config,
+    shutdown: &Shutdown,
+    loops: &Loops,
+    store: &sharded::ShardedStore,
+    durability: &host::durability::Durability,
+) -> io::Result<Stats> {
+    let (limits, memory) = (config.limits(flavor), config.max_client_memory);
+    let stats = std::thread::scope(|scope| {
+        let rewrites = std::thread::Builder::new().name("kvio-rewrite".into()).spawn_scoped(scope, || {
+            durability.run_rewrites(store, |done| match done {
+                Ok((records, bytes)) => {
+                    tracing::info!("journal rewritten: a snapshot of {records} entries, {bytes} bytes")
+                }
+                Err(e) => tracing::warn!("journal rewrite failed: {e}"),
+            })
+        })?;
+        let served = loops::run(listeners, limits, memory, shutdown, loops, |listeners, run| {
+            let journal = host::durability::LoopJournal::new(durability, run.index, std::time::Instant::now());
+            let run = Loop { journal: Some(&journal), ..run };
+            let observed = Observed::new(journal.store(store), run.shared.counters, loops.fill());
+            let served = match flavor {
+                Flavor::Epoll => Epoll::serve_loop(listeners, run, observed),
+                other => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("--data-dir: flavor {other} does not persist yet (epoll does)"),
+                )),
+            };
+            journal.finish(std::time::Instant::now());
+            served
+        });
+        durability.stop();
+        let _ = rewrites.join();
+        served
     })?;
     app::lines::store_line(config, store.len(), store.evictions());
     Ok(stats)

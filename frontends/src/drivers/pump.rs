@@ -91,6 +91,26 @@ pub fn pump<H: Handlers>(
     }
 }
 
+/// Sends what `handle` may send now on non-blocking `fd` (answers the
+/// journal just made durable), until it is sent or the socket is full.
+pub fn pump_write<H: Handlers>(fd: BorrowedFd<'_>, server: &mut Server<'_, H>, handle: Handle, now: Instant) {
+    while let Some(wants) = server.wants(handle) {
+        shut_write_if_asked(fd, wants.shut_write);
+        if !wants.write {
+            return;
+        }
+        match net::send(fd, server.transmit(handle)) {
+            Ok(0) => return,
+            Ok(n) => server.advance(handle, n, now),
+            Err(e) if net::would_block(&e) => return,
+            Err(e) => {
+                server.socket_error(handle, e);
+                return;
+            }
+        }
+    }
+}
+
 /// Shuts `fd`'s writing side if the session asked (a lingering close begins).
 pub fn shut_write_if_asked(fd: BorrowedFd<'_>, asked: bool) {
     if asked {

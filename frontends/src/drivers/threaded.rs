@@ -467,7 +467,7 @@ mod test {
 
         fn run(&self) -> Loop<'_> {
             let shared = Shared { places: &self.places, memory: &self.memory, counters: &self.counters };
-            Loop { index: 0, limits: self.limits, shutdown: &self.shutdown, shared, loops: &self.loops }
+            Loop { index: 0, limits: self.limits, shutdown: &self.shutdown, shared, loops: &self.loops, journal: None }
         }
 
         /// Admits `fd`, answered by `handler`, and serves it on this thread.

@@ -25,6 +25,7 @@ use std::io;
 use std::sync::OnceLock;
 use std::thread;
 
+use crate::host::durability::LoopJournal;
 use crate::host::facts::Description;
 use crate::host::net::Listener;
 use crate::host::observed::{Filled, StoreFill};
@@ -48,6 +49,11 @@ pub struct Loop<'a> {
     pub shared: Shared<'a>,
     /// Every loop's state: what `INFO` and `stats` tell.
     pub loops: &'a Loops,
+    /// Under `--data-dir`: this loop's journal. The driver holds the
+    /// answers of each turn ([`Server::hold_answers`](crate::sansio::server::Server::hold_answers)),
+    /// ends every turn with [`LoopJournal::end_turn`] and releases what it
+    /// made durable, and wakes for [`LoopJournal::poll_timeout`].
+    pub journal: Option<&'a LoopJournal<'a>>,
 }
 
 /// The state of N loops that outlives them: built before the server
@@ -179,12 +185,14 @@ where
         let mut first_error = None;
         let mut running = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let run = Loop { index, limits, shutdown, shared: loops.shared(index, max_client_memory), loops };
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
             let spawned = thread::Builder::new().name(format!("kvio-loop-{index}")).spawn_scoped(scope, move || {
                 if let Some(cpu) = cpu {
                     pin_current_thread(cpu)?;
                 }
+                // Made on the loop's thread: a journal the caller adds stays there.
+                let shared = loops.shared(index, max_client_memory);
+                let run = Loop { index, limits, shutdown, shared, loops, journal: None };
                 serve_one(listener, run)
             });
             match spawned {
