@@ -517,6 +517,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
             None => None,
         };
         stats::announce(&stats::startup_line(args.flavor, addr, &config, threads)).map_err(|e| e.to_string())?;
+        if let Some((_, _, loaded)) = &durable {
+            stats::announce(loaded).map_err(|e| e.to_string())?;
+        }
         if let Some(at) = metrics_addr {
             stats::announce(&format!("kvio serve: metrics=http://{at}{}", metrics::PATH)).map_err(|e| e.to_string())?;
         }
@@ -524,7 +527,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             stats::announce(line).map_err(|e| e.to_string())?;
         }
         tracing::info!("serving: flavor={} addr={addr} threads={threads}", args.flavor);
-        let served = if let Some((store, durability)) = &durable {
+        let served = if let Some((store, durability, _)) = &durable {
             crate::serve_durable(args.flavor, listeners, &config, &shutdown, &loops, store, durability)
         } else if threads == 1 && !args.pin {
             crate::serve_in(args.flavor, listeners.remove(0), &config, &shutdown, &loops)
@@ -547,15 +550,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
 }
 
-/// `--data-dir`: the store, with the directory's state loaded into it, and
-/// the journal ready for `threads` loops. Says what it loaded on stdout
-/// and each cut or repair on the log.
+/// `--data-dir`: the store, with the directory's state loaded into it, the
+/// journal ready for `threads` loops, and the line that says what was
+/// loaded (stdout, after the start-up line); each cut or repair is logged.
 fn open_data_dir(
     dir: &std::path::Path,
     args: &ServeArgs,
     config: &Config,
     threads: usize,
-) -> Result<(crate::sharded::ShardedStore, crate::host::durability::Durability), String> {
+) -> Result<(crate::sharded::ShardedStore, crate::host::durability::Durability, String), String> {
     let loops = if args.flavor == Flavor::Threaded { 1 } else { threads };
     let store = config.sharded_store(threads.max(1));
     let now_ms = crate::config::store_clock().millis(std::time::Instant::now());
@@ -572,7 +575,7 @@ fn open_data_dir(
     for (file, offset, aside) in &report.repaired {
         tracing::warn!("{}: damaged at offset {offset}; the rest is in {}", file.display(), aside.display());
     }
-    stats::announce(&format!(
+    let loaded = format!(
         "kvio serve: data-dir={} fsync={} loaded {} entries ({} records, {} files, {} bytes) in {} ms{}",
         dir.display(),
         durability.fsync(),
@@ -586,9 +589,8 @@ fn open_data_dir(
         } else {
             String::new()
         },
-    ))
-    .map_err(|e| e.to_string())?;
-    Ok((store, durability))
+    );
+    Ok((store, durability, loaded))
 }
 
 /// `localhost:7878 (127.0.0.1:7878)`, or the address alone when it was given as one.
