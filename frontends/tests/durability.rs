@@ -9,6 +9,7 @@
 //! Every client call has a timeout; servers are only killed by their own
 //! child handle.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -185,17 +186,20 @@ fn crash_and_restart(flavor: Flavor, fsync: &str, kills: usize, grace: Duration)
     assert!(started.elapsed() < Duration::from_secs(45), "took {:?}", started.elapsed());
 }
 
-#[test]
-fn always_loses_nothing_acknowledged_through_20_sigkills_epoll_threads_2() {
-    crash_and_restart(Flavor::EpollLoops, "always", 20, Duration::ZERO);
+fn always_loses_nothing_acknowledged_through_20_sigkills(flavor: Flavor) {
+    crash_and_restart(flavor, "always", 20, Duration::ZERO);
 }
 
-#[test]
-fn everysec_loses_at_most_the_last_2_s_epoll_threads_2() {
-    crash_and_restart(Flavor::EpollLoops, "everysec", 5, Duration::from_secs(2));
+fn everysec_loses_at_most_the_last_2_s(flavor: Flavor) {
+    crash_and_restart(flavor, "everysec", 5, Duration::from_secs(2));
 }
 
-#[test]
-fn no_loses_nothing_at_a_graceful_stop_epoll() {
-    crash_and_restart(Flavor::Epoll, "no", 1, Duration::from_secs(3600));
+fn no_loses_nothing_at_a_graceful_stop(flavor: Flavor) {
+    crash_and_restart(flavor, "no", 1, Duration::from_secs(3600));
 }
+
+per_flavor!([epoll_threads_2: EpollLoops] [
+    always_loses_nothing_acknowledged_through_20_sigkills,
+    everysec_loses_at_most_the_last_2_s,
+    no_loses_nothing_at_a_graceful_stop,
+]);
