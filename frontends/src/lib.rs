@@ -178,9 +178,10 @@ pub fn serve_durable(
             let observed = Observed::new(journal.store(store), run.shared.counters, loops.fill());
             let served = match flavor {
                 Flavor::Epoll => Epoll::serve_loop(listeners, run, observed),
+                Flavor::Uring => Uring::serve_loop(listeners, run, observed),
                 other => Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("--data-dir: flavor {other} does not persist yet (epoll does)"),
+                    format!("--data-dir: flavor {other} does not persist yet (epoll and uring do)"),
                 )),
             };
             journal.finish(std::time::Instant::now());
