@@ -179,9 +179,10 @@ pub fn serve_durable(
             let served = match flavor {
                 Flavor::Epoll => Epoll::serve_loop(listeners, run, observed),
                 Flavor::Uring => Uring::serve_loop(listeners, run, observed),
+                Flavor::BusyPoll => BusyPoll::serve_loop(listeners, run, observed),
                 other => Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("--data-dir: flavor {other} does not persist yet (epoll and uring do)"),
+                    format!("--data-dir: flavor {other} does not persist yet (epoll, uring and busy-poll do)"),
                 )),
             };
             journal.finish(std::time::Instant::now());
