@@ -180,9 +180,12 @@ pub fn serve_durable(
                 Flavor::Epoll => Epoll::serve_loop(listeners, run, observed),
                 Flavor::Uring => Uring::serve_loop(listeners, run, observed),
                 Flavor::BusyPoll => BusyPoll::serve_loop(listeners, run, observed),
+                Flavor::Blocking => Blocking::serve_loop(listeners, run, observed),
                 other => Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("--data-dir: flavor {other} does not persist yet (epoll, uring and busy-poll do)"),
+                    format!(
+                        "--data-dir: flavor {other} does not persist yet (epoll, uring, busy-poll and blocking do)"
+                    ),
                 )),
             };
             journal.finish(std::time::Instant::now());

@@ -201,7 +201,7 @@ fn no_loses_nothing_at_a_graceful_stop(flavor: Flavor) {
     crash_and_restart(flavor, "no", 1, Duration::from_secs(3600));
 }
 
-per_flavor!([epoll_threads_2: EpollLoops, uring_threads_2: UringLoops, busy_poll: BusyPoll] [
+per_flavor!([epoll_threads_2: EpollLoops, uring_threads_2: UringLoops, busy_poll: BusyPoll, blocking: Blocking] [
     always_loses_nothing_acknowledged_through_20_sigkills,
     everysec_loses_at_most_the_last_2_s,
     no_loses_nothing_at_a_graceful_stop,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use rustix::net::RecvFlags;
 
+use crate::host::durability::LoopJournal;
 use crate::host::net::{self, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::server::{Handle, Server};
@@ -182,6 +183,7 @@ pub fn serve_blocking<H: Handlers>(
     read: &mut [u8],
     shutdown: &Shutdown,
     wake: Option<&dyn Wake>,
+    journal: Option<&LoopJournal<'_>>,
 ) {
     let mut timeouts = Timeouts::default();
     // Bytes at the start of `read` taken from the socket, not yet handed
@@ -194,6 +196,16 @@ pub fn serve_blocking<H: Handlers>(
         }
         server.handle_asked();
         server.handle_timeout(now);
+        if let Some(journal) = journal {
+            // What the last read made the store write: one write (and sync,
+            // as due) before its answers are sent.
+            let turn = server.end_turn();
+            let ended = journal.end_turn(now);
+            if ended.durable >= ended.ended {
+                server.durable(turn);
+            }
+            while server.take_released().is_some() {}
+        }
         while let Some(io) = server.poll_io() {
             if io.close {
                 return;
@@ -204,7 +216,11 @@ pub fn serve_blocking<H: Handlers>(
             unread = 0;
             continue;
         }
-        let until = server.poll_timeout().map(|at| at.saturating_duration_since(now));
+        let wake_at = match (server.poll_timeout(), journal.and_then(LoopJournal::poll_timeout)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let until = wake_at.map(|at| at.saturating_duration_since(now));
         let tick = until.map_or(TICK, |until| until.min(TICK));
         let result = if server.wants_write(handle) {
             timeouts

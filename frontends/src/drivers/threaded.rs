@@ -403,7 +403,7 @@ fn connection<H: Handlers>(admitted: Admitted<'_, H>, registry: &Registry, shutd
     let wake = Woken { registry, entry: &entry };
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
-        driver::serve_blocking(entry.fd.as_fd(), &mut server, handle, &mut read, shutdown, Some(&wake));
+        driver::serve_blocking(entry.fd.as_fd(), &mut server, handle, &mut read, shutdown, Some(&wake), None);
     }));
     if served.is_err() {
         server.abandon(|| End::Panic);
