@@ -59,7 +59,7 @@ fn main() {
         // Two loops' logs, every key written twice (the second value wins).
         for (index, round) in [(0u32, 0u8), (1, 1)] {
             let mut file = dir.create_log(1, index).unwrap();
-            let log = std::cell::RefCell::new(LogWriter::new(Fsync::No, 16, Instant::now()));
+            let log = std::sync::Mutex::new(LogWriter::new(Fsync::No, 16, Instant::now()));
             let mut s = Journaled::new(&source, &log);
             for i in 0..KEYS {
                 s.put(key(i).as_bytes(), &[b'a' + round; 16]).unwrap();

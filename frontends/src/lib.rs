@@ -68,7 +68,7 @@ pub fn serve_in(
             let store = config.sharded_store(std::thread::available_parallelism().map_or(1, |n| n.get()));
             let (counters, fill) = (shared.counters, loops.fill());
             let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops, journal: None };
-            threaded::serve(listeners, run, || Observed::new(&store, counters, fill))?;
+            threaded::serve(listeners, run, &[], |_| Observed::new(&store, counters, fill))?;
             app::lines::store_line(config, store.len(), store.evictions());
             Ok(loops.totals())
         }
@@ -163,6 +163,9 @@ pub fn serve_durable(
     durability: &host::durability::Durability,
 ) -> io::Result<Stats> {
     let (limits, memory) = (config.limits(flavor), config.max_client_memory);
+    if flavor == Flavor::Threaded {
+        return serve_durable_threaded(listeners, config, shutdown, loops, store, durability);
+    }
     let stats = std::thread::scope(|scope| {
         let rewrites = std::thread::Builder::new().name("kvio-rewrite".into()).spawn_scoped(scope, || {
             durability.run_rewrites(store, |done| match done {
@@ -197,6 +200,47 @@ pub fn serve_durable(
     })?;
     app::lines::store_line(config, store.len(), store.evictions());
     Ok(stats)
+}
+
+/// [`serve_durable`] for the threaded flavor: the connection threads
+/// share the journals (one per CPU, as the store's loops).
+fn serve_durable_threaded(
+    listeners: Vec<Vec<Listener>>,
+    config: &Config,
+    shutdown: &Shutdown,
+    loops: &Loops,
+    store: &sharded::ShardedStore,
+    durability: &host::durability::Durability,
+) -> io::Result<Stats> {
+    let listeners = listeners.into_iter().flatten().collect();
+    let now = std::time::Instant::now();
+    let journals: Vec<_> =
+        (0..durability.loops()).map(|i| host::durability::LoopJournal::new(durability, i, now)).collect();
+    let shared = loops.shared(0, config.max_client_memory);
+    let (counters, fill) = (shared.counters, loops.fill());
+    let run = Loop { index: 0, limits: config.limits(Flavor::Threaded), shutdown, shared, loops, journal: None };
+    let served = std::thread::scope(|scope| {
+        let rewrites = std::thread::Builder::new().name("kvio-rewrite".into()).spawn_scoped(scope, || {
+            durability.run_rewrites(store, |done| {
+                if let Err(e) = done {
+                    tracing::warn!("journal rewrite failed: {e}");
+                }
+            })
+        })?;
+        let served = threaded::serve(listeners, run, &journals, |journal| {
+            let journal = journal.expect("a journal for each connection");
+            Observed::new(journal.store(store), counters, fill)
+        });
+        durability.stop();
+        let _ = rewrites.join();
+        served
+    });
+    for journal in &journals {
+        journal.finish(std::time::Instant::now());
+    }
+    served?;
+    app::lines::store_line(config, store.len(), store.evictions());
+    Ok(loops.totals())
 }
 
 #[cfg(test)]

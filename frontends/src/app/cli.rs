@@ -559,8 +559,10 @@ fn open_data_dir(
     config: &Config,
     threads: usize,
 ) -> Result<(crate::sharded::ShardedStore, crate::host::durability::Durability, String), String> {
-    let loops = if args.flavor == Flavor::Threaded { 1 } else { threads };
-    let store = config.sharded_store(threads.max(1));
+    // The threaded flavor's connection threads share a journal per CPU, as its store has shards per CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let loops = if args.flavor == Flavor::Threaded { cpus } else { threads.max(1) };
+    let store = config.sharded_store(loops);
     let now_ms = crate::config::store_clock().millis(std::time::Instant::now());
     let (durability, started) =
         crate::host::durability::Durability::open(dir, args.fsync.into(), args.repair, &store, loops, now_ms)

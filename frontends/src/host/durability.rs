@@ -21,7 +21,6 @@
 //! What it does not own: what is recorded ([`crate::host::journaled`]),
 //! the naming rule ([`crate::host::data_dir`]), recovery.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
@@ -30,7 +29,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::host::data_dir::{DataDir, DataDirError, Report};
-use crate::host::journaled::{self, Journaled};
+use crate::host::journaled::{self, Journaled, lock};
 use crate::host::sharded::ShardedStore;
 use crate::sansio::log_writer::{Fsync, LogWriter};
 use crate::sansio::recovery::Loaded;
@@ -149,6 +148,11 @@ impl Durability {
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Option<LoopFile>> {
         self.loops[index].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many loops' logs it keeps.
+    pub fn loops(&self) -> usize {
+        self.loops.len()
     }
 
     /// The policy.
@@ -282,8 +286,8 @@ impl Durability {
     }
 }
 
-/// What one loop keeps of the journal: its writer, shared on the loop's
-/// thread between its store ([`LoopJournal::store`]) and its driver, which
+/// What one loop keeps of the journal: its writer, shared between its
+/// store ([`LoopJournal::store`]) and its driver, which
 /// calls [`end_turn`](Self::end_turn) between turns,
 /// [`poll_timeout`](Self::poll_timeout) before it sleeps and
 /// [`finish`](Self::finish) at the stop.
@@ -291,7 +295,7 @@ impl Durability {
 pub struct LoopJournal<'a> {
     durability: &'a Durability,
     index: usize,
-    log: RefCell<LogWriter>,
+    log: Mutex<LogWriter>,
 }
 
 /// What a turn's end did: the epoch that ended, and the newest epoch
@@ -307,7 +311,7 @@ pub struct TurnEnd {
 impl<'a> LoopJournal<'a> {
     /// Loop `index`'s journal, its file as [`Durability::open`] made it.
     pub fn new(durability: &'a Durability, index: usize, now: Instant) -> LoopJournal<'a> {
-        LoopJournal { durability, index, log: RefCell::new(durability.writer(index, now)) }
+        LoopJournal { durability, index, log: Mutex::new(durability.writer(index, now)) }
     }
 
     /// `store`, with this loop's writes logged.
@@ -318,7 +322,7 @@ impl<'a> LoopJournal<'a> {
     /// Ends the turn: its records written in one `write`, synced if a sync
     /// is due (one `fdatasync` for the whole turn).
     pub fn end_turn(&self, now: Instant) -> TurnEnd {
-        let mut log = self.log.borrow_mut();
+        let mut log = lock(&self.log);
         let ended = log.end_turn();
         self.durability.flush(self.index, &mut log, now, false);
         TurnEnd { ended, durable: log.durable() }
@@ -327,20 +331,20 @@ impl<'a> LoopJournal<'a> {
     /// When the writer needs the loop next if nothing else wakes it (an
     /// `everysec` sync, a retry after an error).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.log.borrow().poll_timeout()
+        lock(&self.log).poll_timeout()
     }
 
     /// At the stop: everything written and synced, whatever the policy (a
     /// graceful stop loses nothing in any mode).
     pub fn finish(&self, now: Instant) {
-        let mut log = self.log.borrow_mut();
+        let mut log = lock(&self.log);
         log.end_turn();
         self.durability.flush(self.index, &mut log, now, true);
     }
 
     /// The writer (tests; the metrics read [`Durability::figures`]).
-    pub fn log(&self) -> std::cell::Ref<'_, LogWriter> {
-        self.log.borrow()
+    pub fn log(&self) -> MutexGuard<'_, LogWriter> {
+        lock(&self.log)
     }
 }
 
@@ -449,7 +453,7 @@ mod test {
             .as_mut()
             .map(|f| std::mem::replace(&mut f.file, File::options().write(true).open("/dev/full").unwrap()));
         let t0 = Instant::now();
-        let log = RefCell::new(durability.writer(0, t0));
+        let log = Mutex::new(durability.writer(0, t0));
         let mut j = Journaled::new(&s, &log);
         j.put(b"a", b"1").unwrap();
         j.log().end_turn();
@@ -459,14 +463,20 @@ mod test {
         assert_eq!((figures.write_errors.load(Ordering::Relaxed), figures.failing.load(Ordering::Relaxed)), (1, 1));
         assert_eq!(j.put(b"b", b"2"), Err(kvio_core::StoreError::NotPersisted));
         assert!(j.delete(b"a"), "a delete goes on; its answer waits");
-        assert!(log.borrow().durable() < log.borrow().turn());
+        assert!({
+            let l = lock(&log);
+            l.durable() < l.turn()
+        });
         // The disk has room again: the retry, a second later, writes both records.
         durability.lock(0).as_mut().unwrap().file = good.unwrap();
         durability.flush(0, &mut j.log(), t0 + Duration::from_millis(10), false);
         assert!(j.log().failing().is_some(), "no retry before its second");
         let t1 = t0 + Duration::from_secs(1);
         durability.flush(0, &mut j.log(), t1, false);
-        assert!(log.borrow().failing().is_none() && !log.borrow().has_buffered());
+        assert!({
+            let l = lock(&log);
+            l.failing().is_none() && !l.has_buffered()
+        });
         assert_eq!(figures.failing.load(Ordering::Relaxed), 0);
         j.put(b"b", b"2").unwrap();
         j.log().end_turn();

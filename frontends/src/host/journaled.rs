@@ -20,7 +20,7 @@
 //! What it does not own: the files (the driver writes [`LogWriter`]'s
 //! bytes to its log; [`crate::host::data_dir`] names them), when to sync.
 
-use std::cell::{RefCell, RefMut};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use kvio_core::journal::{Op, Record};
@@ -33,24 +33,25 @@ use crate::sansio::log_writer::LogWriter;
 
 /// A sharded store whose writes go to `log`. See the [module docs](self).
 ///
-/// The writer is shared on the loop's thread (a `RefCell`, borrowed for
-/// one operation at a time): the store appends to it, the driver writes
-/// and syncs its bytes between turns ([`crate::host::durability::LoopJournal`]).
+/// The writer is shared (a `Mutex`, locked for one operation at a time,
+/// uncontended in a loop): the store appends to it, the driver writes and
+/// syncs its bytes between turns ([`crate::host::durability::LoopJournal`]);
+/// the threaded flavor's connection threads share a few of them.
 #[derive(Debug)]
 pub struct Journaled<'a> {
     store: &'a ShardedStore,
-    log: &'a RefCell<LogWriter>,
+    log: &'a Mutex<LogWriter>,
 }
 
 impl<'a> Journaled<'a> {
     /// `store`, logging to `log`.
-    pub fn new(store: &'a ShardedStore, log: &'a RefCell<LogWriter>) -> Self {
+    pub fn new(store: &'a ShardedStore, log: &'a Mutex<LogWriter>) -> Self {
         Journaled { store, log }
     }
 
-    /// The loop's writer, borrowed.
-    pub fn log(&self) -> RefMut<'a, LogWriter> {
-        self.log.borrow_mut()
+    /// The loop's writer, locked.
+    pub fn log(&self) -> MutexGuard<'a, LogWriter> {
+        lock(self.log)
     }
 
     /// The store.
@@ -59,11 +60,16 @@ impl<'a> Journaled<'a> {
     }
 
     fn refuse_if_failing(&self) -> Result<(), StoreError> {
-        match self.log.borrow().failing() {
+        match lock(self.log).failing() {
             Some(_) => Err(StoreError::NotPersisted),
             None => Ok(()),
         }
     }
+}
+
+/// `log`, locked (a panic elsewhere leaves it usable: each append is whole).
+pub fn lock(log: &Mutex<LogWriter>) -> MutexGuard<'_, LogWriter> {
+    log.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The record for a write of `key` that left `entry` (None: gone).
@@ -87,7 +93,7 @@ impl KeyValueStore for Journaled<'_> {
             key,
             |s| s.put(key, value),
             Result::is_ok,
-            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
+            |seq, e| append(&mut lock(log), seq, key, e, false),
         )
     }
 
@@ -122,7 +128,7 @@ impl KeyValueStore for Journaled<'_> {
             key,
             |s| s.put_with(key, value, opts, now, old),
             |(_, r)| r.is_ok(),
-            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
+            |seq, e| append(&mut lock(log), seq, key, e, false),
         )
     }
 
@@ -132,7 +138,7 @@ impl KeyValueStore for Journaled<'_> {
             key,
             |s| s.delete_at(key, now),
             |found| *found,
-            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
+            |seq, e| append(&mut lock(log), seq, key, e, false),
         )
     }
 
@@ -142,7 +148,7 @@ impl KeyValueStore for Journaled<'_> {
             key,
             |s| s.touch(key, expiry, now),
             Option::is_some,
-            |seq, e| append(&mut log.borrow_mut(), seq, key, e, true),
+            |seq, e| append(&mut lock(log), seq, key, e, true),
         )
     }
 
@@ -153,7 +159,7 @@ impl KeyValueStore for Journaled<'_> {
             key,
             |s| s.concat(key, bytes, front, now),
             Result::is_ok,
-            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
+            |seq, e| append(&mut lock(log), seq, key, e, false),
         )
     }
 
@@ -164,7 +170,7 @@ impl KeyValueStore for Journaled<'_> {
             key,
             |s| s.incr(key, delta, down, now),
             Result::is_ok,
-            |seq, e| append(&mut log.borrow_mut(), seq, key, e, false),
+            |seq, e| append(&mut lock(log), seq, key, e, false),
         )
     }
 
@@ -291,7 +297,7 @@ mod test {
         let dir = DataDir::open(&tmp.0).unwrap();
         let mut file = dir.create_log(1, 0).unwrap();
         let store = ShardedStore::with_shards(limits(), 4);
-        let log = RefCell::new(LogWriter::new(Fsync::Always, 16, Instant::now()));
+        let log = Mutex::new(LogWriter::new(Fsync::Always, 16, Instant::now()));
         let mut s = Journaled::new(&store, &log);
         let now = 1_000;
         s.put(b"a", b"1").unwrap();
@@ -336,7 +342,7 @@ mod test {
         let dir = DataDir::open(&tmp.0).unwrap();
         let store = ShardedStore::with_shards(limits(), 8);
         let mut old_log = dir.create_log(1, 0).unwrap();
-        let log = RefCell::new(LogWriter::new(Fsync::No, 16, Instant::now()));
+        let log = Mutex::new(LogWriter::new(Fsync::No, 16, Instant::now()));
         let mut s = Journaled::new(&store, &log);
         for i in 0..2000u32 {
             s.put(format!("k{i}").as_bytes(), &i.to_le_bytes()).unwrap();
