@@ -496,6 +496,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
             None => None,
         };
         let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose().map_err(|e| e.to_string())?;
+        // Before the start-up line: the data is loaded (or the start refused)
+        // before anyone is told the server listens.
+        let durable = match &args.data_dir {
+            Some(dir) => Some(open_data_dir(dir, args, &config, threads)?),
+            None => None,
+        };
         let shutdown = Shutdown::new().map_err(|e| e.to_string())?;
         // Before the start-up line: whoever reads it may signal at once.
         shutdown.on_signals().map_err(|e| e.to_string())?;
@@ -507,15 +513,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
             when_full: config.when_full,
             ..Description::now(args.flavor.as_str())
         });
+        if let Some((_, durability, _)) = &durable {
+            loops.set_journal(durability.shared_figures());
+        }
         let source = metrics::Source { loops: loops.clone(), config, flavor: args.flavor };
         metrics::spawn(metrics_listener, source, shutdown.clone())
             .map_err(|e| format!("cannot start a thread: {e}"))?;
-        // Before the start-up line: the data is loaded (or the start refused)
-        // before anyone is told the server listens.
-        let durable = match &args.data_dir {
-            Some(dir) => Some(open_data_dir(dir, args, &config, threads)?),
-            None => None,
-        };
         stats::announce(&stats::startup_line(args.flavor, addr, &config, threads)).map_err(|e| e.to_string())?;
         if let Some((_, _, loaded)) = &durable {
             stats::announce(loaded).map_err(|e| e.to_string())?;

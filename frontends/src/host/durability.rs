@@ -25,7 +25,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::host::data_dir::{DataDir, DataDirError, Report};
@@ -79,7 +79,8 @@ pub struct Durability {
     /// The base snapshot's generation and size.
     base: Mutex<(u64, u64)>,
     loops: Box<[Mutex<Option<LoopFile>>]>,
-    figures: JournalFigures,
+    /// Shared with the metrics ([`crate::host::loops::Loops::set_journal`]).
+    figures: Arc<JournalFigures>,
     stop: (Mutex<bool>, Condvar),
 }
 
@@ -133,7 +134,7 @@ impl Durability {
             generation: AtomicU64::new(generation),
             base: Mutex::new(base),
             loops: (0..loops.max(1)).map(|_| Mutex::new(None)).collect(),
-            figures: JournalFigures::default(),
+            figures: Arc::default(),
             stop: (Mutex::new(false), Condvar::new()),
             dir,
         };
@@ -168,6 +169,11 @@ impl Durability {
     /// The figures.
     pub fn figures(&self) -> &JournalFigures {
         &self.figures
+    }
+
+    /// The figures, for a reader that outlives this borrow (the metrics).
+    pub fn shared_figures(&self) -> Arc<JournalFigures> {
+        Arc::clone(&self.figures)
     }
 
     /// A writer for loop `index`'s log, as its file stands.

@@ -22,10 +22,10 @@
 //! `--pin` puts loop i on the i-th CPU the process may run on.
 
 use std::io;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 
-use crate::host::durability::LoopJournal;
+use crate::host::durability::{JournalFigures, LoopJournal};
 use crate::host::facts::Description;
 use crate::host::net::Listener;
 use crate::host::observed::{Filled, StoreFill};
@@ -66,6 +66,8 @@ pub struct Loops {
     /// Made by [`run`] (or [`Loops::shared`]) from the server's cap.
     memory: OnceLock<ClientMemory>,
     fill: StoreFill,
+    /// Under `--data-dir`: the journal's figures.
+    journal: OnceLock<Arc<JournalFigures>>,
     pin: bool,
     /// What the server was started with (for `INFO` and `stats`).
     description: OnceLock<Description>,
@@ -81,6 +83,7 @@ impl Loops {
             places: Places::default(),
             memory: OnceLock::new(),
             fill: StoreFill::default(),
+            journal: OnceLock::new(),
             pin,
             description: OnceLock::new(),
             started: Description::now("kvio"),
@@ -102,6 +105,16 @@ impl Loops {
     pub fn shared(&self, i: usize, max_client_memory: usize) -> Shared<'_> {
         let memory = self.memory.get_or_init(|| ClientMemory::new(max_client_memory));
         Shared { places: &self.places, memory, counters: &self.counters[i] }
+    }
+
+    /// Under `--data-dir`: the journal's figures (log size, syncs, rewrites, errors).
+    pub fn journal(&self) -> Option<&JournalFigures> {
+        self.journal.get().map(|j| &**j)
+    }
+
+    /// Under `--data-dir`: the journal whose figures `/metrics` shows.
+    pub fn set_journal(&self, figures: Arc<JournalFigures>) {
+        let _ = self.journal.set(figures);
     }
 
     /// The store's figures, kept by whoever wraps the store in
