@@ -8,6 +8,8 @@
 //!   responses predicted by prost and a model store, with arbitrary reads and drains.
 //! - [`resp`], [`memcache`]: the RESP2 and memcached push parsers against
 //!   whole-stream models, under arbitrary splits and payload buffers.
+//! - [`differential`]: one operation sequence over kvio frames, RESP and
+//!   memcached, which must agree on every answer and leave the same stores.
 //! - [`store`]: put/get sequences against a `BTreeMap` with the same limits.
 //! - [`roundtrip`]: any `KeyValueMessage` framed and parsed back.
 //! - [`journal`]: the journal's record decoder on any bytes, and recovery
@@ -24,6 +26,7 @@
 
 pub mod connection;
 pub mod decode;
+pub mod differential;
 pub mod frames;
 pub mod input;
 pub mod journal;
