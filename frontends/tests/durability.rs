@@ -22,7 +22,10 @@ use kvio_client::Client;
 
 const WRITERS: usize = 4;
 const KEYS_PER_WRITER: usize = 8;
+/// A writer's calls: one that times out just ends that writer's cycle.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// The checks' calls: generous, for a loaded 2-core CI machine.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Every write to one key, in order, and which were acknowledged when.
 #[derive(Debug, Default, Clone)]
@@ -103,7 +106,7 @@ fn write_until_gone(addr: std::net::SocketAddr, writer: usize, cycle: usize, his
 /// latest acknowledged write by `by`), or absent where that is allowed;
 /// then the history is rebased on what is there.
 fn check_and_rebase(server: &Server, histories: &Histories, by: Instant, epoch: Instant, what: &str) {
-    let mut client = Client::connect(server.addr(), TIMEOUT).unwrap();
+    let mut client = Client::connect(server.addr(), CHECK_TIMEOUT).unwrap();
     let mut h = histories.lock().unwrap();
     for (key, history) in h.iter_mut() {
         let got = client.get(key).unwrap();
@@ -186,7 +189,8 @@ fn crash_and_restart(flavor: Flavor, fsync: &str, kills: usize, grace: Duration)
     }
     let server = start(flavor, &dir.0, fsync);
     check_and_rebase(&server, &histories, stopped, started, &format!("{fsync}: after a graceful stop"));
-    assert!(started.elapsed() < Duration::from_secs(45), "took {:?}", started.elapsed());
+    // A guard against a hang, not a speed test (about 40 s for the file here, every test at once).
+    assert!(started.elapsed() < Duration::from_secs(300), "took {:?}", started.elapsed());
 }
 
 fn always_loses_nothing_acknowledged_through_20_sigkills(flavor: Flavor) {

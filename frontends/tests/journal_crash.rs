@@ -102,7 +102,7 @@ fn every_acknowledged_write_survives_sigkill() {
         rng ^= rng << 17;
         let kill_after = 50 + rng as usize % 3000;
         let (mut seen, mut killed) = (0, false);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(120);
         let mut line = String::new();
         // After the kill, what the pipe still holds is read too: those
         // writes and acknowledgements happened before it.
@@ -175,6 +175,7 @@ fn every_acknowledged_write_survives_sigkill() {
             h.acked = h.writes.len();
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+    // A guard against a hang, not a speed test (about 5 s here).
+    assert!(started.elapsed() < Duration::from_secs(600), "took {:?}", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }

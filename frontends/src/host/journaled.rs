@@ -333,6 +333,38 @@ mod test {
         assert!(s.log().has_buffered(), "the delete waits in the buffer");
     }
 
+    /// While the log fails, RESP and memcached answer a write with their
+    /// protocol's error saying it was not persisted, and reads go on.
+    #[test]
+    fn resp_and_memcached_say_not_persisted_while_the_log_fails() {
+        use kvio_core::{Connection, Handler, Parser};
+        fn answer<P: Parser, H: Handler<P>>(parser: P, handler: &mut H, input: &str) -> String {
+            let mut conn = Connection::with_parser(parser, 1 << 16);
+            let (mut buf, mut out) = (Vec::new(), Vec::new());
+            conn.receive(input.as_bytes(), 1_000, &mut buf, handler, &mut out);
+            String::from_utf8(out).unwrap()
+        }
+        let store = ShardedStore::with_shards(limits(), 2);
+        let log = Mutex::new(LogWriter::new(Fsync::Always, 16, Instant::now()));
+        Journaled::new(&store, &log).put(b"k", b"1").unwrap();
+        log.lock().unwrap().failed(&std::io::Error::from_raw_os_error(28), Instant::now());
+        let mut resp = kvio_core::resp::RespHandler::new(Journaled::new(&store, &log));
+        let said = answer(
+            kvio_core::resp::RequestParser::new(1024),
+            &mut resp,
+            "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n2\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+        );
+        assert_eq!(said, "-MISCONF not persisted: the server cannot write its journal (--data-dir)\r\n$1\r\n1\r\n");
+        let mut mc = kvio_core::memcache::McHandler::new(Journaled::new(&store, &log));
+        let said = answer(
+            kvio_core::memcache::RequestParser::new(1024),
+            &mut mc,
+            "set k 0 0 1\r\n2\r\nincr k 1\r\nms k 1\r\n3\r\nma k\r\nget k\r\n",
+        );
+        let refused = "SERVER_ERROR not persisted: the server cannot write its journal\r\n";
+        assert_eq!(said, format!("{refused}{refused}{refused}{refused}VALUE k 0 1\r\n1\r\nEND\r\n"));
+    }
+
     /// A snapshot written a slice at a time while writes go on (logged to
     /// generation 2's logs from before it starts) and those logs replay to
     /// the store's final state; older files go once it is committed.
