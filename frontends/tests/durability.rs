@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Flavor, Server};
+use common::{Flavor, Server, poll_until};
 use kvio_client::Client;
 
 const WRITERS: usize = 4;
@@ -205,6 +205,87 @@ fn everysec_loses_at_most_the_last_2_s(flavor: Flavor) {
 
 fn no_loses_nothing_at_a_graceful_stop(flavor: Flavor) {
     crash_and_restart(flavor, "no", 1, Duration::from_secs(3600));
+}
+
+/// `kvio serve --data-dir DIR ARGS` that must refuse to start: its stderr.
+fn refused_start(dir: &Path, args: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kvio"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A refusal exits at once; a server that starts instead is stopped, by its own handle.
+    let Some(status) = poll_until(Duration::from_secs(30), Duration::from_millis(10), || child.try_wait().unwrap())
+    else {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("kvio serve --data-dir {dir:?} {args:?} started instead of refusing");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    stderr
+}
+
+/// A second server on the same directory refuses to start; a byte flipped
+/// in the middle of a log refuses the start naming the file and the
+/// offset; `--repair` then starts with the good prefix and moves the rest
+/// aside.
+#[test]
+fn a_second_server_and_damage_refuse_the_start_and_repair_keeps_the_good_prefix() {
+    let dir = scratch("refusals");
+    const KEYS: usize = 40;
+    let mut server = start(Flavor::Epoll, &dir.0, "always");
+    let stderr = refused_start(&dir.0, &[]);
+    assert!(stderr.contains("is in use by another kvio"), "{stderr}");
+    let mut client = Client::connect(server.addr(), CHECK_TIMEOUT).unwrap();
+    for i in 0..KEYS {
+        client.put(&format!("k{i}"), &format!("value-{i}")).unwrap();
+    }
+    drop(client);
+    assert!(server.terminate().status.success());
+    drop(server);
+    // One loop, one connection: the log holds the puts in order.
+    let logs: Vec<PathBuf> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "kvl"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let mut bytes = std::fs::read(&logs[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&logs[0], &bytes).unwrap();
+    let stderr = refused_start(&dir.0, &[]);
+    let name = logs[0].to_str().unwrap();
+    assert!(stderr.contains(name) && stderr.contains("at offset ") && stderr.contains("--repair"), "{stderr}");
+    let offset: usize = stderr
+        .split("at offset ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(offset > 0 && offset <= middle, "offset {offset}, byte {middle} flipped: {stderr}");
+    let args = ["--data-dir", dir.0.to_str().unwrap(), "--repair"];
+    let server = Server::start(Flavor::Epoll, &args);
+    let loaded = server.next_stdout_line();
+    assert!(loaded.starts_with("kvio serve: data-dir="), "{loaded}");
+    let mut client = Client::connect(server.addr(), CHECK_TIMEOUT).unwrap();
+    let got: Vec<Option<String>> = (0..KEYS).map(|i| client.get(&format!("k{i}")).unwrap()).collect();
+    let kept = got.iter().take_while(|v| v.is_some()).count();
+    assert!(kept > 0 && kept < KEYS, "kept {kept} of {KEYS}: {got:?}");
+    for (i, v) in got.iter().enumerate() {
+        let want = (i < kept).then(|| format!("value-{i}"));
+        assert_eq!(*v, want, "k{i}: the good prefix, exactly");
+    }
+    let aside = logs[0].with_file_name(format!("{}.damaged-{offset}", logs[0].file_name().unwrap().to_str().unwrap()));
+    assert!(aside.exists(), "{aside:?} missing: {stderr}");
 }
 
 per_flavor!([epoll_threads_2: EpollLoops, uring_threads_2: UringLoops, busy_poll: BusyPoll, blocking: Blocking, threaded: Threaded] [
