@@ -289,6 +289,9 @@ struct Conn {
     /// The driver shut the socket's reading side itself while the session
     /// lingers: it is read again at this instant ([`LINGER_PACE`]).
     look_again: Option<Instant>,
+    /// Its answers wait until the journal's epoch reaches this turn
+    /// ([`Server::hold_answers`]); 0: nothing held.
+    held_until: u64,
 }
 
 impl Conn {
@@ -302,6 +305,20 @@ impl Conn {
 struct Slot {
     generation: u32,
     conn: Option<Conn>,
+}
+
+/// Answers held until the journal holds the records of their turn
+/// ([`Server::hold_answers`]): group commit's other half.
+#[derive(Debug, Default)]
+struct Hold {
+    /// The current turn (epoch).
+    turn: u64,
+    /// Every turn up to this one is durable: its answers may leave.
+    durable: u64,
+    /// Connections with answers held.
+    held: Vec<Handle>,
+    /// Connections whose answers were released, for the driver to send.
+    released: Vec<Handle>,
 }
 
 /// The connections of one loop, and every rule about them. See the [module docs](self).
@@ -328,6 +345,8 @@ pub struct Server<'a, H> {
     /// Other servers' connections the cap may take ([`Server::share_memory_with`]).
     elsewhere: Option<&'a dyn Elsewhere>,
     listening: Listening,
+    /// With a journal: answers wait for their turn's records.
+    hold: Option<Hold>,
 }
 
 /// Unpublished charges that are written to the shared total at once, not
@@ -357,7 +376,62 @@ impl<'a, H: Handlers> Server<'a, H> {
             unpublished: 0,
             elsewhere: None,
             listening: Listening::default(),
+            hold: None,
         }
+    }
+
+    /// Under `--data-dir`: from now on, the answers a turn produces wait
+    /// until the driver says the journal holds that turn's records
+    /// ([`Server::durable`]): written, and synced under `--fsync always`.
+    /// A turn is what the driver does between two [`Server::end_turn`]s.
+    /// An answer to a write therefore leaves only after its record, and a
+    /// read answered after a write on the same connection waits with it.
+    pub fn hold_answers(&mut self) {
+        self.hold = Some(Hold { turn: 1, ..Hold::default() });
+    }
+
+    /// Ends the turn: answers produced from now on belong to the next.
+    /// Returns the turn that ended (0 without [`Server::hold_answers`]).
+    pub fn end_turn(&mut self) -> u64 {
+        let Some(hold) = &mut self.hold else { return 0 };
+        hold.turn += 1;
+        hold.turn - 1
+    }
+
+    /// Every turn up to `turn` is durable: their answers may leave. The
+    /// connections released come out of [`Server::take_released`] (send
+    /// their bytes now) and [`Server::poll_io`].
+    pub fn durable(&mut self, turn: u64) {
+        let Some(hold) = &mut self.hold else { return };
+        hold.durable = hold.durable.max(turn);
+        let mut i = 0;
+        while i < hold.held.len() {
+            let handle = hold.held[i];
+            match find(&mut self.slots, handle) {
+                Some(conn) if conn.held_until > hold.durable => i += 1,
+                found => {
+                    hold.held.swap_remove(i);
+                    if let Some(conn) = found {
+                        conn.held_until = 0;
+                        hold.released.push(handle);
+                        if !conn.touched {
+                            conn.touched = true;
+                            self.touched.push(handle);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next connection whose answers [`Server::durable`] released.
+    pub fn take_released(&mut self) -> Option<Handle> {
+        self.hold.as_mut()?.released.pop()
+    }
+
+    /// Whether `conn`'s answers wait for the journal.
+    fn is_held(hold: &Option<Hold>, conn: &Conn) -> bool {
+        hold.as_ref().is_some_and(|h| conn.held_until > h.durable)
     }
 
     /// Over the cap, the [victim](memory::victim) may be a connection of
@@ -495,7 +569,16 @@ impl<'a, H: Handlers> Server<'a, H> {
         });
         let slot = &mut self.slots[index as usize];
         let session = Session::new(self.limits.framing, self.limits.timing, now, protocol);
-        slot.conn = Some(Conn { session, share, peer, closed: false, ended: None, touched: false, look_again: None });
+        slot.conn = Some(Conn {
+            session,
+            share,
+            peer,
+            closed: false,
+            ended: None,
+            touched: false,
+            look_again: None,
+            held_until: 0,
+        });
         self.held += 1;
         self.shared.counters.connection();
         let handle = Handle { index, generation: slot.generation };
@@ -511,6 +594,14 @@ impl<'a, H: Handlers> Server<'a, H> {
         let Some(conn) = find_open(&mut self.slots, handle) else { return };
         let ms = self.limits.clock.millis(now);
         conn.session.receive(input, now, ms, &mut self.handler, &mut self.spare);
+        if let Some(hold) = &mut self.hold
+            && conn.session.wants_write()
+        {
+            if conn.held_until == 0 {
+                hold.held.push(handle);
+            }
+            conn.held_until = hold.turn;
+        }
         self.settle(handle);
     }
 
@@ -552,8 +643,8 @@ impl<'a, H: Handlers> Server<'a, H> {
         let holding = self.is_holding();
         let conn = find_open(&mut self.slots, handle)?;
         let read = conn.reads() && !holding;
-        let session = &mut conn.session;
-        Some(Wants { read, write: session.wants_write(), shut_write: session.take_shut_write() })
+        let write = !Self::is_held(&self.hold, conn) && conn.session.wants_write();
+        Some(Wants { read, write, shut_write: conn.session.take_shut_write() })
     }
 
     /// Whether `handle`'s session is read now (the one rule: see the [module docs](self)).
@@ -569,7 +660,7 @@ impl<'a, H: Handlers> Server<'a, H> {
 
     /// Whether `handle`'s session has bytes for [`Server::transmit`].
     pub fn wants_write(&self, handle: Handle) -> bool {
-        self.get(handle).is_some_and(|c| !c.closed && c.session.wants_write())
+        self.get(handle).is_some_and(|c| !c.closed && !Self::is_held(&self.hold, c) && c.session.wants_write())
     }
 
     /// True once, when the driver must shut `handle`'s writing side.
@@ -585,7 +676,7 @@ impl<'a, H: Handlers> Server<'a, H> {
     /// The bytes to send next on `handle` (readiness drivers).
     pub fn transmit(&self, handle: Handle) -> &[u8] {
         match self.get(handle) {
-            Some(conn) if !conn.closed => conn.session.transmit(),
+            Some(conn) if !conn.closed && !Self::is_held(&self.hold, conn) => conn.session.transmit(),
             _ => &[],
         }
     }
@@ -602,6 +693,9 @@ impl<'a, H: Handlers> Server<'a, H> {
     /// the buffer until [`Server::transmitted`].
     pub fn take_transmit(&mut self, handle: Handle) -> Option<OutBuf> {
         let conn = find_open(&mut self.slots, handle)?;
+        if Self::is_held(&self.hold, conn) {
+            return None;
+        }
         conn.session.take_transmit(&mut self.spare)
     }
 
@@ -668,14 +762,14 @@ impl<'a, H: Handlers> Server<'a, H> {
     pub fn poll_io(&mut self) -> Option<Io> {
         while let Some(handle) = self.touched.pop() {
             let holding = self.is_holding();
-            let Some(conn) = self.conn(handle) else { continue };
+            let Some(conn) = find(&mut self.slots, handle) else { continue };
             conn.touched = false;
             if conn.closed {
                 return Some(Io { handle, read: false, write: false, shut_write: false, close: true });
             }
             let read = conn.reads() && !holding;
-            let session = &mut conn.session;
-            let (write, shut_write) = (session.wants_write(), session.take_shut_write());
+            let write = !Self::is_held(&self.hold, conn) && conn.session.wants_write();
+            let shut_write = conn.session.take_shut_write();
             return Some(Io { handle, read, write, shut_write, close: false });
         }
         if self.unpublished != 0 {
@@ -1036,6 +1130,49 @@ mod test {
         server.read_shut(handle, now);
         assert!(!server.wants_read(handle), "nothing more is read");
         assert!(server.wants_write(handle), "the answer owed is still sent");
+    }
+
+    /// Group commit: with answers held, a turn's answers leave only once
+    /// the driver says its turn is durable; a turn that failed to become
+    /// durable keeps them until a later one does; without a hold nothing
+    /// waits.
+    #[test]
+    fn held_answers_leave_only_once_their_turn_is_durable() {
+        use kvio_core::frame::encode_frame;
+        use kvio_proto::{KeyValueMessage, Kind};
+        use prost::Message;
+        let put = KeyValueMessage { key: "k".into(), value: "v".into(), kind: Kind::PutOrUpdate.into(), status: 0 };
+        let mut frame = Vec::new();
+        encode_frame(&put.encode_to_vec(), &mut frame).unwrap();
+        let shares = Shares::new();
+        let mut server = server(shares.shared());
+        server.hold_answers();
+        let now = Instant::now();
+        let (a, b) =
+            (server.accept(None, now, Protocol::Kvio).unwrap(), server.accept(None, now, Protocol::Kvio).unwrap());
+        server.received(a, &frame, now);
+        assert!(!server.wants_write(a) && server.transmit(a).is_empty() && server.take_transmit(a).is_none());
+        while let Some(io) = server.poll_io() {
+            assert!(!io.write, "no write interest while held: {io:?}");
+        }
+        let first = server.end_turn();
+        server.received(b, &frame, now);
+        let second = server.end_turn();
+        // The first turn's records failed to reach the disk: nothing goes.
+        assert_eq!(server.take_released(), None);
+        server.durable(first);
+        assert_eq!(server.take_released(), Some(a), "the first turn's answer goes");
+        assert_eq!(server.take_released(), None);
+        assert!(server.wants_write(a) && !server.transmit(a).is_empty());
+        assert!(!server.wants_write(b), "the second turn's still waits");
+        server.durable(second);
+        assert_eq!(server.take_released(), Some(b));
+        assert!(server.wants(b).is_some_and(|w| w.write));
+        let mut plain = super::test::server(shares.shared());
+        let c = plain.accept(None, now, Protocol::Kvio).unwrap();
+        plain.received(c, &frame, now);
+        assert!(plain.wants_write(c), "no hold without a journal");
+        assert_eq!(plain.end_turn(), 0);
     }
 
     /// Other servers' connections, none of which can make room.
