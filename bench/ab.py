@@ -96,6 +96,9 @@ def main():
                     runs[(side, (conns, depth))].append(load(loader, addr, proc.pid, conns, depth, args))
             finally:
                 stop(proc)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({f"{side} {c}x{d}": r for (side, (c, d)), r in runs.items()}, f, indent=1)
     print(f"A = {args.a} ({args.a_flavor or args.flavor}), B = {args.b} ({args.flavor} {args.b_serve_args}), "
           f"{args.rounds} rounds, medians")
     # B/A cpu is the ratio of the medians; "rounds" is the spread of the
@@ -110,13 +113,11 @@ def main():
                       statistics.median(r["requests_per_sec"] for r in runs[(side, (conns, depth))]))
                for side in "ab"}
         (a_cpu, a_rps), (b_cpu, b_rps) = med["a"], med["b"]
-        paired = sorted(b / a for a, b in zip(cpu["a"], cpu["b"]))
+        # A window with no CPU tick counted (10 ms resolution) has no ratio.
+        paired = sorted(b / a for a, b in zip(cpu["a"], cpu["b"]) if a and b) or [float("nan")]
         q1, q2, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
         print(f"{conns:>5}x{depth:<2} {a_cpu:>13.3f} {b_cpu:>13.3f} {b_cpu / a_cpu:>8.3f} "
               f"{q1:>6.3f} {q2:>5.3f} {q3:>6.3f} {a_rps:>10.0f} {b_rps:>10.0f} {b_rps / a_rps:>9.3f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({f"{side} {c}x{d}": r for (side, (c, d)), r in runs.items()}, f, indent=1)
 
 
 if __name__ == "__main__":
