@@ -16,6 +16,8 @@ use crate::load::Protocol;
 pub(crate) const SERVER_WAIT: Duration = Duration::from_secs(10);
 /// Why a server did not start: it exited before it listened.
 const EXITED: &str = "it exited";
+/// The cas a record carries when kvio serves memcached's protocol.
+const CAS_LEN: usize = 8;
 /// memcached's memory limit (`-m`, MiB): more than any run here stores.
 const MEMCACHED_MIB: usize = 4096;
 
@@ -127,6 +129,8 @@ impl Peer {
             | Peer::UringMemcache => {
                 let flavor = self.flavor().unwrap_or("epoll");
                 let addr = format!("127.0.0.1:{port}");
+                // With --memcache every record also carries memcached's cas.
+                let bytes = if self.protocol() == Protocol::Memcache { bytes + entries * CAS_LEN } else { bytes };
                 let (entries, bytes) = (entries.to_string(), bytes.to_string());
                 // Over another protocol, `port` is that protocol's and kvio
                 // frames get a port of the kernel's choosing, unused.
@@ -274,6 +278,7 @@ mod test {
         let mc = Peer::EpollMemcache.args(7000, 5, 99);
         assert_eq!(mc[..5], ["serve", "--flavor", "epoll", "--addr", "127.0.0.1:0"]);
         assert!(mc.ends_with(&["--memcache".into(), "127.0.0.1:7000".into()]));
+        assert!(mc.windows(2).any(|w| w == ["--store-bytes", "139"]), "99 + 5 cas: {mc:?}");
         assert_eq!(Peer::EpollResp.protocol(), Protocol::Resp);
         assert_eq!((Peer::UringMemcache.rival(), Peer::Uring.rival()), (Some(Peer::Memcached), None));
     }
