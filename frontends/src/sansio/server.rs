@@ -347,6 +347,13 @@ pub struct Server<'a, H> {
     listening: Listening,
     /// With a journal: answers wait for their turn's records.
     hold: Option<Hold>,
+    /// The store's clock read last, and at which instant. The epoll and
+    /// uring loops read the clock once per wake-up and hand that instant to
+    /// every event of the batch, so most events reuse the reading:
+    /// `Instant` arithmetic to milliseconds was ~55 instructions per call,
+    /// two calls per request at 16x1 (a read and a send), 5 % of the user
+    /// time of a request (callgrind, issue 26).
+    clock_read: Option<(Instant, u64)>,
 }
 
 /// Unpublished charges that are written to the shared total at once, not
@@ -377,6 +384,21 @@ impl<'a, H: Handlers> Server<'a, H> {
             elsewhere: None,
             listening: Listening::default(),
             hold: None,
+            clock_read: None,
+        }
+    }
+
+    /// `now` on the store's clock (milliseconds), read again only when
+    /// `now` is not the instant last read.
+    #[inline]
+    fn millis(&mut self, now: Instant) -> u64 {
+        match self.clock_read {
+            Some((at, ms)) if at == now => ms,
+            _ => {
+                let ms = self.limits.clock.millis(now);
+                self.clock_read = Some((now, ms));
+                ms
+            }
         }
     }
 
@@ -591,8 +613,8 @@ impl<'a, H: Handlers> Server<'a, H> {
 
     /// `input` arrived on `handle` at `now`: every complete request in it is answered.
     pub fn received(&mut self, handle: Handle, input: &[u8], now: Instant) {
+        let ms = self.millis(now);
         let Some(conn) = find_open(&mut self.slots, handle) else { return };
-        let ms = self.limits.clock.millis(now);
         conn.session.receive(input, now, ms, &mut self.handler, &mut self.spare);
         if let Some(hold) = &mut self.hold
             && conn.session.wants_write()
@@ -683,8 +705,8 @@ impl<'a, H: Handlers> Server<'a, H> {
 
     /// `n` bytes of [`Server::transmit`] were sent at `now`.
     pub fn advance(&mut self, handle: Handle, n: usize, now: Instant) {
+        let ms = self.millis(now);
         let Some(conn) = find_open(&mut self.slots, handle) else { return };
-        let ms = self.limits.clock.millis(now);
         conn.session.advance(n, now, ms, &mut self.handler);
         self.settle(handle);
     }
@@ -702,9 +724,9 @@ impl<'a, H: Handlers> Server<'a, H> {
     /// The send of `buf` (from [`Server::take_transmit`]) wrote `n` bytes
     /// at `now`. A closed session's buffer is simply kept for reuse.
     pub fn transmitted(&mut self, handle: Handle, buf: OutBuf, n: usize, now: Instant) {
+        let ms = self.millis(now);
         match find_open(&mut self.slots, handle) {
             Some(conn) => {
-                let ms = self.limits.clock.millis(now);
                 conn.session.transmitted(buf, n, now, ms, &mut self.handler, &mut self.spare);
                 self.settle(handle);
             }
@@ -1072,6 +1094,31 @@ mod test {
         assert_eq!((shares.counters.snapshot().errors, shares.counters.figures().refused), (4, 2));
         server.begin_stop(now, |_| false);
         assert!(!server.accepting(), "nor during the stop");
+    }
+
+    /// The store's clock is read once per instant and reused (the drivers
+    /// hand one instant to a whole batch), but a later instant is read
+    /// again: an entry set with a 1 s expiry is there at once, gone 2 s on.
+    #[test]
+    fn the_store_clock_follows_each_new_instant() {
+        let shares = Shares::new();
+        let mut server = server(shares.shared());
+        let t0 = Instant::now();
+        let handle = server.accept(None, t0, Protocol::Resp).expect("admitted");
+        let ask = |server: &mut Server<'_, Protocols<TestStore>>, request: &[u8], now: Instant| {
+            server.received(handle, request, now);
+            let answer = server.transmit(handle).to_vec();
+            server.advance(handle, answer.len(), now);
+            answer
+        };
+        assert_eq!(
+            ask(&mut server, b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nPX\r\n$4\r\n1000\r\n", t0),
+            b"+OK\r\n"
+        );
+        let get = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        assert_eq!(ask(&mut server, get, t0), b"$1\r\nv\r\n", "the same instant: the reading reused");
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(ask(&mut server, get, later), b"$-1\r\n", "2 s on, past the expiry: read again");
     }
 
     /// A session that answered a broken frame with an error frame and
