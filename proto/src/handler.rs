@@ -69,14 +69,19 @@ impl<S: KeyValueStore> KeyValueHandler<S> {
                     Err(e) => encode_response(out, b"", e.as_str().as_bytes(), Kind::PutOrUpdate, Status::NotOk),
                 }
             }
-            Kind::Get => self.store.get_entry(key, now, |entry| match entry {
-                // A value stored over RESP or memcached need not be UTF-8,
-                // which a proto3 string must be: refused, not cut or mangled.
-                Some(entry) if !entry.text && core::str::from_utf8(entry.value).is_err() => {
-                    encode_response(out, b"", NOT_UTF8_REASON.as_bytes(), Kind::Error, Status::NotOk)
-                }
-                Some(entry) => encode_response(out, key, entry.value, Kind::GetResponse, Status::Ok),
-                None => encode_response(out, key, b"", Kind::GetResponse, Status::NotOk),
+            Kind::Get => self.store.get_entry(key, now, |entry| {
+                // One call site: the encoder is inlined once (callgrind: three
+                // call sites cost ~60 instructions a get more).
+                let (key, value, kind, status) = match entry {
+                    // A value stored over RESP or memcached need not be UTF-8,
+                    // which a proto3 string must be: refused, not cut or mangled.
+                    Some(entry) if !entry.text && core::str::from_utf8(entry.value).is_err() => {
+                        (&b""[..], NOT_UTF8_REASON.as_bytes(), Kind::Error, Status::NotOk)
+                    }
+                    Some(entry) => (key, entry.value, Kind::GetResponse, Status::Ok),
+                    None => (key, &b""[..], Kind::GetResponse, Status::NotOk),
+                };
+                encode_response(out, key, value, kind, status)
             }),
             Kind::Delete => {
                 let status = if self.store.delete_at(key, now) { Status::Ok } else { Status::NotOk };
