@@ -7,6 +7,9 @@
 //! - [`server`]: the rules about the set of connections: handles,
 //!   admission, the memory cap and its eviction, the stop, the timers.
 //! - [`memory`]: what all connections hold together, and the one victim rule.
+//! - [`security`]: protected mode, the shared secret and each connection's
+//!   authentication, answered in the client's protocol.
+//! - [`tls`]: TLS (rustls) as a byte transform between a session and its socket.
 //! - [`stats`]: the counters (closes by reason, gets, puts and deletes by
 //!   outcome, bytes), read by the metrics while the loops run.
 //! - [`warn`]: the operator warnings the counters raise, rate-limited.
@@ -18,8 +21,10 @@
 pub mod memory;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod tls;
 pub mod warn;
 pub mod wire;
