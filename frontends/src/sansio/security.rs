@@ -606,3 +606,166 @@ mod test {
         assert_eq!(mc(&mut auth, "set k 0 0 1\r\nv\r\nget k\r\n").0, "STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
     }
 }
+
+/// The rules as the [`Server`](crate::sansio::server::Server) applies
+/// them: admission by peer address, and authentication per connection.
+#[cfg(test)]
+pub(crate) mod server_test {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use kvio_core::store::Slot;
+    use kvio_core::{Store, StoreLimits};
+
+    use super::*;
+    use crate::sansio::memory::ClientMemory;
+    use crate::sansio::server::{Handle, Limits, Places, Server, Shared};
+    use crate::sansio::session::{Clock, Framing, Timing};
+    use crate::sansio::stats::{Close, Counters};
+    use crate::sansio::wire::{Protocol, Protocols};
+
+    pub(crate) type TestServer<'a> = Server<'a, Protocols<Store<Box<[Slot]>, Box<[u8]>>>>;
+
+    /// What a test server shares: places, memory, counters, and `security`.
+    pub(crate) struct Shares {
+        places: Places,
+        memory: ClientMemory,
+        pub(crate) counters: Counters,
+        security: Security,
+    }
+
+    impl Shares {
+        pub(crate) fn new(security: Security) -> Shares {
+            Shares { places: Places::default(), memory: ClientMemory::new(1 << 26), counters: Counters::default(), security }
+        }
+
+        pub(crate) fn server(&self) -> TestServer<'_> {
+            let limits = Limits {
+                framing: Framing { max_frame_len: 1 << 16, output_limit: 64 * 1024 },
+                timing: Timing {
+                    idle: Some(Duration::from_secs(10)),
+                    frame: None,
+                    grace: Duration::from_secs(1),
+                    linger: Duration::from_secs(1),
+                    linger_bytes: 4096,
+                    stop_read_budget: 4096,
+                },
+                clock: Clock::starting(Instant::now(), 0),
+                max_connections: 1000,
+            };
+            let slots = kvio_core::store::slots_for(64);
+            let store = Store::with_storage(
+                vec![Slot::EMPTY; slots].into_boxed_slice(),
+                vec![0u8; 1 << 16].into_boxed_slice(),
+                StoreLimits::for_frame(1 << 16, 64, 1 << 16),
+            );
+            let shared =
+                Shared { places: &self.places, memory: &self.memory, counters: &self.counters, security: &self.security };
+            Server::new(limits, shared, Protocols::new(store))
+        }
+    }
+
+    /// Sends `input` on `handle` and takes every byte the server answers.
+    pub(crate) fn exchange(server: &mut TestServer<'_>, handle: Handle, input: &[u8]) -> Vec<u8> {
+        let now = Instant::now();
+        server.received(handle, input, now);
+        let mut got = Vec::new();
+        while server.wants_write(handle) {
+            let bytes = server.transmit(handle).to_vec();
+            got.extend_from_slice(&bytes);
+            server.advance(handle, bytes.len(), now);
+        }
+        got
+    }
+
+    fn peer(addr: &str) -> Option<SocketAddr> {
+        Some(addr.parse().unwrap())
+    }
+
+    fn secured() -> Security {
+        Security { secret: Some(Arc::new(Secret::from_file_contents(b"hunter2-but-longer").unwrap())), ..Security::default() }
+    }
+
+    #[test]
+    fn protected_mode_tells_a_peer_outside_loopback_why_in_its_protocol_then_closes() {
+        let shares = Shares::new(Security { protected: true, ..Security::default() });
+        let mut server = shares.server();
+        let now = Instant::now();
+        let expected: [(Protocol, &[u8]); 3] =
+            [(Protocol::Resp, b"-DENIED kvio is running in protected mode"), (Protocol::Memcache, b"SERVER_ERROR kvio"), (Protocol::Kvio, b"")];
+        for (protocol, start) in expected {
+            for addr in ["10.0.0.7:40000", "192.168.1.20:1", "[2001:db8::2]:9", "[::ffff:172.16.0.1]:5"] {
+                let handle = server.accept(peer(addr), now, protocol).expect("accepted, to be told why");
+                let said = exchange(&mut server, handle, b"");
+                assert!(said.starts_with(start), "{protocol} {addr}: {}", String::from_utf8_lossy(&said));
+                assert!(String::from_utf8_lossy(&said).contains("--auth-file"), "says how to fix it");
+                // Whatever it sends is not answered.
+                let late = match protocol {
+                    Protocol::Resp => &b"SET k v\r\n"[..],
+                    Protocol::Memcache => b"set k 0 0 1\r\nv\r\n",
+                    Protocol::Kvio => &[5, 0, 0, 0, b'@', b'E', b'O', b'F', b'@'],
+                };
+                assert!(exchange(&mut server, handle, late).is_empty());
+                assert!(server.is_lingering(handle) && server.take_shut_write(handle), "{protocol} {addr}");
+            }
+            // Loopback is served.
+            let local = server.accept(peer("127.0.0.1:5"), now, protocol).unwrap();
+            assert!(!server.is_lingering(local));
+            if protocol == Protocol::Resp {
+                assert_eq!(exchange(&mut server, local, b"PING\r\n"), b"+PONG\r\n");
+            }
+        }
+        // Each refusal closes with its own reason.
+        while let Some(io) = server.poll_io() {
+            let _ = io;
+        }
+        let later = now + Duration::from_secs(2);
+        server.handle_timeout(later);
+        while server.poll_io().is_some() {}
+        assert_eq!(shares.counters.figures().closed[Close::Denied as usize], 12);
+    }
+
+    #[test]
+    fn with_a_secret_any_peer_may_authenticate_and_each_connection_does_so_itself() {
+        let shares = Shares::new(secured());
+        let mut server = shares.server();
+        let now = Instant::now();
+        let a = server.accept(peer("10.9.8.7:1000"), now, Protocol::Resp).unwrap();
+        let b = server.accept(peer("10.9.8.7:1001"), now, Protocol::Resp).unwrap();
+        assert_eq!(exchange(&mut server, a, b"GET k\r\n"), b"-NOAUTH Authentication required.\r\n");
+        assert_eq!(exchange(&mut server, a, b"AUTH hunter2-but-longer\r\nSET k v\r\n"), b"+OK\r\n+OK\r\n");
+        assert_eq!(exchange(&mut server, b, b"GET k\r\n"), b"-NOAUTH Authentication required.\r\n", "per connection");
+        let c = server.accept(peer("10.9.8.7:1002"), now, Protocol::Memcache).unwrap();
+        assert_eq!(exchange(&mut server, c, b"get k\r\n"), b"CLIENT_ERROR unauthenticated\r\n");
+        assert_eq!(exchange(&mut server, c, b"set x 0 0 20\r\nx hunter2-but-longer\r\nget k\r\n"), b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+    }
+
+    #[test]
+    fn two_hundred_wrong_secrets_cost_a_connection_every_three_and_are_counted() {
+        let shares = Shares::new(secured());
+        let mut server = shares.server();
+        let now = Instant::now();
+        let served = server.accept(peer("10.0.0.1:1"), now, Protocol::Resp).unwrap();
+        assert_eq!(exchange(&mut server, served, b"AUTH default hunter2-but-longer\r\n"), b"+OK\r\n");
+        let mut conn = server.accept(peer("10.0.0.2:1"), now, Protocol::Resp).unwrap();
+        let mut connections = 1;
+        for i in 0..200 {
+            if server.is_lingering(conn) || server.is_closed(conn) {
+                conn = server.accept(peer("10.0.0.2:1"), now, Protocol::Resp).unwrap();
+                connections += 1;
+            }
+            let said = exchange(&mut server, conn, format!("AUTH guess-{i}\r\n").as_bytes());
+            assert!(said.starts_with(b"-WRONGPASS"), "{i}: {}", String::from_utf8_lossy(&said));
+            // The one authenticated meanwhile is served on.
+            assert_eq!(exchange(&mut server, served, b"PING\r\n"), b"+PONG\r\n");
+        }
+        assert_eq!(connections, 67, "one connection per {MAX_AUTH_FAILURES} tries");
+        let figures = shares.counters.figures();
+        assert_eq!(figures.auth_failures, 200);
+        server.handle_timeout(now + Duration::from_secs(2));
+        while server.poll_io().is_some() {}
+        assert_eq!(shares.counters.figures().closed[Close::AuthFailed as usize], 66);
+        let fresh = server.accept(peer("10.0.0.2:1"), now, Protocol::Resp).unwrap();
+        assert_eq!(exchange(&mut server, fresh, b"AUTH hunter2-but-longer\r\n"), b"+OK\r\n", "the right one still works");
+    }
+}

@@ -164,3 +164,153 @@ impl Write for OutBuf {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod test {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+
+    use crate::sansio::security::server_test::{Shares, TestServer, exchange};
+    use crate::sansio::security::{Secret, Security};
+    use crate::sansio::server::Handle;
+    use crate::sansio::stats::Close;
+    use crate::sansio::wire::Protocol;
+
+    /// A server configuration with a fresh self-signed certificate for
+    /// `localhost`, and a client that trusts it.
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let der: CertificateDer<'static> = cert.der().clone();
+        let key = PrivateKeyDer::try_from(signing_key.serialize_der()).unwrap();
+        let provider = crate::host::tls::provider();
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// Moves records both ways until neither side has any to send.
+    fn pump(server: &mut TestServer<'_>, handle: Handle, client: &mut ClientConnection) -> Vec<u8> {
+        let now = Instant::now();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let mut moved = false;
+            while client.wants_write() {
+                let mut wire = Vec::new();
+                client.write_tls(&mut wire).unwrap();
+                server.received(handle, &wire, now);
+                moved = true;
+            }
+            while server.wants_write(handle) {
+                let bytes = server.transmit(handle).to_vec();
+                server.advance(handle, bytes.len(), now);
+                let mut rest = &bytes[..];
+                while !rest.is_empty() {
+                    client.read_tls(&mut rest).unwrap();
+                    client.process_new_packets().unwrap();
+                    let _ = client.reader().read_to_end(&mut got);
+                }
+                moved = true;
+            }
+            if !moved {
+                return got;
+            }
+        }
+        panic!("the exchange never settles");
+    }
+
+    #[test]
+    fn a_rustls_client_handshakes_and_round_trips_every_protocol() {
+        let (server_config, client_config) = configs();
+        let shares = Shares::new(Security { tls: Some(server_config), ..Security::default() });
+        let mut server = shares.server();
+        let now = Instant::now();
+        let cases: [(Protocol, &[u8], &[u8]); 2] = [
+            (Protocol::Resp, b"SET k v\r\nGET k\r\n", b"+OK\r\n$1\r\nv\r\n"),
+            (Protocol::Memcache, b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n"),
+        ];
+        for (protocol, ask, answer) in cases {
+            let handle = server.accept(Some("127.0.0.1:9".parse().unwrap()), now, protocol).unwrap();
+            let mut client = ClientConnection::new(client_config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+            client.writer().write_all(ask).unwrap();
+            let got = pump(&mut server, handle, &mut client);
+            assert!(!client.is_handshaking());
+            assert_eq!(got, answer, "{protocol}");
+        }
+        // A large answer comes back whole, in several records.
+        let handle = server.accept(None, now, Protocol::Resp).unwrap();
+        let mut client = ClientConnection::new(client_config, ServerName::try_from("localhost").unwrap()).unwrap();
+        let big = "x".repeat(40_000);
+        client.writer().write_all(format!("SET big {big}\r\nGET big\r\n").as_bytes()).unwrap();
+        let got = pump(&mut server, handle, &mut client);
+        assert!(got == format!("+OK\r\n$40000\r\n{big}\r\n").as_bytes(), "{} bytes", got.len());
+        assert!(shares.counters.figures().bytes_read > 40_000);
+    }
+
+    #[test]
+    fn a_plaintext_client_and_junk_are_closed_with_an_alert_and_others_go_on() {
+        let (server_config, client_config) = configs();
+        let shares = Shares::new(Security { tls: Some(server_config), ..Security::default() });
+        let mut server = shares.server();
+        let now = Instant::now();
+        let good = server.accept(None, now, Protocol::Resp).unwrap();
+        let mut client = ClientConnection::new(client_config, ServerName::try_from("localhost").unwrap()).unwrap();
+        pump(&mut server, good, &mut client);
+        for junk in [&b"PING\r\n"[..], &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3], &[0u8; 64]] {
+            let bad = server.accept(None, now, Protocol::Resp).unwrap();
+            let said = exchange(&mut server, bad, junk);
+            assert_eq!(said.first(), Some(&0x15), "an alert record: {said:?}");
+            assert!(server.is_closed(bad), "closed once the alert is written");
+        }
+        client.writer().write_all(b"PING\r\n").unwrap();
+        assert_eq!(pump(&mut server, good, &mut client), b"+PONG\r\n");
+        while server.poll_io().is_some() {}
+        assert_eq!(shares.counters.figures().closed[Close::Tls as usize], 3);
+    }
+
+    #[test]
+    fn a_handshake_that_never_ends_is_closed_at_the_idle_timeout() {
+        let (server_config, _) = configs();
+        let shares = Shares::new(Security { tls: Some(server_config), ..Security::default() });
+        let mut server = shares.server();
+        let now = Instant::now();
+        let silent = server.accept(None, now, Protocol::Kvio).unwrap();
+        let deadline = server.poll_timeout().expect("an idle deadline");
+        assert!(deadline <= now + Duration::from_secs(10));
+        server.handle_timeout(deadline);
+        assert!(server.is_closed(silent));
+    }
+
+    #[test]
+    fn secret_and_tls_together_and_a_refusal_is_delivered_after_the_handshake() {
+        let (server_config, client_config) = configs();
+        let secret = Some(Arc::new(Secret::from_file_contents(b"pw-pw-pw").unwrap()));
+        let shares = Shares::new(Security { tls: Some(server_config.clone()), secret, protected: false });
+        let mut server = shares.server();
+        let handle = server.accept(None, Instant::now(), Protocol::Resp).unwrap();
+        let mut client = ClientConnection::new(client_config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+        client.writer().write_all(b"GET k\r\nAUTH pw-pw-pw\r\nGET k\r\n").unwrap();
+        assert_eq!(pump(&mut server, handle, &mut client), b"-NOAUTH Authentication required.\r\n+OK\r\n$-1\r\n");
+
+        let shares = Shares::new(Security { tls: Some(server_config), secret: None, protected: true });
+        let mut server = shares.server();
+        let handle = server.accept(Some("10.1.1.1:1".parse().unwrap()), Instant::now(), Protocol::Resp).unwrap();
+        let mut client = ClientConnection::new(client_config, ServerName::try_from("localhost").unwrap()).unwrap();
+        assert!(pump(&mut server, handle, &mut client).starts_with(b"-DENIED"));
+    }
+}
