@@ -75,9 +75,11 @@ pub struct Secret(Box<[u8]>);
 pub enum SecretError {
     /// Empty (once a final line end is dropped).
     Empty,
-    /// It holds a space, a tab, a line end or another control byte: RESP's
-    /// inline commands and memcached's `user secret` block split on them.
-    Whitespace,
+    /// It holds a byte other than printable ASCII (a space, a tab, a line
+    /// end, a control byte, UTF-8 beyond ASCII): RESP's inline commands and
+    /// memcached's `user secret` block split on spaces, and every client
+    /// must be able to type and send it.
+    NotPrintable,
 }
 
 impl SecretError {
@@ -85,9 +87,9 @@ impl SecretError {
     pub const fn as_str(&self) -> &'static str {
         match self {
             SecretError::Empty => "the secret is empty",
-            SecretError::Whitespace => {
-                "the secret holds a space, a tab, a line end or another control character \
-                 (one line of printable characters is expected)"
+            SecretError::NotPrintable => {
+                "the secret holds a space, a tab, a line end, a control character or a non-ASCII byte \
+                 (one line of printable ASCII is expected, such as the output of `openssl rand -base64 32`)"
             }
         }
     }
@@ -103,15 +105,15 @@ impl std::error::Error for SecretError {}
 
 impl Secret {
     /// The secret in a file's `contents`: one line (a final `\n` or `\r\n`
-    /// is dropped), not empty, printable, with no space.
+    /// is dropped), not empty, printable ASCII with no space.
     pub fn from_file_contents(contents: &[u8]) -> Result<Secret, SecretError> {
         let line = contents.strip_suffix(b"\n").unwrap_or(contents);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return Err(SecretError::Empty);
         }
-        if line.iter().any(|&b| b <= b' ' || b == 0x7f) {
-            return Err(SecretError::Whitespace);
+        if !line.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(SecretError::NotPrintable);
         }
         Ok(Secret(line.into()))
     }
@@ -277,14 +279,9 @@ impl<H: Handler<FrameParser> + ?Sized> Handler<FrameParser> for Guard<'_, H> {
                 Ok(self.auth.after_failure())
             }
             _ if self.auth.authenticated => self.inner.request(payload, now, out),
-            // A put, get or delete: `NotOk` in its own kind, as a refusal
-            // clients already understand, with the reason.
-            Ok(req) => {
-                let kind = Kind::from(req.kind);
-                encode_response(out, b"", AUTH_REQUIRED_REASON.as_bytes(), kind, Status::NotOk)?;
-                Ok(Next::Continue)
-            }
-            Err(_) => {
+            // The error response (kind 0): every client reads it as an
+            // error, never as a miss or a refused put; the connection stays.
+            _ => {
                 encode_response(out, b"", AUTH_REQUIRED_REASON.as_bytes(), Kind::Error, Status::NotOk)?;
                 Ok(Next::Continue)
             }
@@ -456,8 +453,9 @@ mod test {
         assert_eq!(s.expose(), b"abc");
         assert_eq!(format!("{s:?}"), "Secret(..)");
         assert_eq!(Secret::from_file_contents(b"\n"), Err(SecretError::Empty));
-        assert_eq!(Secret::from_file_contents(b"a b"), Err(SecretError::Whitespace));
-        assert_eq!(Secret::from_file_contents(b"ab\n\n"), Err(SecretError::Whitespace));
+        assert_eq!(Secret::from_file_contents(b"a b"), Err(SecretError::NotPrintable));
+        assert_eq!(Secret::from_file_contents(b"ab\n\n"), Err(SecretError::NotPrintable));
+        assert_eq!(Secret::from_file_contents("caf\u{e9}".as_bytes()), Err(SecretError::NotPrintable));
     }
 
     #[test]
@@ -574,8 +572,8 @@ mod test {
         assert_eq!(
             summary,
             [
-                (3, 1, AUTH_REQUIRED_REASON),
-                (1, 1, AUTH_REQUIRED_REASON),
+                (0, 1, AUTH_REQUIRED_REASON),
+                (0, 1, AUTH_REQUIRED_REASON),
                 (5, 1, WRONG_SECRET_REASON),
                 (5, 0, ""),
                 (3, 0, ""),
