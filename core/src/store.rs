@@ -1029,6 +1029,16 @@ where
     /// [`Store::when_full`]) and has no cas (see [`Store::with_cas`]).
     pub fn with_storage(mut slots: S, arena: A, limits: Limits) -> Self {
         slots.as_mut().fill(Slot::EMPTY);
+        Self::with_empty_storage(slots, arena, limits)
+    }
+
+    /// [`Store::with_storage`] over slots that are all [`Slot::EMPTY`]
+    /// already (zeroed memory, as `calloc` gives): they are not written,
+    /// so a host's table costs no memory until entries arrive (the pages
+    /// the kernel backs lazily stay untouched). A slot that is not empty
+    /// makes the store's answers wrong (never unsafe); debug builds check.
+    pub fn with_empty_storage(slots: S, arena: A, limits: Limits) -> Self {
+        debug_assert!(slots.as_ref().iter().all(Slot::is_empty), "with_empty_storage over a slot in use");
         let table = table_len(slots.as_ref().len());
         let arena_len = arena.as_ref().len().min(u32::MAX as usize - 1);
         let limits = Limits {

@@ -150,10 +150,10 @@ fn a_stop_with_a_client_that_keeps_sending_and_reading_ends_within_the_bound(fla
 /// buffers and the allocator's slack.
 const FIXED_OVERHEAD_KIB: u64 = 48 * 1024;
 /// The threaded flavor's, tighter (200 threads' stacks and read buffers
-/// are in it): at most a frame per CPU is handed to the servers past the
-/// cap at once (its intakes), and the threads share one malloc arena per
-/// CPU, so a frame one frees the next reuses. Measured, peak: 82 MiB in
-/// each of 20 debug runs, 76-78 MiB over 20 release runs (a 64 MiB cap;
+/// are in it): near the cap at most a frame per CPU is handed to the
+/// servers at once (its intakes), and the threads share one malloc arena
+/// per CPU, so a frame one frees the next reuses. Measured, peak: 82-83 MiB
+/// over 20 debug runs, 76-78 MiB over 20 release runs (a 64 MiB cap;
 /// 98-153 MiB in debug before); with no cap the 200 frames alone would be
 /// 200 MiB.
 const THREADED_OVERHEAD_KIB: u64 = 32 * 1024;

@@ -84,6 +84,8 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
 
 const BAD_FORMAT: &[u8] = b"bad command line format";
 const TOO_LARGE: &[u8] = b"object too large for cache";
+/// What a store built without `entry-fields` answers: it keeps no flags, expiry or cas.
+const UNSUPPORTED: &[u8] = b"this build keeps no flags, expiry or cas (kvio-core without entry-fields)";
 
 /// memcached's key rule: 1 to 250 bytes, no control character or space.
 fn valid_key(key: &[u8]) -> bool {
@@ -317,6 +319,7 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
             Err(StoreError::NotFound) => line(out, b"NOT_FOUND"),
             Err(StoreError::KeyTooLong) => client_error(out, BAD_FORMAT),
             Err(StoreError::ValueTooLong) => server_error(out, TOO_LARGE),
+            Err(StoreError::Unsupported) => server_error(out, UNSUPPORTED),
             Err(_) => server_error(out, b"out of memory storing object"),
         }
     }
@@ -537,6 +540,7 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
             Err(StoreError::NotFound) => line(out, b"NF"),
             Err(StoreError::KeyTooLong) => client_error(out, BAD_FORMAT),
             Err(StoreError::ValueTooLong) => server_error(out, TOO_LARGE),
+            Err(StoreError::Unsupported) => server_error(out, UNSUPPORTED),
             Err(_) => server_error(out, b"out of memory storing object"),
         }
     }
@@ -703,7 +707,21 @@ mod test {
         McHandler::new(Small::new().with_cas(true))
     }
 
+    /// Without `entry-fields` (the firmware's build) a plain set works and one with flags or an
+    /// expiry is refused with a reason, not as "out of memory".
     #[test]
+    #[cfg(not(feature = "entry-fields"))]
+    fn a_store_without_entry_fields_says_why_it_refuses() {
+        let mut h = with_cas();
+        assert_eq!(
+            answers(&mut h, 1_000, "set k 0 0 1\r\nv\r\nset k 5 60 1\r\nw\r\nget k\r\n"),
+            "STORED\r\nSERVER_ERROR this build keeps no flags, expiry or cas (kvio-core without entry-fields)\r\n\
+             VALUE k 0 1\r\nv\r\nEND\r\n"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "entry-fields")]
     fn storage_and_retrieval() {
         let mut h = with_cas();
         let t = 1_000_000;
@@ -731,6 +749,7 @@ mod test {
     }
 
     #[test]
+    #[cfg(feature = "entry-fields")]
     fn expiry_touch_and_numbers() {
         let mut h = with_cas();
         let t = 1_000_000;
@@ -760,6 +779,7 @@ mod test {
     }
 
     #[test]
+    #[cfg(feature = "entry-fields")]
     fn meta_commands() {
         let mut h = with_cas();
         let t = 1_000_000;

@@ -102,6 +102,7 @@ fn refused<O: Output + ?Sized>(out: &mut O, e: StoreError) -> Result<(), OutputF
         StoreError::ValueTooLong => b"ERR value too long",
         StoreError::Full => b"OOM command not allowed when the store is full (--store-entries, --store-bytes)",
         StoreError::NotANumber => NOT_INTEGER,
+        StoreError::Unsupported => b"ERR this build keeps no expiry (kvio-core without entry-fields)",
         _ => b"ERR refused by the store",
     };
     reply::error(out, &[text])
@@ -503,7 +504,20 @@ mod test {
         assert_eq!(out.as_bytes(), "+OK\r\n$4\r\n\0\u{fffd}\r\n\r\n".as_bytes());
     }
 
+    /// Without `entry-fields` (the firmware's build) plain strings work and an expiry is refused
+    /// with a reason.
     #[test]
+    #[cfg(not(feature = "entry-fields"))]
+    fn a_store_without_entry_fields_says_why_it_refuses() {
+        let mut h = RespHandler::new(Small::new());
+        assert_eq!(
+            answers(&mut h, 1_000, "SET k v\r\nSET k w EX 10\r\nGET k\r\n"),
+            "+OK\r\n-ERR this build keeps no expiry (kvio-core without entry-fields)\r\n$1\r\nv\r\n"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "entry-fields")]
     fn set_options() {
         let mut h = RespHandler::new(Small::new());
         // The store's clock only moves forward: each step is at a later time.
@@ -529,6 +543,7 @@ mod test {
     }
 
     #[test]
+    #[cfg(feature = "entry-fields")]
     fn expiry_commands() {
         let mut h = RespHandler::new(Small::new());
         let t = 5_000_000;

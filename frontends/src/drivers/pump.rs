@@ -114,11 +114,14 @@ pub trait Wake {
     /// `limit` passes.
     fn wait_for_room(&self, limit: Duration, holding: &dyn Fn() -> bool);
     /// Runs `intake` (the server's look at the cap, then its taking of
-    /// input) as one of a bounded number of threads at once: between the
-    /// look and the charge of what the input made the session hold, a
-    /// thread holds memory no other thread sees, so only a few may be
-    /// there together.
-    fn intake(&self, intake: &mut dyn FnMut());
+    /// input, which may add up to `growth` bytes to what it holds): at
+    /// once while every intake under way fits under the cap
+    /// ([`ClientMemory::has_room_for`](crate::sansio::memory::ClientMemory::has_room_for)),
+    /// else as one of a bounded number of threads at once. Between the look
+    /// and the charge of what the input made the session hold, a thread
+    /// holds memory no other thread sees, so near the cap only a few may
+    /// be there together.
+    fn intake(&self, growth: usize, intake: &mut dyn FnMut());
 }
 
 /// Hands the `input` read from `handle`'s socket to `server` at `now`
@@ -137,7 +140,8 @@ fn hand_over<H: Handlers>(
         return true;
     };
     let mut handed = false;
-    wake.intake(&mut || {
+    let growth = server.max_growth(input.len());
+    wake.intake(growth, &mut || {
         if !server.is_holding() {
             server.received(handle, input, now);
             handed = true;

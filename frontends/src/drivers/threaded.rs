@@ -25,13 +25,15 @@
 //!   thread whose server [holds](Server::is_holding) reads nothing until
 //!   the memory is freed. A thread's read goes into its own buffer; the
 //!   hand-over to its server, which may allocate a whole frame and then
-//!   charges it, is one of at most as many intakes at once as there are
-//!   CPUs (`Intakes`), the server looking at the cap inside it. And the
+//!   charges it, goes at once while the memory has room for every
+//!   hand-over under way, and near the cap is one of at most as many at
+//!   once as there are CPUs (`Intakes`), the server looking at the cap
+//!   inside it. And the
 //!   threads share one malloc arena per CPU (`share_malloc_arenas`), so
 //!   what one frees the next reuses. So the cap is
 //!   passed by at most a frame per CPU, as with one loop per core:
 //!   measured, 200 clients holding 1 MiB partial frames against a 64 MiB
-//!   cap peak at 76-78 MiB resident (release; 82 MiB in debug), where they
+//!   cap peak at 76-78 MiB resident (release; 82-83 MiB in debug), where they
 //!   reached 98-153 MiB before.
 //! - Panics: a connection thread that panics is caught at its top
 //!   (`catch_unwind`); its server ends the session as a panic (an error,
@@ -119,18 +121,24 @@ impl Default for Registry {
     }
 }
 
-/// At most `n` threads at once between a server's look at the client
-/// memory cap and its charge of what the input made its session hold (a
-/// whole frame's buffer, allocated by a read of its first bytes): a
-/// counting semaphore. Each thread's reads stay its own; only the
-/// hand-over to its server waits for a turn. With a thread per connection
-/// and a few cores, hundreds of threads would otherwise be preempted
-/// between the two, each holding a frame no other thread sees, and the
-/// cap would be passed by that many frames. `n` is the number of CPUs:
-/// no more run at once anyway, as with one loop per core. A turn costs
-/// two atomic operations; a lock only when every turn is taken.
+/// The hand-overs of read input to the connections' servers under way.
+/// Between a server's look at the client memory cap and its charge of
+/// what the input made its session hold (a whole frame's buffer,
+/// allocated by a read of its first bytes), a thread holds memory no
+/// other thread sees. With a thread per connection and a few cores,
+/// hundreds of threads would be preempted there at once near the cap,
+/// each holding a frame, and pass the cap by that many frames. So a
+/// hand-over goes at once while every one under way fits under the cap
+/// even if each adds the most it can
+/// ([`ClientMemory::has_room_for`], the common case: no wait, two atomic
+/// operations); near the cap it takes one of `n` turns (a counting
+/// semaphore), `n` the number of CPUs: no more run at once anyway, as
+/// with one loop per core, and the cap is passed by at most that many
+/// hand-overs' growth.
 #[derive(Debug)]
 struct Intakes {
+    /// Hand-overs under way, either way.
+    under_way: AtomicUsize,
     free: AtomicUsize,
     /// Threads waiting for a turn (or about to).
     waiting: AtomicUsize,
@@ -141,6 +149,7 @@ struct Intakes {
 impl Intakes {
     fn new(n: usize) -> Intakes {
         Intakes {
+            under_way: AtomicUsize::new(0),
             free: AtomicUsize::new(n.max(1)),
             waiting: AtomicUsize::new(0),
             lock: Mutex::new(()),
@@ -152,8 +161,14 @@ impl Intakes {
         self.free.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |free| free.checked_sub(1)).is_ok()
     }
 
-    /// Runs `f` holding one of the `n` turns (given back if `f` panics).
-    fn run(&self, f: &mut dyn FnMut()) {
+    /// Runs `f`, which adds at most `growth` bytes to `memory`: at once if
+    /// every hand-over under way fits under the cap, else holding one of
+    /// the `n` turns (given back if `f` panics).
+    fn run(&self, memory: &ClientMemory, growth: usize, f: &mut dyn FnMut()) {
+        let _under_way = UnderWay::count(&self.under_way);
+        if memory.has_room_for(self.under_way.load(Ordering::SeqCst), growth) {
+            return f();
+        }
         if !self.try_take() {
             // The waiter counts itself before it looks, and whoever gives a
             // turn back looks at the count after: one of the two sees the other.
@@ -167,6 +182,22 @@ impl Intakes {
         }
         let _turn = Turn(self);
         f();
+    }
+}
+
+/// A hand-over counted in [`Intakes::under_way`] until dropped (panics included).
+struct UnderWay<'a>(&'a AtomicUsize);
+
+impl<'a> UnderWay<'a> {
+    fn count(under_way: &'a AtomicUsize) -> UnderWay<'a> {
+        under_way.fetch_add(1, Ordering::SeqCst);
+        UnderWay(under_way)
+    }
+}
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -291,6 +322,7 @@ impl Drop for Registered<'_> {
 /// What a connection thread shares with the others: the registry's [`Wake`].
 struct Woken<'a> {
     registry: &'a Registry,
+    memory: &'a ClientMemory,
     entry: &'a Entry,
 }
 
@@ -303,8 +335,8 @@ impl Wake for Woken<'_> {
         self.registry.wait_for_room(limit, holding);
     }
 
-    fn intake(&self, intake: &mut dyn FnMut()) {
-        self.registry.intakes.run(intake);
+    fn intake(&self, growth: usize, intake: &mut dyn FnMut()) {
+        self.registry.intakes.run(self.memory, growth, intake);
     }
 }
 
@@ -400,7 +432,7 @@ fn admit<'a, H: Handlers>(
 /// closes; a panic is caught here and ends the session.
 fn connection<H: Handlers>(admitted: Admitted<'_, H>, registry: &Registry, shutdown: &Shutdown) {
     let Admitted { mut server, handle, entry, registered } = admitted;
-    let wake = Woken { registry, entry: &entry };
+    let wake = Woken { registry, memory: server.memory(), entry: &entry };
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
         driver::serve_blocking(entry.fd.as_fd(), &mut server, handle, &mut read, shutdown, Some(&wake));
@@ -542,14 +574,16 @@ mod test {
     }
 
     #[test]
-    fn no_more_intakes_than_turns_at_once_and_a_panic_gives_its_turn_back() {
+    fn near_the_cap_no_more_intakes_than_turns_at_once_and_a_panic_gives_its_turn_back() {
         let intakes = Intakes::new(2);
+        // Full: no hand-over fits, each waits for a turn.
+        let full = ClientMemory::new(0);
         let (inside, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
         thread::scope(|scope| {
             for _ in 0..8 {
                 scope.spawn(|| {
                     for _ in 0..500 {
-                        intakes.run(&mut || {
+                        intakes.run(&full, 1, &mut || {
                             let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                             most.fetch_max(now, Ordering::SeqCst);
                             thread::yield_now();
@@ -561,9 +595,28 @@ mod test {
         });
         let most = most.load(Ordering::SeqCst);
         assert!((1..=2).contains(&most), "two turns, yet {most} threads inside at once");
-        let panicked = panic::catch_unwind(AssertUnwindSafe(|| intakes.run(&mut || panic!("injected"))));
+        let panicked = panic::catch_unwind(AssertUnwindSafe(|| intakes.run(&full, 1, &mut || panic!("injected"))));
         assert!(panicked.is_err());
         assert_eq!(intakes.free.load(Ordering::SeqCst), 2, "every turn given back");
+        assert_eq!(intakes.under_way.load(Ordering::SeqCst), 0, "and counted out");
+    }
+
+    #[test]
+    fn far_from_the_cap_intakes_go_at_once() {
+        let intakes = Intakes::new(1);
+        let memory = ClientMemory::new(1000);
+        let share = Share::default();
+        memory.charge(&share, 500);
+        intakes.run(&memory, 250, &mut || {
+            assert_eq!(intakes.free.load(Ordering::SeqCst), 1, "no turn taken: 500 + 250 fit under 1000");
+            // A second one under way with this one: 500 + 2 x 250 still fit.
+            intakes.run(&memory, 250, &mut || {
+                assert_eq!(intakes.free.load(Ordering::SeqCst), 1);
+                // A third with those two would not (500 + 3 x 200): it takes the one turn.
+                intakes.run(&memory, 200, &mut || assert_eq!(intakes.free.load(Ordering::SeqCst), 0));
+            });
+        });
+        assert_eq!(intakes.under_way.load(Ordering::SeqCst), 0);
     }
 
     #[test]

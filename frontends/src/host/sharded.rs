@@ -87,11 +87,29 @@ pub fn host_store(limits: StoreLimits, entries: usize, bytes: usize) -> HostStor
 /// [`host_store`], or how much was asked when the memory cannot be had.
 pub fn try_host_store(limits: StoreLimits, entries: usize, bytes: usize) -> Result<HostStore, StoreAllocError> {
     let error = StoreAllocError { bytes: storage_bytes(entries, bytes) };
-    let mut slots = Vec::new();
-    // The store writes every slot at once (Store::with_storage fills them).
-    slots.try_reserve_exact(slots_for(entries)).map_err(|_| error)?;
-    slots.resize(slots_for(entries), Slot::EMPTY);
-    Ok(Store::with_storage(slots.into_boxed_slice(), try_zeroed(bytes).ok_or(error)?, limits))
+    // Both zeroed (an empty slot is all zeros) and never written up front:
+    // an idle server's table and arena cost no memory until entries arrive.
+    let slots = try_zeroed_slots(slots_for(entries)).ok_or(error)?;
+    Ok(Store::with_empty_storage(slots, try_zeroed(bytes).ok_or(error)?, limits))
+}
+
+/// `n` empty slots in zeroed memory (calloc), or `None` if the allocator has none.
+fn try_zeroed_slots(n: usize) -> Option<Box<[Slot]>> {
+    if n == 0 {
+        return Some(Box::default());
+    }
+    let layout = std::alloc::Layout::array::<Slot>(n).ok()?;
+    // SAFETY: `layout` has a non-zero size (n > 0 and a slot is 8 bytes).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Slot>();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` is a live allocation of the global allocator with
+    // `layout` (`n` slots, a slot's alignment), all zeroed. A `Slot` is two
+    // `u32`s, for which all-zero bytes are valid, and all zeros is
+    // `Slot::EMPTY` (kvio-core documents it: "fresh tables are
+    // zero-initialized memory"). The Box owns it and frees it with that layout.
+    Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) })
 }
 
 /// A store's memory could not be allocated: its slot table and arena

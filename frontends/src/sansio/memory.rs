@@ -76,6 +76,13 @@ impl ClientMemory {
         self.total.load(Ordering::Relaxed) as i128 + pending as i128 > self.cap as i128
     }
 
+    /// Whether `intakes` more charges of at most `each` bytes apiece fit
+    /// under the cap with what is charged now: then, whatever they add
+    /// and in whatever order, the total stays under it.
+    pub fn has_room_for(&self, intakes: usize, each: usize) -> bool {
+        intakes.saturating_mul(each).saturating_add(self.total()) <= self.cap
+    }
+
     /// Whether the total is over the cap.
     pub fn is_over(&self) -> bool {
         self.total.load(Ordering::Relaxed) > self.cap
@@ -272,6 +279,8 @@ mod test {
         memory.add(30);
         assert_eq!(memory.total(), 91);
         assert!(!ClientMemory::new(usize::MAX).is_over_with(isize::MAX), "no cap is never passed");
+        assert!(memory.has_room_for(1, 9) && !memory.has_room_for(1, 10), "91 held: 9 more fit, 10 do not");
+        assert!(memory.has_room_for(0, usize::MAX) && !memory.has_room_for(2, usize::MAX / 2 + 1));
         assert!(!a.is_evicting());
         a.ask_to_evict();
         assert!(a.is_evicting() && !a.is_gone());

@@ -394,6 +394,20 @@ impl<'a, H: Handlers> Server<'a, H> {
             .any(|c| !c.closed && c.share.is_evicting() && !c.session.is_evicted())
     }
 
+    /// The most one [`Server::received`] of `input` bytes can add to what
+    /// a session holds (by capacity, as charged): a frame's whole buffer
+    /// (its header may be in `input`), the answers it makes (up to the
+    /// output limit and one response as long as a frame past it, in a
+    /// buffer that may double) and input held back (at most `input`, in a
+    /// buffer that may double). With [`ClientMemory::has_room_for`], a
+    /// driver that takes input on many threads tells the hand-overs that
+    /// cannot pass the cap from those that must wait their turn.
+    pub fn max_growth(&self, input: usize) -> usize {
+        let (frame, output) = (self.limits.framing.max_frame_len as usize, self.limits.framing.output_limit);
+        let answers = output.saturating_add(frame).saturating_mul(2);
+        frame.saturating_add(answers).saturating_add(input.saturating_mul(2))
+    }
+
     /// Acts on evictions other servers asked for ([`Elsewhere::make_room`])
     /// since the last event on those connections.
     pub fn handle_asked(&mut self) {
@@ -404,6 +418,11 @@ impl<'a, H: Handlers> Server<'a, H> {
                 self.settle(handle);
             }
         }
+    }
+
+    /// The client memory this server charges (shared with every loop).
+    pub fn memory(&self) -> &'a ClientMemory {
+        self.shared.memory
     }
 
     /// The counters this server counts into.

@@ -756,7 +756,8 @@ impl Session {
         self.seal();
     }
 
-    /// Whether it was evicted under the client-memory cap.
+    /// Whether it was evicted under the client-memory cap (even if it was
+    /// already ending for another reason, which [`Session::take_end`] keeps).
     pub fn is_evicted(&self) -> bool {
         self.evicted
     }
@@ -1519,6 +1520,29 @@ mod test {
         assert_eq!(got.len(), 3, "the two answers and one error frame: {got:?}");
         assert_eq!((got[2].kind, got[2].value.as_str()), (0, MEMORY_LIMIT_REASON));
         assert_eq!(rig.session.phase(), Phase::Closed, "the peer closed first: no linger");
+    }
+
+    /// The `server` fuzz target's crash-909bed7e: evicted during the stop,
+    /// a session kept its first reason to end (the stop), so it did not
+    /// count as evicted and the server evicted it again and again, each
+    /// time queueing another error frame, while the others stayed over the cap.
+    #[test]
+    fn an_eviction_during_the_stop_happens_once() {
+        let mut rig = Rig::new(timing());
+        let frame = request(Kind::PutOrUpdate, "k", &"v".repeat(5000));
+        rig.receive(0, &frame[..3000]);
+        rig.session.begin_shutdown(rig.at(1), true);
+        assert_eq!(rig.session.phase(), Phase::Draining);
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        assert!(rig.session.is_evicted(), "evicted, whatever ended it first");
+        let owed = rig.session.pending();
+        rig.session.evict(&mut rig.handler, &mut rig.spare);
+        assert_eq!(rig.session.pending(), owed, "a second eviction changes nothing");
+        rig.send(2, usize::MAX);
+        let got = responses(&rig.wire);
+        assert_eq!(got.len(), 1, "one error frame: {got:?}");
+        assert_eq!(got[0].value, MEMORY_LIMIT_REASON);
+        assert!(matches!(rig.session.take_end(), End::Shutdown), "the first reason to end is kept");
     }
 
     #[test]
