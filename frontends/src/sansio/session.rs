@@ -609,8 +609,12 @@ impl Session {
             Ok(found) => {
                 let plain = tls.take_plain();
                 if !plain.is_empty() {
-                    self.traffic.0 -= plain.len() as u64;
+                    // The wire's bytes are what is counted: the plaintext
+                    // (which may be more than this input: a record's last
+                    // byte releases all of it) is not counted again.
+                    let wire = self.traffic.0;
                     self.receive_plain(&plain, now, ms, handler, spare);
+                    self.traffic.0 = wire;
                 }
                 if let Some(tls) = self.tls_mut() {
                     tls.put_plain(plain);
@@ -1021,10 +1025,7 @@ pub enum End {
 impl End {
     /// Counted in the errors of the server's stats.
     pub fn is_error(&self) -> bool {
-        matches!(
-            self,
-            End::Protocol(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_) | End::Tls(_)
-        )
+        matches!(self, End::Protocol(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_) | End::Tls(_))
     }
 
     /// Worth a log line (not a normal end).
@@ -1049,11 +1050,9 @@ impl fmt::Display for End {
             End::Io(e) => write!(f, "io error: {e}"),
             End::Panic => f.write_str("connection thread panicked"),
             End::Denied => f.write_str("refused by protected mode (no --auth-file, and the peer is not on loopback)"),
-            End::AuthFailed => write!(
-                f,
-                "{} wrong secrets (AUTH) on one connection",
-                crate::sansio::security::MAX_AUTH_FAILURES
-            ),
+            End::AuthFailed => {
+                write!(f, "{} wrong secrets (AUTH) on one connection", crate::sansio::security::MAX_AUTH_FAILURES)
+            }
             End::Tls(e) => write!(f, "TLS: {e}"),
         }
     }

@@ -246,7 +246,8 @@ mod test {
         ];
         for (protocol, ask, answer) in cases {
             let handle = server.accept(Some("127.0.0.1:9".parse().unwrap()), now, protocol).unwrap();
-            let mut client = ClientConnection::new(client_config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+            let mut client =
+                ClientConnection::new(client_config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
             client.writer().write_all(ask).unwrap();
             let got = pump(&mut server, handle, &mut client);
             assert!(!client.is_handshaking());
@@ -260,6 +261,31 @@ mod test {
         let got = pump(&mut server, handle, &mut client);
         assert!(got == format!("+OK\r\n$40000\r\n{big}\r\n").as_bytes(), "{} bytes", got.len());
         assert!(shares.counters.figures().bytes_read > 40_000);
+    }
+
+    #[test]
+    fn records_that_arrive_a_byte_at_a_time_are_counted_once() {
+        // The byte that completes a record releases more plaintext than
+        // itself: the received bytes counted are the wire's (this
+        // overflowed, debug builds panicked, before).
+        let (server_config, client_config) = configs();
+        let shares = Shares::new(Security { tls: Some(server_config), ..Security::default() });
+        let mut server = shares.server();
+        let now = Instant::now();
+        let handle = server.accept(None, now, Protocol::Resp).unwrap();
+        let mut client = ClientConnection::new(client_config, ServerName::try_from("localhost").unwrap()).unwrap();
+        pump(&mut server, handle, &mut client);
+        let read_before = shares.counters.figures().bytes_read;
+        client.writer().write_all(b"SET k v\r\nGET k\r\n").unwrap();
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        for byte in wire.chunks(1) {
+            server.received(handle, byte, now);
+        }
+        assert_eq!(pump(&mut server, handle, &mut client), b"+OK\r\n$1\r\nv\r\n");
+        assert_eq!(shares.counters.figures().bytes_read - read_before, wire.len() as u64, "the wire's bytes");
     }
 
     #[test]
@@ -303,7 +329,8 @@ mod test {
         let shares = Shares::new(Security { tls: Some(server_config.clone()), secret, protected: false });
         let mut server = shares.server();
         let handle = server.accept(None, Instant::now(), Protocol::Resp).unwrap();
-        let mut client = ClientConnection::new(client_config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut client =
+            ClientConnection::new(client_config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
         client.writer().write_all(b"GET k\r\nAUTH pw-pw-pw\r\nGET k\r\n").unwrap();
         assert_eq!(pump(&mut server, handle, &mut client), b"-NOAUTH Authentication required.\r\n+OK\r\n$-1\r\n");
 
