@@ -696,7 +696,11 @@ impl Options {
     /// Speak TLS with `config`, checking that the server's certificate is
     /// for `server_name` (a DNS name, or an IP address as a string).
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, config: Arc<rustls::ClientConfig>, server_name: rustls::pki_types::ServerName<'static>) -> Options {
+    pub fn tls(
+        mut self,
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) -> Options {
         self.tls = Some((config, server_name));
         self
     }

@@ -42,8 +42,8 @@ mod error;
 mod sharded;
 
 pub use client::{Client, DEFAULT_TIMEOUT, MAX_RESPONSE_LEN, Options, Pipeline, Reply, Response};
+pub use error::{Error, shorten};
 /// rustls, for [`Options::tls`]'s configuration (feature `tls`).
 #[cfg(feature = "tls")]
 pub use rustls;
-pub use error::{Error, shorten};
 pub use sharded::{Rendezvous, ShardedClient};

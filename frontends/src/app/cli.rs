@@ -21,8 +21,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use crate::app::lines as stats;
 use crate::app::metrics::{self, DEFAULT_METRICS_ADDR};
 use crate::app::repl::{self, Line};
-use crate::app::size::{self, size_at_least};
 use crate::app::security::{self, ProtectedMode, SecurityArgs};
+use crate::app::size::{self, size_at_least};
 use crate::app::{log, stats_command};
 use crate::config::{
     Config, DEFAULT_ADDR, DEFAULT_MAX_CONNECTIONS, DEFAULT_MEMCACHE_ADDR, DEFAULT_RESP_ADDR, DEFAULT_STORE_ENTRIES,

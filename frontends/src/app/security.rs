@@ -156,7 +156,9 @@ pub fn client_tls(
 ) -> Result<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>), String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))? {
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?
+    {
         let cert = cert.map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
         roots.add(cert).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
     }

@@ -498,7 +498,12 @@ mod test {
         }
 
         fn run(&self) -> Loop<'_> {
-            let shared = Shared { places: &self.places, memory: &self.memory, counters: &self.counters, security: &crate::sansio::security::OPEN };
+            let shared = Shared {
+                places: &self.places,
+                memory: &self.memory,
+                counters: &self.counters,
+                security: &crate::sansio::security::OPEN,
+            };
             Loop { index: 0, limits: self.limits, shutdown: &self.shutdown, shared, loops: &self.loops }
         }
 

@@ -88,8 +88,8 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
 fn read_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     let chain = read_certs(cert, "--tls-cert")?;
     // The error of pki-types never quotes the file's bytes.
-    let key_der =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e} (a PEM private key expected)", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e} (a PEM private key expected)", key.display()))?;
     CertifiedKey::from_der(chain, key_der, &provider())
         .map_err(|e| format!("--tls-cert {} and --tls-key {}: {e}", cert.display(), key.display()))
 }

@@ -845,7 +845,8 @@ impl<'a> Model<'a> {
                 // The accepting thread is gone.
                 return;
             }
-            let shared = Shared { places: self.places, memory: self.memory, counters: &self.counters[0], security: &OPEN };
+            let shared =
+                Shared { places: self.places, memory: self.memory, counters: &self.counters[0], security: &OPEN };
             let mut server = Server::new(limits(), shared, self.tap());
             server.share_memory_with(self.registry);
             let share = Arc::new(Share::default());

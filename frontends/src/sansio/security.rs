@@ -288,7 +288,11 @@ impl<H: Handler<FrameParser> + ?Sized> Handler<FrameParser> for Guard<'_, H> {
         }
     }
 
-    fn parse_error<O: Output + ?Sized>(&mut self, error: <FrameParser as Parser>::Error, out: &mut O) -> Result<(), OutputFull> {
+    fn parse_error<O: Output + ?Sized>(
+        &mut self,
+        error: <FrameParser as Parser>::Error,
+        out: &mut O,
+    ) -> Result<(), OutputFull> {
         self.inner.parse_error(error, out)
     }
 
@@ -348,7 +352,12 @@ impl<H: Handler<RequestParser> + ?Sized> Handler<RequestParser> for Guard<'_, H>
 impl<H: Handler<RequestParser> + ?Sized> Guard<'_, H> {
     /// `HELLO [2 [AUTH user secret] [SETNAME name]]`: the version is the
     /// server's to judge first (as Redis does), then the credentials.
-    fn hello<O: Output + ?Sized>(&mut self, command: resp::Command<'_>, now: u64, out: &mut O) -> Result<Next, OutputFull> {
+    fn hello<O: Output + ?Sized>(
+        &mut self,
+        command: resp::Command<'_>,
+        now: u64,
+        out: &mut O,
+    ) -> Result<Next, OutputFull> {
         let mut args = command.args().skip(1);
         let version = args.next();
         if version.is_some_and(|v| v != b"2") {
@@ -462,7 +471,9 @@ mod test {
     fn matches_only_the_same_bytes_whatever_the_length() {
         let s = secret();
         assert!(s.matches(b"s3cret-Pa55"));
-        for wrong in [&b""[..], b"s", b"s3cret-Pa5", b"s3cret-Pa555", b"s3cret-Pa56", b"S3cret-Pa55", b"s3cret-Pa55s3cret-Pa55"] {
+        for wrong in
+            [&b""[..], b"s", b"s3cret-Pa5", b"s3cret-Pa555", b"s3cret-Pa56", b"S3cret-Pa55", b"s3cret-Pa55s3cret-Pa55"]
+        {
             assert!(!s.matches(wrong), "{:?}", String::from_utf8_lossy(wrong));
         }
     }
@@ -473,7 +484,9 @@ mod test {
         for peer in ["127.0.0.1:1", "127.9.9.9:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
             assert!(!on.denies(Some(peer.parse().unwrap())), "{peer}");
         }
-        for peer in ["10.0.0.1:1", "192.168.1.2:1", "8.8.8.8:1", "[2001:db8::1]:1", "[::ffff:10.0.0.1]:1", "[fe80::1]:1"] {
+        for peer in
+            ["10.0.0.1:1", "192.168.1.2:1", "8.8.8.8:1", "[2001:db8::1]:1", "[::ffff:10.0.0.1]:1", "[fe80::1]:1"]
+        {
             assert!(on.denies(Some(peer.parse().unwrap())), "{peer}");
             assert!(!OPEN.denies(Some(peer.parse().unwrap())), "off: {peer}");
         }
@@ -600,7 +613,11 @@ mod test {
         let mut auth = Auth::new(secret());
         assert_eq!(mc(&mut auth, "get k\r\n").0, "CLIENT_ERROR unauthenticated\r\n");
         assert_eq!(mc(&mut auth, "set auth 0 0 7\r\nu wrong\r\n").0, "CLIENT_ERROR authentication failure\r\n");
-        assert_eq!(mc(&mut auth, "set auth 0 0 13\r\nu s3cret-Pa55\r\nget auth\r\n").0, "STORED\r\nEND\r\n", "nothing stored");
+        assert_eq!(
+            mc(&mut auth, "set auth 0 0 13\r\nu s3cret-Pa55\r\nget auth\r\n").0,
+            "STORED\r\nEND\r\n",
+            "nothing stored"
+        );
         assert_eq!(mc(&mut auth, "set k 0 0 1\r\nv\r\nget k\r\n").0, "STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
     }
 }
@@ -634,7 +651,12 @@ pub(crate) mod server_test {
 
     impl Shares {
         pub(crate) fn new(security: Security) -> Shares {
-            Shares { places: Places::default(), memory: ClientMemory::new(1 << 26), counters: Counters::default(), security }
+            Shares {
+                places: Places::default(),
+                memory: ClientMemory::new(1 << 26),
+                counters: Counters::default(),
+                security,
+            }
         }
 
         pub(crate) fn server(&self) -> TestServer<'_> {
@@ -657,8 +679,12 @@ pub(crate) mod server_test {
                 vec![0u8; 1 << 16].into_boxed_slice(),
                 StoreLimits::for_frame(1 << 16, 64, 1 << 16),
             );
-            let shared =
-                Shared { places: &self.places, memory: &self.memory, counters: &self.counters, security: &self.security };
+            let shared = Shared {
+                places: &self.places,
+                memory: &self.memory,
+                counters: &self.counters,
+                security: &self.security,
+            };
             Server::new(limits, shared, Protocols::new(store))
         }
     }
@@ -681,7 +707,10 @@ pub(crate) mod server_test {
     }
 
     fn secured() -> Security {
-        Security { secret: Some(Arc::new(Secret::from_file_contents(b"hunter2-but-longer").unwrap())), ..Security::default() }
+        Security {
+            secret: Some(Arc::new(Secret::from_file_contents(b"hunter2-but-longer").unwrap())),
+            ..Security::default()
+        }
     }
 
     #[test]
@@ -689,8 +718,11 @@ pub(crate) mod server_test {
         let shares = Shares::new(Security { protected: true, ..Security::default() });
         let mut server = shares.server();
         let now = Instant::now();
-        let expected: [(Protocol, &[u8]); 3] =
-            [(Protocol::Resp, b"-DENIED kvio is running in protected mode"), (Protocol::Memcache, b"SERVER_ERROR kvio"), (Protocol::Kvio, b"")];
+        let expected: [(Protocol, &[u8]); 3] = [
+            (Protocol::Resp, b"-DENIED kvio is running in protected mode"),
+            (Protocol::Memcache, b"SERVER_ERROR kvio"),
+            (Protocol::Kvio, b""),
+        ];
         for (protocol, start) in expected {
             for addr in ["10.0.0.7:40000", "192.168.1.20:1", "[2001:db8::2]:9", "[::ffff:172.16.0.1]:5"] {
                 let handle = server.accept(peer(addr), now, protocol).expect("accepted, to be told why");
@@ -735,7 +767,10 @@ pub(crate) mod server_test {
         assert_eq!(exchange(&mut server, b, b"GET k\r\n"), b"-NOAUTH Authentication required.\r\n", "per connection");
         let c = server.accept(peer("10.9.8.7:1002"), now, Protocol::Memcache).unwrap();
         assert_eq!(exchange(&mut server, c, b"get k\r\n"), b"CLIENT_ERROR unauthenticated\r\n");
-        assert_eq!(exchange(&mut server, c, b"set x 0 0 20\r\nx hunter2-but-longer\r\nget k\r\n"), b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+        assert_eq!(
+            exchange(&mut server, c, b"set x 0 0 20\r\nx hunter2-but-longer\r\nget k\r\n"),
+            b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
+        );
     }
 
     #[test]
@@ -764,6 +799,10 @@ pub(crate) mod server_test {
         while server.poll_io().is_some() {}
         assert_eq!(shares.counters.figures().closed[Close::AuthFailed as usize], 66);
         let fresh = server.accept(peer("10.0.0.2:1"), now, Protocol::Resp).unwrap();
-        assert_eq!(exchange(&mut server, fresh, b"AUTH hunter2-but-longer\r\n"), b"+OK\r\n", "the right one still works");
+        assert_eq!(
+            exchange(&mut server, fresh, b"AUTH hunter2-but-longer\r\n"),
+            b"+OK\r\n",
+            "the right one still works"
+        );
     }
 }

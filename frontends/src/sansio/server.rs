@@ -60,9 +60,9 @@ use rustix::io::Errno;
 
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Share};
 use crate::sansio::security::{Auth, Security};
-use crate::sansio::tls::Tls;
 use crate::sansio::session::{Clock, End, Framing, OutBuf, Phase, Session, Spare, Timing};
 use crate::sansio::stats::{Close, Counters, close_of};
+use crate::sansio::tls::Tls;
 use crate::sansio::wire::{Handlers, Protocol};
 
 /// Bits of a handle's generation: a handle fits in 56 bits, so a
@@ -963,7 +963,12 @@ mod test {
         }
 
         fn shared(&self) -> Shared<'_> {
-            Shared { places: &self.places, memory: &self.memory, counters: &self.counters, security: &crate::sansio::security::OPEN }
+            Shared {
+                places: &self.places,
+                memory: &self.memory,
+                counters: &self.counters,
+                security: &crate::sansio::security::OPEN,
+            }
         }
     }
 
@@ -1116,7 +1121,8 @@ mod test {
     fn loops_sharing_the_cap_see_each_others_charges_within_a_turn() {
         let (places, counters) = (Places::default(), Counters::default());
         let memory = ClientMemory::new(CAP);
-        let shared = Shared { places: &places, memory: &memory, counters: &counters, security: &crate::sansio::security::OPEN };
+        let shared =
+            Shared { places: &places, memory: &memory, counters: &counters, security: &crate::sansio::security::OPEN };
         let (mut a, mut b) = (server(shared), server(shared));
         let (now, wire) = (Instant::now(), partial_frame());
         for _ in 0..2 * CAP / FRAME {
