@@ -541,3 +541,25 @@ fn a_readable_secret_file_is_refused_and_the_secret_is_never_shown() {
     let lines = server.stderr_lines().join("\n");
     assert!(lines.contains("wrong secret") && !lines.contains(SECRET) && !lines.contains("a-wrong-guess"), "{lines}");
 }
+
+/// The golden auth frames (proto/tests/frames.json, made with the official
+/// protobuf runtime), byte for byte: with a secret, and without one (what
+/// an older server answers too: kind 5 as an unknown kind).
+#[test]
+fn the_golden_auth_frames_byte_for_byte() {
+    let v = common::vectors();
+    let files = Files::new("golden");
+    let secret = files.secret();
+    let server = Server::start(Flavor::Epoll, &["--auth-file", secret.to_str().unwrap()]);
+    let mut raw = common::Client::connect(server.addr());
+    raw.send(&v["get_request"]);
+    assert_eq!(raw.read_frame(), v["auth_required"]);
+    raw.send(&v["auth_request"]);
+    assert_eq!(raw.read_frame(), v["auth_response_ok"]);
+    raw.send(&v["get_request"]);
+    assert_eq!(raw.read_frame(), v["get_response_miss"]);
+    let open = Server::start(Flavor::Epoll, &[]);
+    let mut raw = common::Client::connect(open.addr());
+    raw.send(&v["auth_request"]);
+    assert_eq!(raw.read_frame(), v["auth_response_unsupported"]);
+}

@@ -19,7 +19,7 @@
 //! What TLS allocates (and plaintext does not): rustls's buffers per
 //! connection (a few tens of KiB while records move, given back as they
 //! drain), the connection itself (boxed by the session), and the records
-//! waiting for the socket in [`Tls::out`]; the decrypted bytes go through
+//! waiting for the socket in `Tls::out`; the decrypted bytes go through
 //! one buffer per connection, kept.
 //!
 //! What it does not own: certificates and their reload (the host's
@@ -67,7 +67,7 @@ impl Tls {
 
     /// Decrypts `input` (every byte is taken): the plaintext is in
     /// [`Tls::take_plain`]; records the server owes (the handshake's, an
-    /// alert) are queued in [`Tls::out`]. An error ends the connection:
+    /// alert) are queued in `Tls::out`. An error ends the connection:
     /// the alert that says why is queued first.
     pub fn decrypt(&mut self, mut input: &[u8]) -> Result<Decrypted, rustls::Error> {
         self.plain.clear();
