@@ -529,10 +529,24 @@ fn a_readable_secret_file_is_refused_and_the_secret_is_never_shown() {
     );
     assert!(err.contains("chmod 600") && !err.contains(SECRET) && !out.contains(SECRET), "{out}{err}");
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
-    let server = Server::start(Flavor::Epoll, &["--auth-file", secret.to_str().unwrap(), "--log-level", "debug"]);
+    let server = Server::start(
+        Flavor::Epoll,
+        &["--auth-file", secret.to_str().unwrap(), "--log-level", "debug", "--metrics", "127.0.0.1:0"],
+    );
+    let line = server.next_stdout_line();
+    let metrics = line.strip_prefix("kvio serve: metrics=http://").unwrap_or_else(|| panic!("{line}"));
+    let metrics = metrics.trim_end_matches("/metrics").parse().unwrap();
     let mut raw = common::Client::connect(server.addr());
     raw.request(&common::msg(5, "", "a-wrong-guess"));
     raw.request(&common::msg(5, "", SECRET));
+    let counted = "kvio_auth_failures_total 1\n";
+    let mut scrape = String::new();
+    let found = common::poll_until(IO_TIMEOUT, Duration::from_millis(20), || {
+        scrape = exchange(&mut tcp(metrics), b"GET /metrics HTTP/1.0\r\n\r\n", usize::MAX);
+        scrape.contains(counted).then_some(())
+    });
+    assert!(found.is_some(), "{scrape}");
+    assert!(!scrape.contains(SECRET) && !scrape.contains("a-wrong-guess"));
     let cmdline = fs::read(format!("/proc/{}/cmdline", server.pid())).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains(SECRET));
     drop(raw);

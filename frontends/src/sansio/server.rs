@@ -93,7 +93,7 @@ pub struct Shared<'a> {
     pub memory: &'a ClientMemory,
     /// This loop's counters.
     pub counters: &'a Counters,
-    /// Who may talk to the server ([`security::OPEN`]: anyone, in plaintext).
+    /// Who may talk to the server ([`OPEN`](crate::sansio::security::OPEN): anyone, in plaintext).
     pub security: &'a Security,
 }
 
