@@ -23,6 +23,8 @@ use kvio_core::frame::{Parse, encode_frame};
 use kvio_proto::KeyValueMessage;
 use prost::Message;
 
+pub mod text;
+
 /// How long a server may take to print its start-up line or to exit.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many of a server's stderr lines are kept for assertions and failure reports.
@@ -143,6 +145,9 @@ pub struct Server {
     settings: Vec<(String, String)>,
     stdout: Receiver<String>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The RESP and memcached listeners, from the start-up lines after the
+    /// first (`kvio serve: resp=ADDR`), when [`Server::start_protocols`] asked.
+    listeners: Vec<(String, SocketAddr)>,
     exited: bool,
     _busy_poll: Option<MutexGuard<'static, ()>>,
 }
@@ -221,6 +226,7 @@ impl Server {
             settings: Vec::new(),
             stdout,
             stderr,
+            listeners: Vec::new(),
             exited: false,
             _busy_poll: busy_poll,
         };
@@ -242,8 +248,49 @@ impl Server {
         server
     }
 
+    /// `kvio serve --flavor F --addr 127.0.0.1:0 --resp 127.0.0.1:0
+    /// --memcache 127.0.0.1:0 <args>`, once the start-up lines after the
+    /// first have said where the RESP and memcached listeners are.
+    pub fn start_protocols(flavor: Flavor, args: &[&str]) -> Server {
+        let mut all = vec!["--resp", "127.0.0.1:0", "--memcache", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut server = Server::start(flavor, &all);
+        // The `--metrics` line, if asked, comes before the listeners' lines.
+        while server.listeners.len() < 2 {
+            let line = server.next_stdout_line();
+            if line.starts_with("kvio serve: metrics=") {
+                continue;
+            }
+            let rest = line.strip_prefix("kvio serve: ").unwrap_or_else(|| panic!("start-up line: {line:?}"));
+            let (protocol, addr) = rest.split_once('=').unwrap_or_else(|| panic!("start-up line: {line:?}"));
+            let addr: SocketAddr = addr.parse().unwrap_or_else(|_| panic!("start-up line: {line:?}"));
+            assert!(addr.ip().is_loopback() && addr.port() != 0, "start-up line: {line:?}");
+            server.listeners.push((protocol.to_owned(), addr));
+        }
+        server
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address a listener announced (`resp`, `memcache`).
+    pub fn listener(&self, protocol: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(p, _)| p == protocol)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no {protocol} listener announced: {:?}", self.listeners))
+    }
+
+    /// A connection to the RESP listener.
+    pub fn resp(&self) -> text::TextClient {
+        text::TextClient::connect(self.listener("resp"))
+    }
+
+    /// A connection to the memcached listener.
+    pub fn memcache(&self) -> text::TextClient {
+        text::TextClient::connect(self.listener("memcache"))
     }
 
     pub fn pid(&self) -> u32 {
