@@ -78,6 +78,7 @@ def main():
     parser.add_argument("--duration-ms", type=int, default=1500)
     parser.add_argument("--load", help="the load generator: a kvio-bench binary, or a kvio with `bench` "
                         "(default: the kvio-bench beside --b, else --b)")
+    parser.add_argument("--json", help="also write every run's report here")
     args = parser.parse_args()
     beside = os.path.join(os.path.dirname(os.path.abspath(args.b)), "kvio-bench")
     loader = args.load or (beside if os.path.exists(beside) else args.b)
@@ -95,16 +96,28 @@ def main():
                     runs[(side, (conns, depth))].append(load(loader, addr, proc.pid, conns, depth, args))
             finally:
                 stop(proc)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({f"{side} {c}x{d}": r for (side, (c, d)), r in runs.items()}, f, indent=1)
     print(f"A = {args.a} ({args.a_flavor or args.flavor}), B = {args.b} ({args.flavor} {args.b_serve_args}), "
           f"{args.rounds} rounds, medians")
-    print(f"{'point':>8} {'A cpu us/req':>13} {'B cpu us/req':>13} {'B/A cpu':>8} {'A req/s':>10} {'B req/s':>10} {'B/A req/s':>9}")
+    # B/A cpu is the ratio of the medians; "rounds" is the spread of the
+    # ratio within each round (A and B ran back to back there, so a round's
+    # ratio cancels the machine's slower drifts): its lower quartile,
+    # median and upper quartile, which say how far to trust the first column.
+    print(f"{'point':>8} {'A cpu us/req':>13} {'B cpu us/req':>13} {'B/A cpu':>8} {'rounds: q1 med q3':>19} "
+          f"{'A req/s':>10} {'B req/s':>10} {'B/A req/s':>9}")
     for conns, depth in points:
-        med = {side: (statistics.median(r["server_cpu_us_per_request"] for r in runs[(side, (conns, depth))]),
+        cpu = {side: [r["server_cpu_us_per_request"] for r in runs[(side, (conns, depth))]] for side in "ab"}
+        med = {side: (statistics.median(cpu[side]),
                       statistics.median(r["requests_per_sec"] for r in runs[(side, (conns, depth))]))
                for side in "ab"}
         (a_cpu, a_rps), (b_cpu, b_rps) = med["a"], med["b"]
+        # A window with no CPU tick counted (10 ms resolution) has no ratio.
+        paired = sorted(b / a for a, b in zip(cpu["a"], cpu["b"]) if a and b) or [float("nan")]
+        q1, q2, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
         print(f"{conns:>5}x{depth:<2} {a_cpu:>13.3f} {b_cpu:>13.3f} {b_cpu / a_cpu:>8.3f} "
-              f"{a_rps:>10.0f} {b_rps:>10.0f} {b_rps / a_rps:>9.3f}")
+              f"{q1:>6.3f} {q2:>5.3f} {q3:>6.3f} {a_rps:>10.0f} {b_rps:>10.0f} {b_rps / a_rps:>9.3f}")
 
 
 if __name__ == "__main__":

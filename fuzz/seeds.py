@@ -157,6 +157,18 @@ def decode():
     return seeds
 
 
+def journal():
+    # [mode: u8] odd: [n: u8][n x (kind, key, len)][file: u8][what: u8][at: u16]; even: raw bytes
+    ops = b"".join(bytes(op) for op in [(2, 0, 5), (3, 1, 0), (1, 0, 4), (0, 1, 0),
+                                         (130, 2, 60), (131, 0, 7), (129, 2, 3), (128, 3, 0)])
+    built = {name: u8(1) + u8(8) + ops + tail for name, tail in {
+        "cut-mid": u8(0) + u8(0) + u16(40), "flip-mid": u8(0) + u8(1) + u16(40),
+        "flip-last": u8(1) + u8(3) + u16(200), "whole": u8(1) + u8(0) + u16(65535)}.items()}
+    # Raw bytes: a file header's first 12 bytes (its CRC-32C is not in Python's library).
+    built["raw-header"] = u8(0) + b"kvio\0jnl" + u16(1) + u8(1) + u8(0)
+    return built
+
+
 # The server target: [config: u8] then steps [op: u8][pick: u8][op's bytes],
 # the layout of `run` in frontends/src/sansio/model.rs. config: bit 0 the
 # store evicts when full, bit 1 a server per connection (threaded) instead of
@@ -272,7 +284,7 @@ def server_regressions():
 
 
 TARGETS = {"frame_parser": frame_parser, "connection": connection, "store_model": store_model,
-           "roundtrip": roundtrip, "decode": decode, "server": server}
+           "roundtrip": roundtrip, "decode": decode, "server": server, "journal": journal}
 for target in sys.argv[1:] or TARGETS:
     write(target, TARGETS[target]())
     if target == "server":

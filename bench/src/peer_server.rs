@@ -16,6 +16,8 @@ use crate::load::Protocol;
 pub(crate) const SERVER_WAIT: Duration = Duration::from_secs(10);
 /// Why a server did not start: it exited before it listened.
 const EXITED: &str = "it exited";
+/// The cas a record carries when kvio serves memcached's protocol.
+const CAS_LEN: usize = 8;
 /// memcached's memory limit (`-m`, MiB): more than any run here stores.
 const MEMCACHED_MIB: usize = 4096;
 
@@ -27,6 +29,14 @@ pub enum Peer {
     Epoll,
     /// `kvio serve --flavor uring`.
     Uring,
+    /// `kvio serve --flavor epoll --resp`, driven over RESP.
+    EpollResp,
+    /// `kvio serve --flavor uring --resp`, driven over RESP.
+    UringResp,
+    /// `kvio serve --flavor epoll --memcache`, driven over memcached's text protocol.
+    EpollMemcache,
+    /// `kvio serve --flavor uring --memcache`, driven over memcached's text protocol.
+    UringMemcache,
     /// `redis-server --io-threads 1 --save '' --appendonly no`.
     Redis,
     /// `memcached -t 1 -U 0`.
@@ -34,14 +44,28 @@ pub enum Peer {
 }
 
 impl Peer {
-    /// Every server, kvio's first (the ratios are against epoll).
-    pub const ALL: [Peer; 4] = [Peer::Epoll, Peer::Uring, Peer::Redis, Peer::Memcached];
+    /// Every server, kvio's first (the ratios are against epoll), each
+    /// kvio-over-a-peer's-protocol before that peer.
+    pub const ALL: [Peer; 8] = [
+        Peer::Epoll,
+        Peer::Uring,
+        Peer::EpollResp,
+        Peer::UringResp,
+        Peer::Redis,
+        Peer::EpollMemcache,
+        Peer::UringMemcache,
+        Peer::Memcached,
+    ];
 
     /// Name in tables and files.
     pub fn name(self) -> &'static str {
         match self {
             Peer::Epoll => "epoll",
             Peer::Uring => "uring",
+            Peer::EpollResp => "epoll-resp",
+            Peer::UringResp => "uring-resp",
+            Peer::EpollMemcache => "epoll-memcache",
+            Peer::UringMemcache => "uring-memcache",
             Peer::Redis => "redis",
             Peer::Memcached => "memcached",
         }
@@ -51,17 +75,41 @@ impl Peer {
     pub fn protocol(self) -> Protocol {
         match self {
             Peer::Epoll | Peer::Uring => Protocol::Kvio,
-            Peer::Redis => Protocol::Resp,
-            Peer::Memcached => Protocol::Memcache,
+            Peer::Redis | Peer::EpollResp | Peer::UringResp => Protocol::Resp,
+            Peer::Memcached | Peer::EpollMemcache | Peer::UringMemcache => Protocol::Memcache,
+        }
+    }
+
+    /// Whether it is kvio (over whichever protocol).
+    pub fn is_kvio(self) -> bool {
+        self.flavor().is_some()
+    }
+
+    /// kvio's flavor, for kvio's contestants.
+    fn flavor(self) -> Option<&'static str> {
+        match self {
+            Peer::Epoll | Peer::EpollResp | Peer::EpollMemcache => Some("epoll"),
+            Peer::Uring | Peer::UringResp | Peer::UringMemcache => Some("uring"),
+            Peer::Redis | Peer::Memcached => None,
+        }
+    }
+
+    /// The peer a kvio contestant speaking its protocol is judged against.
+    pub fn rival(self) -> Option<Peer> {
+        self.flavor()?;
+        match self.protocol() {
+            Protocol::Resp => Some(Peer::Redis),
+            Protocol::Memcache => Some(Peer::Memcached),
+            Protocol::Kvio => None,
         }
     }
 
     /// The program: `kvio` beside this binary, or the peer found on PATH.
     pub fn program(self) -> Result<PathBuf, String> {
         let (binary, package) = match self {
-            Peer::Epoll | Peer::Uring => return compare::program(true),
             Peer::Redis => ("redis-server", "redis-server"),
             Peer::Memcached => ("memcached", "memcached"),
+            _ => return compare::program(true),
         };
         find_on_path(binary).ok_or_else(|| {
             format!("{binary} is not installed (not on PATH; Debian: apt-get install {package}): skipped")
@@ -73,11 +121,27 @@ impl Peer {
     fn args(self, port: u16, entries: usize, bytes: usize) -> Vec<String> {
         let port = port.to_string();
         let mut args: Vec<String> = match self {
-            Peer::Epoll | Peer::Uring => {
+            Peer::Epoll
+            | Peer::Uring
+            | Peer::EpollResp
+            | Peer::UringResp
+            | Peer::EpollMemcache
+            | Peer::UringMemcache => {
+                let flavor = self.flavor().unwrap_or("epoll");
                 let addr = format!("127.0.0.1:{port}");
+                // With --memcache every record also carries memcached's cas.
+                let bytes = if self.protocol() == Protocol::Memcache { bytes + entries * CAS_LEN } else { bytes };
                 let (entries, bytes) = (entries.to_string(), bytes.to_string());
-                let a = ["serve", "--flavor", self.name(), "--addr", &addr, "--store-entries", &entries];
-                a.into_iter().chain(["--store-bytes", &bytes]).map(String::from).collect()
+                // Over another protocol, `port` is that protocol's and kvio
+                // frames get a port of the kernel's choosing, unused.
+                let (frames, other) = match self.protocol() {
+                    Protocol::Kvio => (addr.as_str(), None),
+                    Protocol::Resp => ("127.0.0.1:0", Some("--resp")),
+                    Protocol::Memcache => ("127.0.0.1:0", Some("--memcache")),
+                };
+                let a = ["serve", "--flavor", flavor, "--addr", frames, "--store-entries", &entries];
+                let other = other.into_iter().flat_map(|o| [o, &addr]);
+                a.into_iter().chain(["--store-bytes", &bytes]).chain(other).map(String::from).collect()
             }
             Peer::Redis => [
                 "--port",
@@ -154,6 +218,11 @@ impl Peer {
             match running.lines.recv_timeout(wait) {
                 Ok(Some(line)) => match self {
                     Peer::Epoll | Peer::Uring if line.contains("addr=") => return Ok(()),
+                    // The line after the start-up line, once that protocol's listener is bound.
+                    Peer::EpollResp | Peer::UringResp if line.starts_with("kvio serve: resp=") => return Ok(()),
+                    Peer::EpollMemcache | Peer::UringMemcache if line.starts_with("kvio serve: memcache=") => {
+                        return Ok(());
+                    }
                     Peer::Redis if line.contains("Ready to accept connections") => return Ok(()),
                     _ => {}
                 },
@@ -202,5 +271,15 @@ mod test {
         let kvio = Peer::Uring.args(7000, 5, 99);
         assert_eq!(kvio[..5], ["serve", "--flavor", "uring", "--addr", "127.0.0.1:7000"]);
         assert!(kvio.windows(2).any(|w| w == ["--store-entries", "5"]) && kvio.ends_with(&["99".into()]));
+        // Over RESP or memcached's protocol, the given port is that protocol's.
+        let resp = Peer::UringResp.args(7000, 5, 99);
+        assert_eq!(resp[..5], ["serve", "--flavor", "uring", "--addr", "127.0.0.1:0"]);
+        assert!(resp.ends_with(&["--resp".into(), "127.0.0.1:7000".into()]));
+        let mc = Peer::EpollMemcache.args(7000, 5, 99);
+        assert_eq!(mc[..5], ["serve", "--flavor", "epoll", "--addr", "127.0.0.1:0"]);
+        assert!(mc.ends_with(&["--memcache".into(), "127.0.0.1:7000".into()]));
+        assert!(mc.windows(2).any(|w| w == ["--store-bytes", "139"]), "99 + 5 cas: {mc:?}");
+        assert_eq!(Peer::EpollResp.protocol(), Protocol::Resp);
+        assert_eq!((Peer::UringMemcache.rival(), Peer::Uring.rival()), (Some(Peer::Memcached), None));
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use kvio_core::store::slots_for;
 
 use crate::compare::Cores;
-use crate::load::{self, LoadConfig, LoadReport, Protocol};
+use crate::load::{self, LoadConfig, LoadReport};
 pub use crate::peer_server::Peer;
 use crate::peer_server::SERVER_WAIT;
 use crate::{report, sys};
@@ -109,6 +109,9 @@ pub struct PeerRun {
     pub value_size: usize,
     /// Connections × pipeline.
     pub point: Point,
+    /// For kvio over RESP or memcached's protocol: the server speaking it
+    /// natively, whose CPU per request it is compared with.
+    pub rival: Option<&'static str>,
     /// `ok`, `failed` or `skipped`.
     pub status: &'static str,
     /// Why not ok.
@@ -253,6 +256,7 @@ pub fn run(args: PeersArgs) -> i32 {
                     server: server.name(),
                     value_size,
                     point,
+                    rival: server.rival().map(Peer::name),
                     status,
                     reason,
                     report: None,
@@ -389,7 +393,7 @@ fn fill_one(server: Peer, cores: Cores, keys: u64, value_size: usize, fill: &mut
         }
     };
     let table = slots_for(entries) * size_of::<kvio_core::store::Slot>();
-    if server.protocol() == Protocol::Kvio {
+    if server.is_kvio() {
         // The slot table is written in full at start-up; the arena comes
         // zeroed from calloc and costs RSS only where records are written.
         fill.store = Some((entries, bytes));
@@ -481,7 +485,8 @@ pub fn markdown(r: &PeersResults) -> String {
     );
     s.push_str(
         "| server | value | conns x pipeline | req/s | p99 µs | server CPU µs/req | CPU/req vs epoll | req/s vs epoll | \
-         p99 vs epoll | peak RSS KiB | status |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         p99 vs epoll | CPU/req vs the protocol's own server | peak RSS KiB | status |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for run in &r.runs {
         let base = r
@@ -489,13 +494,26 @@ pub fn markdown(r: &PeersResults) -> String {
             .iter()
             .find(|b| b.server == "epoll" && b.value_size == run.value_size && b.point == run.point)
             .and_then(|b| b.report.as_ref());
+        let rival = run
+            .rival
+            .and_then(|name| {
+                r.runs.iter().find(|b| b.server == name && b.value_size == run.value_size && b.point == run.point)
+            })
+            .and_then(|b| b.report.as_ref())
+            .and_then(|b| b.server_cpu_us_per_request);
+        let against = match run.rival {
+            Some(name) => {
+                format!("{} x {name}", ratio(run.report.as_ref().and_then(|r| r.server_cpu_us_per_request), rival))
+            }
+            None => "-".into(),
+        };
         let status = match &run.reason {
             Some(why) => format!("{}: {why}", run.status),
             None => run.status.to_owned(),
         };
         match &run.report {
             Some(rep) => s.push_str(&format!(
-                "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {status} |\n",
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {against} | {} | {status} |\n",
                 run.server,
                 run.value_size,
                 run.point,
@@ -508,7 +526,7 @@ pub fn markdown(r: &PeersResults) -> String {
                 opt(run.peak_rss_kib),
             )),
             None => s.push_str(&format!(
-                "| {} | {} | {} | - | - | - | - | - | - | - | {status} |\n",
+                "| {} | {} | {} | - | - | - | - | - | - | - | - | {status} |\n",
                 run.server, run.value_size, run.point
             )),
         }

@@ -96,6 +96,12 @@ fn a_tiny_comparison_against_redis_and_memcached() {
         return;
     }
     if kvio_built() {
+        // kvio over each installed peer's protocol, beside that peer.
+        for (peer, kvio) in [("redis", "epoll-resp"), ("memcached", "epoll-memcache")] {
+            if let Some(at) = servers.iter().position(|s| *s == peer) {
+                servers.insert(at, kvio);
+            }
+        }
         servers.insert(0, "epoll");
     }
     let dir = out_dir("tiny");
@@ -127,6 +133,12 @@ fn a_tiny_comparison_against_redis_and_memcached() {
     let table = std::fs::read_to_string(dir.join("peers.md")).unwrap();
     for s in &servers {
         assert!(table.contains(&format!("| {s} | 2000 | 4x4 |")), "{s} missing from\n{table}");
+    }
+    // kvio over a peer's protocol is compared with that peer.
+    for (kvio, peer) in [("epoll-resp", "redis"), ("epoll-memcache", "memcached")] {
+        if servers.contains(&kvio) {
+            assert!(table.contains(&format!(" x {peer} |")), "{kvio} against {peer} missing from\n{table}");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

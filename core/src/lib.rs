@@ -10,6 +10,8 @@
 //!   composes their responses (Pelikan's Parse / Execute / Compose).
 //! - [`connection`]: the sans-IO connection over any protocol: bytes in,
 //!   response bytes out, pipelining, error answers and back-pressure accounting.
+//! - [`journal`]: the durability record format (encode, decode, CRC-32C),
+//!   so that a host's log and snapshots (or a device's flash) share it.
 //! - [`serial`]: a connection over a byte stream that never closes (a UART):
 //!   resynchronisation by line silence, with time passed in.
 //!
@@ -93,6 +95,7 @@ pub mod buffer;
 pub mod connection;
 mod decimal;
 pub mod frame;
+pub mod journal;
 pub mod memcache;
 pub mod protocol;
 pub mod resp;
@@ -106,7 +109,7 @@ pub use protocol::{Handler, Next, Parser};
 pub use serial::{LineState, SerialLink};
 pub use store::{
     Condition, Entry, Expiry, KeyValueStore, Limits as StoreLimits, Millis, PutOptions, Quota, Shared, Store,
-    StoreError, WhenFull,
+    StoreError, VisitCursor, WhenFull,
 };
 
 /// The default maximum frame length (`len` field: payload + 5 footer bytes): 1 MiB.

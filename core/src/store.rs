@@ -235,6 +235,10 @@ pub enum StoreError {
     /// records cannot carry them: kvio-core built without its
     /// `entry-fields` feature (a device that serves kvio frames only).
     Unsupported,
+    /// The host cannot write its journal (disk full, an IO error): the
+    /// write was refused rather than acknowledged unwritten. Never
+    /// returned by a [`Store`]; a host's journaled store returns it.
+    NotPersisted,
 }
 
 impl StoreError {
@@ -249,6 +253,7 @@ impl StoreError {
             StoreError::NotFound => "not found",
             StoreError::NotANumber => "not a number",
             StoreError::Unsupported => "expiry and flags unsupported by this store",
+            StoreError::NotPersisted => "not persisted: the server cannot write its journal",
         }
     }
 }
@@ -917,6 +922,16 @@ enum Value<'v> {
     Concat(&'v [u8], bool),
 }
 
+/// Where a [`Store::visit`] goes on: the empty slot it started from and
+/// how far around the table it went. `Default` starts a visit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct VisitCursor {
+    start: Option<usize>,
+    /// Slots looked at after `start`.
+    next: usize,
+}
+
 /// A fixed-capacity key/value store over caller-provided storage. See the
 /// [module docs](self).
 #[derive(Debug)]
@@ -1176,6 +1191,64 @@ where
         self.compactions as u64
     }
 
+    /// Visits up to about `max` entries from `cursor` on, calling `f` with
+    /// each one's key and entry (expired ones skipped, none marked used),
+    /// and moves the cursor on; true once the whole table was visited. A
+    /// snapshot calls it again and again, a bounded slice at a time, while
+    /// the store keeps serving between the calls.
+    ///
+    /// What it guarantees across calls: every entry that was in the store
+    /// when the visit began, and was not written (put, deleted, touched,
+    /// evicted, expired) since, is visited exactly once. An entry written
+    /// meanwhile may be visited or not, once at most per write: a caller
+    /// that records those writes too (a log) has them all.
+    ///
+    /// Why it holds: the cursor walks the slot table from an empty slot,
+    /// once around, and each call stops just after an empty slot. An entry
+    /// lies between its home slot and its slot with no empty slot between,
+    /// so when a call stops, every entry not yet visited has its home at or
+    /// after the cursor; and entries only ever move back towards their home
+    /// (the backward shift of a delete; a move in the arena keeps the
+    /// slot), so none crosses the cursor backwards. A call may pass `max`
+    /// to finish its probe run (runs stay short under 7/8 load); it looks
+    /// at no more than `16 × max` slots besides.
+    ///
+    /// Use a cursor on one store only ([`VisitCursor::default`] starts).
+    pub fn visit(&self, cursor: &mut VisitCursor, max: usize, mut f: impl FnMut(&[u8], Entry<'_>)) -> bool {
+        let slots = self.slots.as_ref();
+        let table = table_len(slots.len());
+        let mask = table.wrapping_sub(1);
+        let start = match cursor.start {
+            Some(start) => start,
+            None if table == 0 => return true,
+            None => {
+                // There is always an empty slot (max_entries_for).
+                let start = (0..table).find(|&i| slots[i].is_empty()).unwrap_or(0);
+                cursor.start = Some(start);
+                start
+            }
+        };
+        let arena = self.arena.as_ref();
+        let (mut visited, mut looked) = (0usize, 0usize);
+        while cursor.next < table {
+            let slot = slots[(start + 1 + cursor.next) & mask];
+            cursor.next += 1;
+            looked += 1;
+            if slot.is_empty() {
+                if visited >= max || looked >= max.saturating_mul(16) {
+                    return cursor.next >= table;
+                }
+                continue;
+            }
+            let record = Record::read(arena, slot.offset());
+            if !record.expired(arena, self.now) {
+                visited += 1;
+                f(record.key(arena), record.entry(arena));
+            }
+        }
+        true
+    }
+
     fn arena_len(&self) -> usize {
         self.arena.as_ref().len().min(u32::MAX as usize - 1)
     }
@@ -1267,6 +1340,17 @@ where
         let record = self.find(key, hash(key)).1?;
         let arena = self.arena.as_ref();
         (!record.expired(arena, self.now)).then(|| record.value(arena))
+    }
+
+    /// The entry under `key` at [`Store::now`], without marking it used or
+    /// forgetting it if expired (a peek: what a journal records after a write).
+    pub fn peek(&self, key: &[u8]) -> Option<Entry<'_>> {
+        if key.len() > self.limits().max_key_len {
+            return None;
+        }
+        let record = self.find(key, hash(key)).1?;
+        let arena = self.arena.as_ref();
+        (!record.expired(arena, self.now)).then(|| record.entry(arena))
     }
 
     /// The value stored under `key`, marked used so an evicting store keeps
@@ -3270,6 +3354,109 @@ mod test {
                 }
             }
         }
+    }
+
+    /// A visit interleaved with writes, a slice at a time: every entry there
+    /// at the start and never written since is seen exactly once, with its
+    /// value, whatever the deletes shift back over the cursor.
+    #[test]
+    fn a_visit_sees_every_untouched_entry_once_while_the_store_changes() {
+        for seed in 1..40u64 {
+            let slots = std::vec![Slot::EMPTY; 256].into_boxed_slice();
+            let arena = std::vec![0u8; 1 << 14].into_boxed_slice();
+            let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 220, 1 << 14));
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            // Few slots, many keys: long probe runs that deletes shift.
+            for k in 0..200u16 {
+                s.put(&k.to_le_bytes(), &[k as u8; 3]).unwrap();
+            }
+            let mut touched = std::collections::BTreeSet::new();
+            let mut seen = BTreeMap::<Vec<u8>, (usize, Vec<u8>)>::new();
+            let mut cursor = VisitCursor::default();
+            let max = 1 + (seed as usize % 7);
+            loop {
+                let done = s.visit(&mut cursor, max, |k, e| {
+                    let seen = seen.entry(k.to_vec()).or_default();
+                    seen.0 += 1;
+                    seen.1 = e.value.to_vec();
+                });
+                if done {
+                    break;
+                }
+                for _ in 0..3 {
+                    let k = (next() % 260) as u16;
+                    touched.insert(k);
+                    match next() % 3 {
+                        0 => {
+                            s.delete(&k.to_le_bytes());
+                        }
+                        _ => {
+                            let _ = s.put(&k.to_le_bytes(), &[9; 4][..3 + (k % 2) as usize]);
+                        }
+                    }
+                }
+            }
+            s.check();
+            for k in (0..200u16).filter(|k| !touched.contains(k)) {
+                let want = (1, std::vec![k as u8; 3]);
+                assert_eq!(seen.get(&k.to_le_bytes()[..]), Some(&want), "seed {seed}: key {k}");
+            }
+            assert!(seen.values().all(|(n, _)| *n == 1), "seed {seed}: twice");
+        }
+    }
+
+    /// A call looks at a bounded slice: `max` entries plus the rest of a
+    /// probe run, and at most 16 × max slots; a finished visit stays done.
+    #[test]
+    fn a_visit_call_takes_a_bounded_slice() {
+        let slots = std::vec![Slot::EMPTY; 1 << 12].into_boxed_slice();
+        let arena = std::vec![0u8; 1 << 16].into_boxed_slice();
+        let mut s = Store::with_storage(slots, arena, Limits::for_frame(1024, 3000, 1 << 16));
+        for k in 0..3000u16 {
+            s.put(&k.to_le_bytes(), b"v").unwrap();
+        }
+        let (mut cursor, mut calls, mut total, mut worst) = (VisitCursor::default(), 0, 0, 0);
+        while {
+            let mut n = 0;
+            let done = s.visit(&mut cursor, 8, |_, _| n += 1);
+            calls += 1;
+            total += n;
+            worst = worst.max(n);
+            !done
+        } {}
+        assert_eq!(total, 3000);
+        assert!(worst < 8 + 200, "a call visited {worst}");
+        assert!(calls > 3000 / 208, "{calls} calls");
+        assert!(s.visit(&mut cursor, 8, |_, _| panic!("done")));
+        let empty = ArrayStore::<16, 64, 1024>::new();
+        let mut c = VisitCursor::default();
+        let mut looks = 0;
+        while !empty.visit(&mut c, 1, |_, _| ()) {
+            looks += 1;
+        }
+        assert!(looks <= 1, "16 empty slots in {looks} calls");
+    }
+
+    /// Expired entries are skipped; a visit reads flags, expiry and the text mark.
+    #[cfg(feature = "entry-fields")]
+    #[test]
+    fn a_visit_hands_out_whole_entries_and_skips_expired_ones() {
+        let mut s = ArrayStore::<64, 4096, 1024>::new();
+        let opts = PutOptions { flags: 5, expiry: Expiry::At(100), text: true, ..PutOptions::default() };
+        s.put_with(b"a", b"1", opts, 10, |_| ()).1.unwrap();
+        s.put_with(b"b", b"2", PutOptions { expiry: Expiry::At(20), ..opts }, 10, |_| ()).1.unwrap();
+        s.put(b"c", b"3").unwrap();
+        let mut got = Vec::new();
+        let _ = s.entry(b"c", 50); // now = 50: b expired, not yet forgotten
+        assert!(s.visit(&mut VisitCursor::default(), 100, |k, e| got.push((k.to_vec(), e.flags, e.expires, e.text))));
+        got.sort();
+        assert_eq!(got, [(b"a".to_vec(), 5, Some(100), true), (b"c".to_vec(), 0, None, false)]);
     }
 
     mod model {

@@ -67,8 +67,8 @@ pub fn serve_in(
             let shared = loops.shared(0, config.max_client_memory);
             let store = config.sharded_store(std::thread::available_parallelism().map_or(1, |n| n.get()));
             let (counters, fill) = (shared.counters, loops.fill());
-            let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops };
-            threaded::serve(listeners, run, || Observed::new(&store, counters, fill))?;
+            let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops, journal: None };
+            threaded::serve(listeners, run, &[], |_| Observed::new(&store, counters, fill))?;
             app::lines::store_line(config, store.len(), store.evictions());
             Ok(loops.totals())
         }
@@ -115,7 +115,7 @@ fn serve_one<D: Driver>(
     loops: &Loops,
 ) -> io::Result<Stats> {
     let shared = loops.shared(0, config.max_client_memory);
-    let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops };
+    let run = Loop { index: 0, limits: config.limits(flavor), shutdown, shared, loops, journal: None };
     let mut store = config.store();
     D::serve_loop(listeners, run, Observed::new(&mut store, shared.counters, loops.fill()))?;
     app::lines::store_line(config, store.len(), store.evictions());
@@ -146,6 +146,101 @@ fn loops_of<D: Driver>(
     })?;
     app::lines::store_line(config, store.len(), store.evictions());
     Ok(stats)
+}
+
+/// Serves under `--data-dir`: every flavor's loops over `store` (its
+/// state already loaded by [`Durability::open`](host::durability::Durability::open)),
+/// each loop logging its writes to its journal and holding each turn's
+/// answers until their records are durable; a rewrite thread meanwhile.
+/// At the stop every loop's log is written and synced, whatever `--fsync`.
+pub fn serve_durable(
+    flavor: Flavor,
+    listeners: Vec<Vec<Listener>>,
+    config: &Config,
+    shutdown: &Shutdown,
+    loops: &Loops,
+    store: &sharded::ShardedStore,
+    durability: &host::durability::Durability,
+) -> io::Result<Stats> {
+    let (limits, memory) = (config.limits(flavor), config.max_client_memory);
+    if flavor == Flavor::Threaded {
+        return serve_durable_threaded(listeners, config, shutdown, loops, store, durability);
+    }
+    let stats = std::thread::scope(|scope| {
+        let rewrites = std::thread::Builder::new().name("kvio-rewrite".into()).spawn_scoped(scope, || {
+            durability.run_rewrites(store, |done| match done {
+                Ok((records, bytes)) => {
+                    tracing::info!("journal rewritten: a snapshot of {records} entries, {bytes} bytes")
+                }
+                Err(e) => tracing::warn!("journal rewrite failed: {e}"),
+            })
+        })?;
+        let served = loops::run(listeners, limits, memory, shutdown, loops, |listeners, run| {
+            let journal = host::durability::LoopJournal::new(durability, run.index, std::time::Instant::now());
+            let run = Loop { journal: Some(&journal), ..run };
+            let observed = Observed::new(journal.store(store), run.shared.counters, loops.fill());
+            let served = match flavor {
+                Flavor::Epoll => Epoll::serve_loop(listeners, run, observed),
+                Flavor::Uring => Uring::serve_loop(listeners, run, observed),
+                Flavor::BusyPoll => BusyPoll::serve_loop(listeners, run, observed),
+                Flavor::Blocking => Blocking::serve_loop(listeners, run, observed),
+                other => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "--data-dir: flavor {other} does not persist yet (epoll, uring, busy-poll and blocking do)"
+                    ),
+                )),
+            };
+            journal.finish(std::time::Instant::now());
+            served
+        });
+        durability.stop();
+        let _ = rewrites.join();
+        served
+    })?;
+    app::lines::store_line(config, store.len(), store.evictions());
+    Ok(stats)
+}
+
+/// [`serve_durable`] for the threaded flavor: the connection threads
+/// share the journals (one per CPU, as the store's loops).
+fn serve_durable_threaded(
+    listeners: Vec<Vec<Listener>>,
+    config: &Config,
+    shutdown: &Shutdown,
+    loops: &Loops,
+    store: &sharded::ShardedStore,
+    durability: &host::durability::Durability,
+) -> io::Result<Stats> {
+    let listeners = listeners.into_iter().flatten().collect();
+    let now = std::time::Instant::now();
+    let journals: Vec<_> =
+        (0..durability.loops()).map(|i| host::durability::LoopJournal::new(durability, i, now)).collect();
+    let shared = loops.shared(0, config.max_client_memory);
+    let (counters, fill) = (shared.counters, loops.fill());
+    let run = Loop { index: 0, limits: config.limits(Flavor::Threaded), shutdown, shared, loops, journal: None };
+    let served = std::thread::scope(|scope| {
+        let rewrites = std::thread::Builder::new().name("kvio-rewrite".into()).spawn_scoped(scope, || {
+            durability.run_rewrites(store, |done| {
+                if let Err(e) = done {
+                    tracing::warn!("journal rewrite failed: {e}");
+                }
+            })
+        })?;
+        let served = threaded::serve(listeners, run, &journals, |journal| {
+            let journal = journal.expect("a journal for each connection");
+            Observed::new(journal.store(store), counters, fill)
+        });
+        durability.stop();
+        let _ = rewrites.join();
+        served
+    });
+    for journal in &journals {
+        journal.finish(std::time::Instant::now());
+    }
+    served?;
+    app::lines::store_line(config, store.len(), store.evictions());
+    Ok(loops.totals())
 }
 
 #[cfg(test)]

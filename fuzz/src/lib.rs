@@ -12,6 +12,8 @@
 //!   memcached, which must agree on every answer and leave the same stores.
 //! - [`store`]: put/get sequences against a `BTreeMap` with the same limits.
 //! - [`roundtrip`]: any `KeyValueMessage` framed and parsed back.
+//! - [`journal`]: the journal's record decoder on any bytes, and recovery
+//!   on logs cut or damaged anywhere, against the records wholly before.
 //! - [`decode`]: any payload through the borrowed `MessageView` and prost's
 //!   decoders, which must agree.
 //! - `server` (its invariants are `kvio::sansio::model`'s): interleavings of
@@ -27,6 +29,7 @@ pub mod decode;
 pub mod differential;
 pub mod frames;
 pub mod input;
+pub mod journal;
 pub mod memcache;
 pub mod model;
 pub mod resp;

@@ -83,6 +83,8 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
 }
 
 const BAD_FORMAT: &[u8] = b"bad command line format";
+/// A write refused because the host cannot write its journal (disk full, an IO error).
+const NOT_PERSISTED: &[u8] = b"not persisted: the server cannot write its journal";
 const TOO_LARGE: &[u8] = b"object too large for cache";
 /// What a store built without `entry-fields` answers: it keeps no flags, expiry or cas.
 const UNSUPPORTED: &[u8] = b"this build keeps no flags, expiry or cas (kvio-core without entry-fields)";
@@ -320,6 +322,7 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
             Err(StoreError::KeyTooLong) => client_error(out, BAD_FORMAT),
             Err(StoreError::ValueTooLong) => server_error(out, TOO_LARGE),
             Err(StoreError::Unsupported) => server_error(out, UNSUPPORTED),
+            Err(StoreError::NotPersisted) => server_error(out, NOT_PERSISTED),
             Err(_) => server_error(out, b"out of memory storing object"),
         }
     }
@@ -378,6 +381,7 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
             Ok(n) => pieces(out, &[Decimal::new(n).as_bytes(), b"\r\n"]),
             Err(StoreError::NotFound) => line(out, b"NOT_FOUND"),
             Err(StoreError::NotANumber) => client_error(out, b"cannot increment or decrement non-numeric value"),
+            Err(StoreError::NotPersisted) => server_error(out, NOT_PERSISTED),
             Err(_) => server_error(out, b"out of memory"),
         }
     }
@@ -541,6 +545,7 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
             Err(StoreError::KeyTooLong) => client_error(out, BAD_FORMAT),
             Err(StoreError::ValueTooLong) => server_error(out, TOO_LARGE),
             Err(StoreError::Unsupported) => server_error(out, UNSUPPORTED),
+            Err(StoreError::NotPersisted) => server_error(out, NOT_PERSISTED),
             Err(_) => server_error(out, b"out of memory storing object"),
         }
     }
@@ -635,6 +640,7 @@ impl<S: KeyValueStore, T: Stats> McHandler<S, T> {
             Err(StoreError::NotANumber) => {
                 return client_error(out, b"cannot increment or decrement non-numeric value");
             }
+            Err(StoreError::NotPersisted) => return server_error(out, NOT_PERSISTED),
             Err(_) => return server_error(out, b"out of memory"),
         };
         if quiet && !value {

@@ -103,6 +103,8 @@ fn refused<O: Output + ?Sized>(out: &mut O, e: StoreError) -> Result<(), OutputF
         StoreError::Full => b"OOM command not allowed when the store is full (--store-entries, --store-bytes)",
         StoreError::NotANumber => NOT_INTEGER,
         StoreError::Unsupported => b"ERR this build keeps no expiry (kvio-core without entry-fields)",
+        // Redis's word for a write refused while it cannot persist.
+        StoreError::NotPersisted => b"MISCONF not persisted: the server cannot write its journal (--data-dir)",
         _ => b"ERR refused by the store",
     };
     reply::error(out, &[text])

@@ -286,8 +286,39 @@ struct ServeArgs {
     /// EnvFilter directive such as `kvio=debug` [default: RUST_LOG, else info].
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Keep the data in DIR: every acknowledged put, delete and expiry change goes to an append-only log there, and a
+    /// start loads it back (off by default: memory only). DIR is locked: a second server on it refuses to start.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// With --data-dir: when the log is synced to disk. always: before each answer to a write (one sync covers a whole
+    /// loop turn); everysec: once a second (a crash loses at most about the last 2 s); no: when the kernel writes back
+    /// (a graceful stop syncs in every mode).
+    #[arg(long, value_enum, default_value = "everysec", requires = "data_dir")]
+    fsync: FsyncArg,
+    /// With --data-dir: start even though a file is damaged before its end, keeping what comes before the damage and
+    /// moving the rest aside (DIR/<file>.damaged-<offset>).
+    #[arg(long, requires = "data_dir")]
+    repair: bool,
     #[command(flatten)]
     security: SecurityArgs,
+}
+
+/// `--fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FsyncArg {
+    Always,
+    Everysec,
+    No,
+}
+
+impl From<FsyncArg> for crate::sansio::log_writer::Fsync {
+    fn from(f: FsyncArg) -> Self {
+        match f {
+            FsyncArg::Always => Self::Always,
+            FsyncArg::Everysec => Self::EverySec,
+            FsyncArg::No => Self::No,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -483,6 +514,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
             None => None,
         };
         let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose().map_err(|e| e.to_string())?;
+        // Before the start-up line: the data is loaded (or the start refused)
+        // before anyone is told the server listens.
+        let durable = match &args.data_dir {
+            Some(dir) => Some(open_data_dir(dir, args, &config, threads)?),
+            None => None,
+        };
         let shutdown = Shutdown::new().map_err(|e| e.to_string())?;
         // Before the start-up line: whoever reads it may signal at once.
         shutdown.on_signals().map_err(|e| e.to_string())?;
@@ -498,10 +535,16 @@ fn serve(args: &ServeArgs) -> ExitCode {
             when_full: config.when_full,
             ..Description::now(args.flavor.as_str())
         });
+        if let Some((_, durability, _)) = &durable {
+            loops.set_journal(durability.shared_figures());
+        }
         let source = metrics::Source { loops: loops.clone(), config, flavor: args.flavor };
         metrics::spawn(metrics_listener, source, shutdown.clone())
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         stats::announce(&stats::startup_line(args.flavor, addr, &config, threads)).map_err(|e| e.to_string())?;
+        if let Some((_, _, loaded)) = &durable {
+            stats::announce(loaded).map_err(|e| e.to_string())?;
+        }
         if let Some(at) = metrics_addr {
             stats::announce(&format!("kvio serve: metrics=http://{at}{}", metrics::PATH)).map_err(|e| e.to_string())?;
         }
@@ -509,7 +552,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
             stats::announce(line).map_err(|e| e.to_string())?;
         }
         tracing::info!("serving: flavor={} addr={addr} threads={threads}", args.flavor);
-        let served = if threads == 1 && !args.pin {
+        let served = if let Some((store, durability, _)) = &durable {
+            crate::serve_durable(args.flavor, listeners, &config, &shutdown, &loops, store, durability)
+        } else if threads == 1 && !args.pin {
             crate::serve_in(args.flavor, listeners.remove(0), &config, &shutdown, &loops)
         } else {
             crate::serve_loops(args.flavor, listeners, &config, &shutdown, &loops)
@@ -528,6 +573,51 @@ fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// `--data-dir`: the store, with the directory's state loaded into it, the
+/// journal ready for `threads` loops, and the line that says what was
+/// loaded (stdout, after the start-up line); each cut or repair is logged.
+fn open_data_dir(
+    dir: &std::path::Path,
+    args: &ServeArgs,
+    config: &Config,
+    threads: usize,
+) -> Result<(crate::sharded::ShardedStore, crate::host::durability::Durability, String), String> {
+    // The threaded flavor's connection threads share a journal per CPU, as its store has shards per CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let loops = if args.flavor == Flavor::Threaded { cpus } else { threads.max(1) };
+    let store = config.sharded_store(loops);
+    let now_ms = crate::config::store_clock().millis(std::time::Instant::now());
+    let (durability, started) =
+        crate::host::durability::Durability::open(dir, args.fsync.into(), args.repair, &store, loops, now_ms)
+            .map_err(|e| e.to_string())?;
+    let report = &started.report;
+    for (file, offset, dropped) in &report.torn {
+        tracing::warn!(
+            "{}: torn tail cut at offset {offset} ({dropped} bytes): a write the crash interrupted",
+            file.display()
+        );
+    }
+    for (file, offset, aside) in &report.repaired {
+        tracing::warn!("{}: damaged at offset {offset}; the rest is in {}", file.display(), aside.display());
+    }
+    let loaded = format!(
+        "kvio serve: data-dir={} fsync={} loaded {} entries ({} records, {} files, {} bytes) in {} ms{}",
+        dir.display(),
+        durability.fsync(),
+        started.loaded.stored,
+        report.records,
+        report.files,
+        report.bytes,
+        started.took.as_millis(),
+        if started.loaded.refused > 0 {
+            format!("; {} did not fit the store", started.loaded.refused)
+        } else {
+            String::new()
+        },
+    );
+    Ok((store, durability, loaded))
 }
 
 /// `localhost:7878 (127.0.0.1:7878)`, or the address alone when it was given as one.

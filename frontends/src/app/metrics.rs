@@ -200,6 +200,8 @@ struct Scrape {
     store: Filled,
     config: Config,
     client_memory: usize,
+    /// Under `--data-dir`: bytes, last sync and rewrite (Unix ms), rewrites, errors, failing loops.
+    journal: Option<[u64; 6]>,
     process: Process,
 }
 
@@ -211,6 +213,17 @@ impl Scrape {
             store: source.loops.store_fill(),
             config: source.config,
             client_memory: source.loops.client_memory(),
+            journal: source.loops.journal().map(|j| {
+                let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                [
+                    load(&j.bytes),
+                    load(&j.last_sync_ms),
+                    load(&j.last_rewrite_ms),
+                    load(&j.rewrites),
+                    load(&j.write_errors),
+                    load(&j.failing),
+                ]
+            }),
             process: Process::read(),
         }
     }
@@ -335,6 +348,39 @@ impl Collector for Scrape {
             "Cap on kvio_client_memory_bytes (--max-client-memory).",
             &one(cap as u64),
         )?;
+        if let Some([bytes, last_sync, last_rewrite, rewrites, errors, failing]) = self.journal {
+            gauge(
+                &mut e,
+                "kvio_journal_bytes",
+                "Bytes of the journal's files (--data-dir): snapshot and logs.",
+                &one(bytes),
+            )?;
+            gauge(
+                &mut e,
+                "kvio_journal_last_sync_timestamp_seconds",
+                "Unix time of the last sync of a log (0: none yet).",
+                &one(last_sync / 1000),
+            )?;
+            gauge(
+                &mut e,
+                "kvio_journal_last_rewrite_timestamp_seconds",
+                "Unix time the last rewrite (snapshot and fresh logs) committed (0: none yet).",
+                &one(last_rewrite / 1000),
+            )?;
+            counter(&mut e, "kvio_journal_rewrites", "Rewrites committed.", &one(rewrites))?;
+            counter(
+                &mut e,
+                "kvio_journal_write_errors",
+                "Writes or syncs of a log that failed (disk full, IO error): puts are refused meanwhile.",
+                &one(errors),
+            )?;
+            gauge(
+                &mut e,
+                "kvio_journal_failing_loops",
+                "Loops whose log cannot be written now: their puts are answered \"not persisted\".",
+                &one(failing),
+            )?;
+        }
         self.process.encode(&mut e)
     }
 }
@@ -472,5 +518,31 @@ mod test {
         }
         let process = Process::read();
         assert!(process.resident_bytes > 0 && process.open_fds > 0 && process.start_time_seconds > 1_600_000_000);
+    }
+
+    #[test]
+    fn the_journal_figures_appear_only_under_a_data_dir() {
+        use std::sync::atomic::Ordering;
+        let loops = Arc::new(Loops::new(1, false));
+        let source =
+            Source { loops: Arc::clone(&loops), config: Config::for_flavor(Flavor::Epoll), flavor: Flavor::Epoll };
+        assert!(!encode(&source).contains("kvio_journal"), "memory only: no journal figures");
+        let figures = Arc::new(crate::host::durability::JournalFigures::default());
+        figures.bytes.store(4096, Ordering::Relaxed);
+        figures.last_sync_ms.store(1_700_000_000_500, Ordering::Relaxed);
+        figures.write_errors.store(3, Ordering::Relaxed);
+        figures.failing.store(1, Ordering::Relaxed);
+        loops.set_journal(figures);
+        let text = encode(&source);
+        for needle in [
+            "kvio_journal_bytes 4096",
+            "kvio_journal_last_sync_timestamp_seconds 1700000000",
+            "kvio_journal_last_rewrite_timestamp_seconds 0",
+            "kvio_journal_rewrites_total 0",
+            "kvio_journal_write_errors_total 3",
+            "kvio_journal_failing_loops 1",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
     }
 }

@@ -143,7 +143,7 @@ pub fn table(s: &Scrape) -> String {
     let memory = (s.sum("kvio_client_memory_bytes", ""), s.sum("kvio_client_memory_limit_bytes", ""));
     let started = s.sum("process_start_time_seconds", "");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("server", format!("kvio {version}, flavor {flavor}, {} loop(s)", s.sum("kvio_loops", ""))),
         ("uptime", format!("{:.0} s", (now - started).max(0.0))),
         (
@@ -193,6 +193,30 @@ pub fn table(s: &Scrape) -> String {
         ("cpu", format!("{:.2} s", s.sum("process_cpu_seconds_total", ""))),
         ("open fds", format!("{} of {}", s.sum("process_open_fds", ""), s.sum("process_max_fds", ""))),
     ];
+    if s.samples.iter().any(|x| x.name == "kvio_journal_bytes") {
+        let ago = |name: &str| {
+            let at = s.sum(name, "");
+            if at > 0.0 { format!("{:.0} s ago", (now - at).max(0.0)) } else { "never".to_owned() }
+        };
+        rows.push(("journal", bytes(s.sum("kvio_journal_bytes", ""))));
+        rows.push(("last sync", ago("kvio_journal_last_sync_timestamp_seconds")));
+        rows.push((
+            "last rewrite",
+            format!(
+                "{} ({} so far)",
+                ago("kvio_journal_last_rewrite_timestamp_seconds"),
+                s.sum("kvio_journal_rewrites_total", "")
+            ),
+        ));
+        rows.push((
+            "write errors",
+            format!(
+                "{} ({} loop(s) failing now)",
+                s.sum("kvio_journal_write_errors_total", ""),
+                s.sum("kvio_journal_failing_loops", "")
+            ),
+        ));
+    }
     let mut out = String::new();
     for (name, value) in rows {
         let _ = writeln!(out, "{name:<16} {value}");
@@ -288,6 +312,21 @@ mod test {
         assert_eq!(scrape.label("kvio_info", "flavor").as_deref(), Some("epoll"));
         let table = table(&scrape);
         assert!(table.contains("gets             8 (hits 7, misses 1, hit ratio 87.5%)"), "{table}");
+    }
+
+    #[test]
+    fn the_journal_rows_show_under_a_data_dir() {
+        assert!(!table(&Scrape::parse(TEXT)).contains("journal"), "memory only: no journal rows");
+        let text = format!(
+            "{TEXT}kvio_journal_bytes 2048\nkvio_journal_last_sync_timestamp_seconds 1700000000\n\
+             kvio_journal_last_rewrite_timestamp_seconds 0\nkvio_journal_rewrites_total 0\n\
+             kvio_journal_write_errors_total 2\nkvio_journal_failing_loops 1\n"
+        );
+        let table = table(&Scrape::parse(&text));
+        assert!(table.contains("journal          2.0 KiB"), "{table}");
+        assert!(table.contains("last sync        ") && table.contains(" s ago"), "{table}");
+        assert!(table.contains("last rewrite     never (0 so far)"), "{table}");
+        assert!(table.contains("write errors     2 (1 loop(s) failing now)"), "{table}");
     }
 
     #[test]

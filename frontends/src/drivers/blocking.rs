@@ -48,6 +48,9 @@ impl Driver for Blocking {
             <[Listener; 1]>::try_from(listeners).map_err(|_| io::Error::new(ONE_LISTENER, ONE_LISTENER_REASON))?;
         let shutdown = run.shutdown;
         let mut server = Server::new(run.limits, run.shared, handler(&run, store));
+        if run.journal.is_some() {
+            server.hold_answers();
+        }
         let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
         // A safety net: accept never blocks longer than a tick, should the connection vanish after the poll.
         net::set_timeouts(listener.as_fd(), Some(TICK), None)?;
@@ -70,7 +73,7 @@ impl Driver for Blocking {
                 Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
                     let Ok(handle) = server.accept(peer, now, listener.protocol()) else { continue };
-                    driver::serve_blocking(fd.as_fd(), &mut server, handle, &mut read, shutdown, None);
+                    driver::serve_blocking(fd.as_fd(), &mut server, handle, &mut read, shutdown, None, run.journal);
                     drop(fd);
                     server.release(handle);
                 }

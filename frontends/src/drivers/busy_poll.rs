@@ -45,6 +45,9 @@ impl Driver for BusyPoll {
 /// last connection has closed.
 pub fn serve_loop<S: KeyValueStore>(mut listeners: Vec<Listener>, run: Loop<'_>, store: S) -> io::Result<()> {
     let mut server = Server::new(run.limits, run.shared, handler(&run, store));
+    if run.journal.is_some() {
+        server.hold_answers();
+    }
     let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
     // By handle index.
     let mut sockets: Vec<Option<(Handle, OwnedFd)>> = Vec::new();
@@ -90,6 +93,16 @@ pub fn serve_loop<S: KeyValueStore>(mut listeners: Vec<Listener>, run: Loop<'_>,
             moved |= pump(fd.as_fd(), &mut server, *handle, &mut read, now);
         }
         server.handle_timeout(now);
+        if let Some(journal) = run.journal {
+            // The pass's records in one write (and sync, as due); what that
+            // made durable is sent by the next pass's pumps.
+            let turn = server.end_turn();
+            let ended = journal.end_turn(now);
+            if ended.durable >= ended.ended {
+                server.durable(turn);
+            }
+            while server.take_released().is_some() {}
+        }
         while let Some(io) = server.poll_io() {
             let Some(socket) = sockets.get_mut(io.handle.index()) else { continue };
             let Some((handle, fd)) = socket.as_ref().filter(|(h, _)| *h == io.handle) else { continue };

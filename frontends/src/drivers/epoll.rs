@@ -47,8 +47,9 @@ use rustix::event::Timespec;
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::io::Errno;
 
-use crate::drivers::pump::{READ_CHUNK, pump, shut_write_if_asked};
+use crate::drivers::pump::{READ_CHUNK, pump, pump_write, shut_write_if_asked};
 use crate::drivers::{Driver, Loop, handler};
+use crate::host::durability::LoopJournal;
 use crate::host::loops::Loops;
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
@@ -124,6 +125,9 @@ pub fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, sto
         server: Server::new(run.limits, run.shared, handler(&run, store)),
         read: vec![0u8; READ_CHUNK].into_boxed_slice(),
     };
+    if run.journal.is_some() {
+        lp.server.hold_answers();
+    }
     let mut events: Vec<Event> = Vec::with_capacity(EVENTS_PER_WAIT);
     let mut now = Instant::now();
     if shutdown.is_requested() {
@@ -132,7 +136,11 @@ pub fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, sto
     while !lp.listeners.is_empty() || !lp.server.is_empty() {
         // From the clock read after the last wait: a deadline is at most one
         // batch's work late, and a wake-up reads the clock once, not twice.
-        let timeout = lp.server.poll_timeout().map(|at| {
+        let wake = match (lp.server.poll_timeout(), run.journal.and_then(|j| j.poll_timeout())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = wake.map(|at| {
             let wait = at.saturating_duration_since(now);
             Timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ }
         });
@@ -151,6 +159,9 @@ pub fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, sto
         }
         lp.server.handle_timeout(now);
         lp.apply();
+        if let Some(journal) = run.journal {
+            lp.end_turn(journal, now);
+        }
         lp.listen_if_accepting();
     }
     Ok(())
@@ -239,6 +250,24 @@ impl<S: KeyValueStore> EpollLoop<'_, S> {
                 }
             }
         }
+    }
+
+    /// Ends the turn under `--data-dir`: the journal writes (and, as due,
+    /// syncs) the turn's records in one go, then the answers it made
+    /// durable are sent.
+    fn end_turn(&mut self, journal: &LoopJournal<'_>, now: Instant) {
+        let turn = self.server.end_turn();
+        let ended = journal.end_turn(now);
+        if ended.durable >= ended.ended {
+            self.server.durable(turn);
+        }
+        while let Some(handle) = self.server.take_released() {
+            let socket = self.sockets.get(handle.index()).and_then(Option::as_ref).filter(|s| s.handle == handle);
+            if let Some(socket) = socket {
+                pump_write(socket.fd.as_fd(), &mut self.server, handle, now);
+            }
+        }
+        self.apply();
     }
 
     /// Stops accepting; the server fans the stop out.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use rustix::net::RecvFlags;
 
+use crate::host::durability::LoopJournal;
 use crate::host::net::{self, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::server::{Handle, Server};
@@ -87,6 +88,26 @@ pub fn pump<H: Handlers>(
         if !moved {
             // A shut asked for by this turn's last move comes out of Server::poll_io.
             return moved_any;
+        }
+    }
+}
+
+/// Sends what `handle` may send now on non-blocking `fd` (answers the
+/// journal just made durable), until it is sent or the socket is full.
+pub fn pump_write<H: Handlers>(fd: BorrowedFd<'_>, server: &mut Server<'_, H>, handle: Handle, now: Instant) {
+    while let Some(wants) = server.wants(handle) {
+        shut_write_if_asked(fd, wants.shut_write);
+        if !wants.write {
+            return;
+        }
+        match net::send(fd, server.transmit(handle)) {
+            Ok(0) => return,
+            Ok(n) => server.advance(handle, n, now),
+            Err(e) if net::would_block(&e) => return,
+            Err(e) => {
+                server.socket_error(handle, e);
+                return;
+            }
         }
     }
 }
@@ -166,6 +187,7 @@ pub fn serve_blocking<H: Handlers>(
     read: &mut [u8],
     shutdown: &Shutdown,
     wake: Option<&dyn Wake>,
+    journal: Option<&LoopJournal<'_>>,
 ) {
     let mut timeouts = Timeouts::default();
     // Bytes at the start of `read` taken from the socket, not yet handed
@@ -178,6 +200,16 @@ pub fn serve_blocking<H: Handlers>(
         }
         server.handle_asked();
         server.handle_timeout(now);
+        if let Some(journal) = journal {
+            // What the last read made the store write: one write (and sync,
+            // as due) before its answers are sent.
+            let turn = server.end_turn();
+            let ended = journal.end_turn(now);
+            if ended.durable >= ended.ended {
+                server.durable(turn);
+            }
+            while server.take_released().is_some() {}
+        }
         while let Some(io) = server.poll_io() {
             if io.close {
                 return;
@@ -188,7 +220,11 @@ pub fn serve_blocking<H: Handlers>(
             unread = 0;
             continue;
         }
-        let until = server.poll_timeout().map(|at| at.saturating_duration_since(now));
+        let wake_at = match (server.poll_timeout(), journal.and_then(LoopJournal::poll_timeout)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let until = wake_at.map(|at| at.saturating_duration_since(now));
         let tick = until.map_or(TICK, |until| until.min(TICK));
         let result = if server.wants_write(handle) {
             timeouts

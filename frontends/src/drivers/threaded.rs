@@ -67,6 +67,7 @@ use kvio_core::KeyValueStore;
 
 use crate::drivers::pump::{self as driver, TICK, Waited, Wake};
 use crate::drivers::{Loop, handler};
+use crate::host::durability::LoopJournal;
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Room, Share};
@@ -345,11 +346,22 @@ impl Wake for Woken<'_> {
 /// counters); each connection thread answers from the store `store()`
 /// gives it (one shared store, seen through whatever wrapper the caller
 /// wants).
-pub fn serve<S, F>(mut listeners: Vec<Listener>, run: Loop<'_>, store: F) -> io::Result<()>
+///
+/// Under `--data-dir`, `journals` are the journals the connection threads
+/// share (connection n logs to journal n mod their number, its answers
+/// held until its turn is durable there), and `store` is given the one
+/// each connection's store logs to; empty: memory only.
+pub fn serve<'a, S, F>(
+    mut listeners: Vec<Listener>,
+    run: Loop<'a>,
+    journals: &'a [LoopJournal<'a>],
+    store: F,
+) -> io::Result<()>
 where
     S: KeyValueStore + Send,
-    F: Fn() -> S + Sync,
+    F: Fn(Option<&'a LoopJournal<'a>>) -> S + Sync,
 {
+    let mut accepted = 0usize;
     let (shutdown, counters) = (run.shutdown, run.shared.counters);
     share_malloc_arenas(thread::available_parallelism().map_or(1, |n| n.get()));
     let registry = Registry::default();
@@ -376,7 +388,10 @@ where
             match listener.accept(false) {
                 Accepted::Connection(fd, peer) => {
                     // A refusal is counted by the server; dropping `fd` closes it.
-                    let Some(admitted) = admit(run, &registry, handler(&run, store()), fd, peer, protocol) else {
+                    let journal = (!journals.is_empty()).then(|| &journals[accepted % journals.len()]);
+                    accepted = accepted.wrapping_add(1);
+                    let handler = handler(&run, store(journal));
+                    let Some(admitted) = admit(run, &registry, handler, fd, peer, protocol, journal) else {
                         continue;
                     };
                     let registry = &registry;
@@ -407,6 +422,7 @@ struct Admitted<'a, H> {
     handle: Handle,
     entry: Arc<Entry>,
     registered: Registered<'a>,
+    journal: Option<&'a LoopJournal<'a>>,
 }
 
 /// Admits `fd` from `peer` into a new server sharing `run`'s places,
@@ -418,24 +434,28 @@ fn admit<'a, H: Handlers>(
     fd: OwnedFd,
     peer: Option<SocketAddr>,
     protocol: Protocol,
+    journal: Option<&'a LoopJournal<'a>>,
 ) -> Option<Admitted<'a, H>> {
     let mut server = Server::new(run.limits, run.shared, handler);
+    if journal.is_some() {
+        server.hold_answers();
+    }
     server.share_memory_with(registry);
     let share = Arc::new(Share::default());
     let handle = server.accept_with(peer, Instant::now(), protocol, Arc::clone(&share)).ok()?;
     let entry = Entry::new(fd, share);
     let registered = registry.register(&entry);
-    Some(Admitted { server, handle, entry, registered })
+    Some(Admitted { server, handle, entry, registered, journal })
 }
 
 /// A connection thread's body: serves the connection until its session
 /// closes; a panic is caught here and ends the session.
 fn connection<H: Handlers>(admitted: Admitted<'_, H>, registry: &Registry, shutdown: &Shutdown) {
-    let Admitted { mut server, handle, entry, registered } = admitted;
+    let Admitted { mut server, handle, entry, registered, journal } = admitted;
     let wake = Woken { registry, memory: server.memory(), entry: &entry };
     let served = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut read = vec![0u8; READ_CHUNK].into_boxed_slice();
-        driver::serve_blocking(entry.fd.as_fd(), &mut server, handle, &mut read, shutdown, Some(&wake));
+        driver::serve_blocking(entry.fd.as_fd(), &mut server, handle, &mut read, shutdown, Some(&wake), journal);
     }));
     if served.is_err() {
         server.abandon(|| End::Panic);
@@ -504,12 +524,13 @@ mod test {
                 counters: &self.counters,
                 security: &crate::sansio::security::OPEN,
             };
-            Loop { index: 0, limits: self.limits, shutdown: &self.shutdown, shared, loops: &self.loops }
+            Loop { index: 0, limits: self.limits, shutdown: &self.shutdown, shared, loops: &self.loops, journal: None }
         }
 
         /// Admits `fd`, answered by `handler`, and serves it on this thread.
         fn serve<H: Handlers>(&self, fd: OwnedFd, handler: H) {
-            let admitted = admit(self.run(), &self.registry, handler, fd, None, Protocol::Kvio).expect("admitted");
+            let admitted =
+                admit(self.run(), &self.registry, handler, fd, None, Protocol::Kvio, None).expect("admitted");
             connection(admitted, &self.registry, &self.shutdown);
         }
     }

@@ -6,49 +6,13 @@
 //! What it does not own: the counting ([`crate::sansio::stats`]) and the
 //! replies' formats (`kvio_core::resp`, `kvio_core::memcache`).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
 use kvio_core::WhenFull;
 use kvio_core::memcache;
 use kvio_core::resp;
 
+pub use crate::host::loops::Description;
 use crate::host::loops::Loops;
 use crate::sansio::stats::{Figures, PutOutcome};
-
-/// What a server was started with, for `INFO` and `stats`.
-#[derive(Debug, Clone, Copy)]
-pub struct Description {
-    /// The IO model's name.
-    pub flavor: &'static str,
-    /// When it started.
-    pub started: Instant,
-    /// Its start as a Unix time in seconds.
-    pub started_unix: u64,
-    /// `--max-connections`.
-    pub max_connections: usize,
-    /// `--store-entries`.
-    pub store_entries: usize,
-    /// `--store-bytes`.
-    pub store_bytes: usize,
-    /// `--when-full`.
-    pub when_full: WhenFull,
-}
-
-impl Description {
-    /// Started now (reads the clocks: the application's to call).
-    pub fn now(flavor: &'static str) -> Description {
-        let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Description {
-            flavor,
-            started: Instant::now(),
-            started_unix,
-            max_connections: 0,
-            store_entries: 0,
-            store_bytes: 0,
-            when_full: WhenFull::Refuse,
-        }
-    }
-}
 
 /// Every loop's figures, summed.
 fn totals(loops: &Loops) -> Figures {

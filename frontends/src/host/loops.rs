@@ -22,10 +22,13 @@
 //! `--pin` puts loop i on the i-th CPU the process may run on.
 
 use std::io;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::host::facts::Description;
+use kvio_core::WhenFull;
+
+use crate::host::durability::{JournalFigures, LoopJournal};
 use crate::host::net::Listener;
 use crate::host::observed::{Filled, StoreFill};
 use crate::host::shutdown::Shutdown;
@@ -49,6 +52,11 @@ pub struct Loop<'a> {
     pub shared: Shared<'a>,
     /// Every loop's state: what `INFO` and `stats` tell.
     pub loops: &'a Loops,
+    /// Under `--data-dir`: this loop's journal. The driver holds the
+    /// answers of each turn ([`Server::hold_answers`](crate::sansio::server::Server::hold_answers)),
+    /// ends every turn with [`LoopJournal::end_turn`] and releases what it
+    /// made durable, and wakes for [`LoopJournal::poll_timeout`].
+    pub journal: Option<&'a LoopJournal<'a>>,
 }
 
 /// The state of N loops that outlives them: built before the server
@@ -61,6 +69,8 @@ pub struct Loops {
     /// Made by [`run`] (or [`Loops::shared`]) from the server's cap.
     memory: OnceLock<ClientMemory>,
     fill: StoreFill,
+    /// Under `--data-dir`: the journal's figures.
+    journal: OnceLock<Arc<JournalFigures>>,
     pin: bool,
     /// What the server was started with (for `INFO` and `stats`).
     description: OnceLock<Description>,
@@ -78,6 +88,7 @@ impl Loops {
             places: Places::default(),
             memory: OnceLock::new(),
             fill: StoreFill::default(),
+            journal: OnceLock::new(),
             pin,
             description: OnceLock::new(),
             started: Description::now("kvio"),
@@ -107,6 +118,16 @@ impl Loops {
         let memory = self.memory.get_or_init(|| ClientMemory::new(max_client_memory));
         let security = self.security.get().unwrap_or(&security::OPEN);
         Shared { places: &self.places, memory, counters: &self.counters[i], security }
+    }
+
+    /// Under `--data-dir`: the journal's figures (log size, syncs, rewrites, errors).
+    pub fn journal(&self) -> Option<&JournalFigures> {
+        self.journal.get().map(|j| &**j)
+    }
+
+    /// Under `--data-dir`: the journal whose figures `/metrics` shows.
+    pub fn set_journal(&self, figures: Arc<JournalFigures>) {
+        let _ = self.journal.set(figures);
     }
 
     /// The store's figures, kept by whoever wraps the store in
@@ -190,12 +211,14 @@ where
         let mut first_error = None;
         let mut running = Vec::new();
         for (index, listener) in listeners.into_iter().enumerate() {
-            let run = Loop { index, limits, shutdown, shared: loops.shared(index, max_client_memory), loops };
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
             let spawned = thread::Builder::new().name(format!("kvio-loop-{index}")).spawn_scoped(scope, move || {
                 if let Some(cpu) = cpu {
                     pin_current_thread(cpu)?;
                 }
+                // Made on the loop's thread: a journal the caller adds stays there.
+                let shared = loops.shared(index, max_client_memory);
+                let run = Loop { index, limits, shutdown, shared, loops, journal: None };
                 serve_one(listener, run)
             });
             match spawned {
@@ -234,6 +257,41 @@ fn pin_current_thread(cpu: usize) -> io::Result<()> {
     let mut set = CpuSet::new();
     set.set(cpu);
     Ok(sched_setaffinity(None, &set)?)
+}
+
+/// What a server was started with, for `INFO` and `stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct Description {
+    /// The IO model's name.
+    pub flavor: &'static str,
+    /// When it started.
+    pub started: Instant,
+    /// Its start as a Unix time in seconds.
+    pub started_unix: u64,
+    /// `--max-connections`.
+    pub max_connections: usize,
+    /// `--store-entries`.
+    pub store_entries: usize,
+    /// `--store-bytes`.
+    pub store_bytes: usize,
+    /// `--when-full`.
+    pub when_full: WhenFull,
+}
+
+impl Description {
+    /// Started now (reads the clocks: the application's to call).
+    pub fn now(flavor: &'static str) -> Description {
+        let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Description {
+            flavor,
+            started: Instant::now(),
+            started_unix,
+            max_connections: 0,
+            store_entries: 0,
+            store_bytes: 0,
+            when_full: WhenFull::Refuse,
+        }
+    }
 }
 
 #[cfg(test)]

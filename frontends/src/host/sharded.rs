@@ -70,7 +70,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvio_core::store::{RECORD_HEADER_LEN, Slot, slots_for};
-use kvio_core::{Entry, Expiry, KeyValueStore, Millis, PutOptions, Quota, Store, StoreError, StoreLimits, WhenFull};
+use kvio_core::{
+    Entry, Expiry, KeyValueStore, Millis, PutOptions, Quota, Store, StoreError, StoreLimits, VisitCursor, WhenFull,
+};
 
 /// The store of a Linux server: its slot table and arena are boxed slices.
 pub type HostStore = Store<Box<[Slot]>, Box<[u8]>>;
@@ -167,6 +169,10 @@ pub const MIN_ENTRIES_PER_SHARD: usize = 64;
 #[repr(align(128))]
 struct Shard {
     store: Mutex<ShardStore>,
+    /// The next journal sequence number: taken and moved on only under
+    /// `store`'s lock, so per key (a key lives in one shard) sequence
+    /// order is the order the store applied the writes.
+    seq: AtomicU64,
     /// Times this shard was locked (tests count the locks an operation takes).
     #[cfg(test)]
     locked: AtomicU64,
@@ -176,6 +182,7 @@ impl Shard {
     fn new(store: ShardStore) -> Shard {
         Shard {
             store: Mutex::new(store),
+            seq: AtomicU64::new(1),
             #[cfg(test)]
             locked: AtomicU64::new(0),
         }
@@ -439,6 +446,57 @@ impl ShardedStore {
         if expired != 0 {
             self.expired.fetch_add(expired, Ordering::Relaxed);
         }
+    }
+
+    /// Runs `op` on `key`'s shard under its lock, the global figures
+    /// settled after it, as every operation is; if `changed` says the result changed the entry, calls `log` with a
+    /// fresh sequence number and the key's entry now (None: it is gone),
+    /// still under the shard's lock: what a journal records, in the order
+    /// the store applied it (see [`kvio_core::journal`]).
+    pub fn write_logged<R>(
+        &self,
+        key: &[u8],
+        op: impl FnOnce(&mut ShardStore) -> R,
+        changed: impl FnOnce(&R) -> bool,
+        log: impl FnOnce(u64, Option<Entry<'_>>),
+    ) -> R {
+        let shard = &self.shards[self.shard_of(key)];
+        let mut store = shard.lock();
+        let before = Before::of(&store);
+        let result = op(&mut store);
+        self.settle(&mut store, before);
+        if changed(&result) {
+            // Relaxed: the lock orders it.
+            let seq = shard.seq.fetch_add(1, Ordering::Relaxed);
+            log(seq, store.peek(key));
+        }
+        result
+    }
+
+    /// Makes every shard's next sequence number at least `next` (after a
+    /// recovery: new writes go above every record read).
+    pub fn set_next_seq(&self, next: u64) {
+        for shard in &self.shards {
+            let _store = shard.lock();
+            shard.seq.fetch_max(next, Ordering::Relaxed);
+        }
+    }
+
+    /// Visits up to about `max` entries of shard `shard` from `cursor` on
+    /// ([`Store::visit`]: every entry there when the visit began and not
+    /// written since is seen once), under its lock, each with a fresh
+    /// sequence number: a write of the key before this visit has a lower
+    /// one, a write after it a higher one. True when the shard is done.
+    pub fn visit_shard(
+        &self,
+        shard: usize,
+        cursor: &mut VisitCursor,
+        max: usize,
+        mut f: impl FnMut(u64, &[u8], Entry<'_>),
+    ) -> bool {
+        let shard = &self.shards[shard];
+        let store = shard.lock();
+        store.visit(cursor, max, |key, entry| f(shard.seq.fetch_add(1, Ordering::Relaxed), key, entry))
     }
 
     /// Stores `value` under `key`, or refuses by the rule of the [module docs](self).

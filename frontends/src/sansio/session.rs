@@ -67,6 +67,7 @@ use kvio_core::{Outcome, Output, OutputFull};
 
 use crate::sansio::security::{Auth, Guard};
 use crate::sansio::tls::Tls;
+pub use crate::sansio::wire::Framing;
 use crate::sansio::wire::{Handlers, Protocol, ProtocolError, Wire};
 
 /// Longest a lingering close waits for the peer's end of stream. Long
@@ -138,15 +139,6 @@ impl Clock {
         let since = now.saturating_duration_since(self.origin).as_millis();
         self.origin_ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
     }
-}
-
-/// The framing limits of a session's connection (docs/protocol.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Framing {
-    /// Largest frame `len` accepted.
-    pub max_frame_len: u32,
-    /// Unsent response bytes at which the session stops reading.
-    pub output_limit: usize,
 }
 
 impl Timing {

@@ -28,7 +28,14 @@ use kvio_proto::{KeyValueHandler, Kind, Status};
 
 use crate::sansio::security::DENIED_REASON;
 
-use crate::sansio::session::Framing;
+/// The framing limits of a connection, whichever protocol it speaks (docs/protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// Largest frame `len` accepted.
+    pub max_frame_len: u32,
+    /// Unsent response bytes at which the session stops reading.
+    pub output_limit: usize,
+}
 
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -357,6 +357,13 @@ impl Server {
         Exit { status, stdout }
     }
 
+    /// SIGKILL (to our own child, by its handle), and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.exited = true;
+    }
+
     /// SIGTERM, then wait for the exit.
     pub fn terminate(&mut self) -> Exit {
         self.signal_term();

@@ -72,6 +72,7 @@ use self::ring::{BUFFER_GROUP, Op, Ring, Token};
 pub use self::ring::{RECV_BUFFER_LEN, RECV_BUFFERS, REFUSED_OPT_OUT, Unsupported, probe, runs_here};
 use crate::drivers::pump::shut_write_if_asked;
 use crate::drivers::{Driver, Loop, handler};
+use crate::host::durability::LoopJournal;
 use crate::host::loops::Loops;
 use crate::host::net::{self, Accepted, Listener};
 use crate::host::shutdown::Shutdown;
@@ -162,7 +163,10 @@ pub fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, sto
         sockets: Vec::new(),
         server: Server::new(run.limits, run.shared, handler(&run, store)),
     };
-    match lp.run(run.shutdown) {
+    if run.journal.is_some() {
+        lp.server.hold_answers();
+    }
+    match lp.run(run.shutdown, run.journal) {
         Ok(()) => Ok(()),
         Err(e) => {
             // Operations may still be in the kernel, reading send buffers
@@ -175,7 +179,7 @@ pub fn serve_loop<S: KeyValueStore>(listeners: Vec<Listener>, run: Loop<'_>, sto
 }
 
 impl<S: KeyValueStore> UringLoop<'_, S> {
-    fn run(&mut self, shutdown: &Shutdown) -> io::Result<()> {
+    fn run(&mut self, shutdown: &Shutdown, journal: Option<&LoopJournal<'_>>) -> io::Result<()> {
         self.arm_accept()?;
         let wake = opcode::PollAdd::new(types::Fd(shutdown.wake_fd().as_raw_fd()), POLL_IN)
             .build()
@@ -189,7 +193,11 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
         while self.ports.iter().any(|p| p.listener.is_some()) || !self.server.is_empty() {
             self.uring.bufs.publish();
             // From the clock read after the last wait, as in the epoll flavor.
-            self.uring.wait(self.server.poll_timeout().map(|at| at.saturating_duration_since(now)))?;
+            let wake = match (self.server.poll_timeout(), journal.and_then(LoopJournal::poll_timeout)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.uring.wait(wake.map(|at| at.saturating_duration_since(now)))?;
             now = Instant::now();
             while self.uring.reap() {
                 let mut cqes = mem::take(&mut self.uring.cqes);
@@ -200,6 +208,17 @@ impl<S: KeyValueStore> UringLoop<'_, S> {
             }
             self.server.handle_timeout(now);
             self.apply()?;
+            if let Some(journal) = journal {
+                // The turn's records written (and synced, as due) in one go;
+                // the answers that made durable are sent by the next apply.
+                let turn = self.server.end_turn();
+                let ended = journal.end_turn(now);
+                if ended.durable >= ended.ended {
+                    self.server.durable(turn);
+                }
+                while self.server.take_released().is_some() {}
+                self.apply()?;
+            }
             // Once a pause after an accept failure is over.
             self.arm_accept()?;
         }
