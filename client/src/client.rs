@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvio_core::frame::{FrameParser, Parse};
@@ -82,9 +83,11 @@ const WINDOW: usize = 64 * 1024;
 pub struct Client {
     /// `None` after an error that may have left answers in flight: the next
     /// request connects again.
-    stream: Option<TcpStream>,
+    stream: Option<Conn>,
     /// The address as the caller gave it, for errors.
     addr: String,
+    /// The secret and TLS, for every connection made.
+    options: Options,
     timeout: Duration,
     /// Longest request frame (`len`) sent; see [`Client::set_max_frame_len`].
     max_frame_len: u32,
@@ -203,15 +206,46 @@ impl Client {
     /// # }
     /// ```
     pub fn connect<A: ToSocketAddrs + fmt::Display>(addr: A, timeout: Duration) -> Result<Client, Error> {
-        let name = addr.to_string();
-        let stream = connect_to(&addr, &name, timeout)?;
-        Ok(Client::from_stream(stream, name, timeout))
+        Client::connect_with(addr, timeout, Options::default())
     }
 
-    fn from_stream(stream: TcpStream, addr: String, timeout: Duration) -> Client {
+    /// [`connect`](Self::connect), then what `options` say: TLS (with the
+    /// `tls` feature), and the server's shared secret shown first. Every
+    /// connection made again after an error does the same.
+    ///
+    /// ```
+    /// # include!("../doc/server.rs");
+    /// # fn main() -> Result<(), kvio_client::Error> {
+    /// # let server = TestServer::start();
+    /// use std::time::Duration;
+    /// use kvio_client::{Client, Options};
+    ///
+    /// // Against `kvio serve --auth-file FILE`, the secret from the same file:
+    /// // Options::default().secret(std::fs::read_to_string(FILE)?.trim())
+    /// let options = Options::default();
+    /// let mut client = Client::connect_with(server.addr(), Duration::from_secs(5), options)?;
+    /// client.put("k", "v")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect_with<A: ToSocketAddrs + fmt::Display>(
+        addr: A,
+        timeout: Duration,
+        options: Options,
+    ) -> Result<Client, Error> {
+        let name = addr.to_string();
+        let stream = options.open(connect_to(&addr, &name, timeout)?, &name)?;
+        let mut client = Client::from_stream(stream, name, timeout, options);
+        let authenticated = client.authenticate();
+        client.checked(authenticated)?;
+        Ok(client)
+    }
+
+    fn from_stream(stream: Conn, addr: String, timeout: Duration, options: Options) -> Client {
         Client {
             stream: Some(stream),
             addr,
+            options,
             timeout,
             max_frame_len: kvio_core::DEFAULT_MAX_FRAME_LEN,
             parser: FrameParser::new(MAX_RESPONSE_LEN),
@@ -457,15 +491,40 @@ impl Client {
     /// # }
     /// ```
     pub fn stream(&self) -> Option<&TcpStream> {
-        self.stream.as_ref()
+        self.stream.as_ref().map(Conn::socket)
     }
 
-    /// The connection, made again if an error dropped it.
-    fn stream_mut(&mut self) -> Result<&mut TcpStream, Error> {
+    /// The connection, made again (with TLS and the secret, if asked) if
+    /// an error dropped it.
+    fn stream_mut(&mut self) -> Result<&mut Conn, Error> {
         if self.stream.is_none() {
-            self.stream = Some(connect_to(self.addr.as_str(), &self.addr, self.timeout)?);
+            let socket = connect_to(self.addr.as_str(), &self.addr, self.timeout)?;
+            self.stream = Some(self.options.open(socket, &self.addr)?);
+            let authenticated = self.authenticate();
+            self.checked(authenticated)?;
         }
         Ok(self.stream.as_mut().expect("connected just now"))
+    }
+
+    /// Shows the secret, if there is one: the server answers `Auth` `Ok`,
+    /// or the connection is of no use.
+    fn authenticate(&mut self) -> Result<(), Error> {
+        let Some(secret) = self.options.secret.clone() else { return Ok(()) };
+        let mut frame = Vec::new();
+        // A Vec output grows: this cannot fail.
+        let _ = encode_request(&mut frame, b"", secret.as_bytes(), Kind::Auth);
+        let Some(stream) = self.stream.as_mut() else { return Err(Error::Closed { addr: self.addr.clone() }) };
+        stream.write_all(&frame).map_err(|e| io_error(&self.addr, self.timeout, e))?;
+        let answer = self.next_response(|m| match (Kind::from(m.kind), m.status == Status::Ok as i32) {
+            (Kind::Auth, true) => Ok(()),
+            // A server with no secret (or older than Auth) answers as to an unknown kind.
+            (Kind::Auth, false) if m.value.is_empty() => {
+                Err("it asks for no secret (or predates authentication): connect without one".to_owned())
+            }
+            (Kind::Auth, false) => Err(format!("{}; check the secret", m.value)),
+            (kind, _) => Err(format!("a response of kind {kind:?} to the secret")),
+        })?;
+        answer.map_err(|reason| Error::Auth { addr: self.addr.clone(), reason })
     }
 
     /// The one rule for keeping a connection: `result` passes through, and
@@ -605,6 +664,108 @@ fn was_reset(e: &Error) -> bool {
         source.kind(),
         io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
     ))
+}
+
+/// How [`Client::connect_with`] reaches a server beyond its address: the
+/// server's shared secret (`kvio serve --auth-file`), and TLS (feature
+/// `tls`). The secret is never printed (`Debug` hides it).
+#[derive(Clone, Default)]
+pub struct Options {
+    secret: Option<Arc<str>>,
+    #[cfg(feature = "tls")]
+    tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Options");
+        d.field("secret", &self.secret.as_ref().map(|_| ".."));
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls.as_ref().map(|(_, name)| name));
+        d.finish()
+    }
+}
+
+impl Options {
+    /// Show `secret` first on every connection (kind 5, `Auth`).
+    pub fn secret(mut self, secret: impl Into<String>) -> Options {
+        self.secret = Some(Arc::from(secret.into()));
+        self
+    }
+
+    /// Speak TLS with `config`, checking that the server's certificate is
+    /// for `server_name` (a DNS name, or an IP address as a string).
+    #[cfg(feature = "tls")]
+    pub fn tls(
+        mut self,
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) -> Options {
+        self.tls = Some((config, server_name));
+        self
+    }
+
+    /// `socket`, with TLS if asked (the handshake done here, so that a
+    /// certificate the client refuses is said at once).
+    fn open(&self, socket: TcpStream, addr: &str) -> Result<Conn, Error> {
+        #[cfg(feature = "tls")]
+        if let Some((config, name)) = &self.tls {
+            let mut conn = rustls::ClientConnection::new(config.clone(), name.clone())
+                .map_err(|e| Error::Tls { addr: addr.to_owned(), source: io::Error::other(e) })?;
+            let mut socket = socket;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut socket).map_err(|source| Error::Tls { addr: addr.to_owned(), source })?;
+            }
+            return Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(conn, socket))));
+        }
+        let _ = addr;
+        Ok(Conn::Plain(socket))
+    }
+}
+
+/// One connection: a socket, or TLS over one.
+enum Conn {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// Connects to the first address of `addr` that answers within `timeout`.

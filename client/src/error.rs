@@ -108,6 +108,21 @@ pub enum Error {
         /// What was asked and what came back.
         what: String,
     },
+    /// The server did not take the secret ([`Options::secret`](crate::Options::secret)):
+    /// wrong, or it asks for none. The connection is dropped.
+    Auth {
+        /// The address as given.
+        addr: String,
+        /// Why (never the secret).
+        reason: String,
+    },
+    /// The TLS handshake failed (the server's certificate was refused, say).
+    Tls {
+        /// The address as given.
+        addr: String,
+        /// What TLS said.
+        source: io::Error,
+    },
     /// A request's frame is longer than the client's limit
     /// ([`Client::set_max_frame_len`](crate::Client::set_max_frame_len),
     /// by default a kvio server's default `--max-frame-len`, 1 MiB): it
@@ -149,6 +164,8 @@ impl Error {
             | Error::Server { addr, .. }
             | Error::Refused { addr, .. }
             | Error::Unexpected { addr, .. }
+            | Error::Auth { addr, .. }
+            | Error::Tls { addr, .. }
             | Error::TooLong { addr, .. } => addr,
         }
     }
@@ -202,6 +219,8 @@ impl fmt::Display for Error {
             }
             Error::Refused { addr, key, reason } => write!(f, "{addr} refused the put of {}: {reason}", shorten(key)),
             Error::Unexpected { addr, what } => write!(f, "unexpected response from {addr}: {what}"),
+            Error::Auth { addr, reason } => write!(f, "{addr} refused the secret: {reason}"),
+            Error::Tls { addr, source } => write!(f, "TLS with {addr}: {source}"),
             Error::TooLong { addr, key, len, max } => write!(
                 f,
                 "not sent to {addr}: the request for {} is a {}-byte frame, over the client's limit of {} bytes \
@@ -217,7 +236,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Connect { source, .. } | Error::Io { source, .. } => Some(source),
+            Error::Connect { source, .. } | Error::Io { source, .. } | Error::Tls { source, .. } => Some(source),
             Error::BadFrame { error, .. } => Some(error),
             Error::BadPayload { error, .. } => Some(error),
             _ => None,

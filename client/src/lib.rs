@@ -41,6 +41,9 @@ mod client;
 mod error;
 mod sharded;
 
-pub use client::{Client, DEFAULT_TIMEOUT, MAX_RESPONSE_LEN, Pipeline, Reply, Response};
+pub use client::{Client, DEFAULT_TIMEOUT, MAX_RESPONSE_LEN, Options, Pipeline, Reply, Response};
 pub use error::{Error, shorten};
+/// rustls, for [`Options::tls`]'s configuration (feature `tls`).
+#[cfg(feature = "tls")]
+pub use rustls;
 pub use sharded::{Rendezvous, ShardedClient};

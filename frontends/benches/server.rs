@@ -53,7 +53,12 @@ impl Fixture {
             // Setups share one count of places and never release theirs.
             max_connections: usize::MAX,
         };
-        let shared = Shared { places: &self.places, memory: &self.memory, counters: &self.counters };
+        let shared = Shared {
+            places: &self.places,
+            memory: &self.memory,
+            counters: &self.counters,
+            security: &kvio::sansio::security::OPEN,
+        };
         let store = host_store(StoreLimits::for_frame(4096, 1024, 1 << 20), 1024, 1 << 20);
         let mut server = Server::new(limits, shared, Protocols::new(store));
         let handles: Vec<Handle> = (0..CONNECTIONS).map(|_| server.accept(None, t0, Protocol::Kvio).unwrap()).collect();

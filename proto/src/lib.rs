@@ -114,6 +114,10 @@ pub enum Kind {
     /// 4: remove a key (answered with the same kind; an older server
     /// answers it `NotOk` as an unknown kind, a clean refusal).
     Delete,
+    /// 5: present the server's shared secret (`value`); answered with the
+    /// same kind, `Ok` or `NotOk`. A server with no secret, or one older
+    /// than it, answers it `NotOk` with no `value`, as an unknown kind.
+    Auth,
     /// Any other number.
     Unknown(u32),
 }
@@ -126,6 +130,7 @@ impl From<u32> for Kind {
             2 => Kind::GetResponse,
             3 => Kind::PutOrUpdate,
             4 => Kind::Delete,
+            5 => Kind::Auth,
             n => Kind::Unknown(n),
         }
     }
@@ -139,6 +144,7 @@ impl From<Kind> for u32 {
             Kind::GetResponse => 2,
             Kind::PutOrUpdate => 3,
             Kind::Delete => 4,
+            Kind::Auth => 5,
             Kind::Unknown(n) => n,
         }
     }
@@ -150,11 +156,12 @@ mod test {
 
     #[test]
     fn every_kind_round_trips() {
-        for n in [0, 1, 2, 3, 4, 5, 7, u32::MAX] {
+        for n in [0, 1, 2, 3, 4, 5, 6, 7, u32::MAX] {
             assert_eq!(u32::from(Kind::from(n)), n);
         }
         assert_eq!(Kind::from(4), Kind::Delete);
-        assert_eq!(Kind::from(5), Kind::Unknown(5));
+        assert_eq!(Kind::from(5), Kind::Auth);
+        assert_eq!(Kind::from(6), Kind::Unknown(6));
         assert_eq!(Kind::from(7), Kind::Unknown(7));
     }
 

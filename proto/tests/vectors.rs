@@ -56,8 +56,8 @@ fn the_documented_refusal_frames_are_the_encoders() {
 }
 
 #[test]
-fn there_are_seventeen_vectors() {
-    assert_eq!(vectors().len(), 17);
+fn there_are_twenty_two_vectors() {
+    assert_eq!(vectors().len(), 22);
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn in_place_encoding_matches_every_vector() {
         }
         assert_eq!(frame, v.frame, "{}", v.name);
     }
-    assert_eq!(requests, 9, "the golden request frames (delete_request among them)");
+    assert_eq!(requests, 10, "the golden request frames (delete_request and auth_request among them)");
 }
 
 #[test]

@@ -21,6 +21,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use crate::app::lines as stats;
 use crate::app::metrics::{self, DEFAULT_METRICS_ADDR};
 use crate::app::repl::{self, Line};
+use crate::app::security::{self, ProtectedMode, SecurityArgs};
 use crate::app::size::{self, size_at_least};
 use crate::app::{log, stats_command};
 use crate::config::{
@@ -144,6 +145,13 @@ struct ConnArgs {
     /// carry the server's limit; give the same value as `kvio serve` if it is not the default).
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = size_at_least::<u32>(MIN_MAX_FRAME_LEN.into()))]
     max_frame_len: u32,
+    /// The server's shared secret (`kvio serve --auth-file`), from this file, shown first on every connection; the
+    /// file must not be readable by group or others.
+    #[arg(long, value_name = "PATH", env = "KVIO_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
+    /// Speak TLS, trusting the server's certificate if one of these CAs (PEM) signed it for the host of --addr.
+    #[arg(long, value_name = "FILE", env = "KVIO_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// `kvio stats` arguments.
@@ -291,6 +299,8 @@ struct ServeArgs {
     /// moving the rest aside (DIR/<file>.damaged-<offset>).
     #[arg(long, requires = "data_dir")]
     repair: bool,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 /// `--fsync`.
@@ -468,7 +478,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let kvio = Listener::bind_many(addrs[0], threads)
             .map_err(|e| format!("cannot listen on {}: {e}", named(&args.addr, addrs[0])))?;
         let addr = kvio[0].local_addr();
-        log::warn_if_exposed("kvio serve", addr.ip());
+        let mut bound = vec![("kvio serve".to_owned(), addr.ip())];
         // Each loop gets one listener of each protocol (SO_REUSEPORT spreads
         // each protocol's connections over the loops).
         let mut listeners: Vec<Vec<Listener>> = kvio.into_iter().map(|l| vec![l]).collect();
@@ -476,13 +486,21 @@ fn serve(args: &ServeArgs) -> ExitCode {
         for (protocol, given) in others {
             let Some(given) = given else { continue };
             let at = resolve(given)?[0];
-            let bound = Listener::bind_many(at, threads)
+            let more = Listener::bind_many(at, threads)
                 .map_err(|e| format!("cannot listen on {} for --{protocol}: {e}", named(given, at)))?;
-            let bound_at = bound[0].local_addr();
-            log::warn_if_exposed(&format!("--{protocol}"), bound_at.ip());
+            let bound_at = more[0].local_addr();
+            bound.push((format!("--{protocol}"), bound_at.ip()));
             announced.push(format!("kvio serve: {protocol}={bound_at}"));
-            for (mine, listener) in listeners.iter_mut().zip(bound) {
+            for (mine, listener) in listeners.iter_mut().zip(more) {
                 mine.push(listener.speaking(protocol));
+            }
+        }
+        let ips: Vec<_> = bound.iter().map(|(_, ip)| *ip).collect();
+        let secured = args.security.load(&ips)?;
+        let protected_off = args.security.protected_mode == ProtectedMode::No;
+        for (what, ip) in &bound {
+            if let Some(warning) = security::exposure(what, *ip, &secured.security, protected_off) {
+                tracing::warn!("{warning}");
             }
         }
         let metrics_listener = match &args.metrics {
@@ -506,6 +524,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         // Before the start-up line: whoever reads it may signal at once.
         shutdown.on_signals().map_err(|e| e.to_string())?;
         let loops = std::sync::Arc::new(Loops::new(threads, args.pin));
+        if let Some(certificates) = secured.certificates {
+            security::reload_on_sighup(certificates).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+        }
+        loops.secure(secured.security);
         loops.describe(Description {
             max_connections: config.max_connections,
             store_entries: config.store_entries,
@@ -604,7 +626,17 @@ fn named(given: &str, resolved: std::net::SocketAddr) -> String {
 }
 
 fn connect(conn: &ConnArgs) -> Result<Client, ClientError> {
-    let mut client = Client::connect(conn.addr.as_str(), conn.timeout)?;
+    let local = |reason: String| ClientError::Auth { addr: conn.addr.clone(), reason };
+    let mut options = kvio_client::Options::default();
+    if let Some(path) = &conn.auth_file {
+        let secret = security::read_secret(path, false).map_err(local)?;
+        options = options.secret(String::from_utf8_lossy(secret.expose()).into_owned());
+    }
+    if let Some(ca) = &conn.tls_ca {
+        let (config, name) = security::client_tls(ca, &conn.addr).map_err(local)?;
+        options = options.tls(config, name);
+    }
+    let mut client = Client::connect_with(conn.addr.as_str(), conn.timeout, options)?;
     client.set_max_frame_len(conn.max_frame_len);
     Ok(client)
 }

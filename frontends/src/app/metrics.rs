@@ -287,6 +287,12 @@ impl Collector for Scrape {
         )?;
         let closed = self.per_loop_by("reason", &closes, |f, c| f.closed[c as usize]);
         counter(&mut e, "kvio_connections_closed", "Connections closed, by reason.", &closed)?;
+        counter(
+            &mut e,
+            "kvio_auth_failures",
+            "Wrong secrets presented, every protocol (what was sent is never recorded).",
+            &self.per_loop(|f| f.auth_failures),
+        )?;
         counter(&mut e, "kvio_requests", "Requests answered, every kind.", &self.per_loop(|f| f.requests))?;
         let gets =
             self.per_loop_by(

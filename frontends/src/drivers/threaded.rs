@@ -518,7 +518,12 @@ mod test {
         }
 
         fn run(&self) -> Loop<'_> {
-            let shared = Shared { places: &self.places, memory: &self.memory, counters: &self.counters };
+            let shared = Shared {
+                places: &self.places,
+                memory: &self.memory,
+                counters: &self.counters,
+                security: &crate::sansio::security::OPEN,
+            };
             Loop { index: 0, limits: self.limits, shutdown: &self.shutdown, shared, loops: &self.loops, journal: None }
         }
 

@@ -33,6 +33,7 @@ use crate::host::net::Listener;
 use crate::host::observed::{Filled, StoreFill};
 use crate::host::shutdown::Shutdown;
 use crate::sansio::memory::ClientMemory;
+use crate::sansio::security::{self, Security};
 pub use crate::sansio::server::Places;
 use crate::sansio::server::{Limits, Shared};
 use crate::sansio::stats::{Counters, Figures, Stats};
@@ -75,6 +76,8 @@ pub struct Loops {
     description: OnceLock<Description>,
     /// Its start, if [`Loops::describe`] was not called.
     started: Description,
+    /// Who may talk to the server (set once, before the loops start).
+    security: OnceLock<Security>,
 }
 
 impl Loops {
@@ -89,7 +92,14 @@ impl Loops {
             pin,
             description: OnceLock::new(),
             started: Description::now("kvio"),
+            security: OnceLock::new(),
         }
+    }
+
+    /// Says who may talk to the server (the first call counts; none:
+    /// [`security::OPEN`]).
+    pub fn secure(&self, security: Security) {
+        let _ = self.security.set(security);
     }
 
     /// Says what the server was started with (the first call counts).
@@ -106,7 +116,8 @@ impl Loops {
     /// `max_client_memory` the first time it is asked).
     pub fn shared(&self, i: usize, max_client_memory: usize) -> Shared<'_> {
         let memory = self.memory.get_or_init(|| ClientMemory::new(max_client_memory));
-        Shared { places: &self.places, memory, counters: &self.counters[i] }
+        let security = self.security.get().unwrap_or(&security::OPEN);
+        Shared { places: &self.places, memory, counters: &self.counters[i], security }
     }
 
     /// Under `--data-dir`: the journal's figures (log size, syncs, rewrites, errors).

@@ -15,6 +15,7 @@
 //!   counted, the fill and evictions kept for `/metrics`.
 //! - [`facts`]: what RESP's `INFO` and memcached's `stats` tell, from the
 //!   loops' counters.
+//! - [`tls`]: the TLS configuration from certificate files, reloadable.
 
 pub mod data_dir;
 pub mod durability;
@@ -25,3 +26,4 @@ pub mod net;
 pub mod observed;
 pub mod sharded;
 pub mod shutdown;
+pub mod tls;

@@ -9,6 +9,9 @@
 //! - [`log_writer`]: one loop's journal writer: records into a buffer,
 //!   epochs for group commit, when a sync is owed (`--fsync`).
 //! - [`memory`]: what all connections hold together, and the one victim rule.
+//! - [`security`]: protected mode, the shared secret and each connection's
+//!   authentication, answered in the client's protocol.
+//! - [`tls`]: TLS (rustls) as a byte transform between a session and its socket.
 //! - [`recovery`]: from the bytes of journal files (a snapshot and logs)
 //!   to the entries a store starts with; torn tails cut, damage refused.
 //! - [`stats`]: the counters (closes by reason, gets, puts and deletes by
@@ -24,8 +27,10 @@ pub mod memory;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 pub mod recovery;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod tls;
 pub mod warn;
 pub mod wire;

@@ -111,6 +111,8 @@ use kvio_core::resp::{self, RespError};
 use kvio_core::store::{RECORD_HEADER_LEN, Slot};
 use kvio_core::{FrameError, Handler, Next, Output, OutputFull, Store, StoreLimits, WhenFull};
 use kvio_proto::{KeyValueHandler, KeyValueMessage, Kind, MEMORY_LIMIT_REASON, Status};
+
+use crate::sansio::security::OPEN;
 use prost::Message;
 
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Room, Share};
@@ -843,7 +845,8 @@ impl<'a> Model<'a> {
                 // The accepting thread is gone.
                 return;
             }
-            let shared = Shared { places: self.places, memory: self.memory, counters: &self.counters[0] };
+            let shared =
+                Shared { places: self.places, memory: self.memory, counters: &self.counters[0], security: &OPEN };
             let mut server = Server::new(limits(), shared, self.tap());
             server.share_memory_with(self.registry);
             let share = Arc::new(Share::default());
@@ -1331,7 +1334,7 @@ fn run_counting(data: &[u8]) -> BTreeMap<&'static str, u64> {
     };
     if !config.threaded {
         for counters in &counters {
-            let shared = Shared { places: &places, memory: &memory, counters };
+            let shared = Shared { places: &places, memory: &memory, counters, security: &OPEN };
             let tap = model.tap();
             model.servers.push(Some(Server::new(limits(), shared, tap)));
         }

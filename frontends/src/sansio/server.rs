@@ -59,8 +59,10 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 
 use crate::sansio::memory::{self, ClientMemory, Elsewhere, Share};
+use crate::sansio::security::{Auth, Security};
 use crate::sansio::session::{Clock, End, Framing, OutBuf, Phase, Session, Spare, Timing};
 use crate::sansio::stats::{Close, Counters, close_of};
+use crate::sansio::tls::Tls;
 use crate::sansio::wire::{Handlers, Protocol};
 
 /// Bits of a handle's generation: a handle fits in 56 bits, so a
@@ -91,6 +93,8 @@ pub struct Shared<'a> {
     pub memory: &'a ClientMemory,
     /// This loop's counters.
     pub counters: &'a Counters,
+    /// Who may talk to the server ([`OPEN`](crate::sansio::security::OPEN): anyone, in plaintext).
+    pub security: &'a Security,
 }
 
 /// Connections open across every loop, against `max_connections`.
@@ -589,8 +593,8 @@ impl<'a, H: Handlers> Server<'a, H> {
             self.slots.push(Slot::default());
             (self.slots.len() - 1) as u32
         });
+        let session = self.session(peer, now, protocol);
         let slot = &mut self.slots[index as usize];
-        let session = Session::new(self.limits.framing, self.limits.timing, now, protocol);
         slot.conn = Some(Conn {
             session,
             share,
@@ -609,6 +613,28 @@ impl<'a, H: Handlers> Server<'a, H> {
         }
         self.settle(handle);
         Ok(handle)
+    }
+
+    /// A new session for a connection from `peer`, as the server's
+    /// [`Security`] says: TLS, a secret to show first, or the refusal of
+    /// protected mode (one answer saying why, then the close).
+    fn session(&self, peer: Option<SocketAddr>, now: Instant, protocol: Protocol) -> Session {
+        let mut session = Session::new(self.limits.framing, self.limits.timing, now, protocol);
+        let security = self.shared.security;
+        if let Some(config) = &security.tls {
+            match Tls::new(config.clone()) {
+                Ok(tls) => session.speak_tls(tls),
+                // Only for a configuration rustls refuses; the application checked it.
+                Err(e) => session.io_error(io::Error::other(e)),
+            }
+        }
+        if security.denies(peer) {
+            self.shared.counters.denied(peer);
+            session.deny();
+        } else if let Some(secret) = &security.secret {
+            session.require_auth(Auth::new(secret.clone()));
+        }
+        session
     }
 
     /// `input` arrived on `handle` at `now`: every complete request in it is answered.
@@ -893,6 +919,7 @@ impl<'a, H: Handlers> Server<'a, H> {
         }
         counters.requests(conn.session.take_requests());
         counters.traffic(conn.session.take_traffic());
+        counters.auth_failed(conn.peer, conn.session.take_auth_failures());
         if !conn.touched {
             conn.touched = true;
             self.touched.push(handle);
@@ -1052,7 +1079,12 @@ mod test {
         }
 
         fn shared(&self) -> Shared<'_> {
-            Shared { places: &self.places, memory: &self.memory, counters: &self.counters }
+            Shared {
+                places: &self.places,
+                memory: &self.memory,
+                counters: &self.counters,
+                security: &crate::sansio::security::OPEN,
+            }
         }
     }
 
@@ -1273,7 +1305,8 @@ mod test {
     fn loops_sharing_the_cap_see_each_others_charges_within_a_turn() {
         let (places, counters) = (Places::default(), Counters::default());
         let memory = ClientMemory::new(CAP);
-        let shared = Shared { places: &places, memory: &memory, counters: &counters };
+        let shared =
+            Shared { places: &places, memory: &memory, counters: &counters, security: &crate::sansio::security::OPEN };
         let (mut a, mut b) = (server(shared), server(shared));
         let (now, wire) = (Instant::now(), partial_frame());
         for _ in 0..2 * CAP / FRAME {

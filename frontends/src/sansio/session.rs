@@ -65,6 +65,8 @@ use std::io;
 
 use kvio_core::{Outcome, Output, OutputFull};
 
+use crate::sansio::security::{Auth, Guard};
+use crate::sansio::tls::Tls;
 pub use crate::sansio::wire::Framing;
 use crate::sansio::wire::{Handlers, Protocol, ProtocolError, Wire};
 
@@ -334,6 +336,18 @@ pub struct Session {
     output_limit: usize,
     /// Evicted under the client-memory cap (whatever ended it first).
     evicted: bool,
+    /// Authentication and TLS, when the server has either (boxed: a
+    /// plaintext session without a secret stays as small as it was).
+    secured: Option<Box<Secured>>,
+}
+
+/// What a session of a server with a secret or TLS keeps.
+#[derive(Debug, Default)]
+struct Secured {
+    auth: Option<Auth>,
+    tls: Option<Tls>,
+    /// Its close_notify is queued.
+    notified: bool,
 }
 
 impl Session {
@@ -354,6 +368,87 @@ impl Session {
             traffic: (0, 0),
             output_limit: framing.output_limit,
             evicted: false,
+            secured: None,
+        }
+    }
+
+    fn secured(&mut self) -> &mut Secured {
+        self.secured.get_or_insert_default()
+    }
+
+    /// Requests are answered only once the connection showed the secret
+    /// (see [`crate::sansio::security`]).
+    pub fn require_auth(&mut self, auth: Auth) {
+        self.secured().auth = Some(auth);
+    }
+
+    /// The connection speaks TLS (see [`crate::sansio::tls`]): bytes in are
+    /// records, bytes out are records.
+    pub fn speak_tls(&mut self, tls: Tls) {
+        self.secured().tls = Some(tls);
+    }
+
+    /// Protected mode refuses the connection: it is told why in its
+    /// protocol (after the handshake, with TLS), then closed, lingering.
+    pub fn deny(&mut self) {
+        if self.out.capacity() == 0 {
+            self.out = OutBuf::default();
+        }
+        self.wire.denied(&mut self.out);
+        self.drain_then_linger(End::Denied);
+        self.seal();
+    }
+
+    /// Failed attempts to authenticate since the last call.
+    pub fn take_auth_failures(&mut self) -> u32 {
+        self.auth_mut().map_or(0, Auth::take_failures)
+    }
+
+    /// Whether it showed the secret (true when none is asked).
+    pub fn is_authenticated(&self) -> bool {
+        self.secured.as_ref().and_then(|s| s.auth.as_ref()).is_none_or(Auth::is_authenticated)
+    }
+
+    fn auth_mut(&mut self) -> Option<&mut Auth> {
+        self.secured.as_deref_mut().and_then(|s| s.auth.as_mut())
+    }
+
+    fn tls(&self) -> Option<&Tls> {
+        self.secured.as_deref().and_then(|s| s.tls.as_ref())
+    }
+
+    fn tls_mut(&mut self) -> Option<&mut Tls> {
+        self.secured.as_deref_mut().and_then(|s| s.tls.as_mut())
+    }
+
+    /// Whether its TLS handshake is under way (then it reads whatever its
+    /// state, so that a refusal queued meanwhile can be delivered).
+    fn is_handshaking(&self) -> bool {
+        self.tls().is_some_and(Tls::is_handshaking)
+    }
+
+    /// The bytes for the socket: records with TLS, the answers without.
+    fn wire_out(&self) -> &OutBuf {
+        match self.tls() {
+            Some(tls) => &tls.out,
+            None => &self.out,
+        }
+    }
+
+    fn wire_out_mut(&mut self) -> &mut OutBuf {
+        match self.secured.as_deref_mut().and_then(|s| s.tls.as_mut()) {
+            Some(tls) => &mut tls.out,
+            None => &mut self.out,
+        }
+    }
+
+    /// With TLS: seals the answers waiting into records (see [`Tls::seal`]).
+    #[inline]
+    fn seal(&mut self) {
+        if let Some(secured) = self.secured.as_deref_mut()
+            && let Some(tls) = secured.tls.as_mut()
+        {
+            tls.seal(&mut self.out);
         }
     }
 
@@ -371,7 +466,7 @@ impl Session {
     pub fn wants_read(&self) -> bool {
         match self.state {
             State::Open => self.can_take_input(),
-            State::Draining { read_left, .. } => read_left > 0 && self.can_take_input(),
+            State::Draining { read_left, .. } => (read_left > 0 && self.can_take_input()) || self.is_handshaking(),
             // Drivers shut the writing side (take_shut_write) before they read.
             State::Lingering { .. } => true,
             State::Closed => false,
@@ -381,7 +476,7 @@ impl Session {
     /// Whether bytes wait for [`Session::transmit`] (none while a completion
     /// driver's send is in flight).
     pub fn wants_write(&self) -> bool {
-        !self.out.is_empty() && self.in_flight == 0 && matches!(self.state, State::Open | State::Draining { .. })
+        !self.wire_out().is_empty() && self.in_flight == 0 && matches!(self.state, State::Open | State::Draining { .. })
     }
 
     /// True once, when the driver must shut the socket's writing side: a
@@ -398,19 +493,19 @@ impl Session {
 
     /// Unsent response bytes, in flight included.
     pub fn pending(&self) -> usize {
-        self.out.pending() + self.in_flight
+        self.out.pending() + self.in_flight + self.tls().map_or(0, Tls::pending)
     }
 
     /// The bytes to send next (readiness drivers).
     pub fn transmit(&self) -> &[u8] {
-        self.out.unsent()
+        self.wire_out().unsent()
     }
 
     /// `n` bytes of [`Session::transmit`] were sent at `now`. Input held
     /// back by back-pressure is answered as room frees up.
     /// (`ms` is `now` on the store's [`Clock`], for the requests it answers.)
     pub fn advance<H: Handlers + ?Sized>(&mut self, n: usize, now: Instant, ms: u64, handler: &mut H) {
-        self.out.advance(n);
+        self.wire_out_mut().advance(n);
         self.traffic.1 += n as u64;
         if n > 0 {
             self.last_active = now;
@@ -426,7 +521,7 @@ impl Session {
         if !self.wants_write() {
             return None;
         }
-        let buf = mem::replace(&mut self.out, spare.take());
+        let buf = mem::replace(self.wire_out_mut(), spare.take());
         self.in_flight = buf.pending();
         Some(buf)
     }
@@ -447,8 +542,9 @@ impl Session {
         self.traffic.1 += n as u64;
         if !buf.is_empty() && !matches!(self.state, State::Lingering { .. } | State::Closed) {
             // The unsent rest came before everything queued since.
-            buf.buf.extend_from_slice(self.out.unsent());
-            spare.put(mem::replace(&mut self.out, buf));
+            let out = self.wire_out_mut();
+            buf.buf.extend_from_slice(out.unsent());
+            spare.put(mem::replace(out, buf));
         } else {
             spare.put(buf);
         }
@@ -466,6 +562,71 @@ impl Session {
     /// bytes the kernel received before its receive was cancelled.
     /// (`ms` is `now` on the store's [`Clock`], for the requests it answers.)
     pub fn receive<H: Handlers + ?Sized>(
+        &mut self,
+        input: &[u8],
+        now: Instant,
+        ms: u64,
+        handler: &mut H,
+        spare: &mut Spare,
+    ) {
+        if self.tls().is_some() {
+            return self.receive_records(input, now, ms, handler, spare);
+        }
+        self.receive_plain(input, now, ms, handler, spare);
+    }
+
+    /// [`Session::receive`] with TLS: the records are decrypted (a
+    /// handshake read whatever the state, so a refusal can be delivered),
+    /// and the plaintext goes on as without TLS.
+    fn receive_records<H: Handlers + ?Sized>(
+        &mut self,
+        input: &[u8],
+        now: Instant,
+        ms: u64,
+        handler: &mut H,
+        spare: &mut Spare,
+    ) {
+        let reading = match self.state {
+            State::Open => true,
+            State::Draining { read_left, .. } => read_left > 0 || self.is_handshaking(),
+            State::Lingering { .. } | State::Closed => false,
+        };
+        if !reading {
+            // Counted and dropped (a linger counts its bytes).
+            return self.receive_plain(input, now, ms, handler, spare);
+        }
+        self.traffic.0 += input.len() as u64;
+        let tls = self.tls_mut().expect("a TLS session");
+        match tls.decrypt(input) {
+            Ok(found) => {
+                let plain = tls.take_plain();
+                if !plain.is_empty() {
+                    // The wire's bytes are what is counted: the plaintext
+                    // (which may be more than this input: a record's last
+                    // byte releases all of it) is not counted again.
+                    let wire = self.traffic.0;
+                    self.receive_plain(&plain, now, ms, handler, spare);
+                    self.traffic.0 = wire;
+                }
+                if let Some(tls) = self.tls_mut() {
+                    tls.put_plain(plain);
+                }
+                if found.closed {
+                    self.peer_closed(now);
+                }
+            }
+            Err(e) => {
+                // The alert is queued: it is written, then the connection closes.
+                self.end.get_or_insert(End::Tls(e));
+                self.held.clear();
+                self.state = State::Draining { deadline: None, read_left: 0, input_waiting: false, linger: false };
+            }
+        }
+        self.settle(now);
+    }
+
+    /// [`Session::receive`] of plaintext.
+    fn receive_plain<H: Handlers + ?Sized>(
         &mut self,
         input: &[u8],
         now: Instant,
@@ -588,6 +749,7 @@ impl Session {
             }
             _ => self.drain_then_linger(End::MemoryLimit(held)),
         }
+        self.seal();
     }
 
     /// Whether it was evicted under the client-memory cap (even if it was
@@ -686,7 +848,8 @@ impl Session {
 
     /// Heap bytes this session holds (a completion driver's send in flight included).
     pub fn buffered(&self) -> usize {
-        self.payload.capacity() + self.held.capacity() + self.out.capacity() + self.in_flight
+        let tls = self.tls().map_or(0, Tls::buffered);
+        self.payload.capacity() + self.held.capacity() + self.out.capacity() + self.in_flight + tls
     }
 
     /// Frees every buffer not in use: a session between frames, with
@@ -700,6 +863,12 @@ impl Session {
         }
         if self.wire.buffered() == 0 && self.payload.capacity() > 0 {
             self.payload = Vec::new();
+        }
+        if let Some(tls) = self.tls_mut()
+            && tls.out.is_empty()
+            && tls.out.capacity() > 0
+        {
+            spare.put(mem::take(&mut tls.out));
         }
     }
 
@@ -716,11 +885,18 @@ impl Session {
     fn push<H: Handlers + ?Sized>(&mut self, input: &[u8], now: Instant, ms: u64, handler: &mut H) -> usize {
         let was_at_boundary = self.wire.is_at_boundary();
         let mut out = Counted { out: &mut self.out, in_flight: self.in_flight };
-        let received = self.wire.receive(input, ms, &mut self.payload, handler, &mut out);
+        let auth = self.secured.as_deref_mut().and_then(|s| s.auth.as_mut());
+        let received = match auth {
+            None => self.wire.receive(input, ms, &mut self.payload, handler, &mut out),
+            Some(auth) => self.wire.receive(input, ms, &mut self.payload, &mut Guard::new(handler, auth), &mut out),
+        };
         match received.outcome {
             Outcome::NeedMore | Outcome::Backpressure => {}
             Outcome::Close(e) => self.drain_then_linger(End::Protocol(e)),
             Outcome::OutputFull => self.drain_then_linger(End::OutputFull),
+            Outcome::Quit if self.auth_mut().is_some_and(|a| a.is_exhausted()) => {
+                self.drain_then_linger(End::AuthFailed)
+            }
             Outcome::Quit => self.drain_then_linger(End::Quit),
         }
         if self.timing.frame.is_some() {
@@ -748,6 +924,7 @@ impl Session {
 
     /// Ends a draining session once everything owed is written.
     fn settle(&mut self, now: Instant) {
+        self.seal();
         let State::Draining { linger, input_waiting, .. } = self.state else { return };
         if self.wire.is_broken() || !self.wire.wants_read(0) {
             // Broken: nothing held can ever be answered.
@@ -755,6 +932,19 @@ impl Session {
         }
         if self.pending() > 0 || !self.held.is_empty() || input_waiting {
             return;
+        }
+        if let Some(secured) = self.secured.as_deref_mut()
+            && let Some(tls) = secured.tls.as_mut()
+            && !secured.notified
+            && !tls.is_handshaking()
+            && !matches!(self.end, Some(End::Tls(_)))
+        {
+            // The peer may tell this end from a cut: close_notify, written first.
+            secured.notified = true;
+            tls.close_notify();
+            if tls.pending() > 0 {
+                return;
+            }
         }
         if linger {
             self.start_linger(now);
@@ -776,6 +966,9 @@ impl Session {
     fn start_linger(&mut self, now: Instant) {
         // Whatever is still unsent will not be: the peer did not read it in time.
         self.out.clear();
+        if let Some(tls) = self.tls_mut() {
+            tls.out.clear();
+        }
         self.held.clear();
         // No frame is parsed any more.
         self.payload = Vec::new();
@@ -813,12 +1006,18 @@ pub enum End {
     Io(io::Error),
     /// The connection's thread panicked (threaded flavor).
     Panic,
+    /// Protected mode refused the peer (told why, in its protocol).
+    Denied,
+    /// Too many wrong secrets ([`crate::sansio::security::MAX_AUTH_FAILURES`]).
+    AuthFailed,
+    /// TLS failed: not TLS, a handshake refused, a bad record (the alert was sent).
+    Tls(rustls::Error),
 }
 
 impl End {
     /// Counted in the errors of the server's stats.
     pub fn is_error(&self) -> bool {
-        matches!(self, End::Protocol(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_))
+        matches!(self, End::Protocol(_) | End::OutputFull | End::Io(_) | End::Panic | End::MemoryLimit(_) | End::Tls(_))
     }
 
     /// Worth a log line (not a normal end).
@@ -842,6 +1041,11 @@ impl fmt::Display for End {
             }
             End::Io(e) => write!(f, "io error: {e}"),
             End::Panic => f.write_str("connection thread panicked"),
+            End::Denied => f.write_str("refused by protected mode (no --auth-file, and the peer is not on loopback)"),
+            End::AuthFailed => {
+                write!(f, "{} wrong secrets (AUTH) on one connection", crate::sansio::security::MAX_AUTH_FAILURES)
+            }
+            End::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }

@@ -40,6 +40,7 @@ pub struct Counters {
     deletes: [AtomicU64; 2],
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    auth_failures: AtomicU64,
 }
 
 /// Why a connection closed, as `/metrics` groups the [`End`]s.
@@ -59,11 +60,17 @@ pub enum Close {
     Stop,
     /// A socket error, an oversized response or a panic.
     Error,
+    /// Refused by protected mode.
+    Denied,
+    /// Too many wrong secrets.
+    AuthFailed,
+    /// TLS failed (not TLS, a refused handshake, a bad record).
+    Tls,
 }
 
 impl Close {
     /// Every reason, in label order.
-    pub const ALL: [Close; 7] = [
+    pub const ALL: [Close; 10] = [
         Close::Peer,
         Close::Idle,
         Close::FrameDeadline,
@@ -71,6 +78,9 @@ impl Close {
         Close::MemoryEviction,
         Close::Stop,
         Close::Error,
+        Close::Denied,
+        Close::AuthFailed,
+        Close::Tls,
     ];
 
     /// The `reason` label.
@@ -83,6 +93,9 @@ impl Close {
             Close::MemoryEviction => "memory_eviction",
             Close::Stop => "stop",
             Close::Error => "error",
+            Close::Denied => "denied",
+            Close::AuthFailed => "auth_failed",
+            Close::Tls => "tls",
         }
     }
 }
@@ -141,6 +154,8 @@ pub struct Figures {
     pub bytes_read: u64,
     /// Bytes sent to clients.
     pub bytes_written: u64,
+    /// Wrong secrets presented.
+    pub auth_failures: u64,
 }
 
 impl Figures {
@@ -186,6 +201,23 @@ impl Counters {
         if end.is_logged() {
             tracing::debug!("closed {}: {end}", Peer(peer));
         }
+    }
+
+    /// `n` wrong secrets came from `peer`: counted, and logged
+    /// (rate-limited) with the peer, never with what it sent.
+    pub fn auth_failed(&self, peer: Option<SocketAddr>, n: u32) {
+        if n > 0 {
+            self.auth_failures.fetch_add(u64::from(n), Ordering::Relaxed);
+            warn::AUTH_FAILED.warn(format_args!("wrong secret from {}", Peer(peer)));
+        }
+    }
+
+    /// Protected mode refused `peer` (logged, rate-limited, with the way out).
+    pub fn denied(&self, peer: Option<SocketAddr>) {
+        warn::DENIED.warn(format_args!(
+            "protected mode refused {}: not on loopback, and no --auth-file is set (see --protected-mode)",
+            Peer(peer)
+        ));
     }
 
     /// A server-wide error that did not end the server (an accept error
@@ -237,6 +269,7 @@ impl Counters {
             delete_misses: load(&self.deletes[1]),
             bytes_read: load(&self.bytes_read),
             bytes_written: load(&self.bytes_written),
+            auth_failures: load(&self.auth_failures),
         }
     }
 
@@ -260,6 +293,9 @@ pub(crate) fn close_of(end: &End) -> Close {
         End::Shutdown => Close::Stop,
         End::MemoryLimit(_) => Close::MemoryEviction,
         End::OutputFull | End::Io(_) | End::Panic => Close::Error,
+        End::Denied => Close::Denied,
+        End::AuthFailed => Close::AuthFailed,
+        End::Tls(_) => Close::Tls,
     }
 }
 

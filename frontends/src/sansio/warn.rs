@@ -24,10 +24,14 @@ pub static EVICTED: Limited = Limited::new("evictions at the memory cap");
 pub static STORE_FULL: Limited = Limited::new("puts refused: store full");
 /// Accept errors (EMFILE...) and other errors the server survives.
 pub static SERVER_ERROR: Limited = Limited::new("server errors");
+/// Wrong secrets (the line names the peer, never the secret tried).
+pub static AUTH_FAILED: Limited = Limited::new("failed authentications");
+/// Peers refused by protected mode.
+pub static DENIED: Limited = Limited::new("connections refused by protected mode");
 
 /// Every rate-limited kind, for [`flush_suppressed`].
 // A static, not a const: Rust 1.88 (the MSRV) refuses a const that points at interior-mutable statics.
-static KINDS: [&Limited; 4] = [&REFUSED, &EVICTED, &STORE_FULL, &SERVER_ERROR];
+static KINDS: [&Limited; 6] = [&REFUSED, &EVICTED, &STORE_FULL, &SERVER_ERROR, &AUTH_FAILED, &DENIED];
 
 /// One kind of operator condition: printed at most once per [`WINDOW`],
 /// the next line saying how many were not.

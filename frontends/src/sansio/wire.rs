@@ -23,7 +23,10 @@ use kvio_core::resp::{self, NoInfo, RespError, RespHandler};
 use kvio_core::{
     Connection, FrameError, FrameParser, Handler, KeyValueStore, Next, Outcome, Output, OutputFull, Parser,
 };
-use kvio_proto::KeyValueHandler;
+use kvio_proto::encode_response;
+use kvio_proto::{KeyValueHandler, Kind, Status};
+
+use crate::sansio::security::DENIED_REASON;
 
 /// The framing limits of a connection, whichever protocol it speaks (docs/protocol.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +221,30 @@ impl Wire {
             Wire::Resp(_) => Handler::<resp::RequestParser>::evicted(handler, out),
             Wire::Memcache(_) => Handler::<memcache::RequestParser>::evicted(handler, out),
         };
+    }
+
+    /// Appends the protocol's refusal of a peer by protected mode
+    /// ([`DENIED_REASON`]): RESP's `-DENIED`, memcached's `SERVER_ERROR`, an
+    /// error frame.
+    pub fn denied<O: Output + ?Sized>(&self, out: &mut O) {
+        let reason = DENIED_REASON.as_bytes();
+        let pieces: [&[u8]; 3] = match self {
+            Wire::Kvio(_) => {
+                // A growable output always has room.
+                let _ = encode_response(out, b"", reason, Kind::Error, Status::NotOk);
+                return;
+            }
+            Wire::Resp(_) => [b"-DENIED ", reason, b"\r\n"],
+            Wire::Memcache(_) => [b"SERVER_ERROR ", reason, b"\r\n"],
+        };
+        let len = pieces.iter().map(|p| p.len()).sum();
+        if let Ok(mut at) = out.append(len) {
+            for piece in pieces {
+                let (head, rest) = at.split_at_mut(piece.len());
+                head.copy_from_slice(piece);
+                at = rest;
+            }
+        }
     }
 }
 
