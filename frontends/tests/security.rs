@@ -42,6 +42,10 @@ per_flavor!([threaded_client_ca: Threaded, epoll_client_ca: Epoll] [
     a_client_ca_serves_its_clients_and_refuses_the_others,
 ]);
 
+per_flavor!([blocking_handshake: Blocking, epoll_handshake: Epoll] [
+    a_silent_handshake_is_closed_at_its_deadline_with_no_idle_timeout,
+]);
+
 const SECRET: &str = "correct-horse-battery-staple";
 
 /// A temporary directory with the test's files, removed on drop.
@@ -407,6 +411,38 @@ fn a_client_ca_serves_its_clients_and_refuses_the_others(flavor: Flavor) {
     let mut again = KvClient::connect_with(kvio, IO_TIMEOUT, Options::default().tls(trusted, name())).unwrap();
     assert_eq!(again.get("k").unwrap().as_deref(), Some("v"));
     eprintln!("without a certificate: {anonymous}; another CA's: {stranger}");
+}
+
+/// With `--idle-timeout-ms 0`, a client that connects and sends nothing is
+/// closed at the handshake deadline (`HANDSHAKE_TIME`, 10 s), and a
+/// client waiting behind it (the blocking flavor serves one at a time) is
+/// served then. Before the deadline it was held for ever.
+fn a_silent_handshake_is_closed_at_its_deadline_with_no_idle_timeout(flavor: Flavor) {
+    let files = Files::new(&format!("handshake-{}", flavor.name()));
+    let certs = files.certificates();
+    let (_server, kvio, _, _) =
+        start(flavor, &["--tls-cert", &certs.cert(), "--tls-key", &certs.key(), "--idle-timeout-ms", "0"]);
+    let deadline = kvio::sansio::session::HANDSHAKE_TIME;
+    let wait = deadline * 4;
+    let began = Instant::now();
+    let mut silent = TcpStream::connect_timeout(&kvio, IO_TIMEOUT).unwrap();
+    silent.set_read_timeout(Some(wait)).unwrap();
+    let config = certs.client_config();
+    let next = thread::spawn(move || {
+        let options = Options::default().tls(config, ServerName::try_from("localhost").unwrap());
+        let mut client = KvClient::connect_with(kvio, wait, options).unwrap();
+        client.put("k", "v").unwrap();
+    });
+    let mut buf = [0u8; 64];
+    match silent.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("not closed within {wait:?}: {other:?}"),
+    }
+    let took = began.elapsed();
+    // The server's clock started a little after ours.
+    assert!(took >= deadline - Duration::from_millis(500), "closed after {took:?}, before the deadline");
+    next.join().expect("the next client is served");
 }
 
 /// Sets its flag when dropped.
