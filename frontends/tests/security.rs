@@ -1,7 +1,7 @@
 //! Issue 29 against the built binary: a shared secret on every protocol
 //! (before, wrong, right, per connection, the close after three wrong
 //! ones), TLS on every flavor (kvio frames, RESP and memcached), what a
-//! plaintext client and junk get, 50 TLS clients at once, a certificate
+//! plaintext client and junk get, client certificates (`--tls-client-ca`), 50 TLS clients at once, a certificate
 //! reload under load, and the clients people use: `openssl s_client`,
 //! `redis-cli --tls`, redis-py with `ssl=True`.
 //!
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::{Flavor, IO_TIMEOUT, Server};
 use kvio_client::{Client as KvClient, Error as ClientError, Options};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll: Epoll, epoll_threads2: EpollLoops, uring: Uring, uring_threads2: UringLoops] [
     a_secret_is_asked_on_every_protocol,
@@ -36,6 +36,14 @@ per_flavor!([blocking: Blocking, threaded: Threaded, busy_poll: BusyPoll, epoll:
 
 per_flavor!([threaded_reload: Threaded, epoll_reload: Epoll, uring_reload: Uring] [
     a_certificate_reload_under_load_fails_no_request,
+]);
+
+per_flavor!([threaded_client_ca: Threaded, epoll_client_ca: Epoll] [
+    a_client_ca_serves_its_clients_and_refuses_the_others,
+]);
+
+per_flavor!([blocking_handshake: Blocking, epoll_handshake: Epoll] [
+    a_silent_handshake_is_closed_at_its_deadline_with_no_idle_timeout,
 ]);
 
 const SECRET: &str = "correct-horse-battery-staple";
@@ -120,15 +128,35 @@ impl Certs {
     }
 
     fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        Arc::new(self.client_builder().with_no_client_auth())
+    }
+
+    /// A client that trusts this CA's server and shows `identity` (a
+    /// client certificate and its key).
+    fn client_config_as(
+        &self,
+        (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    ) -> Arc<rustls::ClientConfig> {
+        Arc::new(self.client_builder().with_client_auth_cert(chain, key).unwrap())
+    }
+
+    fn client_builder(&self) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(kvio::host::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
+        rustls::ClientConfig::builder_with_provider(kvio::host::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+    }
+
+    /// A client certificate this CA signed (for client authentication), and its key.
+    fn client_identity(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["client.test".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "kvio test client");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (vec![cert.der().clone()], PrivateKeyDer::try_from(key.serialize_der()).unwrap())
     }
 }
 
@@ -322,6 +350,99 @@ fn fifty_tls_clients_at_once(flavor: Flavor) {
             handle.join().expect("a client failed");
         }
     });
+}
+
+/// How a TLS client with `config` is refused: its handshake fails, or
+/// (TLS 1.3: the client's part of the handshake is over before the server
+/// has checked its certificate) its first request gets the server's alert
+/// or the close, never an answer. Panics if it is answered or nothing
+/// happens within the socket's timeout.
+fn refused(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> String {
+    let mut socket = tcp(addr);
+    let mut conn = rustls::ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut socket) {
+            return format!("handshake: {e}");
+        }
+    }
+    let mut stream = rustls::StreamOwned::new(conn, socket);
+    let get = common::msg_frame(&common::msg(common::GET, "k", ""));
+    if let Err(e) = stream.write_all(&get).and_then(|()| stream.flush()) {
+        return format!("writing: {e}");
+    }
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => "closed".to_owned(),
+        Ok(n) => panic!("answered without a valid client certificate: {:?}", &buf[..n]),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            panic!("neither refused nor answered within {IO_TIMEOUT:?}")
+        }
+        Err(e) => format!("reading: {e}"),
+    }
+}
+
+/// `--tls-client-ca`: a client whose certificate that CA signed is served;
+/// one without a certificate, and one with a certificate of another CA,
+/// are refused at the handshake, and the server serves on.
+fn a_client_ca_serves_its_clients_and_refuses_the_others(flavor: Flavor) {
+    let files = Files::new(&format!("client-ca-{}", flavor.name()));
+    let certs = files.certificates();
+    let other_files = Files::new(&format!("client-ca-other-{}", flavor.name()));
+    let other = other_files.certificates();
+    let ca = certs.ca_path().display().to_string();
+    let (_server, kvio, _, _) =
+        start(flavor, &["--tls-cert", &certs.cert(), "--tls-key", &certs.key(), "--tls-client-ca", &ca]);
+    let name = || ServerName::try_from("localhost").unwrap();
+    let trusted = certs.client_config_as(certs.client_identity());
+    let mut client = KvClient::connect_with(kvio, IO_TIMEOUT, Options::default().tls(trusted.clone(), name())).unwrap();
+    client.put("k", "v").unwrap();
+    assert_eq!(client.get("k").unwrap().as_deref(), Some("v"));
+
+    let anonymous = refused(kvio, &certs.client_config());
+    // A certificate of another CA, shown by a client that trusts this
+    // server. Both test CAs have the same name, so the server finds an
+    // issuer by name and its signature check fails (a DecryptError alert,
+    // not UnknownCA): a stranger posing as the CA is refused too.
+    let stranger = refused(kvio, &certs.client_config_as(other.client_identity()));
+    for said in [&anonymous, &stranger] {
+        assert!(!said.contains("invalid peer certificate"), "the server's certificate was fine: {said}");
+    }
+    assert_eq!(client.get("k").unwrap().as_deref(), Some("v"), "the others are served on");
+    let mut again = KvClient::connect_with(kvio, IO_TIMEOUT, Options::default().tls(trusted, name())).unwrap();
+    assert_eq!(again.get("k").unwrap().as_deref(), Some("v"));
+    eprintln!("without a certificate: {anonymous}; another CA's: {stranger}");
+}
+
+/// With `--idle-timeout-ms 0`, a client that connects and sends nothing is
+/// closed at the handshake deadline (`HANDSHAKE_TIME`, 10 s), and a
+/// client waiting behind it (the blocking flavor serves one at a time) is
+/// served then. Before the deadline it was held for ever.
+fn a_silent_handshake_is_closed_at_its_deadline_with_no_idle_timeout(flavor: Flavor) {
+    let files = Files::new(&format!("handshake-{}", flavor.name()));
+    let certs = files.certificates();
+    let (_server, kvio, _, _) =
+        start(flavor, &["--tls-cert", &certs.cert(), "--tls-key", &certs.key(), "--idle-timeout-ms", "0"]);
+    let deadline = kvio::sansio::session::HANDSHAKE_TIME;
+    let wait = deadline * 4;
+    let began = Instant::now();
+    let mut silent = TcpStream::connect_timeout(&kvio, IO_TIMEOUT).unwrap();
+    silent.set_read_timeout(Some(wait)).unwrap();
+    let config = certs.client_config();
+    let next = thread::spawn(move || {
+        let options = Options::default().tls(config, ServerName::try_from("localhost").unwrap());
+        let mut client = KvClient::connect_with(kvio, wait, options).unwrap();
+        client.put("k", "v").unwrap();
+    });
+    let mut buf = [0u8; 64];
+    match silent.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("not closed within {wait:?}: {other:?}"),
+    }
+    let took = began.elapsed();
+    // The server's clock started a little after ours.
+    assert!(took >= deadline - Duration::from_millis(500), "closed after {took:?}, before the deadline");
+    next.join().expect("the next client is served");
 }
 
 /// Sets its flag when dropped.

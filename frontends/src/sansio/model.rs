@@ -147,6 +147,7 @@ fn timing() -> Timing {
     Timing {
         idle: Some(1000 * MS),
         frame: None,
+        handshake: 2000 * MS,
         grace: 300 * MS,
         linger: 500 * MS,
         linger_bytes: 4096,

@@ -660,16 +660,22 @@ pub(crate) mod server_test {
         }
 
         pub(crate) fn server(&self) -> TestServer<'_> {
+            self.server_timed(Timing {
+                idle: Some(Duration::from_secs(10)),
+                frame: None,
+                handshake: crate::sansio::session::HANDSHAKE_TIME,
+                grace: Duration::from_secs(1),
+                linger: Duration::from_secs(1),
+                linger_bytes: 4096,
+                stop_read_budget: 4096,
+            })
+        }
+
+        /// A test server with `timing`.
+        pub(crate) fn server_timed(&self, timing: Timing) -> TestServer<'_> {
             let limits = Limits {
                 framing: Framing { max_frame_len: 1 << 16, output_limit: 64 * 1024 },
-                timing: Timing {
-                    idle: Some(Duration::from_secs(10)),
-                    frame: None,
-                    grace: Duration::from_secs(1),
-                    linger: Duration::from_secs(1),
-                    linger_bytes: 4096,
-                    stop_read_budget: 4096,
-                },
+                timing,
                 clock: Clock::starting(Instant::now(), 0),
                 max_connections: 1000,
             };

@@ -623,7 +623,7 @@ impl<'a, H: Handlers> Server<'a, H> {
         let security = self.shared.security;
         if let Some(config) = &security.tls {
             match Tls::new(config.clone()) {
-                Ok(tls) => session.speak_tls(tls),
+                Ok(tls) => session.speak_tls(tls, now),
                 // Only for a configuration rustls refuses; the application checked it.
                 Err(e) => session.io_error(io::Error::other(e)),
             }
@@ -1049,6 +1049,7 @@ mod test {
             timing: Timing {
                 idle: None,
                 frame: None,
+                handshake: Duration::from_secs(1),
                 grace: Duration::from_secs(1),
                 linger: Duration::from_secs(1),
                 linger_bytes: 4096,

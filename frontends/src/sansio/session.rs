@@ -14,8 +14,9 @@
 //!   [`Session::take_shut_write`] (shut the writing side now: a lingering
 //!   close begins).
 //! - **Time**: [`Session::poll_timeout`] is the earliest of the idle
-//!   deadline, the frame deadline, the stop's grace deadline and the linger
-//!   deadline; [`Session::handle_timeout`] acts on whichever has passed.
+//!   deadline, the frame deadline, the TLS handshake deadline, the stop's
+//!   grace deadline and the linger deadline; [`Session::handle_timeout`]
+//!   acts on whichever has passed.
 //! - **State**: one [`Phase`]: open, draining, lingering, closed. Why it
 //!   ended is [`Session::take_end`].
 //! - **Stop**: [`Session::begin_shutdown`].
@@ -29,6 +30,10 @@
 //!   connection is closed (no error frame: the stream is not broken, the
 //!   client is too slow). Without it a client trickling a byte per tick
 //!   would hold the server for ever.
+//! - *Handshake deadline* (TLS): the handshake must be done within
+//!   `handshake` of the accept, whatever the idle timeout (off, or longer)
+//!   and however the bytes trickle; else the connection is closed. The
+//!   idle timeout still applies: whichever comes first closes it.
 //! - *Back-pressure*: while the unsent responses reach the output limit the
 //!   session does not want to read; input already read but not taken is
 //!   held and pushed again as the output drains.
@@ -83,6 +88,16 @@ pub const LINGER_BYTES: usize = 8 << 20;
 /// How many idle timeouts a frame may take from its first byte to its
 /// last when the frame deadline is on (the blocking flavor).
 pub const FRAME_DEADLINE_IDLE_TIMEOUTS: u32 = 10;
+/// How long a TLS handshake may take from the accept (see
+/// [`Timing::handshake`]). A handshake is one or two round trips: a few
+/// milliseconds on a LAN, under 2 s over a slow intercontinental link or
+/// with a client certificate. Ten seconds leaves room for a loaded server
+/// and a client that opens its connections before handshaking on any
+/// (redis-benchmark does), and it is what ASP.NET Kestrel's
+/// `HandshakeTimeout` defaults to (Node's `handshakeTimeout`: 120 s,
+/// Python asyncio's `ssl_handshake_timeout`: 60 s, both made for the
+/// Internet at large). A slower client is closed, and tries again.
+pub const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 /// Bytes a stopping session may still read: requests already waiting in
 /// the socket when the stop came are answered, and a client that never
 /// stops sending cannot keep the stop going.
@@ -107,6 +122,9 @@ pub struct Timing {
     pub idle: Option<Duration>,
     /// A frame begun must be whole within this long; `None`: no deadline.
     pub frame: Option<Duration>,
+    /// A TLS handshake must be done within this long of the accept
+    /// (without TLS, nothing).
+    pub handshake: Duration,
     /// How long a stop keeps writing what is owed.
     pub grace: Duration,
     /// How long a lingering close waits for the peer's end of stream.
@@ -147,6 +165,7 @@ impl Timing {
         Timing {
             idle,
             frame: None,
+            handshake: HANDSHAKE_TIME,
             grace: SHUTDOWN_GRACE,
             linger: LINGER_TIME,
             linger_bytes: LINGER_BYTES,
@@ -348,6 +367,8 @@ struct Secured {
     tls: Option<Tls>,
     /// Its close_notify is queued.
     notified: bool,
+    /// When its TLS handshake must be done (with TLS).
+    handshake_by: Option<Instant>,
 }
 
 impl Session {
@@ -383,9 +404,13 @@ impl Session {
     }
 
     /// The connection speaks TLS (see [`crate::sansio::tls`]): bytes in are
-    /// records, bytes out are records.
-    pub fn speak_tls(&mut self, tls: Tls) {
-        self.secured().tls = Some(tls);
+    /// records, bytes out are records; its handshake, begun at `now`, must
+    /// be done within [`Timing::handshake`].
+    pub fn speak_tls(&mut self, tls: Tls, now: Instant) {
+        let by = now + self.timing.handshake;
+        let secured = self.secured();
+        secured.tls = Some(tls);
+        secured.handshake_by = Some(by);
     }
 
     /// Protected mode refuses the connection: it is told why in its
@@ -425,6 +450,12 @@ impl Session {
     /// state, so that a refusal queued meanwhile can be delivered).
     fn is_handshaking(&self) -> bool {
         self.tls().is_some_and(Tls::is_handshaking)
+    }
+
+    /// When the TLS handshake under way must be done (`None`: no TLS, or done).
+    fn handshake_deadline(&self) -> Option<Instant> {
+        let secured = self.secured.as_deref()?;
+        secured.tls.as_ref().filter(|tls| tls.is_handshaking()).and(secured.handshake_by)
     }
 
     /// The bytes for the socket: records with TLS, the answers without.
@@ -791,9 +822,9 @@ impl Session {
         match self.state {
             State::Open => {
                 let frame = self.frame_since.zip(self.timing.frame).map(|(since, limit)| since + limit);
-                earliest(idle, frame)
+                earliest(earliest(idle, frame), self.handshake_deadline())
             }
-            State::Draining { deadline, .. } => earliest(deadline, idle),
+            State::Draining { deadline, .. } => earliest(earliest(deadline, idle), self.handshake_deadline()),
             State::Lingering { deadline, .. } => Some(deadline),
             State::Closed => None,
         }
@@ -805,6 +836,13 @@ impl Session {
             return;
         }
         let idle_over = self.timing.idle.is_some_and(|idle| now >= self.last_active + idle);
+        if matches!(self.state, State::Open | State::Draining { .. })
+            && self.handshake_deadline().is_some_and(|at| now >= at)
+        {
+            // Whatever it was waiting for (its next handshake record, or to
+            // write a refusal or an alert), it had its time.
+            return self.close(End::SlowHandshake(self.timing.handshake));
+        }
         match self.state {
             State::Open if idle_over => self.close(End::Idle),
             State::Open => {
@@ -997,6 +1035,8 @@ pub enum End {
     Idle,
     /// A frame begun was not complete within the frame deadline (blocking flavor).
     SlowFrame(Duration),
+    /// The TLS handshake was not done within [`Timing::handshake`] of the accept.
+    SlowHandshake(Duration),
     /// The server is stopping.
     Shutdown,
     /// Evicted: all connections together held more than
@@ -1035,6 +1075,7 @@ impl fmt::Display for End {
             End::OutputFull => f.write_str("response larger than the output buffer"),
             End::Idle => f.write_str("idle timeout"),
             End::SlowFrame(limit) => write!(f, "frame not complete within {} ms of its first byte", limit.as_millis()),
+            End::SlowHandshake(limit) => write!(f, "TLS handshake not done within {} ms", limit.as_millis()),
             End::Shutdown => f.write_str("server stopping"),
             End::MemoryLimit(held) => {
                 write!(f, "client memory limit reached; this connection held the most ({held} bytes)")
@@ -1092,6 +1133,7 @@ mod test {
         Timing {
             idle: Some(1000 * MS),
             frame: None,
+            handshake: 2000 * MS,
             grace: 300 * MS,
             linger: 500 * MS,
             linger_bytes: 10_000,

@@ -64,7 +64,8 @@ pub enum Close {
     Denied,
     /// Too many wrong secrets.
     AuthFailed,
-    /// TLS failed (not TLS, a refused handshake, a bad record).
+    /// TLS failed (not TLS, a refused handshake, a bad record), or its
+    /// handshake was not done within the handshake deadline.
     Tls,
 }
 
@@ -295,7 +296,7 @@ pub(crate) fn close_of(end: &End) -> Close {
         End::OutputFull | End::Io(_) | End::Panic => Close::Error,
         End::Denied => Close::Denied,
         End::AuthFailed => Close::AuthFailed,
-        End::Tls(_) => Close::Tls,
+        End::Tls(_) | End::SlowHandshake(_) => Close::Tls,
     }
 }
 

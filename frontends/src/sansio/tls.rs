@@ -7,14 +7,18 @@
 //! `Server::transmit` holds, a completion driver still takes the buffer
 //! (`Server::take_transmit`), only the bytes are records now.
 //!
-//! Bounds: a handshake is bounded in time by the session's idle timeout
-//! (the session sees no plaintext, so nothing moves its deadline but what
-//! the server sends), and in bytes by rustls (a record is at most 16 KiB
-//! and 2 KiB of overhead, a handshake message at most 64 KiB; more, or
-//! anything that is not TLS, is an error and the connection ends after
-//! the alert). Plaintext waits in the session's output until the handshake
-//! is done; once sealed, at most [`SEAL_AHEAD`] bytes of records wait here,
-//! so back-pressure still reaches the session.
+//! Bounds: a handshake is bounded in time by the session (its handshake
+//! deadline, [`Timing::handshake`](crate::sansio::session::Timing::handshake),
+//! 10 s from the accept, or its idle timeout if that comes first), and in
+//! bytes by rustls (a record is at most 16 KiB and 2 KiB of overhead, a
+//! handshake message at most 64 KiB; more, or anything that is not TLS, is
+//! an error and the connection ends after the alert). The records rustls
+//! skips during a handshake are counted by it too (at most 4 warning
+//! alerts and 2 ChangeCipherSpec; an empty or early application record is
+//! an error), so a client cannot keep a handshake going with bytes: a
+//! test holds rustls to it. Plaintext waits in the session's output until
+//! the handshake is done; once sealed, at most [`SEAL_AHEAD`] bytes of
+//! records wait here, so back-pressure still reaches the session.
 //!
 //! What TLS allocates (and plaintext does not): rustls's buffers per
 //! connection (a few tens of KiB while records move, given back as they
@@ -177,6 +181,7 @@ mod test {
     use crate::sansio::security::server_test::{Shares, TestServer, exchange};
     use crate::sansio::security::{Secret, Security};
     use crate::sansio::server::Handle;
+    use crate::sansio::session::Timing;
     use crate::sansio::stats::Close;
     use crate::sansio::wire::Protocol;
 
@@ -204,9 +209,17 @@ mod test {
         (Arc::new(server), Arc::new(client))
     }
 
+    fn name() -> ServerName<'static> {
+        ServerName::try_from("localhost").unwrap()
+    }
+
     /// Moves records both ways until neither side has any to send.
     fn pump(server: &mut TestServer<'_>, handle: Handle, client: &mut ClientConnection) -> Vec<u8> {
-        let now = Instant::now();
+        pump_at(server, handle, client, Instant::now())
+    }
+
+    /// [`pump`] at `now`.
+    fn pump_at(server: &mut TestServer<'_>, handle: Handle, client: &mut ClientConnection, now: Instant) -> Vec<u8> {
         let mut got = Vec::new();
         for _ in 0..100 {
             let mut moved = false;
@@ -320,6 +333,100 @@ mod test {
         assert!(deadline <= now + Duration::from_secs(10));
         server.handle_timeout(deadline);
         assert!(server.is_closed(silent));
+    }
+
+    #[test]
+    fn a_handshake_is_closed_at_its_deadline_even_with_no_idle_timeout() {
+        // No idle timeout: before the handshake deadline, a silent client
+        // held its connection for ever.
+        let (server_config, client_config) = configs();
+        let shares = Shares::new(Security { tls: Some(server_config), ..Security::default() });
+        let handshake = Duration::from_secs(10);
+        let mut server = shares.server_timed(Timing { handshake, ..Timing::new(None) });
+        let t0 = Instant::now();
+        let silent = server.accept(None, t0, Protocol::Kvio).unwrap();
+        assert_eq!(server.poll_timeout(), Some(t0 + handshake));
+        // Half a handshake: its ClientHello at 1 s is answered, its
+        // Finished never comes. The deadline counts from the accept.
+        let half = server.accept(None, t0, Protocol::Resp).unwrap();
+        let mut stalled = ClientConnection::new(client_config.clone(), name()).unwrap();
+        let mut hello = Vec::new();
+        stalled.write_tls(&mut hello).unwrap();
+        let one = t0 + Duration::from_secs(1);
+        server.received(half, &hello, one);
+        assert!(server.wants_write(half), "the server's flight");
+        let flight = server.transmit(half).len();
+        server.advance(half, flight, one);
+        // A whole handshake at 1 s: no deadline is left on it.
+        let done = server.accept(None, t0, Protocol::Resp).unwrap();
+        let mut client = ClientConnection::new(client_config, name()).unwrap();
+        client.writer().write_all(b"PING\r\n").unwrap();
+        assert_eq!(pump_at(&mut server, done, &mut client, one), b"+PONG\r\n");
+
+        server.handle_timeout(t0 + handshake - Duration::from_millis(1));
+        assert!(!server.is_closed(silent) && !server.is_closed(half));
+        assert_eq!(server.poll_timeout(), Some(t0 + handshake));
+        server.handle_timeout(t0 + handshake);
+        assert!(server.is_closed(silent), "silent");
+        assert!(server.is_closed(half), "half a handshake");
+        assert!(!server.is_closed(done), "a handshake done in time");
+        while server.poll_io().is_some() {}
+        assert_eq!(shares.counters.figures().closed[Close::Tls as usize], 2);
+        assert_eq!(server.poll_timeout(), None, "nothing left to time");
+        client.writer().write_all(b"PING\r\n").unwrap();
+        assert_eq!(pump_at(&mut server, done, &mut client, t0 + handshake * 10), b"+PONG\r\n");
+    }
+
+    #[test]
+    fn the_idle_timeout_still_closes_a_handshake_first_when_it_is_shorter() {
+        let (server_config, _) = configs();
+        let shares = Shares::new(Security { tls: Some(server_config), ..Security::default() });
+        let idle = Duration::from_secs(3);
+        let mut server = shares.server_timed(Timing::new(Some(idle)));
+        let t0 = Instant::now();
+        let silent = server.accept(None, t0, Protocol::Kvio).unwrap();
+        assert_eq!(server.poll_timeout(), Some(t0 + idle));
+        server.handle_timeout(t0 + idle);
+        assert!(server.is_closed(silent));
+    }
+
+    #[test]
+    fn a_handshake_kept_going_with_records_is_closed_within_a_few_of_them() {
+        // The bytes a handshake may take are rustls's bound: records it
+        // skips are counted, others are errors, a message is at most 64 KiB.
+        // Should a rustls upgrade let one of these through, this fails.
+        let (server_config, client_config) = configs();
+        let shares = Shares::new(Security { tls: Some(server_config), ..Security::default() });
+        let mut server = shares.server_timed(Timing::new(None));
+        let now = Instant::now();
+        let mut huge = vec![0x16, 3, 3, 0x40, 0];
+        huge.resize(5 + 0x4000, 0);
+        let fillers: [(&str, &[u8], usize); 6] = [
+            ("empty handshake records", &[0x16, 3, 3, 0, 0], 100),
+            ("warning alerts", &[0x15, 3, 3, 0, 2, 1, 90], 100),
+            ("ChangeCipherSpec records", &[0x14, 3, 3, 0, 1, 1], 100),
+            ("application data", &[0x17, 3, 3, 0, 4, 1, 2, 3, 4], 100),
+            ("heartbeats", &[0x18, 3, 3, 0, 1, 1], 100),
+            ("a handshake message without end", &huge, 80 * 1024),
+        ];
+        for (what, filler, most) in fillers {
+            let handle = server.accept(None, now, Protocol::Resp).unwrap();
+            let mut client = ClientConnection::new(client_config.clone(), name()).unwrap();
+            let mut hello = Vec::new();
+            client.write_tls(&mut hello).unwrap();
+            server.received(handle, &hello, now);
+            let mut sent = 0;
+            while sent < 1 << 20 && !server.is_closed(handle) {
+                server.received(handle, filler, now);
+                while server.wants_write(handle) {
+                    let n = server.transmit(handle).len();
+                    server.advance(handle, n, now);
+                }
+                sent += filler.len();
+            }
+            assert!(server.is_closed(handle), "{what}: still open after {sent} bytes");
+            assert!(sent <= most, "{what}: closed after {sent} bytes");
+        }
     }
 
     #[test]
