@@ -26,6 +26,7 @@ pub mod log_writer;
 pub mod memory;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
+pub mod outbuf;
 pub mod recovery;
 pub mod security;
 pub mod server;

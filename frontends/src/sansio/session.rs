@@ -70,6 +70,7 @@ use std::io;
 
 use kvio_core::{Outcome, Output, OutputFull};
 
+pub use crate::sansio::outbuf::OutBuf;
 use crate::sansio::security::{Auth, Guard};
 use crate::sansio::tls::Tls;
 pub use crate::sansio::wire::Framing;
@@ -177,67 +178,6 @@ impl Timing {
     /// timeouts (none when there is no idle timeout).
     pub fn with_frame_deadline(self) -> Timing {
         Timing { frame: self.idle.map(|idle| idle * FRAME_DEADLINE_IDLE_TIMEOUTS), ..self }
-    }
-}
-
-/// Response bytes waiting for the socket, drained from the front.
-#[derive(Debug, Default)]
-pub struct OutBuf {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl OutBuf {
-    /// Nothing waiting.
-    pub fn is_empty(&self) -> bool {
-        self.start == self.buf.len()
-    }
-
-    /// Bytes of heap held.
-    pub fn capacity(&self) -> usize {
-        self.buf.capacity()
-    }
-
-    /// Forgets everything (keeps the allocation).
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.start = 0;
-    }
-
-    /// The bytes not sent yet.
-    pub fn unsent(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    /// `n` bytes were sent.
-    pub fn advance(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
-        if self.start == self.buf.len() {
-            self.clear();
-        }
-    }
-}
-
-impl Output for OutBuf {
-    fn pending(&self) -> usize {
-        self.buf.len() - self.start
-    }
-
-    fn append(&mut self, len: usize) -> Result<&mut [u8], OutputFull> {
-        if self.start > 0 && self.start >= self.buf.len() / 2 {
-            // Written bytes at the front are dead: reclaim them before growing.
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let at = self.buf.len();
-        let end = at.checked_add(len).ok_or(OutputFull)?;
-        self.buf.resize(end, 0);
-        Ok(&mut self.buf[at..end])
-    }
-
-    fn truncate_back(&mut self, len: usize) {
-        let keep = self.buf.len().saturating_sub(len).max(self.start);
-        self.buf.truncate(keep);
     }
 }
 
@@ -574,7 +514,7 @@ impl Session {
         if !buf.is_empty() && !matches!(self.state, State::Lingering { .. } | State::Closed) {
             // The unsent rest came before everything queued since.
             let out = self.wire_out_mut();
-            buf.buf.extend_from_slice(out.unsent());
+            buf.extend_from_slice(out.unsent());
             spare.put(mem::replace(out, buf));
         } else {
             spare.put(buf);

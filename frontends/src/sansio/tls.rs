@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use rustls::ServerConnection;
 
-use crate::sansio::session::OutBuf;
+use crate::sansio::outbuf::OutBuf;
 
 /// Records waiting for the socket past which no more plaintext is sealed
 /// (the rest waits in the session's output, which back-pressure sees).
